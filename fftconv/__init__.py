@@ -1,0 +1,21 @@
+"""fftconv: N-d convolution layers and their gradients in the frequency domain.
+
+>>> import fftconv
+>>> y = fftconv.forward(x, w, b, padding="same")              # doctest: +SKIP
+>>> dx, dw, db = fftconv.backward(dy, x, w, padding="same")   # doctest: +SKIP
+>>> p = fftconv.plan(x.shape, w.shape, dtype=x.dtype)         # doctest: +SKIP
+
+Modules, one per kind of work: ``checks`` (arguments), ``geometry`` (integer
+padding/size/crop arithmetic), ``transforms`` (the only FFT calls),
+``contraction`` (channel sums per frequency), ``fftpath`` (the FFT algorithm),
+``direct`` (the spatial-domain algorithm), ``planner`` (plans and caches),
+``config`` (backend, threads, FFTW effort) and ``api`` (the public functions).
+"""
+from . import direct
+from .api import backward, forward, plan
+from .config import configure, get_settings, using
+from .planner import ENGINE_CACHE, Gradients, Plan
+
+__all__ = ["forward", "backward", "plan", "Plan", "Gradients", "configure", "get_settings",
+           "using", "direct", "ENGINE_CACHE"]
+__version__ = "0.1.0"

@@ -1,0 +1,112 @@
+"""Process-wide settings: FFT backend, threads and FFTW planner effort.
+
+Every setting can be given by environment variable at start-up and changed
+at run time with :func:`configure` (or temporarily with :func:`using`).
+Plans are cached per setting value, so changing a setting never reuses a plan
+built under another one.
+
+=====================  ==========================  ==============================
+setting                environment variable        default
+=====================  ==========================  ==============================
+``backend``            ``FFTCONV_BACKEND``         ``"pyfftw"`` if importable,
+                                                   else ``"scipy"``
+``threads``            ``FFTCONV_THREADS``         all cores this process may use
+``planner_effort``     ``FFTCONV_PLANNER_EFFORT``  ``"FFTW_MEASURE"``
+``planning_timelimit`` ``FFTCONV_PLANNING_TIME``   ``2.0`` seconds per FFTW plan
+=====================  ==========================  ==============================
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import threading
+
+BACKENDS = ("pyfftw", "scipy")
+PLANNER_EFFORTS = ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT", "FFTW_EXHAUSTIVE")
+
+
+def _pyfftw_available() -> bool:
+    try:
+        import pyfftw  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def available_cores() -> int:
+    """Cores this process may run on (honours CPU affinity where the OS has it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """One immutable snapshot of the settings; part of every plan's cache key."""
+
+    backend: str
+    threads: int
+    planner_effort: str
+    planning_timelimit: float
+
+
+def _validate(s: Settings) -> Settings:
+    if s.backend not in BACKENDS:
+        raise ValueError(f"fftconv.configure: backend must be one of {BACKENDS}, "
+                         f"got backend={s.backend!r}")
+    if s.backend == "pyfftw" and not _pyfftw_available():
+        raise ValueError("fftconv.configure: backend='pyfftw' needs the pyfftw package, "
+                         "which is not installed; use backend='scipy'")
+    if not isinstance(s.threads, int) or isinstance(s.threads, bool) or s.threads < 1:
+        raise ValueError(f"fftconv.configure: threads must be an int >= 1, got threads={s.threads!r}")
+    if s.planner_effort not in PLANNER_EFFORTS:
+        raise ValueError(f"fftconv.configure: planner_effort must be one of {PLANNER_EFFORTS}, "
+                         f"got planner_effort={s.planner_effort!r}")
+    if not s.planning_timelimit > 0:
+        raise ValueError("fftconv.configure: planning_timelimit must be > 0 seconds, "
+                         f"got planning_timelimit={s.planning_timelimit!r}")
+    return s
+
+
+def _from_environment() -> Settings:
+    env = os.environ.get
+    return _validate(Settings(
+        backend=env("FFTCONV_BACKEND", "pyfftw" if _pyfftw_available() else "scipy"),
+        threads=int(env("FFTCONV_THREADS", available_cores())),
+        planner_effort=env("FFTCONV_PLANNER_EFFORT", "FFTW_MEASURE"),
+        planning_timelimit=float(env("FFTCONV_PLANNING_TIME", 2.0)),
+    ))
+
+
+_lock = threading.Lock()
+_current = _from_environment()
+
+
+def get_settings() -> Settings:
+    """The settings in force now."""
+    return _current
+
+
+def configure(**changes) -> Settings:
+    """Change settings (``backend``, ``threads``, ``planner_effort``,
+    ``planning_timelimit``); returns the previous settings."""
+    global _current
+    with _lock:
+        previous = _current
+        try:
+            _current = _validate(dataclasses.replace(_current, **changes))
+        except TypeError as exc:
+            raise TypeError(f"fftconv.configure: {exc}") from None
+    return previous
+
+
+@contextlib.contextmanager
+def using(**changes):
+    """Context manager: ``with fftconv.using(backend="scipy"): ...``."""
+    previous = configure(**changes)
+    try:
+        yield get_settings()
+    finally:
+        configure(**dataclasses.asdict(previous))

@@ -1,0 +1,219 @@
+"""Pure integer geometry of an N-d convolution layer.
+
+Everything here works on shapes and ints only, never on arrays, so it can be
+tested exhaustively without running a transform (the model is JAX's
+``_conv_general_vjp_*_padding`` helpers).  It answers four questions:
+
+* how much padding each spatial axis gets (``resolve_padding``),
+* how large the output is (``output_length``),
+* which FFT length avoids wrap-around for the forward product and both
+  gradient products (``fft_length``), and
+* where each operand is placed in, and cropped from, the FFT buffer
+  (the ``*_placement`` and ``*_crop`` properties of :class:`ConvGeometry`).
+
+The placement/crop model (stride ``s``, dilation ``d``, padding ``lo``):
+
+* ``x`` is written at offset ``lo`` (so the buffer holds the padded input),
+* ``w`` is written at offset 0 with step ``d`` (a zero-dilated kernel),
+* ``dy`` is written at offset 0 with step ``s`` (a zero-upsampled gradient),
+* ``y`` is read at ``0 : (out-1)*s+1 : s``; ``dx`` at ``lo : lo+n``;
+  ``dw`` at ``0 : ke : d``.
+
+With a buffer length ``L >= n + lo + hi`` none of the three circular products
+wraps around, which is why the FFT size is the padded input size and not
+input + kernel - 1 (see ``fft_length``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+from typing import Tuple
+
+PADDING_MODES = ("valid", "same", "full")
+
+Pair = Tuple[int, int]
+
+
+def effective_kernel(k: int, d: int) -> int:
+    """Extent of a kernel of ``k`` taps with dilation ``d``: ``d*(k-1) + 1``."""
+    return d * (k - 1) + 1
+
+
+def same_padding(n: int, k: int, s: int, d: int, flip_kernel: bool) -> Pair:
+    """``(lo, hi)`` for ``padding="same"`` on one axis (CONVENTIONS §2).
+
+    ``out = ceil(n / s)``; the total is split with the extra element after the
+    input for correlation (torch/TF) and before it for a true convolution
+    (``scipy.signal.convolve(mode="same")``), which only matters for even
+    effective kernels.
+    """
+    out = -(-n // s)
+    total = max((out - 1) * s + effective_kernel(k, d) - n, 0)
+    lo = total - total // 2 if flip_kernel else total // 2
+    return lo, total - lo
+
+
+def resolve_padding(padding, n: Tuple[int, ...], k: Tuple[int, ...],
+                    s: Tuple[int, ...], d: Tuple[int, ...],
+                    flip_kernel: bool) -> Tuple[Pair, ...]:
+    """Turn any accepted ``padding`` form into one ``(lo, hi)`` pair per axis.
+
+    ``padding`` must already be validated (see ``checks.check_padding``): a mode
+    string, an int, a sequence of ints, or a sequence of ``(lo, hi)`` pairs.
+    """
+    ndim = len(n)
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0),) * ndim
+        if padding == "full":
+            return tuple((effective_kernel(ki, di) - 1,) * 2 for ki, di in zip(k, d))
+        return tuple(same_padding(*args, flip_kernel) for args in zip(n, k, s, d))
+    if isinstance(padding, int):
+        return ((padding, padding),) * ndim
+    return tuple((p, p) if isinstance(p, int) else (p[0], p[1]) for p in padding)
+
+
+def output_length(n: int, lo: int, hi: int, k: int, s: int, d: int) -> int:
+    """``(n + lo + hi - ke) // s + 1``; may be < 1, which callers reject."""
+    return (n + lo + hi - effective_kernel(k, d)) // s + 1
+
+
+def is_smooth(n: int, primes=(2, 3, 5, 7)) -> bool:
+    """True if ``n`` has no prime factor outside ``primes``."""
+    for p in primes:
+        while n % p == 0:
+            n //= p
+    return n == 1
+
+
+def next_fast_length(n: int, even: bool = False) -> int:
+    """Smallest 7-smooth integer ``>= n`` (optionally even).
+
+    Both FFTW and pocketfft (``scipy.fft``) have hand-written codelets for the
+    radices 2, 3, 5 and 7, so such lengths run at full speed in both backends.
+    ``even`` is used for the last axis of a real-to-complex transform, whose
+    half-spectrum trick is cheapest on even lengths.
+    """
+    m = max(int(n), 1)
+    while not (is_smooth(m) and (not even or m % 2 == 0)):
+        m += 1
+    return m
+
+
+def fft_length(padded: int, even: bool = False) -> int:
+    """FFT length for one axis whose padded input length is ``padded``.
+
+    The forward product reads ``y`` at positions ``< padded - ke + 1``, the input
+    gradient writes ``dx_pad`` at positions ``< (out-1)*s + ke <= padded`` and
+    the weight gradient reads lags ``< ke`` of a correlation whose operands fit
+    in ``padded``: a buffer of ``padded`` samples keeps all three circular
+    products free of wrap-around, so no ``+ k - 1`` is needed.
+    """
+    return next_fast_length(padded, even=even)
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Every integer fact about one layer: shapes, padding, FFT size, crops.
+
+    Built by :func:`make_geometry` from validated arguments; immutable and
+    hashable, so it can be (part of) a cache key.
+    """
+
+    batch: int
+    in_channels: int
+    out_channels: int
+    groups: int
+    in_size: Tuple[int, ...]
+    kernel: Tuple[int, ...]
+    stride: Tuple[int, ...]
+    dilation: Tuple[int, ...]
+    padding: Tuple[Pair, ...]
+    flip_kernel: bool
+    real: bool
+
+    # -- derived sizes ----------------------------------------------------
+    @property
+    def ndim(self) -> int:
+        """Number of spatial axes."""
+        return len(self.in_size)
+
+    @property
+    def effective_kernel(self) -> Tuple[int, ...]:
+        return tuple(effective_kernel(k, d) for k, d in zip(self.kernel, self.dilation))
+
+    @property
+    def padded_size(self) -> Tuple[int, ...]:
+        return tuple(n + lo + hi for n, (lo, hi) in zip(self.in_size, self.padding))
+
+    @property
+    def out_size(self) -> Tuple[int, ...]:
+        return tuple(output_length(n, lo, hi, k, s, d) for n, (lo, hi), k, s, d in
+                     zip(self.in_size, self.padding, self.kernel, self.stride, self.dilation))
+
+    @property
+    def x_shape(self) -> Tuple[int, ...]:
+        return (self.batch, self.in_channels) + self.in_size
+
+    @property
+    def w_shape(self) -> Tuple[int, ...]:
+        return (self.out_channels, self.in_channels // self.groups) + self.kernel
+
+    @property
+    def y_shape(self) -> Tuple[int, ...]:
+        return (self.batch, self.out_channels) + self.out_size
+
+    @property
+    def fft_shape(self) -> Tuple[int, ...]:
+        """FFT size per spatial axis: the padded size rounded up to a fast length."""
+        last = self.ndim - 1
+        return tuple(fft_length(p, even=self.real and i == last)
+                     for i, p in enumerate(self.padded_size))
+
+    @property
+    def spectrum_shape(self) -> Tuple[int, ...]:
+        """Shape of one spectrum: halved last axis for real-to-complex transforms."""
+        shape = self.fft_shape
+        if self.real:
+            shape = shape[:-1] + (shape[-1] // 2 + 1,)
+        return shape
+
+    @property
+    def spectrum_size(self) -> int:
+        return prod(self.spectrum_shape)
+
+    # -- where operands go in the FFT buffer ------------------------------
+    @property
+    def x_placement(self) -> Tuple[slice, ...]:
+        """Slots of the padded input inside the FFT buffer."""
+        return tuple(slice(lo, lo + n) for n, (lo, _) in zip(self.in_size, self.padding))
+
+    @property
+    def w_placement(self) -> Tuple[slice, ...]:
+        """Slots of the zero-dilated kernel."""
+        return tuple(slice(0, e, d) for e, d in zip(self.effective_kernel, self.dilation))
+
+    @property
+    def dy_placement(self) -> Tuple[slice, ...]:
+        """Slots of the zero-upsampled output gradient (stride > 1)."""
+        return tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(self.out_size, self.stride))
+
+    # the crops read the same slots back out of the inverse transforms
+    y_crop = dy_placement
+    dx_crop = x_placement
+    dw_crop = w_placement
+
+
+def make_geometry(x_shape, w_shape, padding, stride, dilation, groups,
+                  flip_kernel, real) -> ConvGeometry:
+    """Build a :class:`ConvGeometry` from validated shapes and options.
+
+    ``stride`` and ``dilation`` are per-axis tuples and ``padding`` any form
+    accepted by :func:`resolve_padding`.
+    """
+    in_size, kernel = tuple(x_shape[2:]), tuple(w_shape[2:])
+    pads = resolve_padding(padding, in_size, kernel, stride, dilation, flip_kernel)
+    return ConvGeometry(batch=x_shape[0], in_channels=x_shape[1], out_channels=w_shape[0],
+                        groups=groups, in_size=in_size, kernel=kernel, stride=tuple(stride),
+                        dilation=tuple(dilation), padding=pads, flip_kernel=bool(flip_kernel),
+                        real=bool(real))
