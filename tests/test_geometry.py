@@ -1,0 +1,88 @@
+"""Pure integer geometry: padding, output sizes, FFT sizes, placements and crops."""
+import itertools
+import math
+
+import pytest
+
+from fftconv.geometry import (effective_kernel, fft_length, is_smooth, make_geometry,
+                              next_fast_length, output_length, resolve_padding, same_padding)
+
+
+@pytest.mark.parametrize("n, k, s, d", list(itertools.product(range(1, 12), range(1, 6), range(1, 4),
+                                                              range(1, 3))))
+@pytest.mark.parametrize("flip", [False, True])
+def test_same_padding_gives_ceil_n_over_s(n, k, s, d, flip):
+    lo, hi = same_padding(n, k, s, d, flip)
+    assert lo >= 0 and hi >= 0
+    assert output_length(n, lo, hi, k, s, d) == math.ceil(n / s)
+    total = max((math.ceil(n / s) - 1) * s + effective_kernel(k, d) - n, 0)
+    assert lo + hi == total
+    # correlation puts the odd element after the input, convolution before it
+    assert lo == (total - total // 2 if flip else total // 2)
+
+
+def test_same_padding_even_kernel_hand_values():
+    assert same_padding(10, 4, 1, 1, flip_kernel=False) == (1, 2)  # torch / TF SAME
+    assert same_padding(10, 4, 1, 1, flip_kernel=True) == (2, 1)   # scipy.signal.convolve same
+    assert same_padding(10, 3, 2, 1, False) == (0, 1)              # out 5: (5-1)*2+3-10 = 1
+    assert same_padding(3, 5, 1, 2, False) == (4, 4)               # ke = 9
+
+
+def test_resolve_padding_forms():
+    n, k, s, d = (10, 8), (3, 4), (1, 1), (1, 2)
+    assert resolve_padding("valid", n, k, s, d, False) == ((0, 0), (0, 0))
+    assert resolve_padding("full", n, k, s, d, False) == ((2, 2), (6, 6))
+    assert resolve_padding(2, n, k, s, d, False) == ((2, 2), (2, 2))
+    assert resolve_padding((1, 3), n, k, s, d, False) == ((1, 1), (3, 3))
+    assert resolve_padding(((1, 0), (0, 2)), n, k, s, d, False) == ((1, 0), (0, 2))
+    assert resolve_padding("same", n, k, s, d, False) == ((1, 1), (3, 3))
+
+
+def test_output_length_table():
+    # (n + lo + hi - ke) // s + 1
+    assert output_length(10, 0, 0, 3, 1, 1) == 8
+    assert output_length(10, 2, 2, 3, 1, 1) == 12      # full
+    assert output_length(10, 0, 0, 3, 2, 1) == 4
+    assert output_length(10, 0, 0, 3, 1, 3) == 4       # ke = 7
+    assert output_length(3, 0, 0, 5, 1, 1) < 1
+
+
+def test_next_fast_length_is_smallest_7_smooth():
+    for n in range(1, 600):
+        m = next_fast_length(n)
+        assert m >= n and is_smooth(m)
+        assert all(not is_smooth(v) for v in range(n, m))
+        e = next_fast_length(n, even=True)
+        assert e % 2 == 0 and is_smooth(e) and e >= n
+        assert all(not (is_smooth(v) and v % 2 == 0) for v in range(n, e))
+
+
+def test_valid_fft_size_is_padded_input_not_input_plus_kernel():
+    g = make_geometry((2, 3, 128, 100), (4, 3, 31, 31), "valid", (1, 1), (1, 1), 1, False, True)
+    assert g.fft_shape == (128, 100)
+    assert g.spectrum_shape == (128, 51)
+    g = make_geometry((2, 3, 128), (4, 3, 31), "full", (1,), (1,), 1, False, True)
+    assert g.fft_shape == (fft_length(128 + 60, even=True),)
+
+
+def test_placements_and_crops():
+    g = make_geometry((1, 1, 10), (1, 1, 3), ((2, 1),), (2,), (3,), 1, False, True)
+    assert g.padded_size == (13,)
+    assert g.effective_kernel == (7,)
+    assert g.out_size == ((13 - 7) // 2 + 1,)
+    assert g.x_placement == (slice(2, 12),)
+    assert g.w_placement == (slice(0, 7, 3),)
+    assert g.dy_placement == (slice(0, 7, 2),)
+    assert g.y_crop == g.dy_placement and g.dx_crop == g.x_placement and g.dw_crop == g.w_placement
+    # no wrap-around: every product's support fits in the FFT length
+    (L,) = g.fft_shape
+    assert L >= 13 and (g.out_size[0] - 1) * 2 + 7 <= L
+
+
+def test_geometry_is_hashable_and_complete():
+    a = make_geometry((2, 4, 9, 9), (4, 2, 3, 3), "same", (2, 1), (1, 2), 2, True, True)
+    b = make_geometry((2, 4, 9, 9), (4, 2, 3, 3), "same", (2, 1), (1, 2), 2, True, True)
+    c = make_geometry((2, 4, 9, 9), (4, 2, 3, 3), "same", (2, 1), (1, 2), 2, False, True)
+    assert a == b and hash(a) == hash(b) and a != c
+    assert a.x_shape == (2, 4, 9, 9) and a.w_shape == (4, 2, 3, 3)
+    assert a.y_shape == (2, 4, 5, 9)

@@ -1,0 +1,145 @@
+"""The planner: spectra reuse across a training step, stale-weight detection,
+bounded thread-safe caches, exposed geometry and both FFT backends."""
+import threading
+
+import numpy as np
+import pytest
+
+import fftconv
+from fftconv.planner import EngineCache
+from oracle import oracle_backward, oracle_forward
+
+RNG = np.random.default_rng(7)
+
+
+def make(shape, dtype=np.float64):
+    return RNG.standard_normal(shape).astype(dtype)
+
+
+def test_one_training_step_is_three_forward_and_three_inverse_transforms():
+    x, w, b = make((3, 4, 12, 10)), make((6, 2, 3, 3)), make(6)
+    p = fftconv.plan(x.shape, w.shape, dtype=np.float64, groups=2, padding="same", stride=2)
+    y = p.forward(x, w, b)
+    assert p.transform_counts == {"forward": 2, "inverse": 1}
+    dy = make(y.shape)
+    dx, dw, db = p.backward(dy)
+    assert p.transform_counts == {"forward": 3, "inverse": 3}
+    ref = oracle_backward(dy, x, w, padding="same", stride=2, dilation=1, groups=2, flip_kernel=False)
+    for got, want in zip((dx, dw, db), ref):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * np.abs(want).max())
+
+
+def test_unchanged_weights_are_not_transformed_again():
+    x, w = make((2, 3, 16)), make((4, 3, 5))
+    p = fftconv.plan(x.shape, w.shape, dtype=np.float64)
+    p.forward(x, w)
+    p.forward(make(x.shape), w.copy())  # equal values, other object: still no new transform
+    assert p.transform_counts == {"forward": 3, "inverse": 2}
+
+
+def test_weights_changed_in_place_are_detected():
+    x, w = make((2, 3, 16, 16)), make((4, 3, 5, 5))
+    p = fftconv.plan(x.shape, w.shape, dtype=np.float64)
+    p.forward(x, w)
+    w[1, 2, 3, 4] += 1e-9  # same object, same id(), new values
+    y = p.forward(x, w)
+    assert p.transform_counts["forward"] == 4
+    np.testing.assert_allclose(y, oracle_forward(x, w, None, padding="valid", stride=1,
+                                                 dilation=1, groups=1, flip_kernel=False),
+                               rtol=0, atol=1e-12)
+    # backward uses the weights of the last forward, not stale spectra
+    dx = p.backward(np.ones_like(y)).dx
+    ref = oracle_backward(np.ones_like(y), x, w, padding="valid", stride=1, dilation=1, groups=1,
+                          flip_kernel=False)[0]
+    np.testing.assert_allclose(dx, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+def test_backward_uses_the_x_of_the_last_forward():
+    x, w = make((2, 2, 9)), make((3, 2, 4))
+    p = fftconv.plan(x.shape, w.shape, dtype=np.float64, algorithm="direct")
+    y = p.forward(x, w)
+    x_then = x.copy()
+    x[...] = 0  # user reuses their buffer
+    dw = p.backward(np.ones_like(y)).dw
+    ref = oracle_backward(np.ones_like(y), x_then, w, padding="valid", stride=1, dilation=1,
+                          groups=1, flip_kernel=False)[1]
+    np.testing.assert_allclose(dw, ref, rtol=0, atol=1e-12)
+
+
+def test_plan_exposes_geometry():
+    p = fftconv.plan((2, 3, 100, 60), (4, 3, 7, 7), dtype=np.float32, padding="valid")
+    assert p.out_shape == (2, 4, 94, 54)
+    assert p.fft_shape == (100, 60)  # the padded input size, already fast lengths
+    r = repr(p)
+    assert "x(2, 3, 100, 60)" in r and "y(2, 4, 94, 54)" in r and "fft_shape=(100, 60)" in r
+    assert "float32" in r
+    q = fftconv.plan((1, 1, 101), (1, 1, 7), dtype=np.float64, padding="full")
+    assert q.fft_shape == (120,)  # padded 101 + 12 = 113 -> smallest even 7-smooth >= 113
+
+
+def test_cache_is_bounded_and_reuses_engines():
+    cache = EngineCache(max_entries=2)
+    from fftconv.config import get_settings
+    from fftconv.geometry import make_geometry
+    geoms = [make_geometry((1, 1, n), (1, 1, 3), "valid", (1,), (1,), 1, False, True)
+             for n in (8, 9, 10)]
+    a = cache.get(geoms[0], np.float64, get_settings())
+    assert cache.get(geoms[0], np.float64, get_settings()) is a
+    assert cache.get(geoms[0], np.float32, get_settings()) is not a  # dtype is in the key
+    cache.get(geoms[1], np.float64, get_settings())
+    cache.get(geoms[2], np.float64, get_settings())
+    assert len(cache) == 2
+
+
+def test_stateless_calls_share_cached_engine_across_threads():
+    x, w = make((4, 3, 20, 20)), make((5, 3, 3, 3))
+    ref = oracle_forward(x, w, None, padding="valid", stride=1, dilation=1, groups=1,
+                         flip_kernel=False)
+    errors = []
+
+    def work():
+        for _ in range(10):
+            xi = x * 1.0
+            y = fftconv.forward(xi, w)
+            errors.append(np.abs(y - ref).max())
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 40 and max(errors) < 1e-10
+
+
+@pytest.mark.parametrize("backend", ["pyfftw", "scipy"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+def test_both_backends_match_the_oracle(backend, dtype):
+    pytest.importorskip(backend if backend == "pyfftw" else "scipy")
+    x, w = make((2, 4, 11, 9)), make((6, 2, 3, 4))
+    if np.dtype(dtype).kind == "c":
+        x, w = x + 1j * make(x.shape), w + 1j * make(w.shape)
+    x, w = x.astype(dtype), w.astype(dtype)
+    kw = dict(padding="same", stride=(2, 1), dilation=(1, 2), groups=2, flip_kernel=True)
+    with fftconv.using(backend=backend):
+        p = fftconv.plan(x.shape, w.shape, dtype=dtype, **kw)
+        y = p.forward(x, w)
+        grads = p.backward(np.ones_like(y))
+    ref_y = oracle_forward(x, w, None, **kw)
+    ref = oracle_backward(np.ones_like(y), x, w, **kw)
+    tol = 1e-10 if np.dtype(dtype) in (np.float64, np.complex128) else 1e-5
+    for got, want in zip((y,) + tuple(grads), (ref_y,) + tuple(ref)):
+        assert got.dtype == dtype
+        assert np.abs(got - want).max() <= tol * np.abs(want).max()
+
+
+def test_measured_fftw_plans_give_the_same_result():
+    pytest.importorskip("pyfftw")
+    x, w = make((2, 3, 30, 30), np.float32), make((4, 3, 5, 5), np.float32)
+    results = []
+    for effort in ("FFTW_ESTIMATE", "FFTW_MEASURE"):
+        with fftconv.using(backend="pyfftw", planner_effort=effort, planning_timelimit=0.5):
+            p = fftconv.plan(x.shape, w.shape, dtype=np.float32)
+            y = p.forward(x, w)
+            results.append((y,) + tuple(p.backward(y)))
+    for a, b in zip(*results):
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
