@@ -16,7 +16,7 @@ import numpy as np
 
 from .checks import check_algorithm, check_array, check_bias, check_layer, check_shape, dtypes_for
 from .config import get_settings
-from .planner import ENGINE_CACHE, Gradients, Plan
+from .planner import ENGINE_CACHE, Gradients, Plan, choose_chunk
 
 _SIZES = __doc__[__doc__.index("====="):]
 
@@ -48,12 +48,13 @@ def _prepare(func, x, w, arrays, padding, stride, dilation, groups, flip_kernel,
     return geom, compute, result
 
 
-def _plan_for(geom, compute, result, algorithm) -> Plan:
+def _plan_for(func, geom, compute, result, algorithm) -> Plan:
     """A one-use plan; FFT plans share their engine through the bounded cache."""
     settings = get_settings()
     engine = None
     if algorithm == "fft" and geom.batch > 0:
-        engine = ENGINE_CACHE.get(geom, compute, settings)
+        chunk = choose_chunk(func, geom, compute, settings.max_workspace_bytes)
+        engine = ENGINE_CACHE.get(geom, compute, settings, chunk)
     return Plan(geom, result, algorithm, settings, engine=engine)
 
 
@@ -108,7 +109,7 @@ def forward(x, w, b=None, *, padding="valid", stride=1, dilation=1, groups=1,
     b = check_bias(func, b, geom.out_channels)
     x, w = x.astype(compute, copy=False), w.astype(compute, copy=False)
     b = None if b is None else b.astype(compute, copy=False)
-    plan = _plan_for(geom, compute, result, algorithm)
+    plan = _plan_for(func, geom, compute, result, algorithm)
     y = _run(plan, lambda p: p.run_forward(x, w, b))
     return y.astype(result, copy=False)
 
@@ -150,7 +151,7 @@ def backward(dy, x, w, *, padding="valid", stride=1, dilation=1, groups=1,
                                      flip_kernel, algorithm)
     check_shape(func, "dy", dy, geom.y_shape, "the shape of forward's output")
     dy, x, w = (a.astype(compute, copy=False) for a in (dy, x, w))
-    plan = _plan_for(geom, compute, result, algorithm)
+    plan = _plan_for(func, geom, compute, result, algorithm)
 
     def gradients(p: Plan):
         p.remember(x, w, copy=False)
@@ -160,7 +161,7 @@ def backward(dy, x, w, *, padding="valid", stride=1, dilation=1, groups=1,
 
 
 def plan(x_shape, w_shape, *, dtype, padding="valid", stride=1, dilation=1, groups=1,
-         flip_kernel=False, algorithm="fft") -> Plan:
+         flip_kernel=False, algorithm="fft", max_workspace_bytes=None) -> Plan:
     """Plan a layer once and run many training steps with it.
 
     Parameters
@@ -169,6 +170,10 @@ def plan(x_shape, w_shape, *, dtype, padding="valid", stride=1, dilation=1, grou
         Shapes of ``x`` ``(N, C_in, *spatial)`` and ``w`` ``(C_out, C_in // groups, *kernel)``.
     dtype : dtype
         dtype of ``x`` and ``w`` (float16/32/64, complex64/128).{params}
+    max_workspace_bytes : int, optional
+        Bound on the FFT buffers (``p.workspace_bytes``); above it the batch is
+        processed in chunks, with the same results.  Defaults to the
+        ``max_workspace_bytes`` setting (no bound).
 
     Returns
     -------
@@ -208,7 +213,13 @@ def plan(x_shape, w_shape, *, dtype, padding="valid", stride=1, dilation=1, grou
                              f"got {name}={shape!r}")
     geom = check_layer(func, x_shape, w_shape, padding=padding, stride=stride, dilation=dilation,
                        groups=groups, flip_kernel=flip_kernel, real=compute.kind == "f")
-    return Plan(geom, result, algorithm, get_settings())
+    settings = get_settings()
+    if max_workspace_bytes is None:
+        max_workspace_bytes = settings.max_workspace_bytes
+    elif not isinstance(max_workspace_bytes, (int, np.integer)) or max_workspace_bytes < 1:
+        raise ValueError(f"{func}: max_workspace_bytes must be None or an int >= 1, "
+                         f"got max_workspace_bytes={max_workspace_bytes!r}")
+    return Plan(geom, result, algorithm, settings, max_workspace_bytes=max_workspace_bytes)
 
 
 for _f in (forward, backward, plan):

@@ -13,7 +13,13 @@ setting                environment variable        default
 ``threads``            ``FFTCONV_THREADS``         all cores this process may use
 ``planner_effort``     ``FFTCONV_PLANNER_EFFORT``  ``"FFTW_MEASURE"``
 ``planning_timelimit`` ``FFTCONV_PLANNING_TIME``   ``2.0`` seconds per FFTW plan
+``max_workspace_bytes`` ``FFTCONV_MAX_WORKSPACE``  ``None`` (no limit)
 =====================  ==========================  ==============================
+
+``threads`` is the knob for FFTW, pocketfft and nothing else: BLAS (used by
+the channel contraction) follows its own settings (``OPENBLAS_NUM_THREADS``
+or threadpoolctl).  ``max_workspace_bytes`` bounds the FFT buffers of the
+stateless ``forward``/``backward``; above it the batch is processed in chunks.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import contextlib
 import dataclasses
 import os
 import threading
+from typing import Optional
 
 BACKENDS = ("pyfftw", "scipy")
 PLANNER_EFFORTS = ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT", "FFTW_EXHAUSTIVE")
@@ -50,6 +57,7 @@ class Settings:
     threads: int
     planner_effort: str
     planning_timelimit: float
+    max_workspace_bytes: Optional[int] = None
 
 
 def _validate(s: Settings) -> Settings:
@@ -67,6 +75,10 @@ def _validate(s: Settings) -> Settings:
     if not s.planning_timelimit > 0:
         raise ValueError("fftconv.configure: planning_timelimit must be > 0 seconds, "
                          f"got planning_timelimit={s.planning_timelimit!r}")
+    budget = s.max_workspace_bytes
+    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
+        raise ValueError("fftconv.configure: max_workspace_bytes must be None or an int >= 1, "
+                         f"got max_workspace_bytes={budget!r}")
     return s
 
 
@@ -77,6 +89,7 @@ def _from_environment() -> Settings:
         threads=int(env("FFTCONV_THREADS", available_cores())),
         planner_effort=env("FFTCONV_PLANNER_EFFORT", "FFTW_MEASURE"),
         planning_timelimit=float(env("FFTCONV_PLANNING_TIME", 2.0)),
+        max_workspace_bytes=int(env("FFTCONV_MAX_WORKSPACE")) if env("FFTCONV_MAX_WORKSPACE") else None,
     ))
 
 
@@ -91,7 +104,7 @@ def get_settings() -> Settings:
 
 def configure(**changes) -> Settings:
     """Change settings (``backend``, ``threads``, ``planner_effort``,
-    ``planning_timelimit``); returns the previous settings."""
+    ``planning_timelimit``, ``max_workspace_bytes``); returns the previous settings."""
     global _current
     with _lock:
         previous = _current

@@ -22,7 +22,7 @@ import numpy as np
 from . import direct
 from .checks import check_array, check_bias, check_shape, dtypes_for, fail
 from .config import Settings, get_settings
-from .fftpath import FFTEngine, WeightSpectra
+from .fftpath import FFTEngine, WeightSpectra, workspace_bytes
 from .geometry import ConvGeometry
 
 
@@ -39,7 +39,8 @@ class EngineCache:
 
     The key covers everything that changes the result or the buffers: the whole
     geometry (shapes, padding, stride, dilation, groups, flip, FFT size), the
-    compute dtype and the settings (backend, threads, planner effort).
+    compute dtype, the settings (backend, threads, planner effort) and the
+    chunk size.  Buffer strides and alignment follow from these.
     """
 
     def __init__(self, max_entries: int = 16, max_bytes: int = 1 << 30):
@@ -47,10 +48,10 @@ class EngineCache:
         self._engines: "OrderedDict[tuple, FFTEngine]" = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, geom: ConvGeometry, dtype, settings: Settings) -> FFTEngine:
-        key = (geom, np.dtype(dtype).str, settings)
+    def get(self, geom: ConvGeometry, dtype, settings: Settings, chunk: int) -> FFTEngine:
+        key = (geom, np.dtype(dtype).str, settings, chunk)
         with self._lock:
-            engine = self._engines.pop(key, None) or FFTEngine(geom, dtype, settings)
+            engine = self._engines.pop(key, None) or FFTEngine(geom, dtype, settings, chunk)
             self._engines[key] = engine
             self._evict()
             return engine
@@ -70,6 +71,20 @@ class EngineCache:
 
 
 ENGINE_CACHE = EngineCache()
+
+
+def choose_chunk(func: str, geom: ConvGeometry, dtype, budget: Optional[int]) -> int:
+    """Largest number of samples per pass whose FFT workspace fits in ``budget`` bytes."""
+    if budget is None or geom.batch == 0 or workspace_bytes(geom, dtype, geom.batch) <= budget:
+        return geom.batch
+    if workspace_bytes(geom, dtype, 1) > budget:
+        fail(func, f"max_workspace_bytes={budget} is too small: one sample needs "
+                   f"{workspace_bytes(geom, dtype, 1)} bytes of FFT workspace")
+    lo, hi = 1, geom.batch  # workspace grows with the chunk: bisect
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if workspace_bytes(geom, dtype, mid) <= budget else (lo, mid - 1)
+    return lo
 
 
 def bias_grad(dy: np.ndarray) -> np.ndarray:
@@ -103,14 +118,16 @@ class Plan:
     """
 
     def __init__(self, geom: ConvGeometry, dtype, algorithm: str,
-                 settings: Optional[Settings] = None, engine: Optional[FFTEngine] = None):
+                 settings: Optional[Settings] = None, engine: Optional[FFTEngine] = None,
+                 max_workspace_bytes: Optional[int] = None):
         self.geometry = geom
         self.compute_dtype, self.result_dtype = dtypes_for("fftconv.plan", np.empty(0, dtype))
         self.algorithm = algorithm
         self.settings = settings or get_settings()
         self._engine = engine
         if algorithm == "fft" and engine is None and geom.batch > 0:
-            self._engine = FFTEngine(geom, self.compute_dtype, self.settings)
+            chunk = choose_chunk("fftconv.plan", geom, self.compute_dtype, max_workspace_bytes)
+            self._engine = FFTEngine(geom, self.compute_dtype, self.settings, chunk)
         self._x = self._w = self._x_spec = None
         self._weights: Optional[WeightSpectra] = None
 
@@ -130,12 +147,19 @@ class Plan:
 
     @property
     def workspace_bytes(self) -> int:
-        """Bytes of FFT buffers this plan holds now."""
+        """Bytes of FFT buffers one training step with this plan uses."""
         return self._engine.workspace_bytes if self._engine else 0
+
+    @property
+    def chunk(self) -> int:
+        """Samples per pass: the batch size unless ``max_workspace_bytes`` asked for less."""
+        return self._engine.chunk if self._engine else self.geometry.batch
 
     def __repr__(self) -> str:
         g = self.geometry
         fft = f", fft_shape={self.fft_shape}" if self.algorithm == "fft" else ""
+        if self._engine and self._engine.chunked:
+            fft += f", chunk={self._engine.chunk}"
         return (f"Plan(x{g.x_shape} * w{g.w_shape} -> y{g.y_shape}, dtype={self.result_dtype}, "
                 f"algorithm={self.algorithm!r}{fft}, padding={g.padding}, stride={g.stride}, "
                 f"dilation={g.dilation}, groups={g.groups}, flip_kernel={g.flip_kernel})")
@@ -173,15 +197,18 @@ class Plan:
 
     # -- the two passes (internal: arrays already checked and in the compute dtype) ----
     def remember(self, x: np.ndarray, w: np.ndarray, copy: bool = True):
-        """Keep ``x`` and ``w`` (their spectra, for the FFT path) for the gradients.
+        """Keep ``w`` (and its spectra) and ``x`` for the gradients.
 
-        ``copy=False`` skips the private copies; only for a plan used once.
+        ``copy=False`` keeps references instead of private copies; only for a
+        plan used once.  An unchunked FFT plan keeps the spectrum of ``x``
+        (set by :meth:`run_forward`) instead of ``x`` itself.
         """
-        if self.geometry.batch == 0 or self.algorithm == "direct":
-            self._x, self._w = (x.copy(), w.copy()) if copy else (x, w)
-            return
-        self._x_spec = self._engine.x_spectrum(x)
-        if self._w is None or not np.array_equal(w, self._w):
+        keep_x = self.algorithm == "direct" or self._engine is None or self._engine.chunked
+        self._x = x if not copy else (x.copy() if keep_x else None)
+        self._x_spec = None
+        if self._engine is None:
+            self._w = w.copy() if copy else w
+        elif self._w is None or not np.array_equal(w, self._w):
             self._weights = self._engine.weight_spectra(w)
             self._w = w.copy() if copy else w
 
@@ -194,7 +221,7 @@ class Plan:
         if self.algorithm == "direct":
             y = direct.forward(x, w, g)
         else:
-            y = self._engine.output(self._x_spec, self._weights)
+            y, self._x_spec = self._engine.forward(x, self._weights)
         return add_bias(y, b)
 
     def run_backward(self, dy) -> tuple:
@@ -205,6 +232,5 @@ class Plan:
             return np.zeros(g.x_shape, self.compute_dtype), np.zeros(g.w_shape, self.compute_dtype), db
         if self.algorithm == "direct":
             return direct.input_grad(dy, self._w, g), direct.weight_grad(dy, self._x, g), db
-        dy_spec = self._engine.dy_spectrum(dy)
-        dx = self._engine.input_grad(dy_spec, self._weights)
-        return dx, self._engine.weight_grad(self._x_spec, dy_spec), db
+        dx, dw = self._engine.backward(dy, self._x, self._weights, self._x_spec)
+        return dx, dw, db

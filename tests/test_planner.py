@@ -83,11 +83,11 @@ def test_cache_is_bounded_and_reuses_engines():
     from fftconv.geometry import make_geometry
     geoms = [make_geometry((1, 1, n), (1, 1, 3), "valid", (1,), (1,), 1, False, True)
              for n in (8, 9, 10)]
-    a = cache.get(geoms[0], np.float64, get_settings())
-    assert cache.get(geoms[0], np.float64, get_settings()) is a
-    assert cache.get(geoms[0], np.float32, get_settings()) is not a  # dtype is in the key
-    cache.get(geoms[1], np.float64, get_settings())
-    cache.get(geoms[2], np.float64, get_settings())
+    a = cache.get(geoms[0], np.float64, get_settings(), 1)
+    assert cache.get(geoms[0], np.float64, get_settings(), 1) is a
+    assert cache.get(geoms[0], np.float32, get_settings(), 1) is not a  # dtype is in the key
+    cache.get(geoms[1], np.float64, get_settings(), 1)
+    cache.get(geoms[2], np.float64, get_settings(), 1)
     assert len(cache) == 2
 
 
@@ -143,3 +143,54 @@ def test_measured_fftw_plans_give_the_same_result():
             results.append((y,) + tuple(p.backward(y)))
     for a, b in zip(*results):
         assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-6)])
+def test_workspace_budget_chunks_the_batch_with_the_same_results(dtype, tol):
+    x, w, b = make((7, 4, 20, 18), dtype), make((6, 2, 5, 3), dtype), make(6, dtype)
+    kw = dict(padding="same", stride=(2, 1), groups=2)
+    whole = fftconv.plan(x.shape, w.shape, dtype=dtype, **kw)
+    budget = whole.workspace_bytes // 2
+    chunked = fftconv.plan(x.shape, w.shape, dtype=dtype, max_workspace_bytes=budget, **kw)
+    assert 1 <= chunked.chunk < 7 and chunked.workspace_bytes <= budget
+    assert whole.chunk == 7 and "chunk=" in repr(chunked)
+    y0, y1 = whole.forward(x, w, b), chunked.forward(x, w, b)
+    dy = make(y0.shape, dtype)
+    g0, g1 = whole.backward(dy), chunked.backward(dy)
+    for a, ref in zip((y1,) + tuple(g1), (y0,) + tuple(g0)):
+        assert a.dtype == dtype
+        assert np.abs(a - ref).max() <= tol * np.abs(ref).max()
+    ref = oracle_backward(dy, x, w, flip_kernel=False, dilation=1, **kw)
+    for a, want in zip(g1, ref):
+        assert np.abs(a - want).max() <= (1e-10 if dtype == np.float64 else 1e-5) * np.abs(want).max()
+
+
+def test_stateless_calls_respect_the_workspace_setting():
+    x, w = make((5, 3, 16, 16)), make((4, 3, 3, 3))
+    ref = fftconv.backward(np.ones((5, 4, 14, 14)), x, w)
+    one_sample = fftconv.plan(x.shape[:0] + (1,) + x.shape[1:], w.shape, dtype=np.float64)
+    with fftconv.using(max_workspace_bytes=2 * one_sample.workspace_bytes):
+        got = fftconv.backward(np.ones((5, 4, 14, 14)), x, w)
+    for a, b in zip(got, ref):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * np.abs(b).max())
+
+
+def test_budget_below_one_sample_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"fftconv\.plan: max_workspace_bytes=1000 is too small: "
+                                         r"one sample needs \d+ bytes of FFT workspace"):
+        fftconv.plan((4, 3, 64, 64), (8, 3, 5, 5), dtype=np.float32, max_workspace_bytes=1000)
+    with pytest.raises(ValueError, match=r"fftconv\.plan: max_workspace_bytes must be None or an int"):
+        fftconv.plan((4, 3, 64, 64), (8, 3, 5, 5), dtype=np.float32, max_workspace_bytes=-5)
+    with fftconv.using(max_workspace_bytes=1000):
+        with pytest.raises(ValueError, match=r"fftconv\.forward: max_workspace_bytes=1000 is too small"):
+            fftconv.forward(np.zeros((4, 3, 64, 64)), np.zeros((8, 3, 5, 5)))
+
+
+def test_workspace_bytes_matches_the_buffers_actually_allocated():
+    x, w = make((3, 4, 24, 20), np.float32), make((5, 4, 3, 3), np.float32)
+    p = fftconv.plan(x.shape, w.shape, dtype=np.float32)
+    y = p.forward(x, w)
+    p.backward(y)
+    engine = p._engine
+    allocated = sum(t.nbytes for t in engine._transforms.values()) + p._weights.k.nbytes
+    assert p.workspace_bytes == allocated
