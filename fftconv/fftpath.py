@@ -11,7 +11,10 @@ machinery with roles exchanged (CONVENTIONS §3):
 * ``dw = crop_w (IFFT(X conj(DY)))``     (the input correlated with ``dy``),
 
 where ``FFT(dy)`` is the transform of the zero-upsampled ``dy`` (stride) and
-``FFT(w)`` that of the zero-dilated kernel (dilation).
+``FFT(w)`` that of the zero-dilated kernel (dilation).  Neither is built with
+zeros: ``dy`` and ``w`` are transformed on their coarse grids and their
+spectra tiled, and ``y`` and ``dw`` are folded onto the coarse grids before
+their (smaller) inverse transforms (``resampling``, ``geometry``).
 
 Memory: the batch is processed ``chunk`` samples at a time.  With one chunk
 (the default) the spectrum of ``x`` from the forward pass is reused by the
@@ -27,7 +30,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import contraction
+from . import contraction, resampling
 from .config import Settings
 from .geometry import ConvGeometry
 from .transforms import ForwardTransform, InverseTransform, signal_bytes, spectrum_bytes
@@ -42,19 +45,35 @@ class WeightSpectra(NamedTuple):
     conj_k: np.ndarray
 
 
-def workspace_bytes(geom: ConvGeometry, dtype, chunk: int) -> int:
-    """Bytes of all buffers of an engine that processes ``chunk`` samples at a time.
+def buffer_list(geom: ConvGeometry, chunk: int) -> list:
+    """``(name, rows, grid, signal)`` for every buffer of an engine, in spectra.
 
-    Six signal/spectrum buffer pairs (``x``, ``dx``: ``chunk * C_in`` rows; ``dy``,
-    ``y``: ``chunk * C_out``; ``w``, ``dw``: ``C_out * C_in / groups``), the
-    kept ``K`` spectrum, and, with several chunks, one weight-gradient
-    spectrum for the running sum.
+    ``signal`` is False for spectrum-only arrays: the kept ``K``, the tiled
+    spectra of ``w`` and ``dy`` and the unfolded products of ``y`` and ``dw``
+    (only where stride/dilation make them differ from a transform buffer), and
+    the running weight-gradient sum when the batch is chunked.
     """
-    weight_rows = geom.out_channels * (geom.in_channels // geom.groups)
-    rows = 2 * chunk * (geom.in_channels + geom.out_channels) + 2 * weight_rows
-    pair = signal_bytes(1, geom.fft_shape, dtype) + spectrum_bytes(1, geom.fft_shape, dtype)
-    extra_spectra = weight_rows * (1 if chunk >= geom.batch else 2)
-    return rows * pair + extra_spectra * spectrum_bytes(1, geom.fft_shape, dtype)
+    full, by_stride, by_dilation = geom.fft_shape, geom.stride_fft_shape, geom.dilation_fft_shape
+    weights = geom.out_channels * (geom.in_channels // geom.groups)
+    strided, dilated = by_stride != full, by_dilation != full
+    buffers = [("x", chunk * geom.in_channels, full, True),
+               ("dx", chunk * geom.in_channels, full, True),
+               ("dy", chunk * geom.out_channels, by_stride, True),
+               ("y", chunk * geom.out_channels, by_stride, True),
+               ("w", weights, by_dilation, True),
+               ("dw", weights, by_dilation, True),
+               ("k", weights, full, False)]
+    buffers += [("conj_k", weights, full, False)] if dilated else []
+    buffers += [("dy tiled", chunk * geom.out_channels, full, False),
+                ("y unfolded", chunk * geom.out_channels, full, False)] if strided else []
+    buffers += [("dw unfolded", weights, full, False)] if dilated or chunk < geom.batch else []
+    return buffers
+
+
+def workspace_bytes(geom: ConvGeometry, dtype, chunk: int) -> int:
+    """Bytes of all buffers of an engine that processes ``chunk`` samples at a time."""
+    return sum(spectrum_bytes(rows, grid, dtype) + (signal_bytes(rows, grid, dtype) if sig else 0)
+               for _, rows, grid, sig in buffer_list(geom, chunk))
 
 
 class FFTEngine:
@@ -72,11 +91,15 @@ class FFTEngine:
         self.chunk = min(chunk or geom.batch, geom.batch)
         self.lock = threading.Lock()
         self._transforms = {}
+        self._scratch = {}
         c, g = self.chunk, geom.groups
         weight_rows = (geom.out_channels, geom.in_channels // g)
-        self._batch_shapes = {"x": (c, geom.in_channels), "dx": (c, geom.in_channels),
-                              "dy": (c, geom.out_channels), "y": (c, geom.out_channels),
-                              "w": weight_rows, "dw": weight_rows}
+        self._layouts = {"x": ((c, geom.in_channels), geom.fft_shape),
+                         "dx": ((c, geom.in_channels), geom.fft_shape),
+                         "dy": ((c, geom.out_channels), geom.stride_fft_shape),
+                         "y": ((c, geom.out_channels), geom.stride_fft_shape),
+                         "w": (weight_rows, geom.dilation_fft_shape),
+                         "dw": (weight_rows, geom.dilation_fft_shape)}
 
     @property
     def chunked(self) -> bool:
@@ -91,8 +114,8 @@ class FFTEngine:
         """The transform for operand ``name``, built on first use."""
         if name not in self._transforms:
             kind = InverseTransform if inverse else ForwardTransform
-            self._transforms[name] = kind(self._batch_shapes[name], self.geom.fft_shape,
-                                          self.dtype, self.settings)
+            batch_shape, grid = self._layouts[name]
+            self._transforms[name] = kind(batch_shape, grid, self.dtype, self.settings)
         return self._transforms[name]
 
     @property
@@ -108,14 +131,41 @@ class FFTEngine:
         """Bytes this engine needs for a whole training step (allocated or not)."""
         return workspace_bytes(self.geom, self.dtype, self.chunk)
 
-    def _spectrum(self, name: str, operand, placement) -> np.ndarray:
-        spec = self._transform(name)(operand, placement)
+    def _flat(self, spec: np.ndarray) -> np.ndarray:
+        """``(*freq, *batch)`` on the full grid -> ``(F, *batch)``."""
         return spec.reshape((self.geom.spectrum_size,) + spec.shape[self.geom.ndim:])
 
-    def _product_buffer(self, name: str) -> np.ndarray:
-        """The (flattened, frequency-major) spectrum buffer of inverse transform ``name``."""
-        buf = self._transform(name, inverse=True).spectrum
-        return buf.reshape((self.geom.spectrum_size,) + buf.shape[self.geom.ndim:])
+    def _spectrum(self, name: str, operand, placement) -> np.ndarray:
+        """Transform ``operand`` on its grid; spectrum tiled to the full grid, flattened."""
+        transform = self._transform(name)
+        spec = transform(operand, placement)
+        spec = resampling.tile(spec, transform.fft_shape, self.geom.fft_shape, transform.real)
+        return self._flat(spec)
+
+    def _product_buffer(self, name: str, scratch: bool = False) -> np.ndarray:
+        """Where a full-grid product for inverse transform ``name`` goes: straight
+        into its spectrum buffer, or into a scratch array when it must be folded
+        (coarse grid) or summed over chunks (``scratch=True``) first."""
+        transform = self._transform(name, inverse=True)
+        if transform.fft_shape == self.geom.fft_shape and not scratch:
+            return self._flat(transform.spectrum)
+        if name not in self._scratch:
+            self._scratch[name] = np.empty((self.geom.spectrum_size,) + transform.batch_shape,
+                                           transform.spectrum.dtype)
+        return self._scratch[name]
+
+    def _deliver(self, name: str, product: np.ndarray, accumulate: bool = False):
+        """Put ``product`` (from :meth:`_product_buffer`) into the spectrum buffer of
+        inverse transform ``name``, folded onto its grid, replacing or adding."""
+        transform = self._transform(name, inverse=True)
+        if product is self._scratch.get(name):
+            full = product.reshape(self.geom.spectrum_shape + transform.batch_shape)
+            folded = resampling.fold(full, self.geom.fft_shape, transform.fft_shape,
+                                     transform.real)
+            if accumulate:
+                transform.spectrum += folded
+            else:
+                transform.spectrum[...] = folded
 
     # -- spectra of the operands -----------------------------------------------------
     def x_spectrum(self, x_rows: np.ndarray) -> np.ndarray:
@@ -142,9 +192,10 @@ class FFTEngine:
         x_spec = None
         for rows in self.chunks():
             x_spec = self.x_spectrum(x[rows])
-            contraction.forward_product(x_spec, weights.k, g.groups, out=self._product_buffer("y"))
-            n = len(range(*rows.indices(g.batch)))
-            self._transform("y", inverse=True)(g.y_crop, rows=n, out=y[rows])
+            product = self._product_buffer("y")
+            contraction.forward_product(x_spec, weights.k, g.groups, out=product)
+            self._deliver("y", product)
+            self._transform("y", inverse=True)(g.y_crop, rows=y[rows].shape[0], out=y[rows])
         return y, (None if self.chunked else x_spec)
 
     def backward(self, dy: np.ndarray, x: np.ndarray, weights: WeightSpectra,
@@ -152,22 +203,16 @@ class FFTEngine:
         """``(dx, dw)``; ``x_spec`` is the kept ``X`` of an unchunked forward pass."""
         g = self.geom
         dx = np.empty(g.x_shape, self.dtype)
-        dw_spec = self._product_buffer("dw")
-        partial = np.empty_like(dw_spec) if self.chunked else dw_spec
         for i, rows in enumerate(self.chunks()):
             xs = x_spec if x_spec is not None else self.x_spectrum(x[rows])
             dys = self.dy_spectrum(dy[rows])
             contraction.input_grad_product(dys, weights.conj_k, g.groups,
                                            out=self._product_buffer("dx"))
-            n = len(range(*rows.indices(g.batch)))
-            self._transform("dx", inverse=True)(g.dx_crop, rows=n, out=dx[rows])
+            self._transform("dx", inverse=True)(g.dx_crop, rows=dx[rows].shape[0], out=dx[rows])
             conj_dy = np.conjugate(dys, out=dys)
-            contraction.weight_grad_product(xs, conj_dy, g.groups, out=partial)
-            if self.chunked:
-                if i == 0:
-                    dw_spec[...] = partial
-                else:
-                    dw_spec += partial
+            product = self._product_buffer("dw", scratch=self.chunked)
+            contraction.weight_grad_product(xs, conj_dy, g.groups, out=product)
+            self._deliver("dw", product, accumulate=i > 0)
         return dx, self._weight_grad_from_spectrum()
 
     def _weight_grad_from_spectrum(self) -> np.ndarray:

@@ -11,22 +11,29 @@ tested exhaustively without running a transform (the model is JAX's
 * where each operand is placed in, and cropped from, the FFT buffer
   (the ``*_placement`` and ``*_crop`` properties of :class:`ConvGeometry`).
 
-The placement/crop model (stride ``s``, dilation ``d``, padding ``lo``):
+The placement/crop model (stride ``s``, dilation ``d``, padding ``lo``), on
+an FFT grid of ``L`` samples per axis, a multiple of ``s`` and of ``d``:
 
-* ``x`` is written at offset ``lo`` (so the buffer holds the padded input),
-* ``w`` is written at offset 0 with step ``d`` (a zero-dilated kernel),
-* ``dy`` is written at offset 0 with step ``s`` (a zero-upsampled gradient),
-* ``y`` is read at ``0 : (out-1)*s+1 : s``; ``dx`` at ``lo : lo+n``;
-  ``dw`` at ``0 : ke : d``.
+* ``x`` is written at offset ``lo`` (so the buffer holds the padded input) and
+  ``dx`` read back at ``lo : lo+n``, both on the full grid ``L``;
+* the zero-dilated kernel (``w`` at step ``d``) has the spectrum of ``w`` on
+  the coarse grid ``L/d``, repeated ``d`` times; so ``w`` is transformed at
+  ``L/d`` (offset 0, no zeros) and its spectrum tiled, and ``dw``, which
+  samples a correlation at step ``d``, folds its spectrum ``d`` times and is
+  inverse-transformed at ``L/d``;
+* likewise the zero-upsampled ``dy`` (step ``s``) is transformed at ``L/s``
+  and tiled, and ``y``, read at step ``s``, is folded and inverse-transformed
+  at ``L/s``.  Stride never pays for outputs it throws away, and dilation never
+  materialises a zero-filled kernel.
 
-With a buffer length ``L >= n + lo + hi`` none of the three circular products
-wraps around, which is why the FFT size is the padded input size and not
-input + kernel - 1 (see ``fft_length``).
+With ``L >= n + lo + hi`` none of the three circular products wraps around,
+which is why the FFT size is the padded input size and not input + kernel - 1
+(see ``fft_length``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import prod
+from math import gcd, prod
 from typing import Tuple
 
 PADDING_MODES = ("valid", "same", "full")
@@ -100,8 +107,12 @@ def next_fast_length(n: int, even: bool = False) -> int:
     return m
 
 
-def fft_length(padded: int, even: bool = False) -> int:
+def fft_length(padded: int, even: bool = False, unit: int = 1) -> int:
     """FFT length for one axis whose padded input length is ``padded``.
+
+    The length is ``unit`` times a fast length (``unit = lcm(stride,
+    dilation)``), so that the stride and dilation grids ``L/s`` and ``L/d``
+    are whole and fast too.
 
     The forward product reads ``y`` at positions ``< padded - ke + 1``, the input
     gradient writes ``dx_pad`` at positions ``< (out-1)*s + ke <= padded`` and
@@ -109,7 +120,10 @@ def fft_length(padded: int, even: bool = False) -> int:
     in ``padded``: a buffer of ``padded`` samples keeps all three circular
     products free of wrap-around, so no ``+ k - 1`` is needed.
     """
-    return next_fast_length(padded, even=even)
+    m = next_fast_length(-(-padded // unit))
+    while even and (unit * m) % 2:
+        m = next_fast_length(m + 1)
+    return unit * m
 
 
 @dataclass(frozen=True)
@@ -165,10 +179,22 @@ class ConvGeometry:
 
     @property
     def fft_shape(self) -> Tuple[int, ...]:
-        """FFT size per spatial axis: the padded size rounded up to a fast length."""
+        """FFT size per spatial axis: the padded size rounded up to a fast length
+        that ``stride`` and ``dilation`` divide."""
         last = self.ndim - 1
-        return tuple(fft_length(p, even=self.real and i == last)
-                     for i, p in enumerate(self.padded_size))
+        return tuple(fft_length(p, even=self.real and i == last, unit=s * d // gcd(s, d))
+                     for i, (p, s, d) in enumerate(zip(self.padded_size, self.stride,
+                                                       self.dilation)))
+
+    @property
+    def stride_fft_shape(self) -> Tuple[int, ...]:
+        """The coarse grid ``L / s`` of ``dy`` and ``y``."""
+        return tuple(n // s for n, s in zip(self.fft_shape, self.stride))
+
+    @property
+    def dilation_fft_shape(self) -> Tuple[int, ...]:
+        """The coarse grid ``L / d`` of ``w`` and ``dw``."""
+        return tuple(n // d for n, d in zip(self.fft_shape, self.dilation))
 
     @property
     def spectrum_shape(self) -> Tuple[int, ...]:
@@ -190,13 +216,13 @@ class ConvGeometry:
 
     @property
     def w_placement(self) -> Tuple[slice, ...]:
-        """Slots of the zero-dilated kernel."""
-        return tuple(slice(0, e, d) for e, d in zip(self.effective_kernel, self.dilation))
+        """Slots of the kernel on the dilation grid ``L / d``."""
+        return tuple(slice(0, k) for k in self.kernel)
 
     @property
     def dy_placement(self) -> Tuple[slice, ...]:
-        """Slots of the zero-upsampled output gradient (stride > 1)."""
-        return tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(self.out_size, self.stride))
+        """Slots of the output gradient on the stride grid ``L / s``."""
+        return tuple(slice(0, o) for o in self.out_size)
 
     # the crops read the same slots back out of the inverse transforms
     y_crop = dy_placement

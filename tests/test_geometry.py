@@ -69,14 +69,27 @@ def test_placements_and_crops():
     g = make_geometry((1, 1, 10), (1, 1, 3), ((2, 1),), (2,), (3,), 1, False, True)
     assert g.padded_size == (13,)
     assert g.effective_kernel == (7,)
-    assert g.out_size == ((13 - 7) // 2 + 1,)
+    assert g.out_size == ((13 - 7) // 2 + 1,) == (4,)
+    # L is a multiple of lcm(s, d) = 6 and even (real last axis): 6 * 3 = 18 >= 13
+    assert g.fft_shape == (18,)
+    assert g.stride_fft_shape == (9,) and g.dilation_fft_shape == (6,)
     assert g.x_placement == (slice(2, 12),)
-    assert g.w_placement == (slice(0, 7, 3),)
-    assert g.dy_placement == (slice(0, 7, 2),)
+    assert g.w_placement == (slice(0, 3),)   # on the dilation grid: no zeros
+    assert g.dy_placement == (slice(0, 4),)  # on the stride grid: no zeros
     assert g.y_crop == g.dy_placement and g.dx_crop == g.x_placement and g.dw_crop == g.w_placement
-    # no wrap-around: every product's support fits in the FFT length
-    (L,) = g.fft_shape
-    assert L >= 13 and (g.out_size[0] - 1) * 2 + 7 <= L
+    # everything fits on its grid
+    assert g.out_size[0] <= g.stride_fft_shape[0] and g.kernel[0] <= g.dilation_fft_shape[0]
+
+
+@pytest.mark.parametrize("padded, unit, even", [(p, u, e) for p in (1, 7, 13, 100, 127, 1000)
+                                                for u in (1, 2, 3, 4, 6, 11) for e in (False, True)])
+def test_fft_length_is_a_fast_multiple_of_the_unit(padded, unit, even):
+    n = fft_length(padded, even=even, unit=unit)
+    assert n >= padded and n % unit == 0 and is_smooth(n // unit)
+    assert not even or n % 2 == 0
+    smaller = [m for m in range(unit, n, unit) if m >= padded and is_smooth(m // unit)
+               and (not even or m % 2 == 0)]
+    assert smaller == []
 
 
 def test_geometry_is_hashable_and_complete():

@@ -194,3 +194,18 @@ def test_workspace_bytes_matches_the_buffers_actually_allocated():
     engine = p._engine
     allocated = sum(t.nbytes for t in engine._transforms.values()) + p._weights.k.nbytes
     assert p.workspace_bytes == allocated
+
+
+def test_stride_and_dilation_transform_on_coarse_grids():
+    """Stride does not pay for discarded outputs, dilation does not transform zeros."""
+    x, w = make((2, 3, 30, 24), np.float32), make((4, 3, 3, 3), np.float32)
+    p = fftconv.plan(x.shape, w.shape, dtype=np.float32, stride=(2, 3), dilation=(3, 2))
+    y = p.forward(x, w)
+    p.backward(y)
+    grids = {name: t.fft_shape for name, t in p._engine._transforms.items()}
+    full = p.fft_shape
+    assert full[0] % 6 == 0 and full[1] % 6 == 0
+    assert grids["x"] == grids["dx"] == full
+    assert grids["y"] == grids["dy"] == (full[0] // 2, full[1] // 3)
+    assert grids["w"] == grids["dw"] == (full[0] // 3, full[1] // 2)
+    assert p.transform_counts == {"forward": 3, "inverse": 3}

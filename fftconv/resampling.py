@@ -1,0 +1,77 @@
+"""Stride and dilation as spectrum identities, so neither pays for zeros.
+
+For a grid of ``L = f * M`` samples on one axis:
+
+* *zero-upsampling* by ``f`` (``u[i*f] = v[i]``, zeros between) repeats the
+  spectrum: ``U[k] = V[k mod M]``, where ``V`` is the length-``M`` DFT of ``v``
+  (:func:`tile`);
+* *decimation* by ``f`` (``z[i] = y[i*f]``) folds it:
+  ``Z[k] = (1/f) * sum_r Y[k + r*M]``, the length-``M`` DFT of ``z``
+  (:func:`fold`).
+
+Spectra here are frequency-major (frequency axes first, then batch axes).
+For real signals the last frequency axis holds only ``L//2 + 1`` bins; the
+others follow from Hermitian symmetry ``Y[L - k] = conj(Y[k])``, which both
+functions use through :func:`_full_bins`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _index(axis: int, idx) -> tuple:
+    return (slice(None),) * axis + (idx,)
+
+
+def _full_bins(spec: np.ndarray, axis: int, full_len: int, bins: np.ndarray,
+               half: bool) -> np.ndarray:
+    """Bins ``bins`` (in ``0..full_len-1``) of ``spec`` along ``axis``.
+
+    With ``half``, ``axis`` is the last frequency axis of a real signal's
+    spectrum, which holds only bins ``0..full_len//2``: bin ``k`` above that is
+    ``conj`` of bin ``full_len - k`` *at the negated frequency on every other
+    axis* (``Y[-k0, -k1] = conj(Y[k0, k1])``).
+    """
+    if not half:
+        return np.take(spec, bins, axis=axis)
+    mirrored = bins > full_len // 2
+    out = np.take(spec, np.where(mirrored, full_len - bins, bins), axis=axis)
+    if mirrored.any():
+        sel = _index(axis, np.nonzero(mirrored)[0])
+        part = out[sel]
+        for other in range(axis):
+            n = part.shape[other]
+            part = np.take(part, -np.arange(n) % n, axis=other)
+        out[sel] = np.conj(part)
+    return out
+
+
+def tile(spec: np.ndarray, coarse, fine, real: bool) -> np.ndarray:
+    """Spectrum on grid ``fine`` of a signal zero-upsampled from grid ``coarse``."""
+    last = len(coarse) - 1
+    for axis, (m, n) in enumerate(zip(coarse, fine)):
+        if m == n:
+            continue
+        half = real and axis == last
+        bins = np.arange(n // 2 + 1 if half else n) % m
+        spec = _full_bins(spec, axis, m, bins, half)
+    return spec
+
+
+def fold(spec: np.ndarray, fine, coarse, real: bool) -> np.ndarray:
+    """Spectrum on grid ``coarse`` of the signal of ``spec`` decimated to ``coarse``."""
+    last = len(coarse) - 1
+    for axis, (n, m) in enumerate(zip(fine, coarse)):
+        if m == n:
+            continue
+        half = real and axis == last
+        if not half:
+            shape = spec.shape
+            spec = spec.reshape(shape[:axis] + (n // m, m) + shape[axis + 1:]).mean(axis=axis)
+            continue
+        target = np.arange(m // 2 + 1)
+        total = _full_bins(spec, axis, n, target, half)
+        for r in range(1, n // m):
+            total += _full_bins(spec, axis, n, target + r * m, half)
+        spec = total / (n // m)
+    return spec

@@ -1,0 +1,72 @@
+"""Shared fixtures and helpers for the fftconv test suite."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+# make ``import oracle`` work from every test module, whatever the rootdir / import mode
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+ALGORITHMS = ("fft", "direct")
+
+# CONVENTIONS section 4: relative to the largest reference magnitude
+TOL = {
+    np.dtype(np.float64): 1e-10,
+    np.dtype(np.complex128): 1e-10,
+    np.dtype(np.float32): 1e-5,
+    np.dtype(np.complex64): 1e-5,
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: big sweeps, not needed for the fast default run")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20240607)
+
+
+def rel_err(a, ref):
+    """max|a - ref| / max|ref| (absolute error if ref is all zeros)."""
+    a = np.asarray(a)
+    ref = np.asarray(ref)
+    assert a.shape == ref.shape, f"shape {a.shape} != reference shape {ref.shape}"
+    if ref.size == 0:
+        return 0.0
+    diff = np.max(np.abs(a.astype(np.complex128) - ref.astype(np.complex128)))
+    scale = np.max(np.abs(ref))
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def tol_for(dtype):
+    dtype = np.dtype(dtype)
+    if dtype not in TOL:
+        raise KeyError(f"no tolerance for {dtype}")
+    return TOL[dtype]
+
+
+def assert_close(a, ref, dtype, what=""):
+    """Assert ``a`` matches the float64 reference within the contract tolerance of ``dtype``.
+
+    Also checks the shape and that the result is finite wherever the reference is.
+    """
+    a = np.asarray(a)
+    ref = np.asarray(ref)
+    assert a.shape == ref.shape, f"{what}: shape {a.shape} != expected {ref.shape}"
+    assert np.all(np.isfinite(a)), f"{what}: non-finite values in result"
+    err = rel_err(a, ref)
+    tol = tol_for(dtype)
+    assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.0e} for {np.dtype(dtype)}"
+
+
+def random_array(rng, shape, dtype):
+    """Standard normal data of ``dtype`` (complex: independent real and imaginary parts)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "c":
+        a = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    else:
+        a = rng.standard_normal(shape)
+    return a.astype(dtype)
