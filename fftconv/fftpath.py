@@ -26,7 +26,7 @@ allocates gradient buffers.
 from __future__ import annotations
 
 import threading
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -38,35 +38,27 @@ from .transforms import ForwardTransform, InverseTransform, signal_bytes, spectr
 FLIP = slice(None, None, -1)
 
 
-class WeightSpectra(NamedTuple):
-    """``k`` for the forward product and ``conj_k`` for the input gradient."""
-
-    k: np.ndarray
-    conj_k: np.ndarray
-
-
 def buffer_list(geom: ConvGeometry, chunk: int) -> list:
-    """``(name, rows, grid, signal)`` for every buffer of an engine, in spectra.
+    """``(name, rows, grid, has_signal)`` for every buffer of an engine.
 
-    ``signal`` is False for spectrum-only arrays: the kept ``K``, the tiled
-    spectra of ``w`` and ``dy`` and the unfolded products of ``y`` and ``dw``
-    (only where stride/dilation make them differ from a transform buffer), and
-    the running weight-gradient sum when the batch is chunked.
+    Six transforms own a signal and a spectrum buffer each.  Spectrum-only
+    arrays: the kept frequency-major ``K``; the kept frequency-major ``X``
+    (unchunked only); the tiled ``w`` spectrum (with
+    dilation); the tiled ``dy`` spectrum and unfolded ``y`` product (with
+    stride); the unfolded or chunk-summed ``dw`` product.
     """
     full, by_stride, by_dilation = geom.fft_shape, geom.stride_fft_shape, geom.dilation_fft_shape
     weights = geom.out_channels * (geom.in_channels // geom.groups)
+    x_rows, y_rows = chunk * geom.in_channels, chunk * geom.out_channels
     strided, dilated = by_stride != full, by_dilation != full
-    buffers = [("x", chunk * geom.in_channels, full, True),
-               ("dx", chunk * geom.in_channels, full, True),
-               ("dy", chunk * geom.out_channels, by_stride, True),
-               ("y", chunk * geom.out_channels, by_stride, True),
-               ("w", weights, by_dilation, True),
-               ("dw", weights, by_dilation, True),
+    buffers = [("x", x_rows, full, True), ("dx", x_rows, full, True),
+               ("dy", y_rows, by_stride, True), ("y", y_rows, by_stride, True),
+               ("w", weights, by_dilation, True), ("dw", weights, by_dilation, True),
                ("k", weights, full, False)]
-    buffers += [("conj_k", weights, full, False)] if dilated else []
-    buffers += [("dy tiled", chunk * geom.out_channels, full, False),
-                ("y unfolded", chunk * geom.out_channels, full, False)] if strided else []
-    buffers += [("dw unfolded", weights, full, False)] if dilated or chunk < geom.batch else []
+    buffers += [("x kept", x_rows, full, False)] if chunk >= geom.batch else []
+    buffers += [("w tiled", weights, full, False)] if dilated else []
+    buffers += [("dy tiled", y_rows, full, False), ("y", y_rows, full, False)] if strided else []
+    buffers += [("dw", weights, full, False)] if dilated or chunk < geom.batch else []
     return buffers
 
 
@@ -91,9 +83,9 @@ class FFTEngine:
         self.chunk = min(chunk or geom.batch, geom.batch)
         self.lock = threading.Lock()
         self._transforms = {}
-        self._scratch = {}
-        c, g = self.chunk, geom.groups
-        weight_rows = (geom.out_channels, geom.in_channels // g)
+        self._unfolded = {}
+        c = self.chunk
+        weight_rows = (geom.out_channels, geom.in_channels // geom.groups)
         self._layouts = {"x": ((c, geom.in_channels), geom.fft_shape),
                          "dx": ((c, geom.in_channels), geom.fft_shape),
                          "dy": ((c, geom.out_channels), geom.stride_fft_shape),
@@ -109,13 +101,17 @@ class FFTEngine:
         """Row slices of the batch, ``chunk`` samples each."""
         return [slice(i, i + self.chunk) for i in range(0, self.geom.batch, self.chunk)]
 
-    # -- transforms ----------------------------------------------------------------
-    def _transform(self, name: str, inverse: bool = False):
+    # -- transforms and their buffers --------------------------------------------------
+    def _transform(self, name: str):
         """The transform for operand ``name``, built on first use."""
         if name not in self._transforms:
-            kind = InverseTransform if inverse else ForwardTransform
             batch_shape, grid = self._layouts[name]
-            self._transforms[name] = kind(batch_shape, grid, self.dtype, self.settings)
+            if name in ("y", "dx", "dw"):  # dw batch-major: see transforms' docstring
+                t = InverseTransform(batch_shape, grid, self.dtype, self.settings,
+                                     frequency_major=name != "dw")
+            else:
+                t = ForwardTransform(batch_shape, grid, self.dtype, self.settings)
+            self._transforms[name] = t
         return self._transforms[name]
 
     @property
@@ -131,93 +127,112 @@ class FFTEngine:
         """Bytes this engine needs for a whole training step (allocated or not)."""
         return workspace_bytes(self.geom, self.dtype, self.chunk)
 
-    def _flat(self, spec: np.ndarray) -> np.ndarray:
-        """``(*freq, *batch)`` on the full grid -> ``(F, *batch)``."""
-        return spec.reshape((self.geom.spectrum_size,) + spec.shape[self.geom.ndim:])
-
     def _spectrum(self, name: str, operand, placement) -> np.ndarray:
-        """Transform ``operand`` on its grid; spectrum tiled to the full grid, flattened."""
+        """Transform ``operand`` on its grid; the spectrum tiled to the full grid,
+        batch-major ``(rows, cols, F)``."""
         transform = self._transform(name)
-        spec = transform(operand, placement)
-        spec = resampling.tile(spec, transform.fft_shape, self.geom.fft_shape, transform.real)
-        return self._flat(spec)
+        spec = resampling.tile(transform(operand, placement), transform.fft_shape,
+                               self.geom.fft_shape, transform.real, axis0=2)
+        return spec.reshape(spec.shape[:2] + (-1,))
 
     def _product_buffer(self, name: str, scratch: bool = False) -> np.ndarray:
         """Where a full-grid product for inverse transform ``name`` goes: straight
         into its spectrum buffer, or into a scratch array when it must be folded
         (coarse grid) or summed over chunks (``scratch=True``) first."""
-        transform = self._transform(name, inverse=True)
+        transform = self._transform(name)
         if transform.fft_shape == self.geom.fft_shape and not scratch:
-            return self._flat(transform.spectrum)
-        if name not in self._scratch:
-            self._scratch[name] = np.empty((self.geom.spectrum_size,) + transform.batch_shape,
-                                           transform.spectrum.dtype)
-        return self._scratch[name]
+            return self._flat(transform, transform.spectrum)
+        if name not in self._unfolded:
+            self._unfolded[name] = self._flat(transform, np.empty_like(
+                transform.spectrum, shape=self._spectrum_shape(transform, self.geom.spectrum_shape)))
+        return self._unfolded[name]
+
+    @staticmethod
+    def _spectrum_shape(transform, freq_shape) -> tuple:
+        freq_shape = tuple(freq_shape)
+        return (freq_shape + transform.batch_shape if transform.frequency_major
+                else transform.batch_shape + freq_shape)
+
+    @staticmethod
+    def _flat(transform, spec: np.ndarray) -> np.ndarray:
+        """``(F, rows, cols)`` if frequency-major, else ``(rows, cols, F)``."""
+        return (spec.reshape((-1,) + transform.batch_shape) if transform.frequency_major
+                else spec.reshape(transform.batch_shape + (-1,)))
 
     def _deliver(self, name: str, product: np.ndarray, accumulate: bool = False):
         """Put ``product`` (from :meth:`_product_buffer`) into the spectrum buffer of
         inverse transform ``name``, folded onto its grid, replacing or adding."""
-        transform = self._transform(name, inverse=True)
-        if product is self._scratch.get(name):
-            full = product.reshape(self.geom.spectrum_shape + transform.batch_shape)
-            folded = resampling.fold(full, self.geom.fft_shape, transform.fft_shape,
-                                     transform.real)
-            if accumulate:
-                transform.spectrum += folded
-            else:
-                transform.spectrum[...] = folded
+        if product is not self._unfolded.get(name):
+            return  # already there
+        transform = self._transform(name)
+        full = product.reshape(self._spectrum_shape(transform, self.geom.spectrum_shape))
+        folded = resampling.fold(full, self.geom.fft_shape, transform.fft_shape, transform.real,
+                                 axis0=0 if transform.frequency_major else 2)
+        if accumulate:
+            transform.spectrum += folded
+        else:
+            transform.spectrum[...] = folded
 
-    # -- spectra of the operands -----------------------------------------------------
+    # -- spectra of the operands ---------------------------------------------------------
     def x_spectrum(self, x_rows: np.ndarray) -> np.ndarray:
-        """``X`` of up to ``chunk`` samples, frequency-major ``(F, chunk, C_in)``."""
+        """``X`` of up to ``chunk`` samples, ``(chunk, C_in, F)``."""
         return self._spectrum("x", x_rows, self.geom.x_placement)
 
-    def weight_spectra(self, w: np.ndarray) -> WeightSpectra:
-        """``K`` and ``conj(K)`` of the (flipped, dilated) kernel, ``(F, C_out, Cg)`` each."""
+    def weight_spectrum(self, w: np.ndarray) -> np.ndarray:
+        """``K`` of the (flipped, dilated) kernel, frequency-major ``(F, groups, Og, Cg)``."""
         if self.geom.flip_kernel:
             w = w[(Ellipsis,) + (FLIP,) * self.geom.ndim]
         conj_k = self._spectrum("w", np.conj(w) if self.dtype.kind == "c" else w,
                                 self.geom.w_placement)
-        return WeightSpectra(k=np.conj(conj_k), conj_k=conj_k)
+        k = contraction.weights_frequency_major(conj_k, self.geom.groups)
+        return np.conjugate(k, out=k)
 
     def dy_spectrum(self, dy_rows: np.ndarray) -> np.ndarray:
         """``DY`` of the zero-upsampled ``dy`` of up to ``chunk`` samples."""
         return self._spectrum("dy", dy_rows, self.geom.dy_placement)
 
-    # -- the passes -----------------------------------------------------------------
-    def forward(self, x: np.ndarray, weights: WeightSpectra) -> tuple:
-        """``(y, x_spec)``: ``y`` without bias, and ``X`` if the batch was one chunk."""
+    # -- the passes -------------------------------------------------------------------
+    def _kept_x(self) -> Optional[np.ndarray]:
+        """Buffer for ``X`` kept frequency-major between the passes (unchunked only)."""
+        if self.chunked:
+            return None
+        if "x kept" not in self._unfolded:
+            g = self.geom
+            self._unfolded["x kept"] = np.empty(
+                (g.spectrum_size, g.groups, self.chunk, g.in_channels // g.groups),
+                self._transform("x").spectrum.dtype)
+        return self._unfolded["x kept"]
+
+    def forward(self, x: np.ndarray, k: np.ndarray) -> tuple:
+        """``(y, x_spec)``: ``y`` without bias, and the kept ``X`` if unchunked."""
         g = self.geom
         y = np.empty(g.y_shape, self.dtype)
-        x_spec = None
         for rows in self.chunks():
-            x_spec = self.x_spectrum(x[rows])
             product = self._product_buffer("y")
-            contraction.forward_product(x_spec, weights.k, g.groups, out=product)
+            contraction.forward_product(self.x_spectrum(x[rows]), k, g.groups, out=product,
+                                        x_keep=self._kept_x())
             self._deliver("y", product)
-            self._transform("y", inverse=True)(g.y_crop, rows=y[rows].shape[0], out=y[rows])
-        return y, (None if self.chunked else x_spec)
+            self._transform("y")(g.y_crop, rows=y[rows].shape[0], out=y[rows])
+        return y, self._kept_x()
 
-    def backward(self, dy: np.ndarray, x: np.ndarray, weights: WeightSpectra,
+    def backward(self, dy: np.ndarray, x: np.ndarray, k: np.ndarray,
                  x_spec: Optional[np.ndarray] = None) -> tuple:
-        """``(dx, dw)``; ``x_spec`` is the kept ``X`` of an unchunked forward pass."""
+        """``(dx, dw)``; ``x_spec`` is the kept ``X`` of an unchunked forward pass
+        (``None`` to transform ``x`` again)."""
         g = self.geom
         dx = np.empty(g.x_shape, self.dtype)
         for i, rows in enumerate(self.chunks()):
             xs = x_spec if x_spec is not None else self.x_spectrum(x[rows])
-            dys = self.dy_spectrum(dy[rows])
-            contraction.input_grad_product(dys, weights.conj_k, g.groups,
-                                           out=self._product_buffer("dx"))
-            self._transform("dx", inverse=True)(g.dx_crop, rows=dx[rows].shape[0], out=dx[rows])
-            conj_dy = np.conjugate(dys, out=dys)
-            product = self._product_buffer("dw", scratch=self.chunked)
-            contraction.weight_grad_product(xs, conj_dy, g.groups, out=product)
-            self._deliver("dw", product, accumulate=i > 0)
+            dw_product = self._product_buffer("dw", scratch=self.chunked)
+            contraction.backward_products(xs, self.dy_spectrum(dy[rows]), k, g.groups,
+                                          dx_out=self._product_buffer("dx"), dw_out=dw_product)
+            self._transform("dx")(g.dx_crop, rows=dx[rows].shape[0], out=dx[rows])
+            self._deliver("dw", dw_product, accumulate=i > 0)
         return dx, self._weight_grad_from_spectrum()
 
     def _weight_grad_from_spectrum(self) -> np.ndarray:
         g = self.geom
-        dw = self._transform("dw", inverse=True)(g.dw_crop)
+        dw = self._transform("dw")(g.dw_crop)
         if self.dtype.kind == "c":
             np.conjugate(dw, out=dw)
         if g.flip_kernel:

@@ -22,7 +22,7 @@ import numpy as np
 from . import direct
 from .checks import check_array, check_bias, check_shape, dtypes_for, fail
 from .config import Settings, get_settings
-from .fftpath import FFTEngine, WeightSpectra, workspace_bytes
+from .fftpath import FFTEngine, workspace_bytes
 from .geometry import ConvGeometry
 
 
@@ -129,7 +129,7 @@ class Plan:
             chunk = choose_chunk("fftconv.plan", geom, self.compute_dtype, max_workspace_bytes)
             self._engine = FFTEngine(geom, self.compute_dtype, self.settings, chunk)
         self._x = self._w = self._x_spec = None
-        self._weights: Optional[WeightSpectra] = None
+        self._k: Optional[np.ndarray] = None  # kept spectrum of the weights
 
     # -- geometry -------------------------------------------------------------------
     @property
@@ -209,7 +209,7 @@ class Plan:
         if self._engine is None:
             self._w = w.copy() if copy else w
         elif self._w is None or not np.array_equal(w, self._w):
-            self._weights = self._engine.weight_spectra(w)
+            self._k = self._engine.weight_spectrum(w)
             self._w = w.copy() if copy else w
 
     def run_forward(self, x, w, b) -> np.ndarray:
@@ -221,7 +221,7 @@ class Plan:
         if self.algorithm == "direct":
             y = direct.forward(x, w, g)
         else:
-            y, self._x_spec = self._engine.forward(x, self._weights)
+            y, self._x_spec = self._engine.forward(x, self._k)
         return add_bias(y, b)
 
     def run_backward(self, dy) -> tuple:
@@ -232,5 +232,5 @@ class Plan:
             return np.zeros(g.x_shape, self.compute_dtype), np.zeros(g.w_shape, self.compute_dtype), db
         if self.algorithm == "direct":
             return direct.input_grad(dy, self._w, g), direct.weight_grad(dy, self._x, g), db
-        dx, dw = self._engine.backward(dy, self._x, self._weights, self._x_spec)
+        dx, dw = self._engine.backward(dy, self._x, self._k, self._x_spec)
         return dx, dw, db

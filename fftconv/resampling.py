@@ -9,10 +9,11 @@ For a grid of ``L = f * M`` samples on one axis:
   ``Z[k] = (1/f) * sum_r Y[k + r*M]``, the length-``M`` DFT of ``z``
   (:func:`fold`).
 
-Spectra here are frequency-major (frequency axes first, then batch axes).
-For real signals the last frequency axis holds only ``L//2 + 1`` bins; the
-others follow from Hermitian symmetry ``Y[L - k] = conj(Y[k])``, which both
-functions use through :func:`_full_bins`.
+The frequency axes of a spectrum are ``axis0, axis0 + 1, ...`` (batch-major
+spectra have them last, frequency-major ones first).  For real signals the
+last frequency axis holds only ``L//2 + 1`` bins; the others follow from
+Hermitian symmetry ``Y[L - k] = conj(Y[k])``, which both functions use through
+:func:`_full_bins`.
 """
 from __future__ import annotations
 
@@ -24,11 +25,11 @@ def _index(axis: int, idx) -> tuple:
 
 
 def _full_bins(spec: np.ndarray, axis: int, full_len: int, bins: np.ndarray,
-               half: bool) -> np.ndarray:
+               half: bool, axis0: int) -> np.ndarray:
     """Bins ``bins`` (in ``0..full_len-1``) of ``spec`` along ``axis``.
 
-    With ``half``, ``axis`` is the last frequency axis of a real signal's
-    spectrum, which holds only bins ``0..full_len//2``: bin ``k`` above that is
+    With ``half``, ``axis`` is the last of the frequency axes ``axis0..axis``
+    of a real signal's spectrum, which holds only bins ``0..full_len//2``: bin ``k`` above that is
     ``conj`` of bin ``full_len - k`` *at the negated frequency on every other
     axis* (``Y[-k0, -k1] = conj(Y[k0, k1])``).
     """
@@ -39,29 +40,29 @@ def _full_bins(spec: np.ndarray, axis: int, full_len: int, bins: np.ndarray,
     if mirrored.any():
         sel = _index(axis, np.nonzero(mirrored)[0])
         part = out[sel]
-        for other in range(axis):
+        for other in range(axis0, axis):
             n = part.shape[other]
             part = np.take(part, -np.arange(n) % n, axis=other)
         out[sel] = np.conj(part)
     return out
 
 
-def tile(spec: np.ndarray, coarse, fine, real: bool) -> np.ndarray:
+def tile(spec: np.ndarray, coarse, fine, real: bool, axis0: int) -> np.ndarray:
     """Spectrum on grid ``fine`` of a signal zero-upsampled from grid ``coarse``."""
-    last = len(coarse) - 1
-    for axis, (m, n) in enumerate(zip(coarse, fine)):
+    last = axis0 + len(coarse) - 1
+    for axis, (m, n) in enumerate(zip(coarse, fine), start=axis0):
         if m == n:
             continue
         half = real and axis == last
         bins = np.arange(n // 2 + 1 if half else n) % m
-        spec = _full_bins(spec, axis, m, bins, half)
+        spec = _full_bins(spec, axis, m, bins, half, axis0)
     return spec
 
 
-def fold(spec: np.ndarray, fine, coarse, real: bool) -> np.ndarray:
+def fold(spec: np.ndarray, fine, coarse, real: bool, axis0: int) -> np.ndarray:
     """Spectrum on grid ``coarse`` of the signal of ``spec`` decimated to ``coarse``."""
-    last = len(coarse) - 1
-    for axis, (n, m) in enumerate(zip(fine, coarse)):
+    last = axis0 + len(coarse) - 1
+    for axis, (n, m) in enumerate(zip(fine, coarse), start=axis0):
         if m == n:
             continue
         half = real and axis == last
@@ -70,8 +71,8 @@ def fold(spec: np.ndarray, fine, coarse, real: bool) -> np.ndarray:
             spec = spec.reshape(shape[:axis] + (n // m, m) + shape[axis + 1:]).mean(axis=axis)
             continue
         target = np.arange(m // 2 + 1)
-        total = _full_bins(spec, axis, n, target, half)
+        total = _full_bins(spec, axis, n, target, half, axis0)
         for r in range(1, n // m):
-            total += _full_bins(spec, axis, n, target + r * m, half)
+            total += _full_bins(spec, axis, n, target + r * m, half, axis0)
         spec = total / (n // m)
     return spec

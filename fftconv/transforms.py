@@ -1,14 +1,21 @@
 """Batched N-d FFTs over preallocated buffers: the only code that calls an FFT.
 
-Layout (chosen by measurement, see ``bench/layout.py``): signals are
-*batch-major* ``(*batch, *fft_shape)``, spectra are *frequency-major*
-``(*spectrum_shape, *batch)``.  FFTW reads contiguous signals and writes the
-spectrum with the batch axes innermost (and the inverse the other way round),
-so the transpose that the channel contraction needs rides inside the
-transform, where it costs least: the spectrum reshapes for free to
-``(F, N, C)``, one small ``N x C`` matrix per frequency for the batched GEMMs,
-while placing operands into, and cropping results out of, the signal buffers
-stays a contiguous copy.
+Layout, chosen by measurement (``python -m bench.layout``: FFTW, 2 threads,
+float32, 128 signals of 128x128):
+
+* signals are batch-major ``(*batch, *fft_shape)``, so placing operands and
+  cropping results are contiguous copies;
+* forward transforms write batch-major spectra ``(*batch, *spectrum_shape)``:
+  writing them frequency-major instead made r2c about 1.9x slower (3.5 vs
+  1.8 ms), more than the contraction's own blocked transpose costs;
+* inverse transforms of batch-shaped results (``y``, ``dx``) read
+  frequency-major spectra ``(*spectrum_shape, *batch)``: FFTW reads the
+  strided input at little cost (c2r 1.7 vs 1.6 ms), so the contraction's
+  batched GEMMs write their per-frequency results straight into the inverse
+  transform's buffer.  For the weight gradient (rows ``C_out x C_in``, often
+  more of them and, in 1-D, long) the strided read was slow (2-D: 7.2 vs
+  3.5 ms; 1-D, 256 x 16384: 13.7 vs 2 ms), so it stays batch-major
+  (``frequency_major=False``) and the contraction transposes into it.
 
 Two backends do the work behind the same two classes:
 
@@ -54,16 +61,6 @@ def spectrum_bytes(batch: int, fft_shape, dtype) -> int:
     return batch * prod(spectrum_shape(fft_shape, dtype.kind == "f")) * COMPLEX_OF[dtype].itemsize
 
 
-def _batch_first(spec: np.ndarray, nspatial: int) -> np.ndarray:
-    """View a frequency-major ``(*freq, *batch)`` array as ``(*batch, *freq)``."""
-    return np.moveaxis(spec, tuple(range(nspatial)), tuple(range(-nspatial, 0)))
-
-
-def _frequency_first(sig: np.ndarray, nspatial: int) -> np.ndarray:
-    """View a batch-major ``(*batch, *space)`` array as ``(*space, *batch)``."""
-    return np.moveaxis(sig, tuple(range(-nspatial, 0)), tuple(range(nspatial)))
-
-
 def _empty(shape, dtype, backend: str) -> np.ndarray:
     if backend == "pyfftw":
         import pyfftw
@@ -84,10 +81,17 @@ def _fftw(src, dst, nspatial, direction, settings: Settings, destroy_input: bool
     return plan
 
 
-class _Transform:
-    """Shared set-up: shapes, dtypes, counters."""
+def _batch_first(spec: np.ndarray, nspatial: int) -> np.ndarray:
+    """View a frequency-major ``(*freq, *batch)`` array as ``(*batch, *freq)``."""
+    return np.moveaxis(spec, tuple(range(nspatial)), tuple(range(-nspatial, 0)))
 
-    def __init__(self, batch_shape, fft_shape, dtype, settings: Settings):
+
+class _Transform:
+    """Shared set-up: shapes, dtypes, counters, buffers."""
+
+    def __init__(self, batch_shape, fft_shape, dtype, settings: Settings,
+                 frequency_major: bool = False):
+        self.frequency_major = frequency_major
         self.dtype = np.dtype(dtype)
         self.real = self.dtype.kind == "f"
         self.nspatial = len(fft_shape)
@@ -96,8 +100,10 @@ class _Transform:
         self.settings = settings
         self.calls = 0
         self.signal = _empty(self.batch_shape + self.fft_shape, self.dtype, settings.backend)
-        self.spectrum = _empty(spectrum_shape(fft_shape, self.real) + self.batch_shape,
-                               COMPLEX_OF[self.dtype], settings.backend)
+        spec_shape = spectrum_shape(fft_shape, self.real)
+        spec_shape = (spec_shape + self.batch_shape if self.frequency_major
+                      else self.batch_shape + spec_shape)
+        self.spectrum = _empty(spec_shape, COMPLEX_OF[self.dtype], settings.backend)
 
     @property
     def nbytes(self) -> int:
@@ -127,8 +133,8 @@ class ForwardTransform(_Transform):
     def __init__(self, batch_shape, fft_shape, dtype, settings: Settings):
         super().__init__(batch_shape, fft_shape, dtype, settings)
         if self._fftw_backend:
-            self._plan = _fftw(self.signal, _batch_first(self.spectrum, self.nspatial),
-                               self.nspatial, "FFTW_FORWARD", settings, destroy_input=False)
+            self._plan = _fftw(self.signal, self.spectrum, self.nspatial, "FFTW_FORWARD", settings,
+                               destroy_input=False)
         self.signal.fill(0)  # after planning: FFTW_MEASURE scribbles on the buffers
 
     def __call__(self, operand: np.ndarray, placement) -> np.ndarray:
@@ -136,8 +142,8 @@ class ForwardTransform(_Transform):
 
         ``operand`` may have fewer rows than the buffer on its first axis (the
         last chunk of a batch); the remaining rows are zeroed.  Returns the
-        spectrum, frequency-major ``(*spectrum_shape, *batch)``; it lives in this
-        object's buffer and is overwritten by the next call.
+        spectrum ``(*batch, *spectrum_shape)``; it lives in this object's buffer
+        and is overwritten by the next call.
         """
         rows = operand.shape[0]
         slots = (Ellipsis,) + tuple(placement)
@@ -149,8 +155,7 @@ class ForwardTransform(_Transform):
             self._plan.execute()
         else:
             fft = scipy.fft.rfftn if self.real else scipy.fft.fftn
-            self.spectrum[...] = fft(_frequency_first(self.signal, self.nspatial),
-                                     axes=tuple(range(self.nspatial)),
+            self.spectrum[...] = fft(self.signal, axes=tuple(range(-self.nspatial, 0)),
                                      workers=self.settings.threads)
         return self.spectrum
 
@@ -158,15 +163,22 @@ class ForwardTransform(_Transform):
 class InverseTransform(_Transform):
     """Inverse-transform a batch of spectra and crop the result.
 
-    The caller writes the spectra into :attr:`spectrum` (frequency-major,
-    ``(*spectrum_shape, *batch)``), then calls the object with the crop slices.
+    The caller writes the spectra into :attr:`spectrum`, frequency-major
+    ``(*spectrum_shape, *batch)`` (the default) or batch-major ``(*batch,
+    *spectrum_shape)`` with ``frequency_major=False``, then calls the object
+    with the crop slices.
     """
 
-    def __init__(self, batch_shape, fft_shape, dtype, settings: Settings):
-        super().__init__(batch_shape, fft_shape, dtype, settings)
+    def __init__(self, batch_shape, fft_shape, dtype, settings: Settings,
+                 frequency_major: bool = True):
+        super().__init__(batch_shape, fft_shape, dtype, settings, frequency_major)
         if self._fftw_backend:
-            self._plan = _fftw(_batch_first(self.spectrum, self.nspatial), self.signal,
-                               self.nspatial, "FFTW_BACKWARD", settings, destroy_input=True)
+            self._plan = _fftw(self._batch_major_spectrum(), self.signal, self.nspatial,
+                               "FFTW_BACKWARD", settings, destroy_input=True)
+
+    def _batch_major_spectrum(self) -> np.ndarray:
+        return (_batch_first(self.spectrum, self.nspatial) if self.frequency_major
+                else self.spectrum)
 
     def __call__(self, crop, rows=None, out=None) -> np.ndarray:
         """Inverse transform of :attr:`spectrum`, cropped and scaled by ``1 / prod(L)``.
@@ -180,13 +192,14 @@ class InverseTransform(_Transform):
             self._plan.execute()  # unnormalised; the 1/L rides on the crop copy below
             cropped, scale = self.signal[slots], 1.0 / prod(self.fft_shape)
         else:
-            axes = tuple(range(self.nspatial))
+            axes = tuple(range(-self.nspatial, 0))
+            spectrum = self._batch_major_spectrum()
             if self.real:
-                full = scipy.fft.irfftn(self.spectrum, s=self.fft_shape, axes=axes,
+                full = scipy.fft.irfftn(spectrum, s=self.fft_shape, axes=axes,
                                         workers=self.settings.threads)
             else:
-                full = scipy.fft.ifftn(self.spectrum, axes=axes, workers=self.settings.threads)
-            cropped, scale = _batch_first(full, self.nspatial)[slots], None
+                full = scipy.fft.ifftn(spectrum, axes=axes, workers=self.settings.threads)
+            cropped, scale = full[slots], None
         if out is None:
             out = np.empty(cropped.shape, dtype=self.dtype)
         if scale is None:

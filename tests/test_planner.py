@@ -7,6 +7,7 @@ import pytest
 
 import fftconv
 from fftconv.planner import EngineCache
+from fftconv.transforms import spectrum_bytes
 from oracle import oracle_backward, oracle_forward
 
 RNG = np.random.default_rng(7)
@@ -186,14 +187,24 @@ def test_budget_below_one_sample_is_a_clear_error():
             fftconv.forward(np.zeros((4, 3, 64, 64)), np.zeros((8, 3, 5, 5)))
 
 
-def test_workspace_bytes_matches_the_buffers_actually_allocated():
-    x, w = make((3, 4, 24, 20), np.float32), make((5, 4, 3, 3), np.float32)
-    p = fftconv.plan(x.shape, w.shape, dtype=np.float32)
+@pytest.mark.parametrize("kw", [{}, {"stride": 2}, {"dilation": (1, 2)},
+                                {"max_workspace_bytes": 300_000}])
+def test_workspace_bytes_matches_the_buffers_actually_allocated(kw):
+    x, w = make((3, 4, 24, 20), np.float32), make((6, 2, 3, 3), np.float32)
+    p = fftconv.plan(x.shape, w.shape, dtype=np.float32, groups=2, **kw)
     y = p.forward(x, w)
     p.backward(y)
     engine = p._engine
-    allocated = sum(t.nbytes for t in engine._transforms.values()) + p._weights.k.nbytes
-    assert p.workspace_bytes == allocated
+    allocated = (sum(t.nbytes for t in engine._transforms.values()) + p._k.nbytes
+                 + sum(a.nbytes for a in engine._unfolded.values()))
+    # the spectra of w and dy tiled to the full grid exist only during a pass
+    transient = 0
+    if "dilation" in kw:
+        transient += spectrum_bytes(6 * 2, p.fft_shape, np.float32)
+    if "stride" in kw:
+        transient += spectrum_bytes(engine.chunk * 6, p.fft_shape, np.float32)
+    assert p.workspace_bytes == allocated + transient
+    assert ("max_workspace_bytes" in kw) == (p.chunk < 3)
 
 
 def test_stride_and_dilation_transform_on_coarse_grids():

@@ -11,7 +11,7 @@ CASES = [((12,), (3,)), ((10,), (5,)), ((9,), (3,)), ((12, 10), (2, 5)), ((9, 15
 
 
 def transforms(real, nd):
-    axes = tuple(range(nd))
+    axes = tuple(range(-nd, 0))
     if real:
         return (lambda a: np.fft.rfftn(a, axes=axes)), (lambda a, s: np.fft.irfftn(a, s, axes=axes))
     return (lambda a: np.fft.fftn(a, axes=axes)), (lambda a, s: np.fft.ifftn(a, s, axes=axes))
@@ -22,13 +22,13 @@ def transforms(real, nd):
 def test_tile_is_zero_upsampling(fine, factors, real):
     rng = np.random.default_rng(0)
     coarse = tuple(n // f for n, f in zip(fine, factors))
-    v = rng.standard_normal(coarse + (2, 3))
+    v = rng.standard_normal((2, 3) + coarse)
     if not real:
         v = v + 1j * rng.standard_normal(v.shape)
-    u = np.zeros(fine + (2, 3), v.dtype)
-    u[tuple(slice(None, None, f) for f in factors)] = v
+    u = np.zeros((2, 3) + fine, v.dtype)
+    u[(Ellipsis,) + tuple(slice(None, None, f) for f in factors)] = v
     fwd, _ = transforms(real, len(fine))
-    np.testing.assert_allclose(tile(fwd(v), coarse, fine, real), fwd(u), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(tile(fwd(v), coarse, fine, real, axis0=2), fwd(u), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("real", [False, True])
@@ -36,10 +36,12 @@ def test_tile_is_zero_upsampling(fine, factors, real):
 def test_fold_is_decimation(fine, factors, real):
     rng = np.random.default_rng(1)
     coarse = tuple(n // f for n, f in zip(fine, factors))
-    y = rng.standard_normal(fine + (3,))
+    y = rng.standard_normal((3,) + fine)
     if not real:
         y = y + 1j * rng.standard_normal(y.shape)
     fwd, inv = transforms(real, len(fine))
-    z = inv(fold(fwd(y), fine, coarse, real), coarse)
-    np.testing.assert_allclose(z, y[tuple(slice(None, None, f) for f in factors)],
+    frequency_major = np.moveaxis(fwd(y), 0, -1)  # (*freq, batch), as the engine keeps it
+    folded = np.moveaxis(fold(frequency_major, fine, coarse, real, axis0=0), -1, 0)
+    z = inv(folded, coarse)
+    np.testing.assert_allclose(z, y[(Ellipsis,) + tuple(slice(None, None, f) for f in factors)],
                                rtol=0, atol=1e-12)

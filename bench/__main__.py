@@ -1,0 +1,142 @@
+"""Command line: ``python -m bench [--quick | --suite perf] [options]``.
+
+See ``bench/README.md`` and ``python -m bench --help``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import fftconv
+
+from . import competitors, report
+from .cases import SUITES, custom_suite
+from .runner import Options, run_cases
+from .targets import check_targets
+from .threads import all_cores, load_warning, set_threads
+
+DEFAULT_PLOT = Path(__file__).resolve().parent / "results" / "crossover.png"
+#: Largest relative error (to the largest magnitude) accepted against the FFT path.
+TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
+SWEEP_KEYS = ("fft", "direct", "torch")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Time one training step (forward + backward, weights changing every "
+                    "step) of fftconv's FFT path against its direct path, PyTorch, a "
+                    "scipy.signal.fftconvolve loop and the bare FFTs.")
+    parser.add_argument("--suite", choices=sorted(SUITES), default="default",
+                        help="problem suite (default: %(default)s; perf checks the targets)")
+    parser.add_argument("--quick", action="store_const", const="quick", dest="suite",
+                        help="tiny suite for CI, a few seconds (same as --suite quick)")
+    parser.add_argument("--case", "--shape", action="append", dest="cases", metavar="SPEC",
+                        help='custom case instead of a suite, e.g. "N=8,C=16,O=16,size=128x128,'
+                             'k=15" (repeatable)')
+    parser.add_argument("--dims", type=int, nargs="+", choices=(1, 2, 3),
+                        help="only cases with these numbers of spatial axes")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--threads", type=int, default=all_cores(),
+                        help="threads for fftconv, FFTW, torch and (with threadpoolctl) BLAS "
+                             "(default: all cores, %(default)s)")
+    parser.add_argument("--repeat", type=int, default=5, metavar="K",
+                        help="timed steps per competitor, best kept (default: %(default)s)")
+    parser.add_argument("--budget", type=float, default=1.0, metavar="SECONDS",
+                        help="stop sampling a competitor once its timed steps add up to this "
+                             "(default: %(default)s)")
+    parser.add_argument("--full", action="store_true",
+                        help="run every competitor, however long it is estimated to take")
+    parser.add_argument("--no-memory", dest="memory", action="store_false",
+                        help="skip the tracemalloc run of the FFT path")
+    parser.add_argument("--plot", default=str(DEFAULT_PLOT), metavar="PATH",
+                        help="PNG of the 2-D kernel sweep (default: bench/results/crossover.png)")
+    parser.add_argument("--no-plot", dest="plot", action="store_const", const=None,
+                        help="no kernel sweep and no plot")
+    args = parser.parse_args(argv)
+    if args.threads < 1 or args.repeat < 1:
+        parser.error("--threads and --repeat must be >= 1")
+    try:
+        suite = custom_suite(args.cases) if args.cases else SUITES[args.suite]
+    except ValueError as exc:
+        parser.error(str(exc))
+    args.suite = suite.restricted(set(args.dims) if args.dims else None, args.full)
+    return args
+
+
+def header(args, suite, threads: str) -> str:
+    settings = fftconv.get_settings()
+    torch_version = "not installed"
+    if competitors.torch_available():
+        import torch
+        torch_version = torch.__version__
+    return (f"suite {suite.name}: {len(suite.cases)} cases, dtype {args.dtype}, "
+            f"best of {args.repeat} (budget {args.budget:g}s)\nthreads: {threads}\n"
+            f"fftconv {fftconv.__version__} (backend {settings.backend}, "
+            f"{settings.planner_effort}), numpy {np.__version__}, torch {torch_version}, "
+            f"python {platform.python_version()}")
+
+
+def run_main(suite, options: Options, args) -> bool:
+    """The main table (+ targets); returns True if every error is within tolerance."""
+    keys = [c.key for c in competitors.available()]
+    results = run_cases(suite.cases, competitors.available(), options, "cases")
+    print("\ntimes are ms per training step (best); ratios > 1 mean fft is faster, except "
+          "fft/floor; errors are relative to the largest |value| of the fft result")
+    print(report.results_table(results, keys, memory=options.memory))
+    for note in report.skip_notes(results, suite.skip_limits):
+        print("  " + note)
+    print("\nrelative error per array vs the fft path")
+    print(report.errors_table(results, keys))
+    if suite.targets:
+        print("\nperformance targets (unmet targets are reported, not fatal)")
+        print(report.targets_table(check_targets(suite.targets, results)))
+    bad = report.errors_above(results, TOLERANCE[args.dtype])
+    for line in bad:
+        print("ACCURACY: " + line)
+    return not bad
+
+
+def run_sweep(suite, options: Options, plot_path: str):
+    """The 2-D kernel sweep: table, crossovers and the PNG."""
+    comps = competitors.available(list(SWEEP_KEYS))
+    options = dataclasses.replace(options, memory=False)
+    results = run_cases(suite.sweep, comps, options, "sweep")
+    layer = suite.sweep[0].layer_name
+    print(f"\nkernel sweep ({layer}, k = {', '.join(str(c.kernel_size) for c in suite.sweep)})")
+    print(report.results_table(results, [c.key for c in comps], memory=False))
+    for rival in (c.key for c in comps if c.key != "fft"):
+        print("  " + report.crossover_text(results, rival))
+    Path(plot_path).parent.mkdir(parents=True, exist_ok=True)
+    title = f"one training step, {layer}, {options.dtype}, {options.threads} threads"
+    print(f"plot: {report.plot_sweep(results, plot_path, title)}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    suite = args.suite
+    threads = set_threads(args.threads)
+    options = Options(dtype=args.dtype, threads=args.threads, repeat=args.repeat,
+                      budget=args.budget, skip_limits=suite.skip_limits, memory=args.memory)
+    print(header(args, suite, threads))
+    warning = load_warning(args.threads)
+    if warning:
+        print(warning)
+    if not suite.cases:
+        print("no case left after --dims")
+    accurate = run_main(suite, options, args) if suite.cases else True
+    if args.plot and suite.sweep:
+        run_sweep(suite, options, args.plot)
+    print(f"\ndone in {time.perf_counter() - start:.1f} s")
+    return 0 if accurate else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

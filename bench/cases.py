@@ -1,0 +1,203 @@
+"""The problems: layer shapes, the suites that group them, and their data.
+
+Every case is a "valid" cross-correlation layer with ``groups=1`` and a square
+(cubic) kernel unless given otherwise, i.e. what ``torch.nn.functional.conv*d``
+computes with ``padding=0`` and what ``scipy.signal.fftconvolve(mode="valid")``
+computes per channel pair.
+
+A :class:`Suite` bundles the cases of one run with the 2-D kernel sweep that
+feeds the crossover plot, the per-competitor skip limits and, for the
+performance suite, the targets to check.
+"""
+from __future__ import annotations
+
+import dataclasses
+from math import prod
+from typing import Dict, NamedTuple, Optional, Tuple
+
+import numpy as np
+
+from .targets import PERF_TARGETS, Target
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One convolution layer: ``x (N, C, *size) * w (O, C, *kernel) -> y (N, O, *out)``."""
+
+    batch: int
+    in_channels: int
+    out_channels: int
+    size: Tuple[int, ...]
+    kernel: Tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        """Number of spatial axes."""
+        return len(self.size)
+
+    @property
+    def out_size(self) -> Tuple[int, ...]:
+        """Spatial size of ``y`` ("valid": ``n - k + 1`` per axis)."""
+        return tuple(n - k + 1 for n, k in zip(self.size, self.kernel))
+
+    @property
+    def x_shape(self) -> Tuple[int, ...]:
+        return (self.batch, self.in_channels) + self.size
+
+    @property
+    def w_shape(self) -> Tuple[int, ...]:
+        return (self.out_channels, self.in_channels) + self.kernel
+
+    @property
+    def y_shape(self) -> Tuple[int, ...]:
+        return (self.batch, self.out_channels) + self.out_size
+
+    @property
+    def kernel_size(self) -> int:
+        """The largest kernel extent, the "k" that targets and plots refer to."""
+        return max(self.kernel)
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds of one direct forward pass: ``N C O prod(out) prod(kernel)``."""
+        return self.batch * self.in_channels * self.out_channels * prod(self.out_size) * prod(
+            self.kernel)
+
+    @property
+    def layer_name(self) -> str:
+        """The layer without its kernel, e.g. ``"2d N8 16>16 128x128"``."""
+        return (f"{self.ndim}d N{self.batch} {self.in_channels}>{self.out_channels} "
+                f"{'x'.join(map(str, self.size))}")
+
+    @property
+    def name(self) -> str:
+        """Short label, e.g. ``"2d N8 16>16 128x128 k15"``."""
+        kernel = (str(self.kernel[0]) if len(set(self.kernel)) == 1
+                  else "x".join(map(str, self.kernel)))
+        return f"{self.layer_name} k{kernel}"
+
+
+class CaseData(NamedTuple):
+    """The arrays of one case: input, initial weights, bias and output gradient."""
+
+    x: np.ndarray
+    w: np.ndarray
+    b: np.ndarray
+    dy: np.ndarray
+
+
+def make_data(case: Case, dtype, seed: int = 0) -> CaseData:
+    """Standard-normal ``x``, ``b``, ``dy`` and ``w`` scaled by ``1/sqrt(fan_in)``."""
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype)
+
+    def normal(shape, scale=1.0):
+        return (rng.standard_normal(shape) * scale).astype(dtype)
+
+    fan_in = case.in_channels * prod(case.kernel)
+    return CaseData(x=normal(case.x_shape), w=normal(case.w_shape, fan_in ** -0.5),
+                    b=normal((case.out_channels,)), dy=normal(case.y_shape))
+
+
+def layers(ndim: int, batch: int, channels: int, size: int, kernels, out_channels=None):
+    """Cases of one layer shape (cubic input ``size``) for several cubic kernels."""
+    out = channels if out_channels is None else out_channels
+    return [Case(batch, channels, out, (size,) * ndim, (k,) * ndim) for k in kernels]
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    """What one run measures.
+
+    Attributes
+    ----------
+    name : str
+    cases : tuple of Case
+        The table rows.
+    sweep : tuple of Case
+        2-D cases of growing kernel for the crossover plot (may be empty).
+    skip_limits : dict
+        Competitor key -> estimated seconds per step above which it is skipped
+        (competitors not listed are never skipped).
+    targets : tuple of Target
+        Figures to check and report (empty outside the performance suite).
+    """
+
+    name: str
+    cases: Tuple[Case, ...]
+    sweep: Tuple[Case, ...] = ()
+    skip_limits: Dict[str, float] = dataclasses.field(default_factory=dict)
+    targets: Tuple[Target, ...] = ()
+
+    def restricted(self, dims=None, full: bool = False) -> "Suite":
+        """This suite keeping only cases with ``ndim in dims``; no skip limits if ``full``."""
+        keep = (lambda c: True) if dims is None else (lambda c: c.ndim in dims)
+        return dataclasses.replace(
+            self, cases=tuple(filter(keep, self.cases)), sweep=tuple(filter(keep, self.sweep)),
+            skip_limits={} if full else dict(self.skip_limits))
+
+
+SKIP_DEFAULT = {"direct": 20.0, "torch": 20.0, "scipy": 20.0}
+SKIP_PERF = {"direct": 60.0, "scipy": 60.0}  # torch is the comparison: never skipped
+
+SWEEP_DEFAULT = tuple(layers(2, 4, 8, 64, (1, 3, 5, 7, 9, 11)))
+SWEEP_QUICK = tuple(layers(2, 2, 4, 24, (1, 3, 5, 7)))
+
+SUITES = {
+    "default": Suite(
+        "default",
+        cases=tuple(layers(2, 8, 16, 128, (3, 7, 15)) + layers(3, 2, 8, 32, (3, 5, 9))
+                    + layers(1, 4, 16, 16384, (255,))),
+        sweep=SWEEP_DEFAULT, skip_limits=SKIP_DEFAULT),
+    "perf": Suite(
+        "perf",
+        cases=tuple(layers(2, 8, 16, 128, (3, 7, 15, 31)) + layers(3, 2, 8, 40, (3, 5, 9))
+                    + layers(1, 4, 16, 16384, (1023,))),
+        sweep=SWEEP_DEFAULT, skip_limits=SKIP_PERF, targets=PERF_TARGETS),
+    "quick": Suite(
+        "quick",
+        cases=tuple(layers(1, 2, 4, 256, (9,)) + layers(2, 2, 4, 32, (5,))
+                    + layers(3, 1, 2, 12, (3,))),
+        sweep=SWEEP_QUICK, skip_limits=SKIP_DEFAULT),
+}
+
+
+def _ints(text: str, ndim: Optional[int] = None) -> Tuple[int, ...]:
+    """``"128x128"`` -> ``(128, 128)``; a single value is repeated ``ndim`` times."""
+    values = tuple(int(v) for v in text.lower().split("x"))
+    if ndim is not None and len(values) == 1:
+        values *= ndim
+    return values
+
+
+def parse_case(spec: str) -> Case:
+    """Parse ``"N=8,C=16,O=16,size=128x128,k=15"`` (``O`` defaults to ``C``).
+
+    ``k`` is one int (a cubic kernel) or one per axis (``"15x7"``).
+
+    Raises
+    ------
+    ValueError
+        On an unknown or missing key, or a kernel larger than the input.
+    """
+    fields = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in ("N", "C", "O", "size", "k"):
+            raise ValueError(f"bad case field {item!r} in {spec!r}: expected N=, C=, O=, size=, k=")
+        fields[key.strip()] = value.strip()
+    missing = {"N", "C", "size", "k"} - fields.keys()
+    if missing:
+        raise ValueError(f"case {spec!r} lacks {', '.join(sorted(missing))}")
+    size = _ints(fields["size"])
+    case = Case(int(fields["N"]), int(fields["C"]), int(fields.get("O", fields["C"])), size,
+                _ints(fields["k"], len(size)))
+    if len(case.kernel) != case.ndim or min(case.out_size) < 1:
+        raise ValueError(f"case {spec!r}: kernel {case.kernel} does not fit input {size}")
+    return case
+
+
+def custom_suite(specs) -> Suite:
+    """A suite of the ``--case`` layers, with the default sweep and skip limits."""
+    return Suite("custom", cases=tuple(parse_case(s) for s in specs), sweep=SWEEP_DEFAULT,
+                 skip_limits=SKIP_DEFAULT)

@@ -1,0 +1,240 @@
+"""The implementations timed side by side, each as one training step.
+
+A training step is the layer's forward pass ``y = conv(x, w) + b`` followed by
+its backward pass ``(dx, dw)`` for a fixed output gradient ``dy``:
+
+``fft``
+    fftconv's FFT path through a plan: ``p.forward(x, w, b)`` then
+    ``p.backward(dy)`` (three forward and three inverse batched transforms).
+``floor``
+    The transform floor: only the six batched FFTW transforms such a step
+    needs, at the plan's FFT size, each a plain ``pyfftw.FFTW`` over aligned,
+    contiguous, batch-first buffers (r2c of ``x``, ``w``, ``dy``; c2r of
+    ``y``, ``dx``, ``dw``), with the same threads and planner effort as
+    fftconv.  With no pyFFTW, ``scipy.fft`` with ``workers``.
+``direct``
+    fftconv's spatial-domain path (``algorithm="direct"``).
+``torch``
+    PyTorch on the CPU: ``torch.nn.functional.conv{1,2,3}d`` forward and
+    ``torch.autograd.grad`` for the gradients.
+``scipy``
+    A loop over channel pairs calling ``scipy.signal.fftconvolve``, the way
+    straightforward code does it: ``y[n,o] += corr(x[n,c], w[o,c])`` ("valid"),
+    ``dx[n,c] += conv(dy[n,o], w[o,c])`` ("full") and
+    ``dw[o,c] += corr(x[n,c], dy[n,o])`` ("valid").
+
+Each competitor has a ``prepare(case, data, threads)`` returning a
+:class:`Prepared` step and an ``estimate(case)`` of its seconds per step, used
+only to skip hopeless runs (see :data:`RATES`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from math import log2, prod
+from typing import Callable, Dict, NamedTuple, Optional
+
+import numpy as np
+import scipy.fft
+import scipy.signal
+
+import fftconv
+
+#: Rough sustained rates on a 2-core machine, for the skip estimates only:
+#: GFLOP/s of a direct step (2 flops per multiply-add, 3 passes) and of the
+#: FFTs inside ``fftconvolve`` (plus a fixed cost per call).
+RATES = {"direct": 5.0, "torch": 10.0, "scipy": 5.0, "scipy_call_s": 20e-6}
+
+
+class Outputs(NamedTuple):
+    """What a step computes that is compared across competitors."""
+
+    y: np.ndarray
+    dx: np.ndarray
+    dw: np.ndarray
+
+
+class Prepared(NamedTuple):
+    """A ready step: ``run(w) -> Outputs or None``, and untimed ``reset()``."""
+
+    run: Callable
+    reset: Callable[[], None] = lambda: None
+
+
+@dataclasses.dataclass(frozen=True)
+class Competitor:
+    """One implementation: a key (table column), a title, and its two functions."""
+
+    key: str
+    title: str
+    prepare: Callable
+    estimate: Callable = lambda case: 0.0
+    checked: bool = True  # its outputs are compared with the FFT path's
+    first_call_counts: bool = False  # see bench.timing.Timed
+
+
+def _flip(ndim: int) -> tuple:
+    return (slice(None, None, -1),) * ndim
+
+
+def _bias_grad_axes(ndim: int) -> tuple:
+    return (0,) + tuple(range(2, ndim + 2))
+
+
+# -- fftconv ----------------------------------------------------------------------------------
+def _plan_step(algorithm: str):
+    """``prepare`` for an fftconv plan of the given algorithm."""
+
+    def prepare(case, data, threads) -> Prepared:
+        p = fftconv.plan(case.x_shape, case.w_shape, dtype=data.x.dtype, algorithm=algorithm)
+
+        def run(w):
+            y = p.forward(data.x, w, data.b)
+            dx, dw, _ = p.backward(data.dy)
+            return Outputs(y, dx, dw)
+
+        return Prepared(run)
+
+    return prepare
+
+
+def _direct_seconds(case, rate: float) -> float:
+    """Three direct passes of ``case.macs`` multiply-adds at ``rate`` GFLOP/s."""
+    return 6.0 * case.macs / (rate * 1e9)
+
+
+# -- PyTorch ----------------------------------------------------------------------------------
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _torch_prepare(case, data, threads) -> Prepared:
+    import torch
+    conv = getattr(torch.nn.functional, f"conv{case.ndim}d")
+    x = torch.from_numpy(data.x).requires_grad_(True)
+    b = torch.from_numpy(data.b).requires_grad_(True)
+    dy = torch.from_numpy(data.dy)
+
+    def run(w):
+        wt = torch.from_numpy(w).requires_grad_(True)
+        y = conv(x, wt, b)
+        dx, dw, _ = torch.autograd.grad(y, (x, wt, b), dy)
+        return Outputs(y.detach().numpy(), dx.numpy(), dw.numpy())
+
+    return Prepared(run)
+
+
+# -- the scipy.signal loop --------------------------------------------------------------------
+def _scipy_prepare(case, data, threads) -> Prepared:
+    x, b, dy = data.x, data.b, data.dy
+    flip = _flip(case.ndim)
+    pairs = list(itertools.product(range(case.batch), range(case.out_channels),
+                                   range(case.in_channels)))
+
+    def run(w):
+        y = np.zeros(case.y_shape, x.dtype)
+        dx, dw = np.zeros_like(x), np.zeros_like(w)
+        for n, o, c in pairs:
+            y[n, o] += scipy.signal.fftconvolve(x[n, c], w[o, c][flip], mode="valid")
+        y += b.reshape((-1,) + (1,) * case.ndim)
+        for n, o, c in pairs:
+            dx[n, c] += scipy.signal.fftconvolve(dy[n, o], w[o, c], mode="full")
+            dw[o, c] += scipy.signal.fftconvolve(x[n, c], dy[n, o][flip], mode="valid")
+        dy.sum(axis=_bias_grad_axes(case.ndim))  # db, for a like-for-like step
+        return Outputs(y, dx, dw)
+
+    return Prepared(run)
+
+
+def _scipy_seconds(case) -> float:
+    """``3 N O C`` calls, each three real FFTs of the full-convolution size."""
+    length = prod(scipy.fft.next_fast_len(n + k - 1, real=True)
+                  for n, k in zip(case.size, case.kernel))
+    per_call = 7.5 * length * log2(max(length, 2)) / (RATES["scipy"] * 1e9)
+    calls = 3 * case.batch * case.out_channels * case.in_channels
+    return calls * (per_call + RATES["scipy_call_s"])
+
+
+# -- the transform floor ----------------------------------------------------------------------
+def _floor_batches(geom) -> Dict[str, tuple]:
+    """Batch size and direction of each of the six transforms of one step."""
+    n, c, o = geom.batch, geom.in_channels, geom.out_channels
+    cw = o * (c // geom.groups)
+    return {"x": (n * c, False), "w": (cw, False), "dy": (n * o, False),
+            "y": (n * o, True), "dx": (n * c, True), "dw": (cw, True)}
+
+
+def _pyfftw_transform(batch, fft_shape, dtype, inverse, threads):
+    """An FFTW r2c/c2r over ``(batch, *fft_shape)``; returns ``(execute, refill)``."""
+    import pyfftw
+    settings = fftconv.get_settings()
+    spectrum = fft_shape[:-1] + (fft_shape[-1] // 2 + 1,)
+    real = pyfftw.empty_aligned((batch,) + tuple(fft_shape), dtype=dtype)
+    cplx = pyfftw.empty_aligned((batch,) + spectrum, dtype=np.result_type(dtype, np.complex64))
+    src, dst = (cplx, real) if inverse else (real, cplx)
+    flags = (settings.planner_effort,) + (("FFTW_DESTROY_INPUT",) if inverse else ())
+    plan = pyfftw.FFTW(src, dst, axes=tuple(range(1, len(fft_shape) + 1)), threads=threads,
+                       direction="FFTW_BACKWARD" if inverse else "FFTW_FORWARD", flags=flags,
+                       planning_timelimit=settings.planning_timelimit)
+    data = _random_like(src)
+    return plan.execute, lambda: np.copyto(src, data)
+
+
+def _scipy_transform(batch, fft_shape, dtype, inverse, threads):
+    """``scipy.fft`` fallback of :func:`_pyfftw_transform` (allocates its output)."""
+    axes = tuple(range(1, len(fft_shape) + 1))
+    spectrum = tuple(fft_shape[:-1]) + (fft_shape[-1] // 2 + 1,)
+    if inverse:
+        src = _random_like(np.empty((batch,) + spectrum, np.result_type(dtype, np.complex64)))
+        return (lambda: scipy.fft.irfftn(src, s=fft_shape, axes=axes, workers=threads),
+                lambda: None)
+    src = _random_like(np.empty((batch,) + tuple(fft_shape), dtype))
+    return lambda: scipy.fft.rfftn(src, axes=axes, workers=threads), lambda: None
+
+
+def _random_like(a: np.ndarray) -> np.ndarray:
+    """Fill ``a`` with standard-normal values (real and imaginary parts); return a copy."""
+    rng = np.random.default_rng(1)
+    a.real = rng.standard_normal(a.shape)
+    if np.iscomplexobj(a):
+        a.imag = rng.standard_normal(a.shape)
+    return a.copy()
+
+
+def _floor_prepare(case, data, threads) -> Prepared:
+    geom = fftconv.plan(case.x_shape, case.w_shape, dtype=data.x.dtype).geometry
+    make = _pyfftw_transform if fftconv.get_settings().backend == "pyfftw" else _scipy_transform
+    pairs = [make(batch, geom.fft_shape, data.x.dtype, inverse, threads)
+             for batch, inverse in _floor_batches(geom).values()]
+
+    def run(_w):
+        for execute, _ in pairs:
+            execute()
+
+    def reset():
+        for _, refill in pairs:
+            refill()
+
+    return Prepared(run, reset)
+
+
+COMPETITORS = {c.key: c for c in (
+    Competitor("fft", "fftconv FFT plan", _plan_step("fft")),
+    Competitor("floor", "6 batched FFTs", _floor_prepare, checked=False),
+    Competitor("direct", "fftconv direct", _plan_step("direct"),
+               lambda case: _direct_seconds(case, RATES["direct"]), first_call_counts=True),
+    Competitor("torch", "PyTorch CPU", _torch_prepare,
+               lambda case: _direct_seconds(case, RATES["torch"]), first_call_counts=True),
+    Competitor("scipy", "fftconvolve loop", _scipy_prepare, _scipy_seconds,
+               first_call_counts=True),
+)}
+
+
+def available(keys: Optional[list] = None) -> list:
+    """The competitors to run, in table order; torch only if it imports."""
+    keys = list(COMPETITORS) if keys is None else keys
+    return [COMPETITORS[k] for k in keys if k != "torch" or torch_available()]
