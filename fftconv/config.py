@@ -1,25 +1,23 @@
-"""Process-wide settings: FFT backend, threads and FFTW planner effort.
+"""Process-wide settings: FFT backend, threads, FFTW planner effort, memory.
 
 Every setting can be given by environment variable at start-up and changed
 at run time with :func:`configure` (or temporarily with :func:`using`).
 Plans are cached per setting value, so changing a setting never reuses a plan
 built under another one.
 
-=====================  ==========================  ==============================
-setting                environment variable        default
-=====================  ==========================  ==============================
-``backend``            ``FFTCONV_BACKEND``         ``"pyfftw"`` if importable,
-                                                   else ``"scipy"``
-``threads``            ``FFTCONV_THREADS``         all cores this process may use
-``planner_effort``     ``FFTCONV_PLANNER_EFFORT``  ``"FFTW_MEASURE"``
-``planning_timelimit`` ``FFTCONV_PLANNING_TIME``   ``2.0`` seconds per FFTW plan
-``max_workspace_bytes`` ``FFTCONV_MAX_WORKSPACE``  ``None`` (no limit)
-=====================  ==========================  ==============================
-
-``threads`` is the knob for FFTW, pocketfft and nothing else: BLAS (used by
-the channel contraction) follows its own settings (``OPENBLAS_NUM_THREADS``
-or threadpoolctl).  ``max_workspace_bytes`` bounds the FFT buffers of the
-stateless ``forward``/``backward``; above it the batch is processed in chunks.
+* ``backend`` (``FFTCONV_BACKEND``): ``"pyfftw"`` if importable, else
+  ``"scipy"``.
+* ``threads`` (``FFTCONV_THREADS``): all cores this process may use.  It is
+  the knob for FFTW and pocketfft; BLAS (the channel contraction and the
+  direct path) follows its own settings (``OPENBLAS_NUM_THREADS`` or
+  threadpoolctl).
+* ``planner_effort`` (``FFTCONV_PLANNER_EFFORT``): ``"FFTW_MEASURE"``.
+* ``planning_timelimit`` (``FFTCONV_PLANNING_TIME``): 2.0 seconds per FFTW
+  plan, so that planning never takes minutes; wisdom makes later processes
+  plan instantly (``fftconv.wisdom``).
+* ``max_workspace_bytes`` (``FFTCONV_MAX_WORKSPACE``): ``None`` (no limit).
+  Bounds the FFT buffers of the stateless ``forward``/``backward``; above it
+  the batch is processed in chunks.
 """
 from __future__ import annotations
 

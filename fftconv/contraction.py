@@ -60,10 +60,13 @@ def _grouped(out: np.ndarray, groups: int) -> np.ndarray:
     return out.reshape(f, r, groups, c // groups).transpose(0, 2, 1, 3)
 
 
-def weights_frequency_major(w_spec: np.ndarray, groups: int) -> np.ndarray:
-    """``K`` from the weight spectrum ``(C_out, Cg, F)`` to ``(F, groups, Og, Cg)``."""
-    c_out, cg, f = w_spec.shape
-    return np.ascontiguousarray(w_spec.reshape(groups, c_out // groups, cg, f).transpose(3, 0, 1, 2))
+def kernel_spectrum(conj_k_spec: np.ndarray, groups: int) -> np.ndarray:
+    """``K = conj(FFT(conj w))`` frequency-major ``(F, groups, Og, Cg)``, from the
+    batch-major spectrum of ``conj w`` ``(C_out, Cg, F)``, in one pass."""
+    c_out, cg, f = conj_k_spec.shape
+    k = np.empty((f, groups, c_out // groups, cg), conj_k_spec.dtype)
+    np.conjugate(conj_k_spec.reshape(groups, c_out // groups, cg, f).transpose(3, 0, 1, 2), out=k)
+    return k
 
 
 def forward_product(x_spec, k, groups, out, x_keep=None):

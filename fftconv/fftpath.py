@@ -184,8 +184,7 @@ class FFTEngine:
             w = w[(Ellipsis,) + (FLIP,) * self.geom.ndim]
         conj_k = self._spectrum("w", np.conj(w) if self.dtype.kind == "c" else w,
                                 self.geom.w_placement)
-        k = contraction.weights_frequency_major(conj_k, self.geom.groups)
-        return np.conjugate(k, out=k)
+        return contraction.kernel_spectrum(conj_k, self.geom.groups)
 
     def dy_spectrum(self, dy_rows: np.ndarray) -> np.ndarray:
         """``DY`` of the zero-upsampled ``dy`` of up to ``chunk`` samples."""
