@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .checks import check_algorithm, check_array, check_bias, check_layer, check_shape, dtypes_for
+from .checks import (check_algorithm, check_array, check_bias, check_ints, check_layer, check_shape,
+                     dtypes_for)
 from .config import get_settings
-from .planner import ENGINE_CACHE, Gradients, Plan, choose_chunk
+from .planner import Gradients, Plan, choose_algorithm, engine_for
 
 _SIZES = __doc__[__doc__.index("====="):]
 
@@ -34,9 +35,12 @@ _PARAMETERS = """
     flip_kernel : bool, optional
         False (default): cross-correlation, as ``torch.nn.functional.conv*d``.
         True: true convolution, as ``scipy.signal.convolve``.
-    algorithm : {"fft", "direct"}, optional
-        ``"fft"`` computes in the frequency domain; ``"direct"`` runs the
-        vectorised spatial-domain implementation with the same semantics."""
+    algorithm : {"auto", "fft", "direct", "overlap_add"}, optional
+        ``"auto"`` (default) picks the fastest of the others for this layer by
+        a calibrated cost model (or by timing, see ``measure``); ``"fft"``
+        computes in the frequency domain; ``"direct"`` runs the vectorised
+        spatial-domain implementation; ``"overlap_add"`` tiles the output and
+        runs a small FFT per tile.  All give the same results."""
 
 
 def _prepare(func, x, w, arrays, padding, stride, dilation, groups, flip_kernel, algorithm):
@@ -49,13 +53,11 @@ def _prepare(func, x, w, arrays, padding, stride, dilation, groups, flip_kernel,
 
 
 def _plan_for(func, geom, compute, result, algorithm) -> Plan:
-    """A one-use plan; FFT plans share their engine through the bounded cache."""
+    """A one-use plan; its engine comes from the bounded cache."""
     settings = get_settings()
-    engine = None
-    if algorithm == "fft" and geom.batch > 0:
-        chunk = choose_chunk(func, geom, compute, settings.max_workspace_bytes)
-        engine = ENGINE_CACHE.get(geom, compute, settings, chunk)
-    return Plan(geom, result, algorithm, settings, engine=engine)
+    choice = choose_algorithm(func, geom, compute, algorithm, settings, settings.measure)
+    engine = engine_for(func, geom, compute, choice.algorithm, settings, choice.tile)
+    return Plan(geom, result, choice.algorithm, settings, engine=engine, explain=choice.explain)
 
 
 def _run(plan: Plan, work):
@@ -68,7 +70,7 @@ def _run(plan: Plan, work):
 
 
 def forward(x, w, b=None, *, padding="valid", stride=1, dilation=1, groups=1,
-            flip_kernel=False, algorithm="fft"):
+            flip_kernel=False, algorithm="auto"):
     """N-d convolution layer forward pass: ``y = conv(x, w) + b``.
 
     Parameters
@@ -115,7 +117,7 @@ def forward(x, w, b=None, *, padding="valid", stride=1, dilation=1, groups=1,
 
 
 def backward(dy, x, w, *, padding="valid", stride=1, dilation=1, groups=1,
-             flip_kernel=False, algorithm="fft"):
+             flip_kernel=False, algorithm="auto"):
     """Gradients of the layer: ``dx, dw, db`` for output gradient ``dy``.
 
     Parameters
@@ -161,7 +163,8 @@ def backward(dy, x, w, *, padding="valid", stride=1, dilation=1, groups=1,
 
 
 def plan(x_shape, w_shape, *, dtype, padding="valid", stride=1, dilation=1, groups=1,
-         flip_kernel=False, algorithm="fft", max_workspace_bytes=None) -> Plan:
+         flip_kernel=False, algorithm="auto", max_workspace_bytes=None, measure=None,
+         tile=None) -> Plan:
     """Plan a layer once and run many training steps with it.
 
     Parameters
@@ -174,6 +177,13 @@ def plan(x_shape, w_shape, *, dtype, padding="valid", stride=1, dilation=1, grou
         Bound on the FFT buffers (``p.workspace_bytes``); above it the batch is
         processed in chunks, with the same results.  Defaults to the
         ``max_workspace_bytes`` setting (no bound).
+    tile : sequence of int, optional
+        With ``algorithm="overlap_add"``: output samples per tile and axis
+        (default: the cost model's best).
+    measure : bool, optional
+        With ``algorithm="auto"``: time the candidates once for this geometry
+        (and remember the winner across processes) instead of trusting the
+        cost model.  Defaults to the ``measure`` setting (False).
 
     Returns
     -------
@@ -181,7 +191,8 @@ def plan(x_shape, w_shape, *, dtype, padding="valid", stride=1, dilation=1, grou
         ``p.forward(x, w, b)`` returns ``y`` and keeps the spectra of ``x`` and
         ``w``; ``p.backward(dy)`` reuses them, so a training step costs three
         forward and three inverse batched transforms.  ``w`` is transformed
-        again only when its values change.  ``p.out_shape``, ``p.fft_shape`` and
+        again only when its values change.  ``p.algorithm`` is the algorithm
+        in use and ``p.explain`` why; ``p.out_shape``, ``p.fft_shape`` and
         ``repr(p)`` describe the geometry.  Output length per axis:
 
         {sizes}
@@ -219,7 +230,18 @@ def plan(x_shape, w_shape, *, dtype, padding="valid", stride=1, dilation=1, grou
     elif not isinstance(max_workspace_bytes, (int, np.integer)) or max_workspace_bytes < 1:
         raise ValueError(f"{func}: max_workspace_bytes must be None or an int >= 1, "
                          f"got max_workspace_bytes={max_workspace_bytes!r}")
-    return Plan(geom, result, algorithm, settings, max_workspace_bytes=max_workspace_bytes)
+    if measure is None:
+        measure = settings.measure
+    elif not isinstance(measure, bool):
+        raise TypeError(f"{func}: measure must be a bool, got measure={measure!r}")
+    if tile is not None:
+        if algorithm != "overlap_add":
+            raise ValueError(f"{func}: tile is for algorithm='overlap_add', "
+                             f"got algorithm={algorithm!r}")
+        tile = check_ints(func, "tile", tile, geom.ndim, 1)
+    choice = choose_algorithm(func, geom, compute, algorithm, settings, measure)
+    return Plan(geom, result, choice.algorithm, settings, max_workspace_bytes=max_workspace_bytes,
+                explain=choice.explain, tile=tile or choice.tile)
 
 
 for _f in (forward, backward, plan):

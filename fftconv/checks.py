@@ -15,7 +15,7 @@ import numpy as np
 
 from .geometry import PADDING_MODES, make_geometry
 
-ALGORITHMS = ("fft", "direct")
+ALGORITHMS = ("auto", "fft", "direct", "overlap_add")
 
 
 def fail(func: str, message: str, kind=ValueError):

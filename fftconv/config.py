@@ -15,6 +15,9 @@ built under another one.
 * ``planning_timelimit`` (``FFTCONV_PLANNING_TIME``): 2.0 seconds per FFTW
   plan, so that planning never takes minutes; wisdom makes later processes
   plan instantly (``fftconv.wisdom``).
+* ``measure`` (``FFTCONV_MEASURE=1``): ``False``.  With ``True``,
+  ``algorithm="auto"`` times the candidates once per geometry instead of
+  trusting the cost model (``fftconv.selection``).
 * ``max_workspace_bytes`` (``FFTCONV_MAX_WORKSPACE``): ``None`` (no limit).
   Bounds the FFT buffers of the stateless ``forward``/``backward``; above it
   the batch is processed in chunks.
@@ -56,6 +59,7 @@ class Settings:
     planner_effort: str
     planning_timelimit: float
     max_workspace_bytes: Optional[int] = None
+    measure: bool = False
 
 
 def _validate(s: Settings) -> Settings:
@@ -73,6 +77,8 @@ def _validate(s: Settings) -> Settings:
     if not s.planning_timelimit > 0:
         raise ValueError("fftconv.configure: planning_timelimit must be > 0 seconds, "
                          f"got planning_timelimit={s.planning_timelimit!r}")
+    if not isinstance(s.measure, bool):
+        raise ValueError(f"fftconv.configure: measure must be a bool, got measure={s.measure!r}")
     budget = s.max_workspace_bytes
     if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
         raise ValueError("fftconv.configure: max_workspace_bytes must be None or an int >= 1, "
@@ -88,6 +94,7 @@ def _from_environment() -> Settings:
         planner_effort=env("FFTCONV_PLANNER_EFFORT", "FFTW_MEASURE"),
         planning_timelimit=float(env("FFTCONV_PLANNING_TIME", 2.0)),
         max_workspace_bytes=int(env("FFTCONV_MAX_WORKSPACE")) if env("FFTCONV_MAX_WORKSPACE") else None,
+        measure=env("FFTCONV_MEASURE", "0") not in ("", "0", "false", "False"),
     ))
 
 
@@ -102,7 +109,8 @@ def get_settings() -> Settings:
 
 def configure(**changes) -> Settings:
     """Change settings (``backend``, ``threads``, ``planner_effort``,
-    ``planning_timelimit``, ``max_workspace_bytes``); returns the previous settings."""
+    ``planning_timelimit``, ``max_workspace_bytes``, ``measure``); returns the
+    previous settings."""
     global _current
     with _lock:
         previous = _current

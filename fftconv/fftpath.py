@@ -97,6 +97,11 @@ class FFTEngine:
     def chunked(self) -> bool:
         return self.chunk < self.geom.batch
 
+    @property
+    def keeps_x_spectrum(self) -> bool:
+        """Whether :meth:`forward` returns ``X`` for :meth:`backward` (one chunk only)."""
+        return not self.chunked
+
     def chunks(self):
         """Row slices of the batch, ``chunk`` samples each."""
         return [slice(i, i + self.chunk) for i in range(0, self.geom.batch, self.chunk)]
@@ -204,32 +209,50 @@ class FFTEngine:
 
     def forward(self, x: np.ndarray, k: np.ndarray) -> tuple:
         """``(y, x_spec)``: ``y`` without bias, and the kept ``X`` if unchunked."""
-        g = self.geom
-        y = np.empty(g.y_shape, self.dtype)
+        y = np.empty(self.geom.y_shape, self.dtype)
         for rows in self.chunks():
-            product = self._product_buffer("y")
-            contraction.forward_product(self.x_spectrum(x[rows]), k, g.groups, out=product,
-                                        x_keep=self._kept_x())
-            self._deliver("y", product)
-            self._transform("y")(g.y_crop, rows=y[rows].shape[0], out=y[rows])
+            self.forward_piece(x[rows], k, out=y[rows], keep_x=not self.chunked)
         return y, self._kept_x()
 
     def backward(self, dy: np.ndarray, x: np.ndarray, k: np.ndarray,
                  x_spec: Optional[np.ndarray] = None) -> tuple:
         """``(dx, dw)``; ``x_spec`` is the kept ``X`` of an unchunked forward pass
         (``None`` to transform ``x`` again)."""
-        g = self.geom
-        dx = np.empty(g.x_shape, self.dtype)
+        dx = np.empty(self.geom.x_shape, self.dtype)
         for i, rows in enumerate(self.chunks()):
-            xs = x_spec if x_spec is not None else self.x_spectrum(x[rows])
-            dw_product = self._product_buffer("dw", scratch=self.chunked)
-            contraction.backward_products(xs, self.dy_spectrum(dy[rows]), k, g.groups,
-                                          dx_out=self._product_buffer("dx"), dw_out=dw_product)
-            self._transform("dx")(g.dx_crop, rows=dx[rows].shape[0], out=dx[rows])
-            self._deliver("dw", dw_product, accumulate=i > 0)
-        return dx, self._weight_grad_from_spectrum()
+            self.backward_piece(dy[rows], k, out=dx[rows], x_piece=x[rows] if x_spec is None
+                                else None, x_spec=x_spec, accumulate=i > 0)
+        return dx, self.weight_grad()
 
-    def _weight_grad_from_spectrum(self) -> np.ndarray:
+    # -- one piece: a chunk of the batch, or a tile (see overlap_add) -------------------
+    def forward_piece(self, x_piece: np.ndarray, k: np.ndarray, out: np.ndarray,
+                      keep_x: bool = False):
+        """``out`` = ``y`` (no bias) of ``x_piece`` (up to ``chunk`` samples)."""
+        g = self.geom
+        product = self._product_buffer("y")
+        contraction.forward_product(self.x_spectrum(x_piece), k, g.groups, out=product,
+                                    x_keep=self._kept_x() if keep_x else None)
+        self._deliver("y", product)
+        self._transform("y")(g.y_crop, rows=out.shape[0], out=out)
+
+    def backward_piece(self, dy_piece: np.ndarray, k: np.ndarray, out: np.ndarray,
+                       x_piece: Optional[np.ndarray] = None, x_spec=None,
+                       accumulate: bool = False):
+        """``out`` = ``dx`` of one piece; its weight-gradient spectrum replaces
+        (or, with ``accumulate``, adds to) the one :meth:`weight_grad` inverts.
+
+        Pass ``x_piece`` to transform it, or the kept ``x_spec``.
+        """
+        g = self.geom
+        xs = x_spec if x_spec is not None else self.x_spectrum(x_piece)
+        dw_product = self._product_buffer("dw", scratch=accumulate)
+        contraction.backward_products(xs, self.dy_spectrum(dy_piece), k, g.groups,
+                                      dx_out=self._product_buffer("dx"), dw_out=dw_product)
+        self._transform("dx")(g.dx_crop, rows=out.shape[0], out=out)
+        self._deliver("dw", dw_product, accumulate=accumulate)
+
+    def weight_grad(self) -> np.ndarray:
+        """``dw`` from the weight-gradient spectrum summed over the pieces so far."""
         g = self.geom
         dw = self._transform("dw")(g.dw_crop)
         if self.dtype.kind == "c":

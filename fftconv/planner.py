@@ -22,7 +22,9 @@ import numpy as np
 from . import direct
 from .checks import check_array, check_bias, check_shape, dtypes_for, fail
 from .config import Settings, get_settings
+from . import costs, selection
 from .fftpath import FFTEngine, workspace_bytes
+from .overlap_add import OverlapAddEngine
 from .geometry import ConvGeometry
 
 
@@ -37,10 +39,11 @@ class Gradients(NamedTuple):
 class EngineCache:
     """Thread-safe LRU of :class:`FFTEngine` objects, bounded in count and bytes.
 
-    The key covers everything that changes the result or the buffers: the whole
-    geometry (shapes, padding, stride, dilation, groups, flip, FFT size), the
-    compute dtype, the settings (backend, threads, planner effort) and the
-    chunk size.  Buffer strides and alignment follow from these.
+    The key (see :func:`engine_for`) covers everything that changes the result
+    or the buffers: the algorithm, the whole geometry (shapes, padding,
+    stride, dilation, groups, flip, FFT size), the compute dtype, the settings
+    (backend, threads, planner effort) and the chunk size or tile.  Buffer
+    strides and alignment follow from these.
     """
 
     def __init__(self, max_entries: int = 16, max_bytes: int = 1 << 30):
@@ -48,10 +51,10 @@ class EngineCache:
         self._engines: "OrderedDict[tuple, FFTEngine]" = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, geom: ConvGeometry, dtype, settings: Settings, chunk: int) -> FFTEngine:
-        key = (geom, np.dtype(dtype).str, settings, chunk)
+    def get(self, key: tuple, build):
+        """The engine cached under ``key``, or ``build()`` cached under it."""
         with self._lock:
-            engine = self._engines.pop(key, None) or FFTEngine(geom, dtype, settings, chunk)
+            engine = self._engines.pop(key, None) or build()
             self._engines[key] = engine
             self._evict()
             return engine
@@ -87,6 +90,39 @@ def choose_chunk(func: str, geom: ConvGeometry, dtype, budget: Optional[int]) ->
     return lo
 
 
+def build_engine(func: str, geom: ConvGeometry, dtype, algorithm: str, settings: Settings,
+                 max_workspace_bytes: Optional[int] = None, tile=None):
+    """The engine of ``algorithm`` (``None`` for direct and for an empty batch)."""
+    if geom.batch == 0 or algorithm == "direct":
+        return None
+    if algorithm == "overlap_add":
+        return OverlapAddEngine(geom, dtype, settings, tile or costs.best_tile(geom, dtype)[0])
+    return FFTEngine(geom, dtype, settings, choose_chunk(func, geom, dtype, max_workspace_bytes))
+
+
+def engine_for(func: str, geom: ConvGeometry, dtype, algorithm: str, settings: Settings, tile):
+    """A shared engine from :data:`ENGINE_CACHE` for the stateless functions."""
+    if geom.batch == 0 or algorithm == "direct":
+        return None
+    chunk = choose_chunk(func, geom, dtype, settings.max_workspace_bytes)
+    key = (algorithm, geom, np.dtype(dtype).str, settings, chunk, tile)
+    return ENGINE_CACHE.get(key, lambda: build_engine(func, geom, dtype, algorithm, settings,
+                                                      settings.max_workspace_bytes, tile))
+
+
+def choose_algorithm(func: str, geom: ConvGeometry, dtype, algorithm: str, settings: Settings,
+                     measure: bool) -> selection.Choice:
+    """Resolve ``"auto"`` by the cost model or, with ``measure``, by timing."""
+    if algorithm != "auto":
+        return selection.Choice(algorithm, None, f"algorithm {algorithm!r} was requested")
+    if geom.batch == 0:
+        return selection.Choice("direct", None, "auto chose 'direct': the batch is empty")
+    if measure:
+        return selection.measure(geom, dtype, settings,
+                                 lambda name, tile: Plan(geom, dtype, name, settings, tile=tile))
+    return selection.estimate(geom, dtype, settings)
+
+
 def bias_grad(dy: np.ndarray) -> np.ndarray:
     """``db[o] = sum over batch and space of dy[:, o]``."""
     return dy.sum(axis=(0,) + tuple(range(2, dy.ndim)))
@@ -118,16 +154,17 @@ class Plan:
     """
 
     def __init__(self, geom: ConvGeometry, dtype, algorithm: str,
-                 settings: Optional[Settings] = None, engine: Optional[FFTEngine] = None,
-                 max_workspace_bytes: Optional[int] = None):
+                 settings: Optional[Settings] = None, engine=None,
+                 max_workspace_bytes: Optional[int] = None, explain: str = "", tile=None):
         self.geometry = geom
         self.compute_dtype, self.result_dtype = dtypes_for("fftconv.plan", np.empty(0, dtype))
         self.algorithm = algorithm
+        self.explain = explain or f"algorithm {algorithm!r} was requested"
         self.settings = settings or get_settings()
         self._engine = engine
-        if algorithm == "fft" and engine is None and geom.batch > 0:
-            chunk = choose_chunk("fftconv.plan", geom, self.compute_dtype, max_workspace_bytes)
-            self._engine = FFTEngine(geom, self.compute_dtype, self.settings, chunk)
+        if engine is None:
+            self._engine = build_engine("fftconv.plan", geom, self.compute_dtype, algorithm,
+                                        self.settings, max_workspace_bytes, tile)
         self._x = self._w = self._x_spec = None
         self._k: Optional[np.ndarray] = None  # kept spectrum of the weights
 
@@ -138,7 +175,15 @@ class Plan:
 
     @property
     def fft_shape(self):
+        """FFT size per axis (of one tile for overlap-add; ``None`` for direct)."""
+        if self.algorithm == "overlap_add":
+            return self._engine.tile_geom.fft_shape if self._engine else None
         return self.geometry.fft_shape if self.algorithm == "fft" else None
+
+    @property
+    def tile(self):
+        """Output tile per axis for overlap-add, else ``None``."""
+        return self._engine.tile if self.algorithm == "overlap_add" and self._engine else None
 
     @property
     def transform_counts(self) -> dict:
@@ -157,8 +202,10 @@ class Plan:
 
     def __repr__(self) -> str:
         g = self.geometry
-        fft = f", fft_shape={self.fft_shape}" if self.algorithm == "fft" else ""
-        if self._engine and self._engine.chunked:
+        fft = f", fft_shape={self.fft_shape}" if self.fft_shape else ""
+        if self.tile:
+            fft += f", tile={self.tile}"
+        if self._engine and self._engine.chunk < g.batch:
             fft += f", chunk={self._engine.chunk}"
         return (f"Plan(x{g.x_shape} * w{g.w_shape} -> y{g.y_shape}, dtype={self.result_dtype}, "
                 f"algorithm={self.algorithm!r}{fft}, padding={g.padding}, stride={g.stride}, "
@@ -203,7 +250,7 @@ class Plan:
         plan used once.  An unchunked FFT plan keeps the spectrum of ``x``
         (set by :meth:`run_forward`) instead of ``x`` itself.
         """
-        keep_x = self.algorithm == "direct" or self._engine is None or self._engine.chunked
+        keep_x = self._engine is None or not self._engine.keeps_x_spectrum
         self._x = x if not copy else (x.copy() if keep_x else None)
         self._x_spec = None
         if self._engine is None:
@@ -218,7 +265,7 @@ class Plan:
         g = self.geometry
         if g.batch == 0:
             return np.zeros(g.y_shape, self.compute_dtype)
-        if self.algorithm == "direct":
+        if self._engine is None:
             y = direct.forward(x, w, g)
         else:
             y, self._x_spec = self._engine.forward(x, self._k)
@@ -230,7 +277,7 @@ class Plan:
         db = bias_grad(dy)
         if g.batch == 0:
             return np.zeros(g.x_shape, self.compute_dtype), np.zeros(g.w_shape, self.compute_dtype), db
-        if self.algorithm == "direct":
+        if self._engine is None:
             return direct.input_grad(dy, self._w, g), direct.weight_grad(dy, self._x, g), db
         dx, dw = self._engine.backward(dy, self._x, self._k, self._x_spec)
         return dx, dw, db

@@ -9,7 +9,7 @@ import pytest
 # make ``import oracle`` work from every test module, whatever the rootdir / import mode
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-ALGORITHMS = ("fft", "direct")
+ALGORITHMS = ("fft", "direct", "overlap_add", "auto")
 
 # CONVENTIONS section 4: relative to the largest reference magnitude
 TOL = {

@@ -19,7 +19,7 @@ def make(shape, dtype=np.float64):
 
 def test_one_training_step_is_three_forward_and_three_inverse_transforms():
     x, w, b = make((3, 4, 12, 10)), make((6, 2, 3, 3)), make(6)
-    p = fftconv.plan(x.shape, w.shape, dtype=np.float64, groups=2, padding="same", stride=2)
+    p = fftconv.plan(x.shape, w.shape, algorithm="fft", dtype=np.float64, groups=2, padding="same", stride=2)
     y = p.forward(x, w, b)
     assert p.transform_counts == {"forward": 2, "inverse": 1}
     dy = make(y.shape)
@@ -32,7 +32,7 @@ def test_one_training_step_is_three_forward_and_three_inverse_transforms():
 
 def test_unchanged_weights_are_not_transformed_again():
     x, w = make((2, 3, 16)), make((4, 3, 5))
-    p = fftconv.plan(x.shape, w.shape, dtype=np.float64)
+    p = fftconv.plan(x.shape, w.shape, algorithm="fft", dtype=np.float64)
     p.forward(x, w)
     p.forward(make(x.shape), w.copy())  # equal values, other object: still no new transform
     assert p.transform_counts == {"forward": 3, "inverse": 2}
@@ -40,7 +40,7 @@ def test_unchanged_weights_are_not_transformed_again():
 
 def test_weights_changed_in_place_are_detected():
     x, w = make((2, 3, 16, 16)), make((4, 3, 5, 5))
-    p = fftconv.plan(x.shape, w.shape, dtype=np.float64)
+    p = fftconv.plan(x.shape, w.shape, algorithm="fft", dtype=np.float64)
     p.forward(x, w)
     w[1, 2, 3, 4] += 1e-9  # same object, same id(), new values
     y = p.forward(x, w)
@@ -68,13 +68,13 @@ def test_backward_uses_the_x_of_the_last_forward():
 
 
 def test_plan_exposes_geometry():
-    p = fftconv.plan((2, 3, 100, 60), (4, 3, 7, 7), dtype=np.float32, padding="valid")
+    p = fftconv.plan((2, 3, 100, 60), (4, 3, 7, 7), algorithm="fft", dtype=np.float32, padding="valid")
     assert p.out_shape == (2, 4, 94, 54)
     assert p.fft_shape == (100, 60)  # the padded input size, already fast lengths
     r = repr(p)
     assert "x(2, 3, 100, 60)" in r and "y(2, 4, 94, 54)" in r and "fft_shape=(100, 60)" in r
     assert "float32" in r
-    q = fftconv.plan((1, 1, 101), (1, 1, 7), dtype=np.float64, padding="full")
+    q = fftconv.plan((1, 1, 101), (1, 1, 7), algorithm="fft", dtype=np.float64, padding="full")
     assert q.fft_shape == (120,)  # padded 101 + 12 = 113 -> smallest even 7-smooth >= 113
 
 
@@ -84,12 +84,20 @@ def test_cache_is_bounded_and_reuses_engines():
     from fftconv.geometry import make_geometry
     geoms = [make_geometry((1, 1, n), (1, 1, 3), "valid", (1,), (1,), 1, False, True)
              for n in (8, 9, 10)]
-    a = cache.get(geoms[0], np.float64, get_settings(), 1)
-    assert cache.get(geoms[0], np.float64, get_settings(), 1) is a
-    assert cache.get(geoms[0], np.float32, get_settings(), 1) is not a  # dtype is in the key
-    cache.get(geoms[1], np.float64, get_settings(), 1)
-    cache.get(geoms[2], np.float64, get_settings(), 1)
-    assert len(cache) == 2
+    from fftconv.planner import engine_for
+    import fftconv.planner as planner
+    old, planner.ENGINE_CACHE = planner.ENGINE_CACHE, cache
+    try:
+        a = engine_for("t", geoms[0], np.float64, "fft", get_settings(), None)
+        assert engine_for("t", geoms[0], np.float64, "fft", get_settings(), None) is a
+        assert engine_for("t", geoms[0], np.float32, "fft", get_settings(), None) is not a
+        assert engine_for("t", geoms[0], np.float64, "overlap_add", get_settings(), (2,)) is not a
+        assert len(cache) == 2  # bounded: the first one was evicted
+        engine_for("t", geoms[1], np.float64, "fft", get_settings(), None)
+        engine_for("t", geoms[2], np.float64, "fft", get_settings(), None)
+        assert len(cache) == 2
+    finally:
+        planner.ENGINE_CACHE = old
 
 
 def test_stateless_calls_share_cached_engine_across_threads():
@@ -101,7 +109,7 @@ def test_stateless_calls_share_cached_engine_across_threads():
     def work():
         for _ in range(10):
             xi = x * 1.0
-            y = fftconv.forward(xi, w)
+            y = fftconv.forward(xi, w, algorithm="fft")
             errors.append(np.abs(y - ref).max())
 
     threads = [threading.Thread(target=work) for _ in range(4)]
@@ -122,7 +130,7 @@ def test_both_backends_match_the_oracle(backend, dtype):
     x, w = x.astype(dtype), w.astype(dtype)
     kw = dict(padding="same", stride=(2, 1), dilation=(1, 2), groups=2, flip_kernel=True)
     with fftconv.using(backend=backend):
-        p = fftconv.plan(x.shape, w.shape, dtype=dtype, **kw)
+        p = fftconv.plan(x.shape, w.shape, algorithm="fft", dtype=dtype, **kw)
         y = p.forward(x, w)
         grads = p.backward(np.ones_like(y))
     ref_y = oracle_forward(x, w, None, **kw)
@@ -139,7 +147,7 @@ def test_measured_fftw_plans_give_the_same_result():
     results = []
     for effort in ("FFTW_ESTIMATE", "FFTW_MEASURE"):
         with fftconv.using(backend="pyfftw", planner_effort=effort, planning_timelimit=0.5):
-            p = fftconv.plan(x.shape, w.shape, dtype=np.float32)
+            p = fftconv.plan(x.shape, w.shape, algorithm="fft", dtype=np.float32)
             y = p.forward(x, w)
             results.append((y,) + tuple(p.backward(y)))
     for a, b in zip(*results):
@@ -150,9 +158,9 @@ def test_measured_fftw_plans_give_the_same_result():
 def test_workspace_budget_chunks_the_batch_with_the_same_results(dtype, tol):
     x, w, b = make((7, 4, 20, 18), dtype), make((6, 2, 5, 3), dtype), make(6, dtype)
     kw = dict(padding="same", stride=(2, 1), groups=2)
-    whole = fftconv.plan(x.shape, w.shape, dtype=dtype, **kw)
+    whole = fftconv.plan(x.shape, w.shape, algorithm="fft", dtype=dtype, **kw)
     budget = whole.workspace_bytes // 2
-    chunked = fftconv.plan(x.shape, w.shape, dtype=dtype, max_workspace_bytes=budget, **kw)
+    chunked = fftconv.plan(x.shape, w.shape, algorithm="fft", dtype=dtype, max_workspace_bytes=budget, **kw)
     assert 1 <= chunked.chunk < 7 and chunked.workspace_bytes <= budget
     assert whole.chunk == 7 and "chunk=" in repr(chunked)
     y0, y1 = whole.forward(x, w, b), chunked.forward(x, w, b)
@@ -168,10 +176,10 @@ def test_workspace_budget_chunks_the_batch_with_the_same_results(dtype, tol):
 
 def test_stateless_calls_respect_the_workspace_setting():
     x, w = make((5, 3, 16, 16)), make((4, 3, 3, 3))
-    ref = fftconv.backward(np.ones((5, 4, 14, 14)), x, w)
-    one_sample = fftconv.plan(x.shape[:0] + (1,) + x.shape[1:], w.shape, dtype=np.float64)
+    ref = fftconv.backward(np.ones((5, 4, 14, 14)), x, w, algorithm="fft")
+    one_sample = fftconv.plan(x.shape[:0] + (1,) + x.shape[1:], w.shape, algorithm="fft", dtype=np.float64)
     with fftconv.using(max_workspace_bytes=2 * one_sample.workspace_bytes):
-        got = fftconv.backward(np.ones((5, 4, 14, 14)), x, w)
+        got = fftconv.backward(np.ones((5, 4, 14, 14)), x, w, algorithm="fft")
     for a, b in zip(got, ref):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * np.abs(b).max())
 
@@ -179,19 +187,19 @@ def test_stateless_calls_respect_the_workspace_setting():
 def test_budget_below_one_sample_is_a_clear_error():
     with pytest.raises(ValueError, match=r"fftconv\.plan: max_workspace_bytes=1000 is too small: "
                                          r"one sample needs \d+ bytes of FFT workspace"):
-        fftconv.plan((4, 3, 64, 64), (8, 3, 5, 5), dtype=np.float32, max_workspace_bytes=1000)
+        fftconv.plan((4, 3, 64, 64), (8, 3, 5, 5), algorithm="fft", dtype=np.float32, max_workspace_bytes=1000)
     with pytest.raises(ValueError, match=r"fftconv\.plan: max_workspace_bytes must be None or an int"):
-        fftconv.plan((4, 3, 64, 64), (8, 3, 5, 5), dtype=np.float32, max_workspace_bytes=-5)
+        fftconv.plan((4, 3, 64, 64), (8, 3, 5, 5), algorithm="fft", dtype=np.float32, max_workspace_bytes=-5)
     with fftconv.using(max_workspace_bytes=1000):
         with pytest.raises(ValueError, match=r"fftconv\.forward: max_workspace_bytes=1000 is too small"):
-            fftconv.forward(np.zeros((4, 3, 64, 64)), np.zeros((8, 3, 5, 5)))
+            fftconv.forward(np.zeros((4, 3, 64, 64)), np.zeros((8, 3, 5, 5)), algorithm="fft")
 
 
 @pytest.mark.parametrize("kw", [{}, {"stride": 2}, {"dilation": (1, 2)},
                                 {"max_workspace_bytes": 300_000}])
 def test_workspace_bytes_matches_the_buffers_actually_allocated(kw):
     x, w = make((3, 4, 24, 20), np.float32), make((6, 2, 3, 3), np.float32)
-    p = fftconv.plan(x.shape, w.shape, dtype=np.float32, groups=2, **kw)
+    p = fftconv.plan(x.shape, w.shape, algorithm="fft", dtype=np.float32, groups=2, **kw)
     y = p.forward(x, w)
     p.backward(y)
     engine = p._engine
@@ -210,7 +218,7 @@ def test_workspace_bytes_matches_the_buffers_actually_allocated(kw):
 def test_stride_and_dilation_transform_on_coarse_grids():
     """Stride does not pay for discarded outputs, dilation does not transform zeros."""
     x, w = make((2, 3, 30, 24), np.float32), make((4, 3, 3, 3), np.float32)
-    p = fftconv.plan(x.shape, w.shape, dtype=np.float32, stride=(2, 3), dilation=(3, 2))
+    p = fftconv.plan(x.shape, w.shape, algorithm="fft", dtype=np.float32, stride=(2, 3), dilation=(3, 2))
     y = p.forward(x, w)
     p.backward(y)
     grids = {name: t.fft_shape for name, t in p._engine._transforms.items()}

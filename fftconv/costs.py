@@ -1,0 +1,142 @@
+"""Cost model: estimated seconds of one training step per algorithm.
+
+A training step is the forward pass and both gradients.  The model counts
+the units of work each algorithm does (``*_work`` functions) and prices them
+with :data:`RATES`, calibrated on this project's reference machine;
+``algorithm="auto"`` takes the cheapest estimate, and ``measure=True``
+replaces estimates by timings.
+
+* ``direct``: ``3 * 2 * N * C_out * Cg * prod(out) * prod(k)`` GEMM flops,
+  plus, per kernel offset and pass, a patch copy of ``N * C * prod(out)``
+  elements and a fixed overhead.
+* ``fft``: six batched transforms (``rows * L * log2(L)`` each, halved for
+  real data), the per-frequency channel products (complex multiply-adds plus
+  the spectrum traffic of transposes and folds), and copying operands in and
+  results out.
+* ``overlap_add``: the FFT work of one tile (its input transformed twice)
+  times the number of tiles, plus the weight transform, done once.
+
+float64 and complex128 work is priced at twice the single-precision rate.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Dict, Tuple
+
+import numpy as np
+
+from .geometry import ConvGeometry, next_fast_length
+
+#: Seconds per unit of work.  Fitted by ``python -m bench.calibrate`` (non-negative
+#: least squares on relative error over 30 float32 layers, 1-D to 3-D, 2 threads,
+#: on the 2-core AMD EPYC reference VM with pyFFTW 0.15 and OpenBLAS 0.3.31).
+RATES = {
+    "gemm_flop": 2.5e-11,
+    "direct_element": 1.5e-9,
+    "direct_offset": 2.0e-5,
+    "fft_element_log": 3.5e-10,
+    "spectrum_mac": 1.5e-9,
+    "spectrum_element": 2.0e-9,
+    "signal_element": 1.0e-9,
+    "call": 1.0e-4,
+}
+
+Work = Dict[str, float]
+
+
+def _precision(dtype) -> float:
+    return 2.0 if np.dtype(dtype) in (np.dtype(np.float64), np.dtype(np.complex128)) else 1.0
+
+
+def seconds(work: Work) -> float:
+    """Price ``work`` with :data:`RATES`."""
+    return sum(units * RATES[name] for name, units in work.items())
+
+
+def _add(a: Work, b: Work, scale: float = 1.0) -> Work:
+    return {k: a.get(k, 0.0) + scale * b.get(k, 0.0) for k in set(a) | set(b)}
+
+
+def direct_work(geom: ConvGeometry, dtype) -> Work:
+    """Units of work of one ``direct`` training step."""
+    p = _precision(dtype)
+    taps, out = math.prod(geom.kernel), math.prod(geom.out_size)
+    flops = 6 * geom.batch * geom.out_channels * (geom.in_channels // geom.groups) * out * taps
+    flops *= 4 if np.dtype(dtype).kind == "c" else 1
+    copies = 3 * taps * geom.batch * (geom.in_channels + geom.out_channels) * out
+    return {"gemm_flop": flops * p, "direct_element": copies * p,
+            "direct_offset": 3.0 * taps, "call": 3.0}
+
+
+def _transform_work(rows: int, grid, real: bool) -> float:
+    size = math.prod(grid)
+    return rows * size * max(math.log2(size), 1.0) * (0.5 if real else 1.0)
+
+
+def fft_work(geom: ConvGeometry, dtype, weight_transforms: bool = True,
+             input_transforms: int = 1) -> Work:
+    """Units of work of one ``fft`` training step (``input_transforms=2`` when the
+    backward pass transforms ``x`` again)."""
+    g, p = geom, _precision(dtype)
+    x_rows, y_rows = g.batch * g.in_channels, g.batch * g.out_channels
+    w_rows = g.out_channels * (g.in_channels // g.groups)
+    transforms = ((1 + input_transforms) * _transform_work(x_rows, g.fft_shape, g.real)
+                  + 2 * _transform_work(y_rows, g.stride_fft_shape, g.real)
+                  + (2 * _transform_work(w_rows, g.dilation_fft_shape, g.real)
+                     if weight_transforms else 0.0))
+    f = g.spectrum_size
+    return {"fft_element_log": transforms * p,
+            "spectrum_mac": 3.0 * f * g.batch * g.out_channels * (g.in_channels // g.groups) * p,
+            "spectrum_element": f * (3 * x_rows + 3 * y_rows + 2 * w_rows) * p,
+            "signal_element": (2 * x_rows + 2 * y_rows) * math.prod(g.fft_shape) * p,
+            "call": 3.0}
+
+
+def overlap_add_work(geom: ConvGeometry, dtype, tile) -> Work:
+    """Units of work of one ``overlap_add`` training step with output tiles ``tile``."""
+    from .overlap_add import tile_geometry
+    tg = tile_geometry(geom, tile)
+    n_tiles = math.prod(-(-o // b) for o, b in zip(geom.out_size, tile))
+    per_tile = fft_work(tg, dtype, weight_transforms=False, input_transforms=2)
+    w_rows = tg.out_channels * (tg.in_channels // tg.groups)
+    weights = {"fft_element_log": 2 * _transform_work(w_rows, tg.dilation_fft_shape, tg.real)
+               * _precision(dtype)}
+    return _add({k: v * n_tiles for k, v in per_tile.items()}, weights)
+
+
+def tile_candidates(geom: ConvGeometry, per_axis: int) -> list:
+    """Per axis, up to ``per_axis`` output tile lengths whose window is a fast length.
+
+    Windows run from about twice the effective kernel up to the padded size
+    in steps of about 1.5x; a tile as large as the whole output is always a
+    candidate.
+    """
+    options = []
+    for o, s, ke, p in zip(geom.out_size, geom.stride, geom.effective_kernel, geom.padded_size):
+        sizes, w = [], next_fast_length(2 * ke)
+        while w < p:
+            sizes.append((w - ke) // s + 1)
+            w = next_fast_length(int(w * 1.5) + 1)
+        sizes = sorted({b for b in sizes if 1 <= b < o})
+        step = max(1, -(-len(sizes) // max(per_axis - 1, 1)))
+        options.append(sizes[::step][:per_axis - 1] + [o])
+    return options
+
+
+def best_tile(geom: ConvGeometry, dtype) -> Tuple[Tuple[int, ...], float]:
+    """The output tile with the lowest estimated overlap-add cost, and that cost."""
+    per_axis = 8 if geom.ndim <= 2 else 5 if geom.ndim == 3 else 3
+    best = None
+    for tile in itertools.product(*tile_candidates(geom, per_axis)):
+        cost = seconds(overlap_add_work(geom, dtype, tile))
+        if best is None or cost < best[1]:
+            best = (tuple(tile), cost)
+    return best
+
+
+def estimates(geom: ConvGeometry, dtype) -> Dict[str, float]:
+    """Estimated step seconds of every algorithm (overlap-add with its best tile)."""
+    return {"direct": seconds(direct_work(geom, dtype)),
+            "fft": seconds(fft_work(geom, dtype)),
+            "overlap_add": best_tile(geom, dtype)[1]}

@@ -1,0 +1,82 @@
+"""Overlap-add tiling: exact against the oracle for every option and many tile
+shapes, memory bounded by the tile, and tile choice by the cost model."""
+import numpy as np
+import pytest
+
+import fftconv
+from fftconv import costs
+from fftconv.checks import check_layer
+from oracle import oracle_backward, oracle_forward
+
+
+def random_case(rng):
+    nd = int(rng.integers(1, 4))
+    groups, cg, og, n_batch = int(rng.choice([1, 2])), int(rng.integers(1, 3)), \
+        int(rng.integers(1, 3)), int(rng.integers(1, 3))
+    k = tuple(int(v) for v in rng.integers(1, 4, nd))
+    kw = dict(padding=["valid", "same", "full", 1, ((2, 0),) * nd][int(rng.integers(0, 5))],
+              stride=tuple(int(v) for v in rng.integers(1, 3, nd)),
+              dilation=tuple(int(v) for v in rng.integers(1, 3, nd)),
+              groups=groups, flip_kernel=bool(rng.integers(0, 2)))
+    size = tuple(int(v) for v in rng.integers(9, 15, nd))
+    complex_ = bool(rng.integers(0, 2))
+    x = rng.standard_normal((n_batch, groups * cg) + size)
+    w = rng.standard_normal((groups * og, cg) + k)
+    if complex_:
+        x, w = x + 1j * rng.standard_normal(x.shape), w + 1j * rng.standard_normal(w.shape)
+    tile = tuple(int(v) for v in rng.integers(1, 6, nd))
+    return x, w, kw, tile
+
+
+@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_tiled_passes_match_the_oracle(seed, dtype):
+    rng = np.random.default_rng(seed)
+    x, w, kw, tile = random_case(rng)
+    if dtype == "float32":
+        x, w = x.astype(np.complex64 if x.dtype.kind == "c" else np.float32), \
+            w.astype(np.complex64 if w.dtype.kind == "c" else np.float32)
+    try:
+        check_layer("t", x.shape, w.shape, real=True, **kw)
+    except ValueError:
+        pytest.skip("kernel larger than padded input")
+    p = fftconv.plan(x.shape, w.shape, dtype=x.dtype, algorithm="overlap_add", tile=tile, **kw)
+    assert p.algorithm == "overlap_add" and p.tile == tuple(min(t, o) for t, o in
+                                                             zip(tile, p.out_shape[2:]))
+    b = rng.standard_normal(w.shape[0]).astype(x.real.dtype)
+    y = p.forward(x, w, b)
+    dy = rng.standard_normal(y.shape).astype(y.dtype)
+    dx, dw, db = p.backward(dy)
+    tol = 1e-10 if x.real.dtype == np.float64 else 1e-5
+    refs = [oracle_forward(x, w, b, **kw)] + list(oracle_backward(dy, x, w, **kw))
+    for got, want in zip((y, dx, dw, db), refs):
+        assert got.dtype == x.dtype or got is db
+        assert np.abs(got - want).max() <= tol * np.abs(want).max()
+
+
+def test_memory_is_bounded_by_the_tile():
+    shape_x, shape_w = (1, 2, 4096), (2, 2, 33)
+    whole = fftconv.plan(shape_x, shape_w, dtype=np.float32, algorithm="fft")
+    small = fftconv.plan(shape_x, shape_w, dtype=np.float32, algorithm="overlap_add", tile=(128,))
+    big = fftconv.plan(shape_x, shape_w, dtype=np.float32, algorithm="overlap_add", tile=(1024,))
+    assert small.workspace_bytes < big.workspace_bytes < whole.workspace_bytes
+    assert small.workspace_bytes * 10 < whole.workspace_bytes
+    assert small.fft_shape[0] >= 128 + 32 and small.fft_shape[0] < 256
+
+
+def test_cost_model_tiles_long_inputs_and_not_short_ones():
+    long_geom = check_layer("t", (1, 4, 1 << 20), (4, 4, 65), padding="valid", stride=1,
+                            dilation=1, groups=1, flip_kernel=False, real=True)
+    tile, _ = costs.best_tile(long_geom, np.float32)
+    assert tile[0] < long_geom.out_size[0] // 4
+    short_geom = check_layer("t", (8, 16, 64, 64), (16, 16, 5, 5), padding="valid", stride=1,
+                             dilation=1, groups=1, flip_kernel=False, real=True)
+    assert costs.tile_candidates(short_geom, 8)[0][-1] == short_geom.out_size[0]
+
+
+def test_tile_needs_overlap_add():
+    with pytest.raises(ValueError, match=r"fftconv\.plan: tile is for algorithm='overlap_add', "
+                                         r"got algorithm='fft'"):
+        fftconv.plan((1, 1, 64), (1, 1, 3), dtype=np.float64, algorithm="fft", tile=(8,))
+    with pytest.raises(ValueError, match=r"fftconv\.plan: tile must be >= 1 on every axis"):
+        fftconv.plan((1, 1, 64), (1, 1, 3), dtype=np.float64, algorithm="overlap_add", tile=(0,))
