@@ -106,13 +106,14 @@ def forward(x, w, b=None, *, padding="valid", stride=1, dilation=1, groups=1,
     """
     func = "fftconv.forward"
     x, w = check_array(func, "x", x), check_array(func, "w", w)
-    geom, compute, result = _prepare(func, x, w, [] if b is None else [check_array(func, "b", b)],
+    b = None if b is None else check_array(func, "b", b)
+    geom, compute, result = _prepare(func, x, w, [] if b is None else [b],
                                      padding, stride, dilation, groups, flip_kernel, algorithm)
     b = check_bias(func, b, geom.out_channels)
     x, w = x.astype(compute, copy=False), w.astype(compute, copy=False)
     b = None if b is None else b.astype(compute, copy=False)
     plan = _plan_for(func, geom, compute, result, algorithm)
-    y = _run(plan, lambda p: p.run_forward(x, w, b))
+    y = _run(plan, lambda p: p.run_forward(x, w, b, for_backward=False))
     return y.astype(result, copy=False)
 
 
@@ -213,21 +214,30 @@ def plan(x_shape, w_shape, *, dtype, padding="valid", stride=1, dilation=1, grou
     func = "fftconv.plan"
     check_algorithm(func, algorithm)
     try:
+        if dtype is None:
+            raise TypeError
         dtype = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"{func}: dtype must be a numpy dtype, got dtype={dtype!r}") from None
     check_array(func, "dtype", np.empty(0, dtype))
     compute, result = dtypes_for(func, np.empty(0, dtype))
+    shapes = {}
     for name, shape in (("x_shape", x_shape), ("w_shape", w_shape)):
-        if not all(isinstance(v, (int, np.integer)) and v >= 0 for v in tuple(shape)):
-            raise ValueError(f"{func}: {name} must be a tuple of non-negative ints, "
-                             f"got {name}={shape!r}")
+        if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or not all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+                for v in shape):
+            raise TypeError(f"{func}: {name} must be a tuple of ints, got {name}={shape!r}")
+        if any(v < 0 for v in shape):
+            raise ValueError(f"{func}: {name} must not have negative sizes, got {name}={shape!r}")
+        shapes[name] = tuple(int(v) for v in shape)
+    x_shape, w_shape = shapes["x_shape"], shapes["w_shape"]
     geom = check_layer(func, x_shape, w_shape, padding=padding, stride=stride, dilation=dilation,
                        groups=groups, flip_kernel=flip_kernel, real=compute.kind == "f")
     settings = get_settings()
     if max_workspace_bytes is None:
         max_workspace_bytes = settings.max_workspace_bytes
-    elif not isinstance(max_workspace_bytes, (int, np.integer)) or max_workspace_bytes < 1:
+    elif (not isinstance(max_workspace_bytes, (int, np.integer))
+          or isinstance(max_workspace_bytes, bool) or max_workspace_bytes < 1):
         raise ValueError(f"{func}: max_workspace_bytes must be None or an int >= 1, "
                          f"got max_workspace_bytes={max_workspace_bytes!r}")
     if measure is None:

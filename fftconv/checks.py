@@ -29,7 +29,10 @@ def _is_int(v) -> bool:
 
 def check_array(func: str, name: str, a) -> np.ndarray:
     """Return ``a`` as an ndarray with a numeric (bool excluded) dtype."""
-    arr = np.asarray(a)
+    try:
+        arr = np.asarray(a)
+    except ValueError as exc:  # ragged nested lists
+        fail(func, f"{name} must be an array or a rectangular nested sequence ({exc})")
     if arr.dtype.kind not in "iufc":
         fail(func, f"{name} must have a numeric dtype, got dtype={arr.dtype}", TypeError)
     if arr.dtype.kind in "fc" and arr.dtype.itemsize > np.dtype(np.complex128 if arr.dtype.kind == "c"

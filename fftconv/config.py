@@ -1,7 +1,10 @@
 """Process-wide settings: FFT backend, threads, FFTW planner effort, memory.
 
 Every setting can be given by environment variable at start-up and changed
-at run time with :func:`configure` (or temporarily with :func:`using`).
+at run time with :func:`configure` (process-wide) or temporarily with
+:func:`using` (for the current thread or asyncio task only, via a
+``contextvars.ContextVar``, so concurrent ``using`` blocks never leak into
+each other).
 Plans are cached per setting value, so changing a setting never reuses a plan
 built under another one.
 
@@ -25,7 +28,9 @@ built under another one.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
+import numbers
 import os
 import threading
 from typing import Optional
@@ -69,18 +74,19 @@ def _validate(s: Settings) -> Settings:
     if s.backend == "pyfftw" and not _pyfftw_available():
         raise ValueError("fftconv.configure: backend='pyfftw' needs the pyfftw package, "
                          "which is not installed; use backend='scipy'")
-    if not isinstance(s.threads, int) or isinstance(s.threads, bool) or s.threads < 1:
+    if not isinstance(s.threads, numbers.Integral) or isinstance(s.threads, bool) or s.threads < 1:
         raise ValueError(f"fftconv.configure: threads must be an int >= 1, got threads={s.threads!r}")
     if s.planner_effort not in PLANNER_EFFORTS:
         raise ValueError(f"fftconv.configure: planner_effort must be one of {PLANNER_EFFORTS}, "
                          f"got planner_effort={s.planner_effort!r}")
-    if not s.planning_timelimit > 0:
+    if not isinstance(s.planning_timelimit, numbers.Real) or not s.planning_timelimit > 0:
         raise ValueError("fftconv.configure: planning_timelimit must be > 0 seconds, "
                          f"got planning_timelimit={s.planning_timelimit!r}")
     if not isinstance(s.measure, bool):
         raise ValueError(f"fftconv.configure: measure must be a bool, got measure={s.measure!r}")
     budget = s.max_workspace_bytes
-    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
+    if budget is not None and (not isinstance(budget, numbers.Integral) or isinstance(budget, bool)
+                               or budget < 1):
         raise ValueError("fftconv.configure: max_workspace_bytes must be None or an int >= 1, "
                          f"got max_workspace_bytes={budget!r}")
     return s
@@ -102,9 +108,12 @@ _lock = threading.Lock()
 _current = _from_environment()
 
 
+_override: contextvars.ContextVar = contextvars.ContextVar("fftconv_settings", default=None)
+
+
 def get_settings() -> Settings:
-    """The settings in force now."""
-    return _current
+    """The settings in force now, in this thread or task."""
+    return _override.get() or _current
 
 
 def configure(**changes) -> Settings:
@@ -123,9 +132,16 @@ def configure(**changes) -> Settings:
 
 @contextlib.contextmanager
 def using(**changes):
-    """Context manager: ``with fftconv.using(backend="scipy"): ...``."""
-    previous = configure(**changes)
+    """Context manager: ``with fftconv.using(backend="scipy"): ...``.
+
+    The changes apply to the current thread (or asyncio task) only.
+    """
     try:
-        yield get_settings()
+        settings = _validate(dataclasses.replace(get_settings(), **changes))
+    except TypeError as exc:
+        raise TypeError(f"fftconv.using: {exc}") from None
+    token = _override.set(settings)
+    try:
+        yield settings
     finally:
-        configure(**dataclasses.asdict(previous))
+        _override.reset(token)

@@ -196,10 +196,9 @@ class FFTEngine:
         return self._spectrum("dy", dy_rows, self.geom.dy_placement)
 
     # -- the passes -------------------------------------------------------------------
-    def _kept_x(self) -> Optional[np.ndarray]:
-        """Buffer for ``X`` kept frequency-major between the passes (unchunked only)."""
-        if self.chunked:
-            return None
+    def _kept_x(self) -> np.ndarray:
+        """The buffer (allocated on first use) that keeps ``X`` frequency-major
+        between the passes of an unchunked engine."""
         if "x kept" not in self._unfolded:
             g = self.geom
             self._unfolded["x kept"] = np.empty(
@@ -207,12 +206,14 @@ class FFTEngine:
                 self._transform("x").spectrum.dtype)
         return self._unfolded["x kept"]
 
-    def forward(self, x: np.ndarray, k: np.ndarray) -> tuple:
-        """``(y, x_spec)``: ``y`` without bias, and the kept ``X`` if unchunked."""
+    def forward(self, x: np.ndarray, k: np.ndarray, keep_x: bool = True) -> tuple:
+        """``(y, x_spec)``: ``y`` without bias, and ``X`` kept for :meth:`backward`
+        if asked and unchunked (else ``None``)."""
+        keep_x = keep_x and self.keeps_x_spectrum
         y = np.empty(self.geom.y_shape, self.dtype)
         for rows in self.chunks():
-            self.forward_piece(x[rows], k, out=y[rows], keep_x=not self.chunked)
-        return y, self._kept_x()
+            self.forward_piece(x[rows], k, out=y[rows], keep_x=keep_x)
+        return y, (self._kept_x() if keep_x else None)
 
     def backward(self, dy: np.ndarray, x: np.ndarray, k: np.ndarray,
                  x_spec: Optional[np.ndarray] = None) -> tuple:

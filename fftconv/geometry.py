@@ -101,10 +101,20 @@ def next_fast_length(n: int, even: bool = False) -> int:
     ``even`` is used for the last axis of a real-to-complex transform, whose
     half-spectrum trick is cheapest on even lengths.
     """
-    m = max(int(n), 1)
-    while not (is_smooth(m) and (not even or m % 2 == 0)):
-        m += 1
-    return m
+    target, best = max(int(n), 1), None
+    p7 = 1
+    while p7 < 2 * target:  # enumerate 7^a 5^b 3^c, then the smallest power of 2 on top
+        p5 = p7
+        while p5 < 2 * target:
+            p3 = p5
+            while p3 < 2 * target:
+                m = p3 if p3 >= target and (p3 % 2 == 0 or not even) else \
+                    p3 << max((-(-target // p3) - 1).bit_length(), 1 if even else 0)
+                best = m if best is None or m < best else best
+                p3 *= 3
+            p5 *= 5
+        p7 *= 7
+    return best
 
 
 def fft_length(padded: int, even: bool = False, unit: int = 1) -> int:

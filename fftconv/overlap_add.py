@@ -105,8 +105,8 @@ class OverlapAddEngine:
     def weight_spectrum(self, w: np.ndarray) -> np.ndarray:
         return self.inner.weight_spectrum(w)
 
-    def forward(self, x: np.ndarray, k: np.ndarray) -> tuple:
-        """``(y, None)``, ``y`` without bias."""
+    def forward(self, x: np.ndarray, k: np.ndarray, keep_x: bool = False) -> tuple:
+        """``(y, None)``, ``y`` without bias (``X`` is never kept)."""
         y = np.empty(self.geom.y_shape, self.dtype)
         y_tile = np.empty(self.tile_geom.y_shape, self.dtype)
         for starts in self.tiles():

@@ -20,7 +20,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from . import direct
-from .checks import check_array, check_bias, check_shape, dtypes_for, fail
+from .checks import check_array, check_shape, dtypes_for, fail
 from .config import Settings, get_settings
 from . import costs, selection
 from .fftpath import FFTEngine, workspace_bytes
@@ -139,7 +139,9 @@ class Plan:
 
     Build one with :func:`fftconv.plan`.  ``p.forward(x, w, b)`` computes ``y``
     and keeps what the gradients need; ``p.backward(dy)`` returns the
-    :class:`Gradients` for that ``x`` and ``w``.
+    :class:`Gradients` for that ``x`` and ``w``.  A plan holds state and
+    buffers: use one plan per thread (the stateless ``fftconv.forward`` and
+    ``backward`` are safe to call from many threads).
 
     Attributes
     ----------
@@ -213,12 +215,18 @@ class Plan:
 
     # -- argument checks against the plan ------------------------------------------
     def _check_operand(self, func: str, name: str, a, shape) -> np.ndarray:
-        """``a`` must have ``shape`` and this plan's dtype (integers are promoted)."""
+        """``a`` must have ``shape`` and a dtype that promotes to this plan's.
+
+        Anything that would change the result dtype (a float64 ``x`` for a
+        float32 plan, an int64 one, a complex bias for a real plan) is a
+        ``TypeError``: a plan never downcasts silently.
+        """
         a = check_array(func, name, a)
         check_shape(func, name, a, shape, "the shape this plan was built for")
-        if a.dtype.kind not in "iu" and dtypes_for(func, a)[1] != self.result_dtype:
+        if np.result_type(a.dtype, self.result_dtype) != self.result_dtype:
             fail(func, f"{name} has dtype={a.dtype} but this plan was built for "
-                       f"dtype={self.result_dtype}; build a plan with dtype={a.dtype}", TypeError)
+                       f"dtype={self.result_dtype}; build a plan with dtype="
+                       f"{np.result_type(a.dtype, self.result_dtype)}", TypeError)
         return a.astype(self.compute_dtype, copy=False)
 
     def _result(self, a: np.ndarray) -> np.ndarray:
@@ -230,9 +238,9 @@ class Plan:
         func, g = "Plan.forward", self.geometry
         x = self._check_operand(func, "x", x, g.x_shape)
         w = self._check_operand(func, "w", w, g.w_shape)
-        b = check_bias(func, b, g.out_channels)
-        return self._result(self.run_forward(x, w, None if b is None else
-                                             b.astype(self.compute_dtype, copy=False)))
+        if b is not None:
+            b = self._check_operand(func, "b", b, (g.out_channels,))
+        return self._result(self.run_forward(x, w, b))
 
     def backward(self, dy) -> Gradients:
         """Gradients ``(dx, dw, db)`` of the last :meth:`forward` for output gradient ``dy``."""
@@ -259,16 +267,17 @@ class Plan:
             self._k = self._engine.weight_spectrum(w)
             self._w = w.copy() if copy else w
 
-    def run_forward(self, x, w, b) -> np.ndarray:
-        """``y`` in the compute dtype."""
-        self.remember(x, w)
+    def run_forward(self, x, w, b, for_backward: bool = True) -> np.ndarray:
+        """``y`` in the compute dtype; ``for_backward=False`` keeps nothing for
+        :meth:`run_backward` (a one-use forward)."""
+        self.remember(x, w, copy=for_backward)
         g = self.geometry
         if g.batch == 0:
             return np.zeros(g.y_shape, self.compute_dtype)
         if self._engine is None:
             y = direct.forward(x, w, g)
         else:
-            y, self._x_spec = self._engine.forward(x, self._k)
+            y, self._x_spec = self._engine.forward(x, self._k, keep_x=for_backward)
         return add_bias(y, b)
 
     def run_backward(self, dy) -> tuple:

@@ -71,17 +71,18 @@ def _empty(shape, dtype, backend: str) -> np.ndarray:
 def _fftw(src, dst, nspatial, direction, settings: Settings, destroy_input: bool):
     """A planned ``pyfftw.FFTW`` over the last ``nspatial`` axes of fixed buffers."""
     import pyfftw
-    wisdom.load_once()
     flags = (settings.planner_effort,) + (("FFTW_DESTROY_INPUT",) if destroy_input else ())
-    plan = pyfftw.FFTW(src, dst, axes=tuple(range(-nspatial, 0)), direction=direction,
-                       flags=flags, threads=settings.threads,
-                       planning_timelimit=settings.planning_timelimit)
-    if settings.planner_effort != "FFTW_ESTIMATE":
-        wisdom.save()
+    with wisdom.planner_lock:
+        wisdom.load_once()
+        plan = pyfftw.FFTW(src, dst, axes=tuple(range(-nspatial, 0)), direction=direction,
+                           flags=flags, threads=int(settings.threads),
+                           planning_timelimit=settings.planning_timelimit)
+        if settings.planner_effort != "FFTW_ESTIMATE":
+            wisdom.save()
     return plan
 
 
-def _batch_first(spec: np.ndarray, nspatial: int) -> np.ndarray:
+def _batch_axes_first(spec: np.ndarray, nspatial: int) -> np.ndarray:
     """View a frequency-major ``(*freq, *batch)`` array as ``(*batch, *freq)``."""
     return np.moveaxis(spec, tuple(range(nspatial)), tuple(range(-nspatial, 0)))
 
@@ -177,7 +178,7 @@ class InverseTransform(_Transform):
                                "FFTW_BACKWARD", settings, destroy_input=True)
 
     def _batch_major_spectrum(self) -> np.ndarray:
-        return (_batch_first(self.spectrum, self.nspatial) if self.frequency_major
+        return (_batch_axes_first(self.spectrum, self.nspatial) if self.frequency_major
                 else self.spectrum)
 
     def __call__(self, crop, rows=None, out=None) -> np.ndarray:

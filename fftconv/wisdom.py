@@ -24,7 +24,10 @@ FORMAT_VERSION = 1
 FILE_NAME = "fftw-wisdom.json"
 
 log = logging.getLogger(__name__)
-_lock = threading.Lock()
+#: Held around every FFTW planning call and every wisdom import/export: FFTW's
+#: planner and wisdom are not thread-safe, and pyFFTW plans without the GIL.
+planner_lock = threading.RLock()
+_lock = planner_lock
 _imported = False
 
 
@@ -99,6 +102,8 @@ def save() -> None:
                 f.write(text)
             os.replace(tmp, path)
         except OSError as exc:
+            if "tmp" in locals() and os.path.exists(tmp):
+                os.unlink(tmp)
             warnings.warn(f"fftconv: could not save FFTW wisdom to {path}: {exc}", WisdomWarning,
                           stacklevel=3)
 

@@ -68,6 +68,8 @@ CASES = [
     (lambda: bwd(dy=DY.astype("datetime64[s]")), TypeError, r"dy must have a numeric dtype"),
     (lambda: fwd(b=np.array(["a"] * 6)), TypeError, r"b must have a numeric dtype"),
     (lambda: fwd(x=X.astype(np.longdouble)), TypeError, r"x has extended precision dtype"),
+    (lambda: fwd(x=[[[1.0, 2.0], [3.0]]]), ValueError,
+     r"fftconv\.forward: x must be an array or a rectangular nested sequence"),
     (lambda: fwd(algorithm="fast"), ValueError, r"algorithm must be one of \('auto', 'fft', 'direct', 'overlap_add'\), got algorithm='fast'"),
     (lambda: fwd(flip_kernel="yes"), TypeError, r"flip_kernel must be a bool, got flip_kernel='yes'"),
     (lambda: fwd(x=np.zeros((2, 0, 8, 8)), w=np.zeros((6, 0, 3, 3))), ValueError,
@@ -109,14 +111,35 @@ def test_plan_rejects_shapes_it_was_not_built_for():
 def test_plan_rejects_other_dtypes_instead_of_casting():
     p = fftconv.plan(X.shape, W.shape, dtype=np.float32)
     with pytest.raises(TypeError, match=r"Plan\.forward: x has dtype=float64 but this plan was built "
-                                        r"for dtype=float32"):
+                                        r"for dtype=float32; build a plan with dtype=float64"):
         p.forward(X, W.astype(np.float32))
+    x32, w32 = X.astype(np.float32), W.astype(np.float32)
+    with pytest.raises(TypeError, match=r"Plan\.forward: b has dtype=complex128 but this plan"):
+        p.forward(x32, w32, np.ones(6) * 1j)
+    with pytest.raises(TypeError, match=r"Plan\.forward: b has dtype=float64 but this plan"):
+        p.forward(x32, w32, np.ones(6))
+    with pytest.raises(TypeError, match=r"Plan\.forward: x has dtype=int64 but this plan"):
+        p.forward(X.astype(np.int64), w32)
+    p.forward(X.astype(np.int8), w32)  # small ints promote to float32 without loss
+    with pytest.raises(ValueError, match=r"Plan\.forward: b must have shape \(6,\)"):
+        p.forward(x32, w32, np.ones(5, np.float32))
     with pytest.raises(TypeError, match=r"fftconv\.plan: dtype must be a numpy dtype, got dtype='nope'"):
         fftconv.plan(X.shape, W.shape, dtype="nope")
     with pytest.raises(TypeError, match=r"fftconv\.plan: dtype must have a numeric dtype, got dtype=<U1"):
         fftconv.plan(X.shape, W.shape, dtype="U1")
-    with pytest.raises(ValueError, match=r"fftconv\.plan: x_shape must be a tuple of non-negative ints"):
+    with pytest.raises(TypeError, match=r"fftconv\.plan: x_shape must be a tuple of ints, "
+                                        r"got x_shape=\(2, 4, 8\.5, 8\)"):
         fftconv.plan((2, 4, 8.5, 8), W.shape, dtype=np.float64)
+    with pytest.raises(TypeError, match=r"fftconv\.plan: w_shape must be a tuple of ints, got w_shape=5"):
+        fftconv.plan(X.shape, 5, dtype=np.float64)
+    with pytest.raises(TypeError, match=r"fftconv\.plan: x_shape must be a tuple of ints"):
+        fftconv.plan((True, 4, 8, 8), W.shape, dtype=np.float64)
+    with pytest.raises(ValueError, match=r"fftconv\.plan: x_shape must not have negative sizes"):
+        fftconv.plan((2, 4, -8, 8), W.shape, dtype=np.float64)
+    with pytest.raises(TypeError, match=r"fftconv\.plan: dtype must be a numpy dtype, got dtype=None"):
+        fftconv.plan(X.shape, W.shape, dtype=None)
+    with pytest.raises(ValueError, match=r"fftconv\.plan: max_workspace_bytes must be None or an int"):
+        fftconv.plan(X.shape, W.shape, dtype=np.float64, max_workspace_bytes=True)
     with pytest.raises(ValueError, match=r"fftconv\.plan: groups must divide C_in, got groups=3 and C_in=4"):
         fftconv.plan(X.shape, W.shape, dtype=np.float64, groups=3)
 
@@ -130,6 +153,14 @@ def test_configure_rejects_bad_settings():
         fftconv.configure(planner_effort="FFTW_FAST")
     with pytest.raises(TypeError, match=r"fftconv\.configure: .*unexpected keyword"):
         fftconv.configure(colour="red")
+    with pytest.raises(ValueError, match=r"fftconv\.configure: planning_timelimit must be > 0 seconds, "
+                                         r"got planning_timelimit='x'"):
+        fftconv.configure(planning_timelimit="x")
+    with pytest.raises(ValueError, match=r"max_workspace_bytes must be None or an int >= 1, "
+                                         r"got max_workspace_bytes=0"):
+        fftconv.configure(max_workspace_bytes=0)
+    with pytest.raises(ValueError, match=r"fftconv\.configure: measure must be a bool, got measure=1"):
+        fftconv.configure(measure=1)
 
 
 def test_errors_happen_before_any_transform(monkeypatch):

@@ -102,7 +102,7 @@ def test_finite_differences(cfg, dtype, algorithm):
     # the loss is linear in each argument separately, so the central difference has no truncation
     # error for any h; h = 1 (the data scale) keeps the rounding error ~ eps * |L| / h tiny
     h = 1.0
-    tol = 1e-6
+    tol = 1e-10
     for name, arr, grad, fun in (
         ("x", x, dx, lambda a: _loss(a, w, b, g, algorithm, kw)),
         ("w", w, dw, lambda a: _loss(x, a, b, g, algorithm, kw)),

@@ -228,3 +228,44 @@ def test_stride_and_dilation_transform_on_coarse_grids():
     assert grids["y"] == grids["dy"] == (full[0] // 2, full[1] // 3)
     assert grids["w"] == grids["dw"] == (full[0] // 3, full[1] // 2)
     assert p.transform_counts == {"forward": 3, "inverse": 3}
+
+
+def test_using_is_local_to_its_thread():
+    seen, started = [], threading.Event()
+    before = fftconv.get_settings()
+
+    def other():
+        started.wait()
+        seen.append(fftconv.get_settings().backend)
+
+    t = threading.Thread(target=other)
+    t.start()
+    with fftconv.using(backend="scipy", threads=1):
+        assert fftconv.get_settings().backend == "scipy"
+        started.set()
+        t.join()
+    assert seen == [before.backend]  # the other thread never saw the override
+    assert fftconv.get_settings() == before
+
+
+def test_concurrent_planning_of_different_geometries():
+    pytest.importorskip("pyfftw")
+    errors = []
+
+    def work(n):
+        try:
+            with fftconv.using(planner_effort="FFTW_MEASURE", planning_timelimit=0.05):
+                x, w = make((2, 2, n, n)), make((3, 2, 3, 3))
+                y = fftconv.forward(x, w, algorithm="fft")
+                ref = oracle_forward(x, w, None, padding="valid", stride=1, dilation=1, groups=1,
+                                     flip_kernel=False)
+                errors.append(np.abs(y - ref).max())
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in (17, 19, 23, 29)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 4 and all(isinstance(e, float) and e < 1e-10 for e in errors), errors
