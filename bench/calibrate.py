@@ -1,0 +1,105 @@
+"""Fit the cost model's rates (``fftconv.costs.RATES``) to this machine.
+
+``python -m bench.calibrate`` times one float32 training step (fresh plan,
+warm-up, best of 3, weights changing every step) with ``direct``, ``fft`` and
+``overlap_add`` on a spread of 1-D to 3-D layers, counts each run's units of
+work with ``fftconv.costs.*_work``, and fits the rates by non-negative least
+squares on the *relative* error (every row divided by its measured time).
+It prints the fitted rates, ready to paste into ``fftconv/costs.py``, and how
+often the fitted model then picks the measured-fastest algorithm.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+
+import numpy as np
+from scipy.optimize import nnls
+
+import fftconv
+from fftconv import costs
+
+from .threads import set_threads
+
+LAYERS = (
+    [((2, 8, n), (8, 8, k)) for n, k in itertools.product((512, 8192, 65536), (3, 17, 129))]
+    + [((n_b, 8, n, n), (8, 8, k, k)) for n_b, n, k in
+       itertools.product((2, 8), (32, 96), (1, 3, 7, 13))]
+    + [((1, 4, n, n, n), (4, 4, k, k, k)) for n, k in itertools.product((12, 28), (1, 3, 7))]
+    + [((8, 16, 128, 128), (16, 16, k, k)) for k in (3, 15)]
+    + [((1, 4, 1 << 18), (4, 4, 65)), ((1, 1, 1024, 1024), (1, 1, 9, 9))]
+)
+ALGORITHMS = ("direct", "fft", "overlap_add")
+
+
+def time_step(plan, x, w, dy, repeats=3) -> float:
+    best = float("inf")
+    for i in range(repeats + 1):
+        w += 1e-3
+        start = time.perf_counter()
+        plan.forward(x, w)
+        plan.backward(dy)
+        if i:
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure(layers, max_seconds: float):
+    """Rows ``(algorithm, units, seconds, geometry)`` for every layer and algorithm."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, (xs, ws) in enumerate(layers):
+        x = rng.standard_normal(xs).astype(np.float32)
+        w = rng.standard_normal(ws).astype(np.float32)
+        for name in ALGORITHMS:
+            plan = fftconv.plan(xs, ws, dtype=np.float32, algorithm=name)
+            g = plan.geometry
+            units = {"direct": lambda: costs.direct_work(g, np.float32),
+                     "fft": lambda: costs.fft_work(g, np.float32),
+                     "overlap_add": lambda: costs.overlap_add_work(g, np.float32, plan.tile)}[name]()
+            if costs.seconds(units) > max_seconds:
+                continue  # far too slow to be chosen; timing it would only cost minutes
+            dy = rng.standard_normal(g.y_shape).astype(np.float32)
+            rows.append((name, units, time_step(plan, x, w, dy), g))
+        print(f"[{i + 1}/{len(layers)}] {xs} * {ws}", flush=True)
+    return rows
+
+
+def fit(rows):
+    names = sorted(costs.RATES)
+    a = np.array([[units.get(n, 0.0) / t for n in names] for _, units, t, _ in rows])
+    rates, _ = nnls(a, np.ones(len(rows)))
+    return dict(zip(names, rates))
+
+
+def agreement(rows) -> float:
+    """Fraction of layers where the model's cheapest algorithm was the measured fastest."""
+    by_layer = {}
+    for name, units, t, g in rows:
+        by_layer.setdefault(g, {})[name] = (costs.seconds(units), t)
+    hits = [min(r, key=lambda n: r[n][0]) == min(r, key=lambda n: r[n][1])
+            for r in by_layer.values() if len(r) > 1]
+    return sum(hits) / max(len(hits), 1)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.calibrate", description=__doc__)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--max-seconds", type=float, default=3.0,
+                        help="skip runs the current model prices above this")
+    args = parser.parse_args(argv)
+    set_threads(args.threads or fftconv.config.available_cores())
+    rows = measure(LAYERS, args.max_seconds)
+    print(f"current rates: model picks the measured fastest on {agreement(rows):.0%} of layers")
+    fitted = fit(rows)
+    costs.RATES.update(fitted)
+    print(f"fitted rates:  model picks the measured fastest on {agreement(rows):.0%} of layers")
+    print("RATES = {")
+    for name, value in fitted.items():
+        print(f'    "{name}": {value:.3g},')
+    print("}")
+
+
+if __name__ == "__main__":
+    main()
