@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench [--quick | --suite perf] [options]``.
+"""Command line: ``python -m bench [--quick | --suite NAME] [options]``.
 
 See ``bench/README.md`` and ``python -m bench --help``.
 """
@@ -15,26 +15,30 @@ import numpy as np
 
 import fftconv
 
-from . import competitors, report
+from . import competitors, decisions, report
 from .cases import SUITES, custom_suite
 from .runner import Options, run_cases
 from .targets import check_targets
 from .threads import all_cores, load_warning, set_threads
 
-DEFAULT_PLOT = Path(__file__).resolve().parent / "results" / "crossover.png"
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_PLOT = RESULTS / "crossover.png"
+DEFAULT_CSV = RESULTS / "decisions.csv"
 #: Largest relative error (to the largest magnitude) accepted against the FFT path.
 TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
-SWEEP_KEYS = ("fft", "direct", "torch")
+SWEEP_KEYS = ("fft", "direct", "overlap_add", "torch")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Time one training step (forward + backward, weights changing every "
-                    "step) of fftconv's FFT path against its direct path, PyTorch, a "
-                    "scipy.signal.fftconvolve loop and the bare FFTs.")
+                    "step) of fftconv's FFT path against its direct and overlap-add paths, "
+                    "its algorithm='auto', PyTorch, a scipy.signal.fftconvolve loop and the "
+                    "bare FFTs.")
     parser.add_argument("--suite", choices=sorted(SUITES), default="default",
-                        help="problem suite (default: %(default)s; perf checks the targets)")
+                        help="problem suite (default: %(default)s; perf and algorithms check "
+                             "targets, decisions checks the cost model's choices)")
     parser.add_argument("--quick", action="store_const", const="quick", dest="suite",
                         help="tiny suite for CI, a few seconds (same as --suite quick)")
     parser.add_argument("--case", "--shape", action="append", dest="cases", metavar="SPEC",
@@ -46,27 +50,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=all_cores(),
                         help="threads for fftconv, FFTW, torch and (with threadpoolctl) BLAS "
                              "(default: all cores, %(default)s)")
-    parser.add_argument("--repeat", type=int, default=5, metavar="K",
-                        help="timed steps per competitor, best kept (default: %(default)s)")
-    parser.add_argument("--budget", type=float, default=1.0, metavar="SECONDS",
+    parser.add_argument("--repeat", type=int, metavar="K",
+                        help="timed steps per competitor, best kept (default: the suite's, "
+                             "5; algorithms 10, decisions 15)")
+    parser.add_argument("--budget", type=float, metavar="SECONDS",
                         help="stop sampling a competitor once its timed steps add up to this "
-                             "(default: %(default)s)")
+                             "(default: the suite's, 1; algorithms and decisions 2)")
     parser.add_argument("--full", action="store_true",
                         help="run every competitor, however long it is estimated to take")
     parser.add_argument("--no-memory", dest="memory", action="store_false",
-                        help="skip the tracemalloc run of the FFT path")
+                        help="skip the tracemalloc runs of the fft and overlap_add paths")
     parser.add_argument("--plot", default=str(DEFAULT_PLOT), metavar="PATH",
                         help="PNG of the 2-D kernel sweep (default: bench/results/crossover.png)")
     parser.add_argument("--no-plot", dest="plot", action="store_const", const=None,
                         help="no kernel sweep and no plot")
+    parser.add_argument("--csv", default=str(DEFAULT_CSV), metavar="PATH",
+                        help="raw rows of --suite decisions (default: "
+                             "bench/results/decisions.csv)")
     args = parser.parse_args(argv)
-    if args.threads < 1 or args.repeat < 1:
-        parser.error("--threads and --repeat must be >= 1")
     try:
-        suite = custom_suite(args.cases) if args.cases else SUITES[args.suite]
+        suite = SUITES[args.suite]
+        suite = custom_suite(suite, args.cases) if args.cases else suite
     except ValueError as exc:
         parser.error(str(exc))
     args.suite = suite.restricted(set(args.dims) if args.dims else None, args.full)
+    args.repeat = suite.repeat if args.repeat is None else args.repeat
+    args.budget = suite.budget if args.budget is None else args.budget
+    if args.threads < 1 or args.repeat < 1:
+        parser.error("--threads and --repeat must be >= 1")
     return args
 
 
@@ -76,46 +87,73 @@ def header(args, suite, threads: str) -> str:
     if competitors.torch_available():
         import torch
         torch_version = torch.__version__
+    auto = "measures" if settings.measure else "uses the cost model"
     return (f"suite {suite.name}: {len(suite.cases)} cases, dtype {args.dtype}, "
             f"best of {args.repeat} (budget {args.budget:g}s)\nthreads: {threads}\n"
             f"fftconv {fftconv.__version__} (backend {settings.backend}, "
-            f"{settings.planner_effort}), numpy {np.__version__}, torch {torch_version}, "
-            f"python {platform.python_version()}")
+            f"{settings.planner_effort}, auto {auto}), numpy {np.__version__}, "
+            f"torch {torch_version}, python {platform.python_version()}")
 
 
-def run_main(suite, options: Options, args) -> bool:
-    """The main table (+ targets); returns True if every error is within tolerance."""
-    keys = [c.key for c in competitors.available()]
-    results = run_cases(suite.cases, competitors.available(), options, "cases")
-    print("\ntimes are ms per training step (best); ratios > 1 mean fft is faster, except "
-          "fft/floor; errors are relative to the largest |value| of the fft result")
-    print(report.results_table(results, keys, memory=options.memory))
-    for note in report.skip_notes(results, suite.skip_limits):
-        print("  " + note)
-    print("\nrelative error per array vs the fft path")
-    print(report.errors_table(results, keys))
-    if suite.targets:
-        print("\nperformance targets (unmet targets are reported, not fatal)")
-        print(report.targets_table(check_targets(suite.targets, results)))
-    bad = report.errors_above(results, TOLERANCE[args.dtype])
+def check_accuracy(results, dtype: str) -> bool:
+    """Print an ``ACCURACY:`` line per error above tolerance; True if there is none."""
+    bad = report.errors_above(results, TOLERANCE[dtype])
     for line in bad:
         print("ACCURACY: " + line)
     return not bad
 
 
+def run_main(suite, options: Options) -> bool:
+    """The main table (+ targets); returns True if every error is within tolerance."""
+    comps = competitors.available(suite.competitors)
+    keys = [c.key for c in comps]
+    results = run_cases(suite.cases, comps, options, "cases", suite.only)
+    print("\ntimes are ms per training step (best); ratios > 1 mean fft is faster, except "
+          "fft/floor and auto/best (auto over the fastest of fft, direct, overlap_add); "
+          "MB: peak traced memory of one step on a fresh plan")
+    print(report.results_table(results, keys, memory=options.memory))
+    for note in report.skip_notes(results, suite.skip_limits):
+        print("  " + note)
+    print("\nlargest relative error of y, dx, dw vs the fft path")
+    print(report.errors_table(results, keys))
+    if suite.targets:
+        print("\ntargets (unmet targets are reported, not fatal)")
+        print(report.targets_table(check_targets(suite.targets, results)))
+    return check_accuracy(results, options.dtype)
+
+
 def run_sweep(suite, options: Options, plot_path: str):
-    """The 2-D kernel sweep: table, crossovers and the PNG."""
+    """The 2-D kernel sweep: table with auto's picks, crossovers and the PNG."""
     comps = competitors.available(list(SWEEP_KEYS))
     options = dataclasses.replace(options, memory=False)
     results = run_cases(suite.sweep, comps, options, "sweep")
+    decisions.decide_all(results, options.dtype)
     layer = suite.sweep[0].layer_name
     print(f"\nkernel sweep ({layer}, k = {', '.join(str(c.kernel_size) for c in suite.sweep)})")
     print(report.results_table(results, [c.key for c in comps], memory=False))
-    for rival in (c.key for c in comps if c.key != "fft"):
+    for rival in (c.key for c in comps if c.key in report.CROSSOVER_RIVALS):
         print("  " + report.crossover_text(results, rival))
     Path(plot_path).parent.mkdir(parents=True, exist_ok=True)
     title = f"one training step, {layer}, {options.dtype}, {options.threads} threads"
     print(f"plot: {report.plot_sweep(results, plot_path, title)}")
+
+
+def run_decisions(suite, options: Options, csv_path: str) -> bool:
+    """Time fftconv's algorithms per case and compare with the cost model's picks."""
+    comps = competitors.available(suite.competitors)
+    results = run_cases(suite.cases, comps, dataclasses.replace(options, memory=False),
+                        "decisions")
+    found = decisions.decide_all(results, options.dtype)
+    print("\ntimes are ms per training step (best); model: algorithm='auto' by the cost model; "
+          "slowdown: model's pick over the fastest")
+    print(report.decisions_table(results))
+    print()
+    for line in report.decisions_summary(decisions.summarise(results),
+                                         decisions.AGREEMENT_TARGET, decisions.CLOSE):
+        print(line)
+    path = decisions.write_csv(csv_path, results, found, options.dtype, options.threads)
+    print(f"rows: {path}")
+    return check_accuracy(results, options.dtype)
 
 
 def main(argv=None) -> int:
@@ -131,7 +169,11 @@ def main(argv=None) -> int:
         print(warning)
     if not suite.cases:
         print("no case left after --dims")
-    accurate = run_main(suite, options, args) if suite.cases else True
+        accurate = True
+    elif suite.mode == "decisions":
+        accurate = run_decisions(suite, options, args.csv)
+    else:
+        accurate = run_main(suite, options)
     if args.plot and suite.sweep:
         run_sweep(suite, options, args.plot)
     print(f"\ndone in {time.perf_counter() - start:.1f} s")

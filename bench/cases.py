@@ -5,9 +5,11 @@ Every case is a "valid" cross-correlation layer with ``groups=1`` and a square
 computes with ``padding=0`` and what ``scipy.signal.fftconvolve(mode="valid")``
 computes per channel pair.
 
-A :class:`Suite` bundles the cases of one run with the 2-D kernel sweep that
-feeds the crossover plot, the per-competitor skip limits and, for the
-performance suite, the targets to check.
+A :class:`Suite` bundles the cases of one run with the competitors to time,
+the 2-D kernel sweep that feeds the crossover plot, the per-competitor skip
+limits and, for the ``perf`` and ``algorithms`` suites, the targets to check.
+The ``decisions`` suite is a sweep of small layers that compares the cost
+model's choice of algorithm with the measured fastest (``bench.decisions``).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from .targets import PERF_TARGETS, Target
+from .targets import PERF_TARGETS, Target, algorithm_targets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +122,18 @@ class Suite:
         Competitor key -> estimated seconds per step above which it is skipped
         (competitors not listed are never skipped).
     targets : tuple of Target
-        Figures to check and report (empty outside the performance suite).
+        Figures to check and report (empty outside the perf and algorithms suites).
+    competitors : tuple of str or None
+        Keys of the competitors of the table, in order, the FFT path first
+        (None: all of them).
+    only : dict
+        Competitor key -> the only cases it runs on (others: every case).
+    mode : {"table", "decisions"}
+        ``"decisions"`` compares the cost model's choices with measurements
+        instead of printing the competitors' table.
+    repeat, budget : int, float
+        Default timed steps per competitor and seconds of sampling
+        (``--repeat``, ``--budget``).
     """
 
     name: str
@@ -128,6 +141,11 @@ class Suite:
     sweep: Tuple[Case, ...] = ()
     skip_limits: Dict[str, float] = dataclasses.field(default_factory=dict)
     targets: Tuple[Target, ...] = ()
+    competitors: Optional[Tuple[str, ...]] = None
+    only: Dict[str, Tuple[Case, ...]] = dataclasses.field(default_factory=dict)
+    mode: str = "table"
+    repeat: int = 5
+    budget: float = 1.0
 
     def restricted(self, dims=None, full: bool = False) -> "Suite":
         """This suite keeping only cases with ``ndim in dims``; no skip limits if ``full``."""
@@ -136,6 +154,15 @@ class Suite:
             self, cases=tuple(filter(keep, self.cases)), sweep=tuple(filter(keep, self.sweep)),
             skip_limits={} if full else dict(self.skip_limits))
 
+    def with_cases(self, cases) -> "Suite":
+        """This suite with ``cases`` instead of its own (``--case``)."""
+        return dataclasses.replace(self, name=f"{self.name} (custom cases)", cases=tuple(cases))
+
+
+def unique(cases) -> Tuple[Case, ...]:
+    """``cases`` without repeats, in first-seen order."""
+    return tuple(dict.fromkeys(cases))
+
 
 SKIP_DEFAULT = {"direct": 20.0, "torch": 20.0, "scipy": 20.0}
 SKIP_PERF = {"direct": 60.0, "scipy": 60.0}  # torch is the comparison: never skipped
@@ -143,17 +170,43 @@ SKIP_PERF = {"direct": 60.0, "scipy": 60.0}  # torch is the comparison: never sk
 SWEEP_DEFAULT = tuple(layers(2, 4, 8, 64, (1, 3, 5, 7, 9, 11)))
 SWEEP_QUICK = tuple(layers(2, 2, 4, 24, (1, 3, 5, 7)))
 
+PERF_CASES = tuple(layers(2, 8, 16, 128, (3, 7, 15, 31)) + layers(3, 2, 8, 40, (3, 5, 9))
+                   + layers(1, 4, 16, 16384, (1023,)))
+#: Large inputs and small kernels, where overlap-add should beat one big FFT.
+OVERLAP_CASES = (Case(1, 4, 4, (2 ** 20,), (65,)), Case(1, 1, 1, (2048, 2048), (9, 9)))
+#: Where the direct path should win (and, for the first, stay close to PyTorch).
+SMALL_KERNEL_CASES = tuple(layers(2, 8, 16, 128, (3,)) + layers(2, 8, 16, 64, (3,))
+                           + layers(3, 2, 8, 32, (3,)))
+
+
+def decision_cases() -> Tuple[Case, ...]:
+    """Small, fast layers over input size and kernel size, 1-D to 3-D (55 cases)."""
+    one = [c for n in (256, 1024, 4096, 16384, 65536) for c in layers(1, 2, 8, n, (3, 15, 63, 255))]
+    two = [c for n, batch in ((16, 8), (32, 8), (64, 4), (128, 4), (256, 2))
+           for c in layers(2, batch, 8, n, (1, 3, 7, 15))]
+    three = [c for n in (8, 16, 24, 40) for c in layers(3, 1, 4, n, (1, 3, 5, 9))]
+    return tuple(c for c in one + two + three if min(c.out_size) >= 1)
+
+
+# algorithms and decisions compare close algorithms (the FFT path and a one-tile
+# overlap-add do nearly the same work), where a best of 5 moved by 30% between
+# runs on 2 shared cores: they sample more.
 SUITES = {
     "default": Suite(
         "default",
         cases=tuple(layers(2, 8, 16, 128, (3, 7, 15)) + layers(3, 2, 8, 32, (3, 5, 9))
                     + layers(1, 4, 16, 16384, (255,))),
         sweep=SWEEP_DEFAULT, skip_limits=SKIP_DEFAULT),
-    "perf": Suite(
-        "perf",
-        cases=tuple(layers(2, 8, 16, 128, (3, 7, 15, 31)) + layers(3, 2, 8, 40, (3, 5, 9))
-                    + layers(1, 4, 16, 16384, (1023,))),
-        sweep=SWEEP_DEFAULT, skip_limits=SKIP_PERF, targets=PERF_TARGETS),
+    "perf": Suite("perf", cases=PERF_CASES, sweep=SWEEP_DEFAULT, skip_limits=SKIP_PERF,
+                  targets=PERF_TARGETS),
+    "algorithms": Suite(
+        "algorithms", cases=unique(PERF_CASES + OVERLAP_CASES + SMALL_KERNEL_CASES),
+        sweep=SWEEP_DEFAULT, skip_limits=SKIP_DEFAULT,
+        targets=algorithm_targets(OVERLAP_CASES, SMALL_KERNEL_CASES[0]),
+        competitors=("fft", "direct", "overlap_add", "auto", "torch"),
+        only={"torch": SMALL_KERNEL_CASES[:1]}, repeat=10, budget=2.0),
+    "decisions": Suite("decisions", cases=decision_cases(), mode="decisions",
+                       competitors=("fft", "direct", "overlap_add"), repeat=15, budget=2.0),
     "quick": Suite(
         "quick",
         cases=tuple(layers(1, 2, 4, 256, (9,)) + layers(2, 2, 4, 32, (5,))
@@ -197,7 +250,6 @@ def parse_case(spec: str) -> Case:
     return case
 
 
-def custom_suite(specs) -> Suite:
-    """A suite of the ``--case`` layers, with the default sweep and skip limits."""
-    return Suite("custom", cases=tuple(parse_case(s) for s in specs), sweep=SWEEP_DEFAULT,
-                 skip_limits=SKIP_DEFAULT)
+def custom_suite(suite: Suite, specs) -> Suite:
+    """``suite`` with the ``--case`` layers instead of its own cases."""
+    return suite.with_cases(parse_case(s) for s in specs)

@@ -14,6 +14,14 @@ its backward pass ``(dx, dw)`` for a fixed output gradient ``dy``:
     fftconv.  With no pyFFTW, ``scipy.fft`` with ``workers``.
 ``direct``
     fftconv's spatial-domain path (``algorithm="direct"``).
+``overlap_add``
+    fftconv's overlap-add path (``algorithm="overlap_add"``, the cost
+    model's output tile): small FFTs over output tiles.
+``auto``
+    A plan with ``algorithm="auto"`` (the library default): whichever of the
+    three above the cost model picks (it times them instead when the
+    ``measure`` setting is on, ``FFTCONV_MEASURE=1``); the pick is reported
+    as :attr:`Prepared.choice`.
 ``torch``
     PyTorch on the CPU: ``torch.nn.functional.conv{1,2,3}d`` forward and
     ``torch.autograd.grad`` for the gradients.
@@ -25,7 +33,8 @@ its backward pass ``(dx, dw)`` for a fixed output gradient ``dy``:
 
 Each competitor has a ``prepare(case, data, threads)`` returning a
 :class:`Prepared` step and an ``estimate(case)`` of its seconds per step, used
-only to skip hopeless runs (see :data:`RATES`).
+only to skip hopeless runs (see :data:`RATES`).  :data:`OWN` names fftconv's
+own algorithms and :data:`BEST` the fastest of them in a case.
 """
 from __future__ import annotations
 
@@ -42,8 +51,15 @@ import fftconv
 
 #: Rough sustained rates on a 2-core machine, for the skip estimates only:
 #: GFLOP/s of a direct step (2 flops per multiply-add, 3 passes) and of the
-#: FFTs inside ``fftconvolve`` (plus a fixed cost per call).
-RATES = {"direct": 5.0, "torch": 10.0, "scipy": 5.0, "scipy_call_s": 20e-6}
+#: FFTs inside ``fftconvolve`` (plus a fixed cost per call).  On the 2-core
+#: reference VM fftconv's direct path ran 40-100 GFLOP/s and PyTorch 30-75 on
+#: the suites' layers: the estimates err on the long side.
+RATES = {"direct": 20.0, "torch": 10.0, "scipy": 5.0, "scipy_call_s": 20e-6}
+
+#: fftconv's own algorithms, the candidates of ``algorithm="auto"``.
+OWN = ("fft", "direct", "overlap_add")
+#: Pseudo-key of ratios and targets: the fastest of :data:`OWN` measured in a case.
+BEST = "best"
 
 
 class Outputs(NamedTuple):
@@ -55,10 +71,12 @@ class Outputs(NamedTuple):
 
 
 class Prepared(NamedTuple):
-    """A ready step: ``run(w) -> Outputs or None``, and untimed ``reset()``."""
+    """A ready step: ``run(w) -> Outputs or None``, untimed ``reset()`` and, for an
+    ``"auto"`` plan, the algorithm it chose."""
 
     run: Callable
     reset: Callable[[], None] = lambda: None
+    choice: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +89,7 @@ class Competitor:
     estimate: Callable = lambda case: 0.0
     checked: bool = True  # its outputs are compared with the FFT path's
     first_call_counts: bool = False  # see bench.timing.Timed
+    traced: bool = False  # its peak memory is measured (tracemalloc)
 
 
 def _flip(ndim: int) -> tuple:
@@ -83,7 +102,7 @@ def _bias_grad_axes(ndim: int) -> tuple:
 
 # -- fftconv ----------------------------------------------------------------------------------
 def _plan_step(algorithm: str):
-    """``prepare`` for an fftconv plan of the given algorithm."""
+    """``prepare`` for an fftconv plan of the given algorithm (``"auto"`` reports its pick)."""
 
     def prepare(case, data, threads) -> Prepared:
         p = fftconv.plan(case.x_shape, case.w_shape, dtype=data.x.dtype, algorithm=algorithm)
@@ -93,7 +112,7 @@ def _plan_step(algorithm: str):
             dx, dw, _ = p.backward(data.dy)
             return Outputs(y, dx, dw)
 
-        return Prepared(run)
+        return Prepared(run, choice=p.algorithm if algorithm == "auto" else None)
 
     return prepare
 
@@ -223,10 +242,12 @@ def _floor_prepare(case, data, threads) -> Prepared:
 
 
 COMPETITORS = {c.key: c for c in (
-    Competitor("fft", "fftconv FFT plan", _plan_step("fft")),
+    Competitor("fft", "fftconv FFT plan", _plan_step("fft"), traced=True),
     Competitor("floor", "6 batched FFTs", _floor_prepare, checked=False),
     Competitor("direct", "fftconv direct", _plan_step("direct"),
                lambda case: _direct_seconds(case, RATES["direct"]), first_call_counts=True),
+    Competitor("overlap_add", "fftconv overlap-add", _plan_step("overlap_add"), traced=True),
+    Competitor("auto", "fftconv auto", _plan_step("auto")),
     Competitor("torch", "PyTorch CPU", _torch_prepare,
                lambda case: _direct_seconds(case, RATES["torch"]), first_call_counts=True),
     Competitor("scipy", "fftconvolve loop", _scipy_prepare, _scipy_seconds,

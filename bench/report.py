@@ -9,10 +9,13 @@ from __future__ import annotations
 from math import floor, log, log10
 from typing import List, Optional, Sequence
 
-from .competitors import COMPETITORS, Outputs
+from .competitors import BEST, COMPETITORS, OWN
 
 #: (numerator, denominator) of the ratio columns of the main table.
-RATIOS = (("fft", "floor"), ("direct", "fft"), ("torch", "fft"), ("scipy", "fft"))
+RATIOS = (("fft", "floor"), ("direct", "fft"), ("torch", "fft"), ("scipy", "fft"),
+          ("auto", BEST))
+#: Rivals whose crossover with the FFT path the kernel sweep reports.
+CROSSOVER_RIVALS = ("direct", "torch")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -52,27 +55,60 @@ def _megabytes(nbytes: Optional[int]) -> str:
 
 
 def results_table(results, keys: Sequence[str], memory: bool = True) -> str:
-    """Times (ms), ratios, max relative errors and FFT-path peak memory per case."""
-    checked = _checked(keys)
-    ratios = [(n, d) for n, d in RATIOS if n in keys and d in keys]
-    headers = (["case"] + [f"{k} ms" for k in keys] + [f"{n}/{d}" for n, d in ratios]
-               + [f"err {k}" for k in checked] + (["peak MB"] if memory else []))
-    rows = []
-    for r in results:
-        rows.append([r.case.name] + [_time_cell(r, k) for k in keys]
-                    + [fmt(r.ratio(n, d), ".2f") for n, d in ratios]
-                    + [fmt(r.max_error(k), ".1e") for k in checked]
-                    + ([_megabytes(r.peak_bytes)] if memory else []))
+    """Times (ms), auto's pick, ratios and peak traced memory (MB) per case.
+
+    ``auto/best`` divides auto's time by the fastest of fftconv's own
+    algorithms measured in the same case; ``pick/best`` divides the time of
+    the algorithm auto picked, from its own column, by the same (1 when the
+    pick was the fastest: an ``auto/best`` above 1 is then timing noise).
+    """
+    ratios = [(n, d) for n, d in RATIOS if n in keys and (d in keys or d == BEST)]
+    traced = [k for k in keys if COMPETITORS[k].traced] if memory else []
+    chose = any(r.choice for r in results)
+    headers = (["case"] + [f"{k} ms" for k in keys] + (["auto chose"] if chose else [])
+               + [f"{n}/{d}" for n, d in ratios] + (["pick/best"] if chose else [])
+               + [f"{k} MB" for k in traced])
+    rows = [[r.case.name] + [_time_cell(r, k) for k in keys] + ([r.choice or "-"] if chose else [])
+            + [fmt(r.ratio(n, d), ".2f") for n, d in ratios]
+            + ([fmt(r.slowdown(), ".2f")] if chose else [])
+            + [_megabytes(r.peak_bytes.get(k)) for k in traced]
+            for r in results]
     return table(headers, rows)
 
 
 def errors_table(results, keys: Sequence[str]) -> str:
-    """Relative error of ``y``, ``dx`` and ``dw`` per checked competitor and case."""
-    pairs = [(k, a) for k in _checked(keys) for a in Outputs._fields]
-    headers = ["case"] + [f"{k} {a}" for k, a in pairs]
-    rows = [[r.case.name] + [fmt(r.errors.get(k, {}).get(a), ".1e") for k, a in pairs]
+    """Largest relative error of ``y``, ``dx`` and ``dw`` per checked competitor and case."""
+    checked = _checked(keys)
+    rows = [[r.case.name] + [fmt(r.max_error(k), ".1e") for k in checked] for r in results]
+    return table(["case"] + checked, rows)
+
+
+def decisions_table(results) -> str:
+    """Per case: times of fftconv's algorithms, the model's pick, the fastest, the cost."""
+    headers = ["case"] + [f"{k} ms" for k in OWN] + ["model", "fastest", "agree", "slowdown"]
+    rows = [[r.case.name] + [_time_cell(r, k) for k in OWN]
+            + [r.choice or "-", r.fastest_own() or "-",
+               "yes" if r.choice == r.fastest_own() else "NO", fmt(r.slowdown(), ".2f")]
             for r in results]
     return table(headers, rows)
+
+
+def decisions_summary(summary, target: float, close: float) -> List[str]:
+    """The agreement of the model with the measurements, in a few lines."""
+    if not summary.cases:
+        return ["no case measured"]
+    lines = [f"model picked the measured fastest in {summary.agreed} of {summary.cases} cases "
+             f"({summary.fraction:.0%}; target >= {target:.0%}: "
+             f"{'yes' if summary.met else 'NO'})",
+             f"model's pick within {close:g}x of the fastest in {summary.close} of "
+             f"{summary.cases} cases"]
+    worst = summary.worst_result
+    if worst is not None and summary.worst > 1:
+        lines.append(f"worst slowdown {summary.worst:.2f}x at {worst.case.name} (picked "
+                     f"{worst.choice}, fastest {worst.fastest_own()})")
+    else:
+        lines.append("worst slowdown 1.00x (every pick was the fastest)")
+    return lines
 
 
 def skip_notes(results, limits) -> List[str]:
@@ -136,8 +172,14 @@ def crossover_text(results, rival: str) -> str:
     return f"fft overtakes {rival} at k ~ {k:.1f}"
 
 
+#: Colour and marker of each curve of the crossover plot.
+PLOT_STYLES = {"fft": ("C0", "o"), "direct": ("C1", "s"), "overlap_add": ("C3", "D"),
+               "torch": ("C2", "^")}
+
+
 def plot_sweep(results, path: str, title: str) -> str:
-    """Time per training step against kernel size (log y), crossovers marked.
+    """Time per training step against kernel size (log y), crossovers and the
+    cost model's pick at each kernel size marked.
 
     Returns the path of the PNG written.
     """
@@ -147,14 +189,13 @@ def plot_sweep(results, path: str, title: str) -> str:
 
     ks = [r.case.kernel_size for r in results]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    styles = {"fft": ("C0", "o"), "direct": ("C1", "s"), "torch": ("C2", "^")}
-    for key, (color, marker) in styles.items():
-        ms = [r.seconds[key] * 1e3 if key in r.seconds else None for r in results]
-        points = [(k, t) for k, t in zip(ks, ms) if t is not None]
+    for key, (color, marker) in PLOT_STYLES.items():
+        points = [(r.case.kernel_size, r.seconds[key] * 1e3) for r in results if key in r.seconds]
         if points:
             ax.plot(*zip(*points), marker=marker, color=color, label=COMPETITORS[key].title)
-        if key != "fft" and points:
+        if key in CROSSOVER_RIVALS and points:
             _mark_crossover(ax, sweep_crossover(results, key), ks[0], key, color)
+    _mark_choices(ax, results)
     ax.set_yscale("log")
     ax.set_xticks(ks)
     ax.set_xlabel("kernel size k (k x k)")
@@ -166,6 +207,15 @@ def plot_sweep(results, path: str, title: str) -> str:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _mark_choices(ax, results):
+    """A black ring around the point of the algorithm ``auto`` picks at each k."""
+    points = [(r.case.kernel_size, r.seconds[r.choice] * 1e3) for r in results
+              if r.choice in r.seconds]
+    if points:
+        ax.scatter(*zip(*points), s=180, facecolors="none", edgecolors="black",
+                   linewidths=1.5, zorder=3, label="auto's pick (cost model)")
 
 
 def _mark_crossover(ax, k: Optional[float], first: int, rival: str, color: str):

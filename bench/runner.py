@@ -7,7 +7,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .cases import Case, make_data
-from .competitors import COMPETITORS, Outputs
+from .competitors import BEST, COMPETITORS, OWN, Outputs
 from .progress import Progress
 from .timing import Timed, best_of, peak_memory
 
@@ -39,25 +39,50 @@ class CaseResult:
     errors : dict
         Competitor key -> ``{"y": e, "dx": e, "dw": e}``, the max abs difference
         to the FFT path divided by the largest magnitude of the FFT result.
-    peak_bytes : int or None
-        Peak traced memory of one FFT-path step, plan built inside.
+    peak_bytes : dict
+        Competitor key -> peak traced bytes of one step, plan built inside
+        (the competitors with ``traced`` set).
+    choice : str or None
+        The algorithm ``algorithm="auto"`` chose for this case.
     """
 
     case: Case
     seconds: Dict[str, float] = dataclasses.field(default_factory=dict)
     skipped: Dict[str, float] = dataclasses.field(default_factory=dict)
     errors: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)
-    peak_bytes: Optional[int] = None
+    peak_bytes: Dict[str, int] = dataclasses.field(default_factory=dict)
+    choice: Optional[str] = None
+
+    def fastest_own(self) -> Optional[str]:
+        """The fastest of fftconv's own algorithms measured here (None if none was)."""
+        measured = [k for k in OWN if k in self.seconds]
+        return min(measured, key=self.seconds.__getitem__) if measured else None
+
+    def time(self, key: str) -> Optional[float]:
+        """Best seconds of competitor ``key``; ``BEST``: of :meth:`fastest_own`."""
+        if key == BEST:
+            key = self.fastest_own()
+        return self.seconds.get(key)
 
     def ratio(self, numerator: str, denominator: str) -> Optional[float]:
-        """``seconds[numerator] / seconds[denominator]``, None if either is missing."""
-        if numerator in self.seconds and denominator in self.seconds:
-            return self.seconds[numerator] / self.seconds[denominator]
-        return None
+        """``time(numerator) / time(denominator)``, None if either is missing."""
+        return _ratio(self.time(numerator), self.time(denominator))
+
+    def memory_ratio(self, numerator: str, denominator: str) -> Optional[float]:
+        """``peak_bytes[numerator] / peak_bytes[denominator]``, None if either is missing."""
+        return _ratio(self.peak_bytes.get(numerator), self.peak_bytes.get(denominator))
+
+    def slowdown(self) -> Optional[float]:
+        """Time of the chosen algorithm over the fastest one's (1 when it chose the fastest)."""
+        return None if self.choice is None else self.ratio(self.choice, BEST)
 
     def max_error(self, key: str) -> Optional[float]:
         errors = self.errors.get(key)
         return max(errors.values()) if errors else None
+
+
+def _ratio(a, b) -> Optional[float]:
+    return a / b if a is not None and b else None
 
 
 def relative_error(a: np.ndarray, ref: np.ndarray) -> float:
@@ -74,16 +99,28 @@ def compare(outputs: Outputs, reference: Outputs) -> Dict[str, float]:
 
 
 def measure(comp, case: Case, data, options: Options):
-    """Prepare, warm up and time one competitor; returns ``(best seconds, outputs)``."""
+    """Prepare, warm up and time one competitor.
+
+    Returns
+    -------
+    seconds : float
+        Best seconds per step.
+    outputs : Outputs
+        Those of the warm-up step.
+    choice : str or None
+        The algorithm an ``"auto"`` plan chose.
+    """
     prepared = comp.prepare(case, data, options.threads)
     timed = Timed(prepared.run, prepared.reset, data.w.copy(), comp.first_call_counts)
-    return best_of(timed, options.repeat, options.budget), timed.outputs
+    return best_of(timed, options.repeat, options.budget), timed.outputs, prepared.choice
 
 
 def run_case(case: Case, competitors, options: Options, progress: Progress) -> CaseResult:
     """Measure every competitor on ``case``, one after the other; the first is the reference.
 
-    Competitors whose estimate is above their skip limit are not run.
+    Competitors whose estimate is above their skip limit are not run.  The
+    ``auto`` competitor's pick becomes ``choice``; with ``options.memory`` the
+    ``traced`` competitors that ran get a tracemalloc run.
     """
     result = CaseResult(case)
     data = make_data(case, options.dtype, options.seed)
@@ -95,19 +132,32 @@ def run_case(case: Case, competitors, options: Options, progress: Progress) -> C
             progress.advance(f"{case.name} {comp.key} skipped")
             continue
         progress.show(f"{case.name} {comp.key}")
-        result.seconds[comp.key], outputs[comp.key] = measure(comp, case, data, options)
+        result.seconds[comp.key], outputs[comp.key], choice = measure(comp, case, data, options)
+        result.choice = choice or result.choice
         progress.advance(f"{case.name} {comp.key}")
     reference = outputs[competitors[0].key]
     result.errors = {key: compare(out, reference) for key, out in outputs.items()
                      if COMPETITORS[key].checked and key != competitors[0].key}
     if options.memory:
-        progress.show(f"{case.name} peak memory")
-        result.peak_bytes = peak_memory(
-            lambda: competitors[0].prepare(case, data, options.threads).run(data.w))
+        for comp in (c for c in competitors if c.traced and c.key in result.seconds):
+            progress.show(f"{case.name} {comp.key} peak memory")
+            result.peak_bytes[comp.key] = peak_memory(
+                lambda: comp.prepare(case, data, options.threads).run(data.w))
     return result
 
 
-def run_cases(cases, competitors, options: Options, title: str) -> List[CaseResult]:
-    """:func:`run_case` on each case under one progress bar on stderr."""
-    with Progress(len(cases) * len(competitors), title) as progress:
-        return [run_case(case, competitors, options, progress) for case in cases]
+def run_cases(cases, competitors, options: Options, title: str,
+              only: Optional[Dict[str, tuple]] = None) -> List[CaseResult]:
+    """:func:`run_case` on each case under one progress bar on stderr.
+
+    ``only`` maps a competitor key to the cases it is restricted to (it is not
+    run, nor listed as skipped, on the others).
+    """
+    only = only or {}
+
+    def runs_on(comp, case) -> bool:
+        return comp.key not in only or case in only[comp.key]
+
+    plans = [(case, [c for c in competitors if runs_on(c, case)]) for case in cases]
+    with Progress(sum(len(comps) for _, comps in plans), title) as progress:
+        return [run_case(case, comps, options, progress) for case, comps in plans]

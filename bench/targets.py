@@ -1,13 +1,16 @@
-"""Performance targets of the ``perf`` suite and their check.
+"""Performance targets of the ``perf`` and ``algorithms`` suites and their check.
 
-A target is a bound on the ratio of two competitors' step times on the cases
-it selects (by number of spatial axes and kernel size).  Unmet targets are
-reported, never raised: the benchmark measures, it does not judge the build.
+A target is a bound on the ratio of two competitors' step times (or peak
+memory) on the cases it selects (by number of spatial axes and kernel size,
+or by listing them).  Unmet targets are reported, never raised: the benchmark
+measures, it does not judge the build.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional
+from typing import List, Optional, Tuple
+
+from .competitors import BEST
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,7 +20,8 @@ class Target:
     Attributes
     ----------
     numerator, denominator : str
-        Competitor keys (see :data:`bench.competitors.COMPETITORS`).
+        Competitor keys (see :data:`bench.competitors.COMPETITORS`), or
+        :data:`~bench.competitors.BEST`, the fastest of fftconv's own algorithms.
     bound : float
     at_least : bool
         True for ``ratio >= bound`` (a speed-up), False for ``ratio <= bound``.
@@ -25,6 +29,10 @@ class Target:
         Only cases with this many spatial axes (None: all).
     min_kernel, max_kernel : int or None
         Only cases whose kernel size lies in this closed range.
+    cases : tuple of Case
+        Only these cases (empty: no such restriction).
+    memory : bool
+        Bound the ratio of peak memory instead of time.
     """
 
     numerator: str
@@ -34,11 +42,13 @@ class Target:
     ndim: Optional[int] = None
     min_kernel: Optional[int] = None
     max_kernel: Optional[int] = None
+    cases: Tuple = ()
+    memory: bool = False
 
     @property
     def figure(self) -> str:
-        """E.g. ``"torch/fft"``."""
-        return f"{self.numerator}/{self.denominator}"
+        """E.g. ``"torch/fft"``, ``"peak MB overlap_add/fft"``."""
+        return f"{'peak MB ' if self.memory else ''}{self.numerator}/{self.denominator}"
 
     @property
     def requirement(self) -> str:
@@ -48,7 +58,13 @@ class Target:
         k = case.kernel_size
         return ((self.ndim is None or case.ndim == self.ndim)
                 and (self.min_kernel is None or k >= self.min_kernel)
-                and (self.max_kernel is None or k <= self.max_kernel))
+                and (self.max_kernel is None or k <= self.max_kernel)
+                and (not self.cases or case in self.cases))
+
+    def value(self, result) -> Optional[float]:
+        """The ratio this target bounds, in a :class:`~bench.runner.CaseResult`."""
+        ratio = result.memory_ratio if self.memory else result.ratio
+        return ratio(self.numerator, self.denominator)
 
     def met(self, ratio: float) -> bool:
         return ratio >= self.bound if self.at_least else ratio <= self.bound
@@ -70,6 +86,21 @@ PERF_TARGETS = (
 )
 
 
+def algorithm_targets(overlap_cases: tuple, direct_case) -> tuple:
+    """Targets of the ``algorithms`` suite.
+
+    ``auto`` within 1.2x of the fastest of fftconv's own algorithms on every
+    case; on ``overlap_cases`` overlap-add faster than the FFT path and at most
+    half its peak memory; on ``direct_case`` the direct path within 2x of PyTorch.
+    """
+    return (
+        Target("auto", BEST, 1.2, at_least=False),
+        Target("overlap_add", "fft", 1.0, at_least=False, cases=overlap_cases),
+        Target("overlap_add", "fft", 0.5, at_least=False, cases=overlap_cases, memory=True),
+        Target("direct", "torch", 2.0, at_least=False, cases=(direct_case,)),
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class TargetCheck:
     """One target on one case: the measured ratio (None if a side was skipped)."""
@@ -87,5 +118,5 @@ class TargetCheck:
 
 def check_targets(targets, results) -> List[TargetCheck]:
     """Every (target, case result) pair the target applies to, in target order."""
-    return [TargetCheck(t, r.case.name, r.ratio(t.numerator, t.denominator))
+    return [TargetCheck(t, r.case.name, t.value(r))
             for t in targets for r in results if t.applies_to(r.case)]

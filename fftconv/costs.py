@@ -29,23 +29,29 @@ import numpy as np
 from .geometry import ConvGeometry, next_fast_length
 
 #: Seconds per unit of work.  Fitted by ``python -m bench.calibrate`` (non-negative
-#: least squares on the relative error of 35 float32 layers, 1-D to 3-D, timed
-#: with all three algorithms, 2 threads, on the 2-core AMD EPYC reference VM with
-#: pyFFTW 0.15 and OpenBLAS 0.3.31).  The fit folds per-element costs into the
-#: terms that explain them best (e.g. ``spectrum_mac`` came out 0: the products
-#: are priced by their memory traffic), so read them as a model, not as
-#: hardware rates.  With these rates the model picked the measured-fastest
-#: algorithm on 89% of the calibration layers (83% with the first guesses).
+#: least squares on the relative error of 36 float32 layers, 1-D to 3-D, timed
+#: with all three algorithms and, on large inputs, overlap-add with several
+#: tiles; 2 threads, on the 2-core AMD EPYC reference VM with pyFFTW 0.15 and
+#: OpenBLAS 0.3.31).  The fit folds per-element costs into the terms that
+#: explain them best (``spectrum_mac`` and ``signal_element`` came out 0: the
+#: products are priced by their memory traffic), so read them as a model, not
+#: as hardware rates.  With these rates the model picked the measured-fastest
+#: algorithm on 92% of the calibration layers.
 RATES = {
-    "call": 6.2e-05,
-    "direct_element": 2.25e-10,
-    "direct_offset": 5.18e-06,
-    "fft_element_log": 8.38e-11,
-    "gemm_flop": 1.82e-12,
+    "call": 7.74e-05,
+    "direct_element": 1.83e-10,
+    "direct_offset": 2.91e-06,
+    "fft_element_log": 1.7e-10,
+    "gemm_flop": 1.44e-12,
     "signal_element": 0.0,
-    "spectrum_element": 3.91e-09,
+    "spectrum_element": 3.07e-09,
     "spectrum_mac": 0.0,
 }
+
+#: Overlap-add takes the smallest tile whose estimated cost is within this
+#: factor of the cheapest tile's: memory bounded by the tile is the point of
+#: tiling, and the estimates are not sharper than this.
+TILE_COST_SLACK = 1.1
 
 Work = Dict[str, float]
 
@@ -130,14 +136,15 @@ def tile_candidates(geom: ConvGeometry, per_axis: int) -> list:
 
 
 def best_tile(geom: ConvGeometry, dtype) -> Tuple[Tuple[int, ...], float]:
-    """The output tile with the lowest estimated overlap-add cost, and that cost."""
+    """The overlap-add output tile to use, and its estimated cost: the smallest
+    tile (in samples) within :data:`TILE_COST_SLACK` of the cheapest."""
     per_axis = 8 if geom.ndim <= 2 else 5 if geom.ndim == 3 else 3
-    best = None
-    for tile in itertools.product(*tile_candidates(geom, per_axis)):
-        cost = seconds(overlap_add_work(geom, dtype, tile))
-        if best is None or cost < best[1]:
-            best = (tuple(tile), cost)
-    return best
+    priced = [(seconds(overlap_add_work(geom, dtype, tile)), tuple(tile))
+              for tile in itertools.product(*tile_candidates(geom, per_axis))]
+    cheapest = min(cost for cost, _ in priced)
+    cost, tile = min((math.prod(t), c, t) for c, t in priced
+                     if c <= TILE_COST_SLACK * cheapest)[1:]
+    return tile, cost
 
 
 def estimates(geom: ConvGeometry, dtype) -> Dict[str, float]:
