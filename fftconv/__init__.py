@@ -7,9 +7,12 @@
 
 Modules, one per kind of work: ``checks`` (arguments), ``geometry`` (integer
 padding/size/crop arithmetic), ``transforms`` (the only FFT calls),
-``contraction`` (channel sums per frequency), ``fftpath`` (the FFT algorithm),
-``direct`` (the spatial-domain algorithm), ``planner`` (plans and caches),
-``config`` (backend, threads, FFTW effort) and ``api`` (the public functions).
+``contraction`` (channel sums per frequency), ``resampling`` (stride and
+dilation on spectra), ``fftpath`` (the FFT algorithm), ``overlap_add``
+(tiling), ``direct`` (the spatial-domain algorithm), ``costs`` (the cost
+model), ``selection`` (``algorithm="auto"``), ``planner`` (plans and caches),
+``wisdom`` (FFTW wisdom), ``config`` (settings) and ``api`` (the public
+functions).
 """
 from . import direct
 from .api import backward, forward, plan
