@@ -29,7 +29,8 @@ LAYERS = (
     + [((1, 4, n, n, n), (4, 4, k, k, k)) for n, k in itertools.product((12, 28), (1, 3, 7))]
     + [((8, 16, 128, 128), (16, 16, k, k)) for k in (3, 15)]
     + [((1, 4, 1 << 18), (4, 4, 65)), ((1, 1, 1024, 1024), (1, 1, 9, 9)),
-       ((2, 4, 256, 256), (4, 4, 5, 5))]
+       ((2, 4, 256, 256), (4, 4, 5, 5)), ((1, 4, 1 << 20), (4, 4, 65)),
+       ((1, 1, 2048, 2048), (1, 1, 9, 9))]
 )
 #: Overlap-add is also timed with these explicit tiles (besides the model's
 #: choice), so that the fit sees small tiles, which the model rarely picks.

@@ -9,7 +9,8 @@ replaces estimates by timings.
 * ``direct``: ``3 * 2 * N * C_out * Cg * prod(out) * prod(k)`` GEMM flops,
   plus, per kernel offset and pass, a patch copy of ``N * C * prod(out)``
   elements and a fixed overhead.
-* ``fft``: six batched transforms (``rows * L * log2(L)`` each, halved for
+* ``fft``: a fixed cost per pass (six transform calls, the products'
+  Python loop), six batched transforms (``rows * L * log2(L)`` each, halved for
   real data), the per-frequency channel products (complex multiply-adds plus
   the spectrum traffic of transposes and folds), and copying operands in and
   results out.
@@ -29,22 +30,24 @@ import numpy as np
 from .geometry import ConvGeometry, next_fast_length
 
 #: Seconds per unit of work.  Fitted by ``python -m bench.calibrate`` (non-negative
-#: least squares on the relative error of 36 float32 layers, 1-D to 3-D, timed
+#: least squares on the relative error of 38 float32 layers, 1-D to 3-D, timed
 #: with all three algorithms and, on large inputs, overlap-add with several
 #: tiles; 2 threads, on the 2-core AMD EPYC reference VM with pyFFTW 0.15 and
 #: OpenBLAS 0.3.31).  The fit folds per-element costs into the terms that
 #: explain them best (``spectrum_mac`` and ``signal_element`` came out 0: the
 #: products are priced by their memory traffic), so read them as a model, not
 #: as hardware rates.  With these rates the model picked the measured-fastest
-#: algorithm on 92% of the calibration layers.
+#: algorithm on 95% of the calibration layers.
 RATES = {
-    "call": 7.74e-05,
-    "direct_element": 1.83e-10,
-    "direct_offset": 2.91e-06,
-    "fft_element_log": 1.7e-10,
-    "gemm_flop": 1.44e-12,
+    "call": 4.76e-05,
+    "direct_element": 2.2e-10,
+    "direct_offset": 3.08e-06,
+    "fft_call": 1.35e-04,
+    "fft_element_log": 2.85e-10,
+    "fft_large_element_log": 2.48e-10,
+    "gemm_flop": 0.0,
     "signal_element": 0.0,
-    "spectrum_element": 3.07e-09,
+    "spectrum_element": 1.78e-09,
     "spectrum_mac": 0.0,
 }
 
@@ -87,9 +90,16 @@ def direct_work(geom: ConvGeometry, dtype) -> Work:
             "direct_offset": 3.0 * taps, "call": 3.0}
 
 
-def _transform_work(rows: int, grid, real: bool) -> float:
+#: Transforms of more points than this run out of cache and cost more per
+#: point (``fft_large_element_log``): 2**18 complex64 points are 2 MiB, about
+#: the L2 + L3 share of one core on the reference VM.
+LARGE_TRANSFORM = 1 << 18
+
+
+def _transform_work(rows: int, grid, real: bool) -> Work:
     size = math.prod(grid)
-    return rows * size * max(math.log2(size), 1.0) * (0.5 if real else 1.0)
+    units = rows * size * max(math.log2(size), 1.0) * (0.5 if real else 1.0)
+    return {"fft_large_element_log" if size > LARGE_TRANSFORM else "fft_element_log": units}
 
 
 def fft_work(geom: ConvGeometry, dtype, weight_transforms: bool = True,
@@ -99,16 +109,18 @@ def fft_work(geom: ConvGeometry, dtype, weight_transforms: bool = True,
     g, p = geom, _precision(dtype)
     x_rows, y_rows = g.batch * g.in_channels, g.batch * g.out_channels
     w_rows = g.out_channels * (g.in_channels // g.groups)
-    transforms = ((1 + input_transforms) * _transform_work(x_rows, g.fft_shape, g.real)
-                  + 2 * _transform_work(y_rows, g.stride_fft_shape, g.real)
-                  + (2 * _transform_work(w_rows, g.dilation_fft_shape, g.real)
-                     if weight_transforms else 0.0))
+    transforms = {k: v * (1 + input_transforms) for k, v in
+                  _transform_work(x_rows, g.fft_shape, g.real).items()}
+    transforms = _add(transforms, _transform_work(y_rows, g.stride_fft_shape, g.real), scale=2)
+    if weight_transforms:
+        transforms = _add(transforms, _transform_work(w_rows, g.dilation_fft_shape, g.real),
+                          scale=2)
     f = g.spectrum_size
-    return {"fft_element_log": transforms * p,
-            "spectrum_mac": 3.0 * f * g.batch * g.out_channels * (g.in_channels // g.groups) * p,
+    work = {"spectrum_mac": 3.0 * f * g.batch * g.out_channels * (g.in_channels // g.groups) * p,
             "spectrum_element": f * (3 * x_rows + 3 * y_rows + 2 * w_rows) * p,
             "signal_element": (2 * x_rows + 2 * y_rows) * math.prod(g.fft_shape) * p,
-            "call": 3.0}
+            "call": 3.0, "fft_call": 3.0}
+    return _add(work, transforms, scale=p)
 
 
 def overlap_add_work(geom: ConvGeometry, dtype, tile) -> Work:
@@ -118,9 +130,9 @@ def overlap_add_work(geom: ConvGeometry, dtype, tile) -> Work:
     n_tiles = math.prod(-(-o // b) for o, b in zip(geom.out_size, tile))
     per_tile = fft_work(tg, dtype, weight_transforms=False, input_transforms=2)
     w_rows = tg.out_channels * (tg.in_channels // tg.groups)
-    weights = {"fft_element_log": 2 * _transform_work(w_rows, tg.dilation_fft_shape, tg.real)
-               * _precision(dtype)}
-    return _add({k: v * n_tiles for k, v in per_tile.items()}, weights)
+    weights = _transform_work(w_rows, tg.dilation_fft_shape, tg.real)
+    return _add({k: v * n_tiles for k, v in per_tile.items()}, weights,
+                scale=2 * _precision(dtype))
 
 
 def tile_candidates(geom: ConvGeometry, per_axis: int) -> list:
