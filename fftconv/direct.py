@@ -81,6 +81,15 @@ def weight_grad(dy: np.ndarray, x: np.ndarray, geom: ConvGeometry) -> np.ndarray
     return (_flat_weight_grad if _flat(geom) else _patch_weight_grad)(dy, x, geom)
 
 
+def gradients(dy: np.ndarray, x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> tuple:
+    """``(dx, dw)``; with flat shifts, ``dy`` is embedded in the padded grid once for both."""
+    if not _flat(geom):
+        return _patch_input_grad(dy, w, geom), _patch_weight_grad(dy, x, geom)
+    strides, length, _ = _flat_layout(geom)
+    dy_flat = _embedded_dy(dy, geom, strides, length)
+    return (_flat_input_grad(dy, w, geom, dy_flat), _flat_weight_grad(dy, x, geom, dy_flat))
+
+
 def _flat(geom: ConvGeometry) -> bool:
     return all(s == 1 for s in geom.stride)
 
@@ -117,10 +126,12 @@ def _flat_forward(x, w, geom):
     strides, length, offsets = _flat_layout(geom)
     xf = _flat_input(x, geom)
     wg = _grouped_kernel(_oriented(w, geom), g)
-    acc = np.zeros(xf.shape[:2] + (wg.shape[1], length), np.result_type(x, w))
+    acc = np.empty(xf.shape[:2] + (wg.shape[1], length), np.result_type(x, w))
     term = np.empty_like(acc)
-    for j, off in offsets:
-        acc += np.matmul(wg[(Ellipsis,) + j], xf[..., off:off + length], out=term)
+    for i, (j, off) in enumerate(offsets):
+        product = np.matmul(wg[(Ellipsis,) + j], xf[..., off:off + length], out=term if i else acc)
+        if i:
+            acc += product
     y = _on_grid(acc, geom, strides).copy()  # a copy: the view may alias acc contiguously
     return y.reshape((geom.batch, geom.out_channels) + geom.out_size)
 
@@ -137,10 +148,11 @@ def _embedded_dy(dy, geom, strides, length) -> np.ndarray:
     return emb
 
 
-def _flat_input_grad(dy, w, geom):
+def _flat_input_grad(dy, w, geom, dy_flat=None):
     g = geom.groups
     strides, length, offsets = _flat_layout(geom)
-    dy_flat = _embedded_dy(dy, geom, strides, length)
+    if dy_flat is None:
+        dy_flat = _embedded_dy(dy, geom, strides, length)
     wg = _grouped_kernel(np.conj(_oriented(w, geom)), g)
     n, c = geom.batch, geom.in_channels
     dxpad = np.zeros((n, g, c // g, prod(geom.padded_size)), np.result_type(dy, w))
@@ -152,16 +164,19 @@ def _flat_input_grad(dy, w, geom):
     return np.ascontiguousarray(dxpad[(Ellipsis,) + geom.dx_crop])
 
 
-def _flat_weight_grad(dy, x, geom):
+def _flat_weight_grad(dy, x, geom, dy_flat=None):
     g = geom.groups
     strides, length, offsets = _flat_layout(geom)
-    dy_flat = _embedded_dy(dy, geom, strides, length)
-    xf = _flat_input(np.conj(x), geom)
+    if dy_flat is None:
+        dy_flat = _embedded_dy(dy, geom, strides, length)
+    xf = _flat_input(np.conj(x) if x.dtype.kind == "c" else x, geom)
     dw = np.empty((g, geom.out_channels // g, geom.in_channels // g) + geom.kernel,
                   np.result_type(dy, x))
     for j, off in offsets:
-        per_sample = np.matmul(dy_flat, xf[..., off:off + length].swapaxes(-1, -2))
-        dw[(Ellipsis,) + j] = per_sample.sum(axis=0)
+        # (x_slice @ dy^T)^T: BLAS streams the long x slice as a row-major operand,
+        # 2.5x faster than dy @ x_slice^T here (2-D N=8, 16 ch, 128^2: 5.7 vs 14.5 ms)
+        per_sample = np.matmul(xf[..., off:off + length], dy_flat.swapaxes(-1, -2))
+        dw[(Ellipsis,) + j] = per_sample.sum(axis=0).swapaxes(-1, -2)
     dw = dw.reshape((geom.out_channels,) + dw.shape[2:])
     return np.ascontiguousarray(_oriented(dw, geom))
 
@@ -197,7 +212,7 @@ def _patch_input_grad(dy: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.n
 def _patch_weight_grad(dy: np.ndarray, x: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     """``dw``: correlate ``dy`` with each window of ``conj(x)``, summed over the batch."""
     g = geom.groups
-    xpad = _padded_channels_first(np.conj(x), geom)
+    xpad = _padded_channels_first(np.conj(x) if x.dtype.kind == "c" else x, geom)
     dyt = _channels_first(dy, g).reshape(g, dy.shape[1] // g, -1)
     rows = dyt.shape[-1]
     dw = np.empty((g, dyt.shape[1], geom.in_channels // g) + geom.kernel,

@@ -287,6 +287,6 @@ class Plan:
         if g.batch == 0:
             return np.zeros(g.x_shape, self.compute_dtype), np.zeros(g.w_shape, self.compute_dtype), db
         if self._engine is None:
-            return direct.input_grad(dy, self._w, g), direct.weight_grad(dy, self._x, g), db
+            return direct.gradients(dy, self._x, self._w, g) + (db,)
         dx, dw = self._engine.backward(dy, self._x, self._k, self._x_spec)
         return dx, dw, db
