@@ -11,8 +11,6 @@ with a :class:`ChoiceCacheWarning`, never fatal.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 import time
 import warnings
@@ -93,12 +91,8 @@ class ChoiceStore:
             self._choices[key] = entry
             path = self._path()
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".choices-", suffix=".tmp")
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump({"format": FORMAT_VERSION, "fftconv": _version(),
-                               "choices": self._choices}, f)
-                os.replace(tmp, path)
+                wisdom.write_json(path, {"format": FORMAT_VERSION, "fftconv": _version(),
+                                         "choices": self._choices})
             except OSError as exc:
                 warnings.warn(f"fftconv: could not save algorithm choices to {path}: {exc}",
                               ChoiceCacheWarning, stacklevel=4)

@@ -88,22 +88,31 @@ def load_once() -> bool:
         return any(ok)
 
 
+def write_json(path: Path, data) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (temporary file, then rename),
+    so a reader never sees half a file.  Raises ``OSError``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def save() -> None:
     """Export FFTW's current wisdom to the cache file (atomically); warn on failure."""
     import pyfftw
     path = wisdom_path()
     with _lock:
-        text = json.dumps({"format": FORMAT_VERSION, "pyfftw": _pyfftw_version(),
-                           "wisdom": [w.decode("ascii") for w in pyfftw.export_wisdom()]})
+        data = {"format": FORMAT_VERSION, "pyfftw": _pyfftw_version(),
+                "wisdom": [w.decode("ascii") for w in pyfftw.export_wisdom()]}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".wisdom-", suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="ascii") as f:
-                f.write(text)
-            os.replace(tmp, path)
+            write_json(path, data)
         except OSError as exc:
-            if "tmp" in locals() and os.path.exists(tmp):
-                os.unlink(tmp)
             warnings.warn(f"fftconv: could not save FFTW wisdom to {path}: {exc}", WisdomWarning,
                           stacklevel=3)
 
