@@ -104,7 +104,8 @@ def engine_for(func: str, geom: ConvGeometry, dtype, algorithm: str, settings: S
     """A shared engine from :data:`ENGINE_CACHE` for the stateless functions."""
     if geom.batch == 0 or algorithm == "direct":
         return None
-    chunk = choose_chunk(func, geom, dtype, settings.max_workspace_bytes)
+    chunk = (choose_chunk(func, geom, dtype, settings.max_workspace_bytes)
+             if algorithm == "fft" else None)
     key = (algorithm, geom, np.dtype(dtype).str, settings, chunk, tile)
     return ENGINE_CACHE.get(key, lambda: build_engine(func, geom, dtype, algorithm, settings,
                                                       settings.max_workspace_bytes, tile))
