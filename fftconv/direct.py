@@ -71,16 +71,6 @@ def forward(x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     return (_flat_forward if _flat(geom) else _patch_forward)(x, w, geom)
 
 
-def input_grad(dy: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
-    """``dx`` of shape ``(N, C_in, *in)``: the adjoint of :func:`forward` in ``x``."""
-    return (_flat_input_grad if _flat(geom) else _patch_input_grad)(dy, w, geom)
-
-
-def weight_grad(dy: np.ndarray, x: np.ndarray, geom: ConvGeometry) -> np.ndarray:
-    """``dw`` of shape ``(C_out, Cg, *kernel)``, summed over the batch."""
-    return (_flat_weight_grad if _flat(geom) else _patch_weight_grad)(dy, x, geom)
-
-
 def gradients(dy: np.ndarray, x: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> tuple:
     """``(dx, dw)``; with flat shifts, ``dy`` is embedded in the padded grid once for both."""
     if not _flat(geom):

@@ -196,7 +196,7 @@ class FFTEngine:
         return self._spectrum("dy", dy_rows, self.geom.dy_placement)
 
     # -- the passes -------------------------------------------------------------------
-    def _kept_x(self) -> np.ndarray:
+    def _kept_x_buffer(self) -> np.ndarray:
         """The buffer (allocated on first use) that keeps ``X`` frequency-major
         between the passes of an unchunked engine."""
         if "x kept" not in self._unfolded:
@@ -213,7 +213,7 @@ class FFTEngine:
         y = np.empty(self.geom.y_shape, self.dtype)
         for rows in self.chunks():
             self.forward_piece(x[rows], k, out=y[rows], keep_x=keep_x)
-        return y, (self._kept_x() if keep_x else None)
+        return y, (self._kept_x_buffer() if keep_x else None)
 
     def backward(self, dy: np.ndarray, x: np.ndarray, k: np.ndarray,
                  x_spec: Optional[np.ndarray] = None) -> tuple:
@@ -232,7 +232,7 @@ class FFTEngine:
         g = self.geom
         product = self._product_buffer("y")
         contraction.forward_product(self.x_spectrum(x_piece), k, g.groups, out=product,
-                                    x_keep=self._kept_x() if keep_x else None)
+                                    x_keep=self._kept_x_buffer() if keep_x else None)
         self._deliver("y", product)
         self._transform("y")(g.y_crop, rows=out.shape[0], out=out)
 

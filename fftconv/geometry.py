@@ -80,6 +80,12 @@ def resolve_padding(padding, n: Tuple[int, ...], k: Tuple[int, ...],
     return tuple((p, p) if isinstance(p, int) else (p[0], p[1]) for p in padding)
 
 
+def half_spectrum_shape(fft_shape, real: bool) -> Tuple[int, ...]:
+    """Spectrum shape of a transform: the last axis halved (``L//2 + 1``) for real input."""
+    fft_shape = tuple(fft_shape)
+    return fft_shape[:-1] + (fft_shape[-1] // 2 + 1,) if real else fft_shape
+
+
 def output_length(n: int, lo: int, hi: int, k: int, s: int, d: int) -> int:
     """``(n + lo + hi - ke) // s + 1``; may be < 1, which callers reject."""
     return (n + lo + hi - effective_kernel(k, d)) // s + 1
@@ -209,10 +215,7 @@ class ConvGeometry:
     @property
     def spectrum_shape(self) -> Tuple[int, ...]:
         """Shape of one spectrum: halved last axis for real-to-complex transforms."""
-        shape = self.fft_shape
-        if self.real:
-            shape = shape[:-1] + (shape[-1] // 2 + 1,)
-        return shape
+        return half_spectrum_shape(self.fft_shape, self.real)
 
     @property
     def spectrum_size(self) -> int:

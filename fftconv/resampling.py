@@ -47,13 +47,18 @@ def _full_bins(spec: np.ndarray, axis: int, full_len: int, bins: np.ndarray,
     return out
 
 
-def tile(spec: np.ndarray, coarse, fine, real: bool, axis0: int) -> np.ndarray:
-    """Spectrum on grid ``fine`` of a signal zero-upsampled from grid ``coarse``."""
+def _changed_axes(coarse, fine, real: bool, axis0: int):
+    """``(axis, coarse length, fine length, half)`` for every axis whose grids differ;
+    ``half`` marks the halved last axis of a real signal's spectrum."""
     last = axis0 + len(coarse) - 1
     for axis, (m, n) in enumerate(zip(coarse, fine), start=axis0):
-        if m == n:
-            continue
-        half = real and axis == last
+        if m != n:
+            yield axis, m, n, real and axis == last
+
+
+def tile(spec: np.ndarray, coarse, fine, real: bool, axis0: int) -> np.ndarray:
+    """Spectrum on grid ``fine`` of a signal zero-upsampled from grid ``coarse``."""
+    for axis, m, n, half in _changed_axes(coarse, fine, real, axis0):
         bins = np.arange(n // 2 + 1 if half else n) % m
         spec = _full_bins(spec, axis, m, bins, half, axis0)
     return spec
@@ -61,11 +66,7 @@ def tile(spec: np.ndarray, coarse, fine, real: bool, axis0: int) -> np.ndarray:
 
 def fold(spec: np.ndarray, fine, coarse, real: bool, axis0: int) -> np.ndarray:
     """Spectrum on grid ``coarse`` of the signal of ``spec`` decimated to ``coarse``."""
-    last = axis0 + len(coarse) - 1
-    for axis, (n, m) in enumerate(zip(fine, coarse), start=axis0):
-        if m == n:
-            continue
-        half = real and axis == last
+    for axis, m, n, half in _changed_axes(coarse, fine, real, axis0):
         if not half:
             shape = spec.shape
             spec = spec.reshape(shape[:axis] + (n // m, m) + shape[axis + 1:]).mean(axis=axis)

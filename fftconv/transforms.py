@@ -37,17 +37,12 @@ import scipy.fft
 
 from . import wisdom
 from .config import Settings
+from .geometry import half_spectrum_shape
 
 COMPLEX_OF = {np.dtype(np.float32): np.dtype(np.complex64),
               np.dtype(np.float64): np.dtype(np.complex128),
               np.dtype(np.complex64): np.dtype(np.complex64),
               np.dtype(np.complex128): np.dtype(np.complex128)}
-
-
-def spectrum_shape(fft_shape, real: bool) -> tuple:
-    """Half-spectrum on the last axis for real input, full spectrum otherwise."""
-    fft_shape = tuple(fft_shape)
-    return fft_shape[:-1] + (fft_shape[-1] // 2 + 1,) if real else fft_shape
 
 
 def signal_bytes(batch: int, fft_shape, dtype) -> int:
@@ -58,7 +53,7 @@ def signal_bytes(batch: int, fft_shape, dtype) -> int:
 def spectrum_bytes(batch: int, fft_shape, dtype) -> int:
     """Bytes of one spectrum buffer for ``batch`` signals of ``dtype``."""
     dtype = np.dtype(dtype)
-    return batch * prod(spectrum_shape(fft_shape, dtype.kind == "f")) * COMPLEX_OF[dtype].itemsize
+    return batch * prod(half_spectrum_shape(fft_shape, dtype.kind == "f")) * COMPLEX_OF[dtype].itemsize
 
 
 def _empty(shape, dtype, backend: str) -> np.ndarray:
@@ -101,7 +96,7 @@ class _Transform:
         self.settings = settings
         self.calls = 0
         self.signal = _empty(self.batch_shape + self.fft_shape, self.dtype, settings.backend)
-        spec_shape = spectrum_shape(fft_shape, self.real)
+        spec_shape = half_spectrum_shape(fft_shape, self.real)
         spec_shape = (spec_shape + self.batch_shape if self.frequency_major
                       else self.batch_shape + spec_shape)
         self.spectrum = _empty(spec_shape, COMPLEX_OF[self.dtype], settings.backend)

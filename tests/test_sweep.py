@@ -168,20 +168,15 @@ REAL_CASES = [pytest.param(c, id=_cfg_id(c)) for c in CONFIGS]
 COMPLEX_CASES = [pytest.param(c, id=_cfg_id(c)) for c in CONFIGS[::3]]
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("c", REAL_CASES)
-def test_sweep_real(c, dtype, algorithm):
-    x, w, b, dy, y_ref, g_ref = _case(c["idx"], dtype)
-    y = fftconv.forward(x, w, b, algorithm=algorithm, **_kwargs(c))
-    grads = fftconv.backward(dy, x, w, algorithm=algorithm, **_kwargs(c))
-    _check(c, dtype, y, grads, y_ref, g_ref)
+SWEEP = ([pytest.param(c.values[0], dt, id=f"{c.id}-{dt}") for c in REAL_CASES
+          for dt in ("float64", "float32")]
+         + [pytest.param(c.values[0], dt, id=f"{c.id}-{dt}") for c in COMPLEX_CASES
+            for dt in ("complex128", "complex64")])
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-@pytest.mark.parametrize("dtype", ["complex128", "complex64"])
-@pytest.mark.parametrize("c", COMPLEX_CASES)
-def test_sweep_complex(c, dtype, algorithm):
+@pytest.mark.parametrize("c, dtype", SWEEP)
+def test_sweep(c, dtype, algorithm):
     x, w, b, dy, y_ref, g_ref = _case(c["idx"], dtype)
     y = fftconv.forward(x, w, b, algorithm=algorithm, **_kwargs(c))
     grads = fftconv.backward(dy, x, w, algorithm=algorithm, **_kwargs(c))
