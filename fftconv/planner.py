@@ -257,10 +257,15 @@ class Plan:
 
         ``copy=False`` keeps references instead of private copies; only for a
         plan used once.  An unchunked FFT plan keeps the spectrum of ``x``
-        (set by :meth:`run_forward`) instead of ``x`` itself.
+        (set by :meth:`run_forward`) instead of ``x`` itself; the direct path
+        keeps ``x`` zero-padded, which is a new array in any case.
         """
-        keep_x = self._engine is None or not self._engine.keeps_x_spectrum
-        self._x = x if not copy else (x.copy() if keep_x else None)
+        if self._engine is None:
+            self._x = direct.prepare(x, self.geometry)  # a new array: no copy needed
+        elif not copy:
+            self._x = x
+        else:
+            self._x = None if self._engine.keeps_x_spectrum else x.copy()
         self._x_spec = None
         if self._engine is None:
             self._w = w.copy() if copy else w
@@ -276,7 +281,7 @@ class Plan:
         if g.batch == 0:
             return np.zeros(g.y_shape, self.compute_dtype)
         if self._engine is None:
-            y = direct.forward(x, w, g)
+            y = direct.forward(self._x, w, g)
         else:
             y, self._x_spec = self._engine.forward(x, self._k, keep_x=for_backward)
         return add_bias(y, b)
