@@ -7,8 +7,9 @@ with :data:`RATES`, calibrated on this project's reference machine;
 replaces estimates by timings.
 
 * ``direct``: ``3 * 2 * N * C_out * Cg * prod(out) * prod(k)`` GEMM flops,
-  plus, per kernel offset and pass, a patch copy of ``N * C * prod(out)``
-  elements and a fixed overhead.
+  the elements copied and accumulated (stacked operands and per-tap sums for
+  stride 1, :func:`fftconv.direct.flat_work`; patch copies otherwise) and a
+  fixed overhead per GEMM call.
 * ``fft``: a fixed cost per pass (six transform calls, the products'
   Python loop), six batched transforms (``rows * L * log2(L)`` each, halved for
   real data), the per-frequency channel products (complex multiply-adds plus
@@ -27,6 +28,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from . import direct
 from .geometry import ConvGeometry, next_fast_length
 
 #: Seconds per unit of work.  Fitted by ``python -m bench.calibrate`` (non-negative
@@ -37,17 +39,18 @@ from .geometry import ConvGeometry, next_fast_length
 #: explain them best (``spectrum_mac`` and ``signal_element`` came out 0: the
 #: products are priced by their memory traffic), so read them as a model, not
 #: as hardware rates.  With these rates the model picked the measured-fastest
-#: algorithm on all 38 calibration layers.
+#: algorithm on 95% of the calibration layers (71% with the rates fitted
+#: before the direct path stacked its taps).
 RATES = {
-    "call": 4.69e-05,
-    "direct_element": 1.89e-10,
-    "direct_offset": 3.31e-06,
-    "fft_call": 1.11e-04,
-    "fft_element_log": 2.25e-10,
-    "fft_large_element_log": 3.75e-10,
-    "gemm_flop": 2.03e-13,
+    "call": 5.07e-05,
+    "direct_element": 3.0e-10,
+    "direct_offset": 1.06e-05,
+    "fft_call": 1.40e-04,
+    "fft_element_log": 2.49e-10,
+    "fft_large_element_log": 4.25e-10,
+    "gemm_flop": 8.69e-12,
     "signal_element": 0.0,
-    "spectrum_element": 1.58e-09,
+    "spectrum_element": 1.32e-09,
     "spectrum_mac": 0.0,
 }
 
@@ -85,9 +88,13 @@ def direct_work(geom: ConvGeometry, dtype) -> Work:
     taps, out = math.prod(geom.kernel), math.prod(geom.out_size)
     flops = 6 * geom.batch * geom.out_channels * (geom.in_channels // geom.groups) * out * taps
     flops *= 4 if np.dtype(dtype).kind == "c" else 1
-    copies = 3 * taps * geom.batch * (geom.in_channels + geom.out_channels) * out
-    return {"gemm_flop": flops * p, "direct_element": copies * p,
-            "direct_offset": 3.0 * taps, "call": 3.0}
+    if all(s == 1 for s in geom.stride):
+        elements, calls = direct.flat_work(geom, np.dtype(dtype).itemsize)
+    else:  # patches: a copy in and an accumulation out per tap and pass
+        elements = 3 * taps * geom.batch * (geom.in_channels + geom.out_channels) * out
+        calls = 3 * taps
+    return {"gemm_flop": flops * p, "direct_element": elements * p,
+            "direct_offset": float(calls), "call": 3.0}
 
 
 #: Transforms of more points than this run out of cache and cost more per

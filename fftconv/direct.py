@@ -151,6 +151,12 @@ def _taps(geom: ConvGeometry, channels: int) -> _Taps:
     return _Taps(offsets(lead), offsets(trail), k[:split], k[split:])
 
 
+def _sample_bytes(g: int, c: int, o: int, taps: _Taps, span: int, length: int,
+                  itemsize: int) -> int:
+    """Bytes of one sample's stacked operand and partial outputs in :func:`_correlate`."""
+    return g * (c * len(taps.stacked) * span + 2 * o * length) * itemsize
+
+
 def _chunk(n: int, per_sample_bytes: int) -> int:
     """Samples per batch chunk: as many as fit in :data:`CHUNK_BYTES`, at least one."""
     return max(1, min(n, CHUNK_BYTES // max(per_sample_bytes, 1)))
@@ -249,8 +255,7 @@ def _correlate(src, w: np.ndarray, taps: _Taps, start: int, out: np.ndarray,
     length = _flat_length(out.shape[3:], strides)
     span = length + taps.looped[-1]
     dtype = np.result_type(src.dtype, w) if rows is None else np.result_type(src.dtype, w, rows)
-    chunk = _chunk(n, g * (c * len(taps.stacked) * span + 2 * wl.shape[2] * length)
-                   * dtype.itemsize)
+    chunk = _chunk(n, _sample_bytes(g, c, wl.shape[2], taps, span, length, dtype.itemsize))
     stack = _Stacker(src.reader(chunk), src.shape, src.dtype, taps.stacked, start, span, chunk)
     acc = np.empty((chunk, g, wl.shape[2], length), dtype)
     term = np.empty_like(acc)
@@ -327,6 +332,26 @@ def _weight_grad_layout(dws: np.ndarray, taps: _Taps, geom: ConvGeometry) -> np.
     dw = dw[(Ellipsis,) + (slice(None, None, -1),) * geom.ndim]
     dw = dw.reshape((geom.out_channels, cg) + geom.kernel)
     return np.ascontiguousarray(_oriented(dw, geom))
+
+
+def flat_work(geom: ConvGeometry, itemsize: int) -> tuple:
+    """``(elements, gemm_calls)`` of one flat-shift training step, for the cost
+    model: elements copied into stacked operands, accumulated and cropped out,
+    and GEMM calls (one per looped tap, batch chunk and pass)."""
+    strides, g = _flat_strides(geom), geom.groups
+    c, o = geom.in_channels // g, geom.out_channels // g
+    elements = calls = 0
+    # (source channels, output channels, output box, GEMMs per looped tap):
+    # the forward pass, and the backward pass (dx and dw GEMMs on one operand)
+    for src, dst, size, gemms in ((c, o, geom.out_size, 1), (o, c, geom.in_size, 2)):
+        taps = _taps(geom, src)
+        length = _flat_length(size, strides)
+        span = length + taps.looped[-1]
+        chunk = _chunk(geom.batch, _sample_bytes(g, src, dst, taps, span, length, itemsize))
+        stacked = len(taps.stacked) if len(taps.stacked) > 1 else 0  # 1: a view, no copy
+        elements += geom.batch * g * (src * stacked * span + dst * length * len(taps.looped))
+        calls += gemms * len(taps.looped) * -(-geom.batch // chunk)
+    return elements, calls
 
 
 # -- patches (any stride) ----------------------------------------------------------------
