@@ -141,13 +141,15 @@ def run_sweep(suite, options: Options, plot_path: str):
 def run_decisions(suite, options: Options, csv_path: str) -> bool:
     """Time fftconv's algorithms per case and compare with the cost model's picks."""
     comps = competitors.available(suite.competitors)
-    results = run_cases(suite.cases, comps, dataclasses.replace(options, memory=False),
-                        "decisions")
+    options = dataclasses.replace(options, memory=False)
+    results = run_cases(suite.cases, comps, options, "decisions")
+    retimed = decisions.rematch(results, comps, options)
     found = decisions.decide_all(results, options.dtype)
     print("\ntimes are ms per training step (best); model: algorithm='auto' by the cost model; "
           "slowdown: model's pick over the fastest")
     print(report.decisions_table(results))
-    print()
+    print(f"\n{retimed} near ties (two fastest within {decisions.REMATCH:g}x) were timed "
+          f"again, {decisions.REMATCH_ROUNDS} alternating rounds each")
     for line in report.decisions_summary(decisions.summarise(results),
                                          decisions.AGREEMENT_TARGET, decisions.CLOSE):
         print(line)

@@ -32,26 +32,26 @@ from . import direct
 from .geometry import ConvGeometry, next_fast_length
 
 #: Seconds per unit of work.  Fitted by ``python -m bench.calibrate`` (non-negative
-#: least squares on the relative error of 38 float32 layers, 1-D to 3-D, timed
+#: least squares on the relative error of 41 float32 layers, 1-D to 3-D, timed
 #: with all three algorithms and, on large inputs, overlap-add with several
 #: tiles; 2 threads, on the 2-core AMD EPYC reference VM with pyFFTW 0.15 and
 #: OpenBLAS 0.3.31).  The fit folds per-element costs into the terms that
-#: explain them best (``spectrum_mac`` and ``signal_element`` came out 0: the
-#: products are priced by their memory traffic), so read them as a model, not
-#: as hardware rates.  With these rates the model picked the measured-fastest
-#: algorithm on 95% of the calibration layers (71% with the rates fitted
-#: before the direct path stacked its taps).
+#: explain them best (``signal_element`` came out 0, ``spectrum_mac`` small:
+#: the products are priced mostly by their memory traffic), so read them as a
+#: model, not as hardware rates.  With these rates the model picked the
+#: measured-fastest algorithm on 93% of the calibration layers (the rates
+#: fitted before the direct path stacked its taps: 71%).
 RATES = {
-    "call": 5.07e-05,
-    "direct_element": 3.0e-10,
-    "direct_offset": 1.06e-05,
-    "fft_call": 1.40e-04,
-    "fft_element_log": 2.49e-10,
-    "fft_large_element_log": 4.25e-10,
-    "gemm_flop": 8.69e-12,
+    "call": 4.88e-05,
+    "direct_element": 1.62e-10,
+    "direct_offset": 6.64e-07,
+    "fft_call": 1.41e-04,
+    "fft_element_log": 2.65e-10,
+    "fft_large_element_log": 4.88e-10,
+    "gemm_flop": 4.52e-12,
     "signal_element": 0.0,
-    "spectrum_element": 1.32e-09,
-    "spectrum_mac": 0.0,
+    "spectrum_element": 1.39e-09,
+    "spectrum_mac": 5.64e-11,
 }
 
 #: Overlap-add's estimate is multiplied by this: per-tile Python work and window

@@ -335,22 +335,30 @@ def _weight_grad_layout(dws: np.ndarray, taps: _Taps, geom: ConvGeometry) -> np.
 
 
 def flat_work(geom: ConvGeometry, itemsize: int) -> tuple:
-    """``(elements, gemm_calls)`` of one flat-shift training step, for the cost
-    model: elements copied into stacked operands, accumulated and cropped out,
-    and GEMM calls (one per looped tap, batch chunk and pass)."""
-    strides, g = _flat_strides(geom), geom.groups
+    """``(elements, calls)`` of one flat-shift training step, for the cost
+    model: elements copied into stacked operands, read by the GEMMs (their
+    memory traffic, which bounds GEMMs with few output channels), accumulated
+    and cropped out, and calls with a fixed overhead: numpy calls per batch chunk (a copy per
+    stacked tap; per looped tap, a GEMM and a sum forward, and two GEMMs and
+    three sums backward), and the BLAS calls the batched GEMMs make (one per
+    sample and group)."""
+    strides, g, n = _flat_strides(geom), geom.groups, geom.batch
     c, o = geom.in_channels // g, geom.out_channels // g
     elements = calls = 0
-    # (source channels, output channels, output box, GEMMs per looped tap):
-    # the forward pass, and the backward pass (dx and dw GEMMs on one operand)
-    for src, dst, size, gemms in ((c, o, geom.out_size, 1), (o, c, geom.in_size, 2)):
+    # (source channels, output channels, output box, GEMMs and numpy calls per
+    # looped tap): the forward pass, and the backward pass (dx and dw GEMMs)
+    for src, dst, size, gemms, per_tap in ((c, o, geom.out_size, 1, 2),
+                                           (o, c, geom.in_size, 2, 5)):
         taps = _taps(geom, src)
         length = _flat_length(size, strides)
         span = length + taps.looped[-1]
-        chunk = _chunk(geom.batch, _sample_bytes(g, src, dst, taps, span, length, itemsize))
+        chunks = -(-n // _chunk(n, _sample_bytes(g, src, dst, taps, span, length, itemsize)))
         stacked = len(taps.stacked) if len(taps.stacked) > 1 else 0  # 1: a view, no copy
-        elements += geom.batch * g * (src * stacked * span + dst * length * len(taps.looped))
-        calls += gemms * len(taps.looped) * -(-geom.batch // chunk)
+        depth = src * len(taps.stacked)  # rows of the stacked operand each GEMM reads
+        elements += n * g * (src * stacked * span
+                             + (dst + gemms * depth) * length * len(taps.looped))
+        calls += chunks * (stacked + per_tap * len(taps.looped))
+        calls += gemms * len(taps.looped) * n * g
     return elements, calls
 
 
