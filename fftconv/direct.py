@@ -60,9 +60,14 @@ def _batch_first(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(a, 2, 0)).reshape((n, g * cg) + a.shape[3:])
 
 
+def _flipped(a: np.ndarray, ndim: int) -> np.ndarray:
+    """``a`` reversed on its last ``ndim`` (spatial) axes, a view."""
+    return a[(Ellipsis,) + (slice(None, None, -1),) * ndim]
+
+
 def _oriented(w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     """The kernel as correlated: flipped on every spatial axis for ``flip_kernel``."""
-    return w[(Ellipsis,) + (slice(None, None, -1),) * geom.ndim] if geom.flip_kernel else w
+    return _flipped(w, geom.ndim) if geom.flip_kernel else w
 
 
 def _grouped_kernel(w: np.ndarray, groups: int) -> np.ndarray:
@@ -198,7 +203,7 @@ class _FlatArray:
 class _ShiftedDy:
     """``dy`` on the padded grid at flat offset ``M`` (:func:`_max_offset`), zeros
     elsewhere: a flat source ``(N, G, Og, M + prod(padded))`` that is never
-    built whole.  Each worker embeds its chunks into one reused buffer."""
+    built whole: each batch chunk is embedded into one reused buffer."""
 
     def __init__(self, dy: np.ndarray, geom: ConvGeometry):
         g = geom.groups
@@ -210,10 +215,8 @@ class _ShiftedDy:
     def reader(self, chunk: int):
         """``read(n0, n1)``: samples ``n0:n1`` embedded (zeros stay zero between chunks)."""
         buffer = np.zeros((chunk,) + self.shape[1:], self.dtype)
-        item = buffer.itemsize
-        slots = np.lib.stride_tricks.as_strided(
-            buffer[..., self.offset:], shape=buffer.shape[:3] + self.dy.shape[3:],
-            strides=buffer.strides[:3] + tuple(st * item for st in self.strides))
+        slots = _on_grid(buffer[..., self.offset:], self.dy.shape[3:], self.strides,
+                         writeable=True)
 
         def read(n0, n1):
             slots[:n1 - n0] = self.dy[n0:n1]
@@ -222,18 +225,18 @@ class _ShiftedDy:
 
 
 def _looped_weights(w: np.ndarray, taps: _Taps) -> np.ndarray:
-    """``(G, O, C, *k)`` -> ``(looped, G, O, C * stacked)`` matching :func:`_stack` rows."""
+    """``(G, O, C, *k)`` -> ``(looped, G, O, C * stacked)`` matching :class:`_Stacker` rows."""
     g, o, c = w.shape[:3]
     w = w.reshape(g, o, c, prod(taps.looped_kernel), prod(taps.stacked_kernel))
     return np.ascontiguousarray(w.transpose(3, 0, 1, 2, 4)).reshape(-1, g, o, c * w.shape[-1])
 
 
-def _on_grid(flat: np.ndarray, size, strides) -> np.ndarray:
+def _on_grid(flat: np.ndarray, size, strides, writeable: bool = False) -> np.ndarray:
     """View the positions of a ``size`` box inside a flat ``(..., L)`` array."""
     item = flat.itemsize
     return np.lib.stride_tricks.as_strided(
         flat, shape=flat.shape[:-1] + tuple(size),
-        strides=flat.strides[:-1] + tuple(st * item for st in strides), writeable=False)
+        strides=flat.strides[:-1] + tuple(st * item for st in strides), writeable=writeable)
 
 
 def _correlate(src, w: np.ndarray, taps: _Taps, start: int, out: np.ndarray,
@@ -313,8 +316,7 @@ def _flat_backward(dy_big: "_ShiftedDy", xc, w, geom):
     """
     g, strides = geom.groups, _flat_strides(geom)
     wg = _grouped_kernel(_oriented(w, geom), g)
-    flip = (Ellipsis,) + (slice(None, None, -1),) * geom.ndim
-    v = np.conj(wg.transpose((0, 2, 1) + tuple(range(3, 3 + geom.ndim))))[flip]
+    v = _flipped(np.conj(wg.transpose((0, 2, 1) + tuple(range(3, 3 + geom.ndim)))), geom.ndim)
     taps = _taps(geom, wg.shape[1])
     q0 = sum(lo * st for (lo, _), st in zip(geom.padding, strides))
     dx = np.empty((geom.batch, g, wg.shape[2]) + geom.in_size, np.result_type(dy_big.dtype, w))
@@ -329,18 +331,18 @@ def _weight_grad_layout(dws: np.ndarray, taps: _Taps, geom: ConvGeometry) -> np.
     g, cg = dws.shape[1:3]
     dw = dws.reshape(taps.looped_kernel + (g, cg, -1) + taps.stacked_kernel)
     dw = dw.transpose((nl, nl + 2, nl + 1) + tuple(range(nl)) + tuple(range(nl + 3, nl + 3 + ns)))
-    dw = dw[(Ellipsis,) + (slice(None, None, -1),) * geom.ndim]
-    dw = dw.reshape((geom.out_channels, cg) + geom.kernel)
+    dw = _flipped(dw, geom.ndim).reshape((geom.out_channels, cg) + geom.kernel)
     return np.ascontiguousarray(_oriented(dw, geom))
 
 
 def flat_work(geom: ConvGeometry, itemsize: int) -> tuple:
-    """``(elements, calls)`` of one flat-shift training step, for the cost
-    model: elements copied into stacked operands, read by the GEMMs (their
-    memory traffic, which bounds GEMMs with few output channels), accumulated
-    and cropped out, and calls with a fixed overhead: numpy calls per batch chunk (a copy per
-    stacked tap; per looped tap, a GEMM and a sum forward, and two GEMMs and
-    three sums backward), and the BLAS calls the batched GEMMs make (one per
+    """``(elements, calls)`` of one flat-shift training step, for the cost model.
+
+    Elements: copied into stacked operands, read by the GEMMs (their memory
+    traffic bounds GEMMs with few output channels), accumulated and cropped
+    out.  Calls, each with a fixed overhead: numpy calls per batch chunk (a
+    copy per stacked tap; per looped tap a GEMM and a sum forward, two GEMMs
+    and three sums backward) and the BLAS calls the batched GEMMs make (one per
     sample and group)."""
     strides, g, n = _flat_strides(geom), geom.groups, geom.batch
     c, o = geom.in_channels // g, geom.out_channels // g
