@@ -3,22 +3,27 @@
 >>> import fftconv
 >>> y = fftconv.forward(x, w, b, padding="same")              # doctest: +SKIP
 >>> dx, dw, db = fftconv.backward(dy, x, w, padding="same")   # doctest: +SKIP
+>>> y, pullback = fftconv.vjp(x, w, b, padding="same")        # doctest: +SKIP
 >>> p = fftconv.plan(x.shape, w.shape, dtype=x.dtype)         # doctest: +SKIP
 
 Modules, one per kind of work: ``checks`` (arguments), ``geometry`` (integer
 padding/size/crop arithmetic), ``transforms`` (the only FFT calls),
 ``contraction`` (channel sums per frequency), ``resampling`` (stride and
 dilation on spectra), ``fftpath`` (the FFT algorithm), ``overlap_add``
-(tiling), ``direct`` (the spatial-domain algorithm), ``costs`` (the cost
-model), ``selection`` (``algorithm="auto"``), ``planner`` (plans and caches),
+(tiling), ``direct`` (the spatial-domain algorithm), ``protocol`` (what
+every engine provides), ``engines`` (the one registry of algorithms),
+``layer`` (transposed, padding modes and layout around an engine), ``costs``
+(the cost model), ``selection`` (``algorithm="auto"``), ``planner`` (plans,
+pullbacks and caches),
 ``wisdom`` (FFTW wisdom), ``config`` (settings) and ``api`` (the public
 functions).
 """
 from . import direct
-from .api import backward, forward, plan
+from .api import backward, forward, plan, vjp
 from .config import configure, get_settings, using
-from .planner import ENGINE_CACHE, Gradients, Plan
+from .engines import REGISTRY
+from .planner import ENGINE_CACHE, Gradients, Plan, Pullback
 
-__all__ = ["forward", "backward", "plan", "Plan", "Gradients", "configure", "get_settings",
-           "using", "direct", "ENGINE_CACHE"]
+__all__ = ["forward", "backward", "vjp", "plan", "Plan", "Pullback", "Gradients", "configure",
+           "get_settings", "using", "direct", "ENGINE_CACHE", "REGISTRY"]
 __version__ = "0.1.0"

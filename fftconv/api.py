@@ -15,9 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 from .checks import (check_algorithm, check_array, check_bias, check_ints, check_layer, check_shape,
-                     dtypes_for)
+                     dtypes_for, fail)
 from .config import get_settings
-from .planner import Gradients, Plan, choose_algorithm, engine_for
+from .layer import LayerRunner
+from .planner import Gradients, Plan, Pullback, choose_algorithm, engine_for, resolve
 
 _SIZES = __doc__[__doc__.index("====="):]
 
@@ -40,37 +41,82 @@ _PARAMETERS = """
         a calibrated cost model (or by timing, see ``measure``); ``"fft"``
         computes in the frequency domain; ``"direct"`` runs the vectorised
         spatial-domain implementation; ``"overlap_add"`` tiles the output and
-        runs a small FFT per tile.  All give the same results."""
+        runs a small FFT per tile.  All give the same results.
+    transposed : bool, optional
+        Transposed convolution, exactly ``torch.nn.functional.conv_transpose*d``:
+        ``w`` is ``(C_in, C_out // groups, *kernel)``, the output length is
+        ``(n-1)*s - lo - hi + d*(k-1) + 1 + output_padding`` (``"same"``:
+        ``n * s``, the adjoint of a "same" convolution over that length;
+        ``"valid"``: no padding).  It is the input gradient of the matching
+        forward convolution, computed by the same engine.
+    output_padding : int or sequence of int, optional
+        Transposed only: extra output samples at the end of each axis, each
+        smaller than the stride or the dilation (PyTorch's rule).
+    padding_mode : {"zeros", "circular", "reflect", "replicate"}, optional
+        What fills the padding, with PyTorch's names and meaning; the amounts
+        are those of ``padding``.  The gradients fold the halo back onto the
+        input.  Circular padding with stride 1 and an output as long as the
+        input runs as one FFT at the input size, with no padding copy.
+    layout : {"channels_first", "channels_last"}, optional
+        ``"channels_last"``: ``x`` is ``(N, *spatial, C_in)``, ``w`` is
+        ``(*kernel, C_in // groups, C_out)`` (TensorFlow's HWIO; transposed:
+        ``(*kernel, C_out // groups, C_in)``) and ``y`` is ``(N, *out, C_out)``."""
 
 
-def _prepare(func, x, w, arrays, padding, stride, dilation, groups, flip_kernel, algorithm):
-    """Check every argument; returns ``(geometry, compute dtype, result dtype)``."""
+_LAYER_DEFAULTS = dict(padding="valid", stride=1, dilation=1, groups=1, flip_kernel=False,
+                      transposed=False, output_padding=0, padding_mode="zeros",
+                      layout="channels_first")
+
+
+def _layer_keywords(func: str, options: dict) -> dict:
+    """The layer keywords with defaults filled in; an unknown one is a ``TypeError``."""
+    unknown = sorted(set(options) - set(_LAYER_DEFAULTS))
+    if unknown:
+        fail(func, f"got unexpected keyword argument(s) {', '.join(unknown)}; the layer keywords "
+                   f"are {', '.join(_LAYER_DEFAULTS)}", TypeError)
+    return {**_LAYER_DEFAULTS, **options}
+
+
+def _layer_for(func, x, w, arrays, algorithm, options) -> tuple:
+    """Check every argument; returns ``(layer, compute dtype, result dtype)``."""
     check_algorithm(func, algorithm)
     compute, result = dtypes_for(func, x, w, *arrays)
-    geom = check_layer(func, x.shape, w.shape, padding=padding, stride=stride, dilation=dilation,
-                       groups=groups, flip_kernel=flip_kernel, real=compute.kind == "f")
-    return geom, compute, result
+    layer = check_layer(func, x.shape, w.shape, real=compute.kind == "f",
+                        **_layer_keywords(func, options))
+    return layer, compute, result
 
 
-def _plan_for(func, geom, compute, result, algorithm) -> Plan:
-    """A one-use plan; its engine comes from the bounded cache."""
+def _shared(func, layer, compute, algorithm) -> tuple:
+    """``(runner, shared engine)`` for a stateless call, the engine from the bounded cache."""
     settings = get_settings()
-    choice = choose_algorithm(func, geom, compute, algorithm, settings, settings.measure)
-    engine = engine_for(func, geom, compute, choice.algorithm, settings, choice.tile)
-    return Plan(geom, result, choice.algorithm, settings, engine=engine, explain=choice.explain)
+    choice = choose_algorithm(func, layer.conv, compute, algorithm, settings, settings.measure)
+    resolved = resolve(layer, choice.algorithm)
+    shared = engine_for(func, resolved.conv, compute, choice.algorithm, settings, choice.tile)
+    return LayerRunner(resolved, shared.engine), shared
 
 
-def _run(plan: Plan, work):
-    """Run ``work(plan)`` holding the plan's shared engine, if it has one."""
-    engine = plan._engine
-    if engine is None:
-        return work(plan)
-    with engine.lock:
-        return work(plan)
+def _operands(func, layer, compute, x, w, b):
+    """``x``, ``w``, ``b`` checked against the layer and cast to the compute dtype."""
+    b = check_bias(func, b, layer.out_channels)
+    return (x.astype(compute, copy=False), w.astype(compute, copy=False),
+            None if b is None else b.astype(compute, copy=False))
 
 
-def forward(x, w, b=None, *, padding="valid", stride=1, dilation=1, groups=1,
-            flip_kernel=False, algorithm="auto"):
+def _forward(func, x, w, b, algorithm, options, keep):
+    x, w = check_array(func, "x", x), check_array(func, "w", w)
+    b = None if b is None else check_array(func, "b", b)
+    layer, compute, result = _layer_for(func, x, w, [] if b is None else [b], algorithm, options)
+    x, w, b = _operands(func, layer, compute, x, w, b)
+    runner, shared = _shared(func, layer, compute, algorithm)
+    with shared.engine.lock:
+        weights = shared.weights.state(w, runner.weights)
+        y, saved = runner.forward(x, weights, b, keep=keep)
+    pullback = (Pullback(runner, saved, weights, result, shared.engine.lock, "fftconv.vjp")
+                if keep else None)
+    return y.astype(result, copy=False), pullback
+
+
+def forward(x, w, b=None, *, algorithm="auto", **layer):
     """N-d convolution layer forward pass: ``y = conv(x, w) + b``.
 
     Parameters
@@ -104,21 +150,37 @@ def forward(x, w, b=None, *, padding="valid", stride=1, dilation=1, groups=1,
     >>> fftconv.forward(x, w, padding="valid").round(12)
     array([[[-2., -2., -2., -2., -2., -2.]]])
     """
-    func = "fftconv.forward"
-    x, w = check_array(func, "x", x), check_array(func, "w", w)
-    b = None if b is None else check_array(func, "b", b)
-    geom, compute, result = _prepare(func, x, w, [] if b is None else [b],
-                                     padding, stride, dilation, groups, flip_kernel, algorithm)
-    b = check_bias(func, b, geom.out_channels)
-    x, w = x.astype(compute, copy=False), w.astype(compute, copy=False)
-    b = None if b is None else b.astype(compute, copy=False)
-    plan = _plan_for(func, geom, compute, result, algorithm)
-    y = _run(plan, lambda p: p.run_forward(x, w, b, for_backward=False))
-    return y.astype(result, copy=False)
+    return _forward("fftconv.forward", x, w, b, algorithm, layer, keep=False)[0]
 
 
-def backward(dy, x, w, *, padding="valid", stride=1, dilation=1, groups=1,
-             flip_kernel=False, algorithm="auto"):
+def vjp(x, w, b=None, *, algorithm="auto", **layer):
+    """Forward pass and its pullback: ``y, pullback = vjp(x, w, b, **layer)``.
+
+    ``pullback(dy)`` returns the :class:`Gradients` ``(dx, dw, db)`` for this
+    call's ``x`` and ``w`` as they are now (later in-place changes do not
+    matter), as many times as asked, in any order with other pullbacks: a
+    layer used several times in one forward pass gets one pullback per use.
+    The pullback keeps the spectrum of ``x`` (or its equivalent) and shares
+    the weight spectrum with other calls while the weights' values do not
+    change; dropping it frees them.  Takes the keywords of :func:`forward`.
+
+    Examples
+    --------
+    >>> import numpy as np, fftconv
+    >>> rng = np.random.default_rng(0)
+    >>> w = rng.standard_normal((4, 3, 3, 3))
+    >>> x1, x2 = rng.standard_normal((2, 2, 3, 8, 8))
+    >>> y1, pb1 = fftconv.vjp(x1, w, padding="same")     # a layer used twice
+    >>> y2, pb2 = fftconv.vjp(x2, w, padding="same")
+    >>> g2, g1 = pb2(np.ones_like(y2)), pb1(np.ones_like(y1))   # any order
+    >>> ref = fftconv.backward(np.ones_like(y1), x1, w, padding="same")
+    >>> bool(np.allclose(g1.dw, ref.dw))
+    True
+    """
+    return _forward("fftconv.vjp", x, w, b, algorithm, layer, keep=True)
+
+
+def backward(dy, x, w, *, algorithm="auto", **layer):
     """Gradients of the layer: ``dx, dw, db`` for output gradient ``dy``.
 
     Parameters
@@ -150,22 +212,18 @@ def backward(dy, x, w, *, padding="valid", stride=1, dilation=1, groups=1,
     func = "fftconv.backward"
     dy = check_array(func, "dy", dy)
     x, w = check_array(func, "x", x), check_array(func, "w", w)
-    geom, compute, result = _prepare(func, x, w, [dy], padding, stride, dilation, groups,
-                                     flip_kernel, algorithm)
-    check_shape(func, "dy", dy, geom.y_shape, "the shape of forward's output")
+    layer, compute, result = _layer_for(func, x, w, [dy], algorithm, layer)
+    check_shape(func, "dy", dy, layer.y_shape, "the shape of forward's output")
     dy, x, w = (a.astype(compute, copy=False) for a in (dy, x, w))
-    plan = _plan_for(func, geom, compute, result, algorithm)
-
-    def gradients(p: Plan):
-        p.remember(x, w, copy=False)
-        return p.run_backward(dy)
-
-    return Gradients(*(a.astype(result, copy=False) for a in _run(plan, gradients)))
+    runner, shared = _shared(func, layer, compute, algorithm)
+    with shared.engine.lock:
+        weights = shared.weights.state(w, runner.weights)
+        grads = runner.backward(dy, runner.save(x), weights)
+    return Gradients(*(a.astype(result, copy=False) for a in grads))
 
 
-def plan(x_shape, w_shape, *, dtype, padding="valid", stride=1, dilation=1, groups=1,
-         flip_kernel=False, algorithm="auto", max_workspace_bytes=None, measure=None,
-         tile=None) -> Plan:
+def plan(x_shape, w_shape, *, dtype, algorithm="auto", max_workspace_bytes=None, measure=None,
+         tile=None, **layer) -> Plan:
     """Plan a layer once and run many training steps with it.
 
     Parameters
@@ -231,8 +289,9 @@ def plan(x_shape, w_shape, *, dtype, padding="valid", stride=1, dilation=1, grou
             raise ValueError(f"{func}: {name} must not have negative sizes, got {name}={shape!r}")
         shapes[name] = tuple(int(v) for v in shape)
     x_shape, w_shape = shapes["x_shape"], shapes["w_shape"]
-    geom = check_layer(func, x_shape, w_shape, padding=padding, stride=stride, dilation=dilation,
-                       groups=groups, flip_kernel=flip_kernel, real=compute.kind == "f")
+    layer = check_layer(func, x_shape, w_shape, real=compute.kind == "f",
+                        **_layer_keywords(func, layer))
+    geom = layer.conv
     settings = get_settings()
     if max_workspace_bytes is None:
         max_workspace_bytes = settings.max_workspace_bytes
@@ -250,7 +309,7 @@ def plan(x_shape, w_shape, *, dtype, padding="valid", stride=1, dilation=1, grou
                              f"got algorithm={algorithm!r}")
         tile = check_ints(func, "tile", tile, geom.ndim, 1)
     choice = choose_algorithm(func, geom, compute, algorithm, settings, measure)
-    return Plan(geom, result, choice.algorithm, settings, max_workspace_bytes=max_workspace_bytes,
+    return Plan(layer, result, choice.algorithm, settings, max_workspace_bytes=max_workspace_bytes,
                 explain=choice.explain, tile=tile or choice.tile)
 
 

@@ -13,9 +13,11 @@ import operator
 
 import numpy as np
 
-from .geometry import PADDING_MODES, make_geometry
+from .engines import NAMES
+from .geometry import (LAYOUTS, PADDING_FILLS, PADDING_MODES, make_layer, to_channels_first,
+                       transposed_length, transposed_padding)
 
-ALGORITHMS = ("auto", "fft", "direct", "overlap_add")
+ALGORITHMS = ("auto",) + NAMES
 
 
 def fail(func: str, message: str, kind=ValueError):
@@ -112,45 +114,133 @@ def check_algorithm(func: str, algorithm) -> str:
     return algorithm
 
 
+def _check_choice(func: str, name: str, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        fail(func, f"{name} must be one of {tuple(choices)}, got {name}={value!r}")
+    return value
+
+
+def _check_bool(func: str, name: str, value):
+    if not isinstance(value, (bool, np.bool_)):
+        fail(func, f"{name} must be a bool, got {name}={value!r}", TypeError)
+    return bool(value)
+
+
+def _check_channels(func, x_shape, w_shape, xc, wc, groups, transposed):
+    """Channel counts and groups; ``xc``/``wc`` are the channels-first shapes."""
+    c_in = xc[1]
+    if transposed:  # w: (C_in, C_out // groups, *k)
+        c_w, c_out = wc[0], wc[1] * groups
+        rule = f"w.shape[0] must equal C_in = {c_in} for a transposed convolution"
+    else:           # w: (C_out, C_in // groups, *k)
+        c_w, c_out = wc[1] * groups, wc[0]
+        rule = f"w.shape[1] must equal C_in // groups = {c_in // groups}"
+    if c_in < 1 or c_out < 1:
+        fail(func, f"channel counts must be >= 1, got C_in={c_in} and C_out={c_out}")
+    if c_in % groups:
+        fail(func, f"groups must divide C_in, got groups={groups} and C_in={c_in}")
+    if not transposed and c_out % groups:
+        fail(func, f"groups must divide C_out, got groups={groups} and C_out={c_out}")
+    if c_w != c_in:
+        fail(func, f"{rule}, got w.shape={w_shape} with x.shape={x_shape} and groups={groups}")
+
+
+def _check_halo(func, padding_mode, pads, in_size):
+    """PyTorch's limits: reflect padding below the input size, circular up to it."""
+    for axis, ((lo, hi), n) in enumerate(zip(pads, in_size)):
+        if padding_mode == "reflect" and max(lo, hi) >= n:
+            fail(func, f"padding_mode='reflect' needs padding smaller than the input on every "
+                       f"axis, got padding ({lo}, {hi}) for size {n} on spatial axis {axis}")
+        if padding_mode == "circular" and max(lo, hi) > n:
+            fail(func, f"padding_mode='circular' needs padding no larger than the input on every "
+                       f"axis, got padding ({lo}, {hi}) for size {n} on spatial axis {axis}")
+
+
+def _check_output_padding(func, output_padding, padding, stride, dilation, ndim, transposed):
+    if not transposed:
+        if output_padding not in (0, None):
+            fail(func, f"output_padding is for transposed=True, got output_padding="
+                       f"{output_padding!r} with transposed=False")
+        return None
+    ops = check_ints(func, "output_padding", output_padding, ndim, 0)
+    if padding == "same" and any(ops):
+        fail(func, f"output_padding must be 0 with padding='same' (the output is n * stride "
+                   f"long), got output_padding={output_padding!r}")
+    for op, s, d in zip(ops, stride, dilation):
+        if op >= max(s, d):
+            fail(func, f"output_padding must be smaller than stride or dilation on every axis, "
+                       f"got output_padding={output_padding!r} with stride={stride} and "
+                       f"dilation={dilation}")
+    return ops
+
+
 def check_layer(func: str, x_shape, w_shape, *, padding, stride, dilation, groups,
-                flip_kernel, real: bool):
-    """Validate the layer's shapes and options; returns its ``ConvGeometry``."""
+                flip_kernel, real: bool, transposed=False, output_padding=0,
+                padding_mode="zeros", layout="channels_first"):
+    """Validate the layer's shapes and options; returns its ``LayerGeometry``.
+
+    Shapes are the caller's (in ``layout``); messages quote them as given.
+    """
+    layout = _check_choice(func, "layout", layout, LAYOUTS)
+    transposed = _check_bool(func, "transposed", transposed)
+    padding_mode = _check_choice(func, "padding_mode", padding_mode, tuple(PADDING_FILLS))
     x_shape, w_shape = tuple(x_shape), tuple(w_shape)
+    last = layout == "channels_last"
     if len(x_shape) < 3:
-        fail(func, f"x must have shape (N, C_in, *spatial) with at least one spatial axis, "
+        form = "(N, *spatial, C_in)" if last else "(N, C_in, *spatial)"
+        fail(func, f"x must have shape {form} with at least one spatial axis, "
                    f"got x.shape={x_shape}")
     if len(w_shape) != len(x_shape):
-        fail(func, f"w must have the same number of dimensions as x "
-                   f"(C_out, C_in // groups, *kernel), got w.shape={w_shape} and x.shape={x_shape}")
+        pair = "C_in, C_out // groups" if transposed else "C_out, C_in // groups"
+        form = f"(*kernel, {', '.join(reversed(pair.split(', ')))})" if last else f"({pair}, *kernel)"
+        fail(func, f"w must have the same number of dimensions as x {form}, "
+                   f"got w.shape={w_shape} and x.shape={x_shape}")
+    xc = to_channels_first(x_shape) if last else x_shape
+    wc = to_channels_first(w_shape, weights=True) if last else w_shape
     ndim = len(x_shape) - 2
     if not _is_int(groups):
         fail(func, f"groups must be an int, got groups={groups!r}", TypeError)
     if groups < 1:
         fail(func, f"groups must be >= 1, got groups={groups}")
-    n_batch, c_in = x_shape[:2]
-    c_out, c_per_group = w_shape[:2]
-    if c_in < 1 or c_out < 1:
-        fail(func, f"channel counts must be >= 1, got C_in={c_in} and C_out={c_out}")
-    if c_in % groups:
-        fail(func, f"groups must divide C_in, got groups={groups} and C_in={c_in}")
-    if c_out % groups:
-        fail(func, f"groups must divide C_out, got groups={groups} and C_out={c_out}")
-    if c_per_group * groups != c_in:
-        fail(func, f"w.shape[1] must equal C_in // groups = {c_in // groups}, "
-                   f"got w.shape={w_shape} with x.shape={x_shape} and groups={groups}")
-    if min(w_shape[2:]) < 1:
+    _check_channels(func, x_shape, w_shape, xc, wc, groups, transposed)
+    if min(wc[2:]) < 1:
         fail(func, f"kernel axes must have size >= 1, got w.shape={w_shape}")
     stride = check_ints(func, "stride", stride, ndim, 1)
     dilation = check_ints(func, "dilation", dilation, ndim, 1)
     padding = check_padding(func, padding, ndim)
-    if not isinstance(flip_kernel, (bool, np.bool_)):
-        fail(func, f"flip_kernel must be a bool, got flip_kernel={flip_kernel!r}", TypeError)
-    geom = make_geometry(x_shape, w_shape, padding, stride, dilation, groups, flip_kernel, real)
+    flip_kernel = _check_bool(func, "flip_kernel", flip_kernel)
+    ops = _check_output_padding(func, output_padding, padding, stride, dilation, ndim,
+                                transposed)
+    if transposed and padding_mode != "zeros":
+        fail(func, f"padding_mode must be 'zeros' for a transposed convolution (as PyTorch), "
+                   f"got padding_mode={padding_mode!r}")
+    if transposed:
+        _check_transposed_size(func, xc, wc, padding, stride, dilation, ops, flip_kernel,
+                               x_shape, w_shape)
+    layer = make_layer(xc, wc, padding, stride, dilation, groups, flip_kernel, real,
+                       transposed=transposed, output_padding=ops, padding_mode=padding_mode,
+                       layout=layout)
+    if padding_mode != "zeros":
+        _check_halo(func, padding_mode, layer.mode_padding, layer.in_size)
+    geom = layer.conv
     if min(geom.out_size) < 1:
         fail(func, f"the dilated kernel {geom.effective_kernel} is larger than the padded input "
                    f"{geom.padded_size}, which leaves no output; got x.shape={x_shape}, "
-                   f"w.shape={w_shape}, padding={geom.padding}, dilation={geom.dilation}")
-    return geom
+                   f"w.shape={w_shape}, padding={layer.padding}, dilation={geom.dilation}")
+    return layer
+
+
+def _check_transposed_size(func, xc, wc, padding, stride, dilation, ops, flip_kernel,
+                           x_shape, w_shape):
+    """A transposed layer's output must have at least one sample per axis."""
+    in_size, kernel = xc[2:], wc[2:]
+    pads = transposed_padding(padding, in_size, kernel, stride, dilation, flip_kernel)
+    out = tuple(transposed_length(n, lo, hi, k, s, d, op) for n, (lo, hi), k, s, d, op in
+                zip(in_size, pads, kernel, stride, dilation, ops))
+    if min(out) < 1:
+        fail(func, f"the padding {pads} removes the whole output of the transposed convolution "
+                   f"(output size {out}); got x.shape={x_shape}, w.shape={w_shape}, "
+                   f"stride={stride}, dilation={dilation}, output_padding={ops}")
 
 
 def check_bias(func: str, b, c_out: int):

@@ -60,6 +60,12 @@ def _grouped(out: np.ndarray, groups: int) -> np.ndarray:
     return out.reshape(f, r, groups, c // groups).transpose(0, 2, 1, 3)
 
 
+def _bytes_per_frequency(n: int, k: np.ndarray, itemsize: int) -> int:
+    """Bytes one frequency of a gradient walk touches: ``X``/``DX`` twice, ``DY``, ``DW``."""
+    groups, og, cg = k.shape[1:]
+    return (2 * n * groups * cg + n * groups * og + groups * og * cg) * itemsize
+
+
 def kernel_spectrum(conj_k_spec: np.ndarray, groups: int) -> np.ndarray:
     """``K = conj(FFT(conj w))`` frequency-major ``(F, groups, Og, Cg)``, from the
     batch-major spectrum of ``conj w`` ``(C_out, Cg, F)``, in one pass."""
@@ -85,24 +91,58 @@ def forward_product(x_spec, k, groups, out, x_keep=None):
     return out
 
 
-def backward_products(x_spec, dy_spec, k, groups, dx_out, dw_out):
-    """Both gradient products in one walk over the frequencies.
+def backward_products(x_spec, dy_spec, k, groups, dx_out=None, dw_out=None, dy_keep=None):
+    """Both gradient products in one walk over the frequencies; either may be skipped.
 
     ``x_spec`` is ``X`` batch-major ``(N, C_in, F)`` or, as kept by
     :func:`forward_product`, frequency-major ``(F, groups, N, Cg)``.
     ``dx_out (F, N, C_in)`` gets ``DX``; ``dw_out (C_out, Cg, F)`` gets ``DW``,
-    summed over the batch.
+    summed over the batch (skipped when ``dw_out`` or ``x_spec`` is ``None``).
+    ``dy_keep``, if given, receives ``conj(DY)`` frequency-major ``(F, groups,
+    N, Og)`` for :func:`transposed_products`.
     """
     n, c_out, f = dy_spec.shape
-    dx_g = _grouped(dx_out, groups)
-    dw_g = dw_out.reshape(groups, c_out // groups, dw_out.shape[1], f)
-    per_freq = (2 * dx_out.shape[1] * dx_out.shape[2] + n * c_out + dw_out.shape[0] * dw_out.shape[1]) \
-        * dy_spec.itemsize
-    for sl in _blocks(f, per_freq):
+    dx_g = None if dx_out is None else _grouped(dx_out, groups)
+    want_dw = dw_out is not None and x_spec is not None
+    dw_g = dw_out.reshape(groups, c_out // groups, dw_out.shape[1], f) if want_dw else None
+    for sl in _blocks(f, _bytes_per_frequency(n, k, dy_spec.itemsize)):
         conj_dy = _frequency_major(dy_spec, sl, groups)
         np.conjugate(conj_dy, out=conj_dy)
-        xb = x_spec[sl] if x_spec.ndim == 4 else _frequency_major(x_spec, sl, groups)
-        dx = np.matmul(conj_dy, k[sl], out=dx_g[sl])
-        np.conjugate(dx, out=dx)
-        dw_g[..., sl] = np.matmul(conj_dy.transpose(0, 1, 3, 2), xb).transpose(1, 2, 3, 0)
+        if dy_keep is not None:
+            dy_keep[sl] = conj_dy
+        if dx_g is not None:
+            dx = np.matmul(conj_dy, k[sl], out=dx_g[sl])
+            np.conjugate(dx, out=dx)
+        if want_dw:
+            xb = x_spec[sl] if x_spec.ndim == 4 else _frequency_major(x_spec, sl, groups)
+            dw_g[..., sl] = np.matmul(conj_dy.transpose(0, 1, 3, 2), xb).transpose(1, 2, 3, 0)
     return dx_out, dw_out
+
+
+def transposed_products(x_spec, dy_spec, k, groups, y_out=None, dw_out=None):
+    """The forward product and the weight-gradient product from one ``X``.
+
+    A transposed layer's backward pass: its input gradient is the forward
+    product ``Y = X K^T`` of its output gradient ``X``, and its weight
+    gradient ``DW = conj(DY)^T X`` pairs ``X`` with its input, here in the
+    role of ``DY``: either the ``conj(DY)`` kept frequency-major ``(F,
+    groups, N, Og)`` by :func:`backward_products`, or ``DY`` batch-major
+    ``(N, C_out, F)``.  ``y_out (F, N, C_out)``, ``dw_out (C_out, Cg, F)``;
+    either may be ``None``.
+    """
+    n, c, f = x_spec.shape
+    y_g = None if y_out is None else _grouped(y_out, groups)
+    c_out = k.shape[1] * k.shape[2]
+    dw_g = None if dw_out is None else dw_out.reshape(groups, c_out // groups, c // groups, f)
+    for sl in _blocks(f, _bytes_per_frequency(n, k, x_spec.itemsize)):
+        xb = _frequency_major(x_spec, sl, groups)
+        if y_g is not None:
+            np.matmul(xb, k[sl].transpose(0, 1, 3, 2), out=y_g[sl])
+        if dw_g is not None:
+            if dy_spec.ndim == 4:
+                conj_dy = dy_spec[sl]
+            else:
+                conj_dy = _frequency_major(dy_spec, sl, groups)
+                np.conjugate(conj_dy, out=conj_dy)
+            dw_g[..., sl] = np.matmul(conj_dy.transpose(0, 1, 3, 2), xb).transpose(1, 2, 3, 0)
+    return y_out, dw_out

@@ -29,7 +29,7 @@ from typing import Dict, Tuple
 import numpy as np
 
 from . import direct
-from .geometry import ConvGeometry, next_fast_length
+from .geometry import ConvGeometry, next_fast_length, tile_geometry
 
 #: Seconds per unit of work.  Fitted by ``python -m bench.calibrate`` (non-negative
 #: least squares on the relative error of 41 float32 layers, 1-D to 3-D, timed
@@ -132,7 +132,6 @@ def fft_work(geom: ConvGeometry, dtype, weight_transforms: bool = True,
 
 def overlap_add_work(geom: ConvGeometry, dtype, tile) -> Work:
     """Units of work of one ``overlap_add`` training step with output tiles ``tile``."""
-    from .overlap_add import tile_geometry
     tg = tile_geometry(geom, tile)
     n_tiles = math.prod(-(-o // b) for o, b in zip(geom.out_size, tile))
     per_tile = fft_work(tg, dtype, weight_transforms=False, input_transforms=2)
@@ -171,10 +170,3 @@ def best_tile(geom: ConvGeometry, dtype) -> Tuple[Tuple[int, ...], float]:
     cost, tile = min((math.prod(t), c, t) for c, t in priced
                      if c <= TILE_COST_SLACK * cheapest)[1:]
     return tile, cost * OVERLAP_ADD_OVERHEAD
-
-
-def estimates(geom: ConvGeometry, dtype) -> Dict[str, float]:
-    """Estimated step seconds of every algorithm (overlap-add with its best tile)."""
-    return {"direct": seconds(direct_work(geom, dtype)),
-            "fft": seconds(fft_work(geom, dtype)),
-            "overlap_add": best_tile(geom, dtype)[1]}

@@ -31,6 +31,7 @@ functions take arrays already checked and cast to the compute dtype, and a
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from math import prod
 from typing import Tuple
@@ -38,6 +39,7 @@ from typing import Tuple
 import numpy as np
 
 from .geometry import ConvGeometry
+from .protocol import Saved
 
 
 def _kernel_offsets(geom: ConvGeometry):
@@ -92,6 +94,88 @@ def gradients(dy: np.ndarray, xpad: np.ndarray, w: np.ndarray, geom: ConvGeometr
     if not _flat(geom):
         return _patch_input_grad(dy, w, geom), _patch_weight_grad(dy, xc, geom)
     return _flat_backward(_ShiftedDy(dy, geom), xc, w, geom)
+
+
+def input_grad(dy: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``dx`` alone (a transposed layer's forward pass)."""
+    if not _flat(geom):
+        return _patch_input_grad(dy, w, geom)
+    g = geom.groups
+    wg = _grouped_kernel(_oriented(w, geom), g)
+    v = _flipped(np.conj(wg.transpose((0, 2, 1) + tuple(range(3, 3 + geom.ndim)))), geom.ndim)
+    strides = _flat_strides(geom)
+    q0 = sum(lo * st for (lo, _), st in zip(geom.padding, strides))
+    dx = np.empty((geom.batch, g, wg.shape[2]) + geom.in_size, np.result_type(dy, w))
+    _correlate(_ShiftedDy(dy, geom), v, _taps(geom, wg.shape[1]), q0, dx, strides)
+    return dx.reshape(geom.x_shape)
+
+
+def weight_grad(dy: np.ndarray, xpad: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``dw`` alone from ``xpad = prepare(x)``.  With stride 1 the shared-operand
+    path computes ``dx`` too and drops it (one correlation's extra work)."""
+    xc = np.conj(xpad) if xpad.dtype.kind == "c" else xpad
+    if not _flat(geom):
+        return _patch_weight_grad(dy, xc, geom)
+    w = np.zeros(geom.w_shape, np.result_type(dy, xpad))
+    return _flat_backward(_ShiftedDy(dy, geom), xc, w, geom)[1]
+
+
+class DirectEngine:
+    """The direct algorithm behind the engine protocol (``fftconv.protocol``).
+
+    No buffers, no transforms: the weight state is a private copy of ``w``
+    and a saved input is the zero-padded ``x`` (:func:`prepare`, a new array).
+    """
+
+    fft_shape = None
+    tile = None
+    workspace_bytes = 0
+
+    def __init__(self, geom: ConvGeometry, dtype, settings=None):
+        self.geom, self.dtype, self.chunk = geom, np.dtype(dtype), geom.batch
+        self.lock = threading.Lock()
+
+    @property
+    def transform_counts(self) -> dict:
+        return {"forward": 0, "inverse": 0}
+
+    @staticmethod
+    def _into(out, a):
+        if out is None:
+            return a
+        out[...] = a
+        return out
+
+    def weights(self, w: np.ndarray) -> np.ndarray:
+        return np.array(w, copy=True)
+
+    def save_input(self, x: np.ndarray) -> Saved:
+        return Saved("padded", prepare(x, self.geom))
+
+    @staticmethod
+    def save_output(dy: np.ndarray) -> Saved:
+        return Saved("signal", dy)
+
+    def forward(self, x, w, keep=False, out=None) -> tuple:
+        saved = self.save_input(x)
+        return self._into(out, forward(saved.array, w, self.geom)), saved if keep else None
+
+    def input_grad(self, dy, w, keep=False, out=None) -> tuple:
+        dx = self._into(out, input_grad(dy, w, self.geom))
+        return dx, Saved("signal", dy.copy()) if keep else None
+
+    def backward(self, dy, saved_x, w, need_dx=True, need_dw=True, out=None) -> tuple:
+        if not need_dw:
+            return self._into(out, input_grad(dy, w, self.geom)), None
+        if not need_dx:
+            return None, weight_grad(dy, saved_x.array, self.geom)
+        dx, dw = gradients(dy, saved_x.array, w, self.geom)
+        return self._into(out, dx), dw
+
+    def transposed_backward(self, x, saved_dy, w, need_y=True, need_dw=True, out=None) -> tuple:
+        xpad = prepare(x, self.geom)
+        y = self._into(out, forward(xpad, w, self.geom)) if need_y else None
+        return y, weight_grad(saved_dy.array, xpad, self.geom) if need_dw else None
 
 
 def _flat(geom: ConvGeometry) -> bool:

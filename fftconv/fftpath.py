@@ -33,7 +33,8 @@ import numpy as np
 from . import contraction, resampling
 from .config import Settings
 from .geometry import ConvGeometry
-from .transforms import ForwardTransform, InverseTransform, signal_bytes, spectrum_bytes
+from .protocol import Saved
+from .transforms import COMPLEX_OF, ForwardTransform, InverseTransform, signal_bytes, spectrum_bytes
 
 FLIP = slice(None, None, -1)
 
@@ -195,62 +196,123 @@ class FFTEngine:
         """``DY`` of the zero-upsampled ``dy`` of up to ``chunk`` samples."""
         return self._spectrum("dy", dy_rows, self.geom.dy_placement)
 
-    # -- the passes -------------------------------------------------------------------
-    def _kept_x_buffer(self) -> np.ndarray:
-        """The buffer (allocated on first use) that keeps ``X`` frequency-major
-        between the passes of an unchunked engine."""
-        if "x kept" not in self._unfolded:
-            g = self.geom
-            self._unfolded["x kept"] = np.empty(
-                (g.spectrum_size, g.groups, self.chunk, g.in_channels // g.groups),
-                self._transform("x").spectrum.dtype)
-        return self._unfolded["x kept"]
+    # -- the engine protocol (fftconv.protocol) ---------------------------------------
+    tile = None
 
-    def forward(self, x: np.ndarray, k: np.ndarray, keep_x: bool = True) -> tuple:
-        """``(y, x_spec)``: ``y`` without bias, and ``X`` kept for :meth:`backward`
-        if asked and unchunked (else ``None``)."""
-        keep_x = keep_x and self.keeps_x_spectrum
-        y = np.empty(self.geom.y_shape, self.dtype)
+    @property
+    def fft_shape(self) -> tuple:
+        return self.geom.fft_shape
+
+    def weights(self, w: np.ndarray) -> np.ndarray:
+        return self.weight_spectrum(w)
+
+    @staticmethod
+    def save_input(x: np.ndarray) -> Saved:
+        return Saved("signal", x)
+
+    save_output = save_input
+
+    def _new_kept(self, channels: int, keep: bool) -> Optional[np.ndarray]:
+        """A new frequency-major ``(F, groups, N, channels // groups)`` spectrum to
+        keep, when asked and unchunked; a chunked engine keeps the signal."""
+        if not (keep and self.keeps_x_spectrum):
+            return None
+        g = self.geom
+        return np.empty((g.spectrum_size, g.groups, self.chunk, channels // g.groups),
+                        COMPLEX_OF[self.dtype])
+
+    @staticmethod
+    def _saved(kept: Optional[np.ndarray], operand: np.ndarray, keep: bool) -> Optional[Saved]:
+        if not keep:
+            return None
+        return Saved("spectrum", kept) if kept is not None else Saved("signal", operand.copy())
+
+    @staticmethod
+    def _piece(saved: Optional[Saved], rows: slice) -> tuple:
+        """``(spectrum, signal rows)`` of a saved operand for one chunk; at most one set."""
+        if saved is None:
+            return None, None
+        return (saved.array, None) if saved.kind == "spectrum" else (None, saved.array[rows])
+
+    def forward(self, x, k, keep=False, out=None) -> tuple:
+        y = np.empty(self.geom.y_shape, self.dtype) if out is None else out
+        kept = self._new_kept(self.geom.in_channels, keep)
         for rows in self.chunks():
-            self.forward_piece(x[rows], k, out=y[rows], keep_x=keep_x)
-        return y, (self._kept_x_buffer() if keep_x else None)
+            self.forward_piece(x[rows], k, out=y[rows], x_keep=kept)
+        return y, self._saved(kept, x, keep)
 
-    def backward(self, dy: np.ndarray, x: np.ndarray, k: np.ndarray,
-                 x_spec: Optional[np.ndarray] = None) -> tuple:
-        """``(dx, dw)``; ``x_spec`` is the kept ``X`` of an unchunked forward pass
-        (``None`` to transform ``x`` again)."""
-        dx = np.empty(self.geom.x_shape, self.dtype)
+    def input_grad(self, dy, k, keep=False, out=None) -> tuple:
+        dx = np.empty(self.geom.x_shape, self.dtype) if out is None else out
+        kept = self._new_kept(self.geom.out_channels, keep)
+        for rows in self.chunks():
+            self.backward_piece(dy[rows], k, out=dx[rows], dy_keep=kept)
+        return dx, self._saved(kept, dy, keep)
+
+    def backward(self, dy, saved_x, k, need_dx=True, need_dw=True, out=None) -> tuple:
+        dx = None if not need_dx else np.empty(self.geom.x_shape, self.dtype) if out is None else out
         for i, rows in enumerate(self.chunks()):
-            self.backward_piece(dy[rows], k, out=dx[rows], x_piece=x[rows] if x_spec is None
-                                else None, x_spec=x_spec, accumulate=i > 0)
-        return dx, self.weight_grad()
+            x_spec, x_piece = self._piece(saved_x if need_dw else None, rows)
+            self.backward_piece(dy[rows], k, out=None if dx is None else dx[rows],
+                                x_piece=x_piece, x_spec=x_spec, accumulate=i > 0)
+        return dx, self.weight_grad() if need_dw else None
+
+    def transposed_backward(self, x, saved_dy, k, need_y=True, need_dw=True, out=None) -> tuple:
+        y = None if not need_y else np.empty(self.geom.y_shape, self.dtype) if out is None else out
+        for i, rows in enumerate(self.chunks()):
+            dy_spec, dy_piece = self._piece(saved_dy if need_dw else None, rows)
+            self.transposed_piece(x[rows], k, out=None if y is None else y[rows],
+                                  dy_piece=dy_piece, dy_spec=dy_spec, accumulate=i > 0)
+        return y, self.weight_grad() if need_dw else None
 
     # -- one piece: a chunk of the batch, or a tile (see overlap_add) -------------------
     def forward_piece(self, x_piece: np.ndarray, k: np.ndarray, out: np.ndarray,
-                      keep_x: bool = False):
-        """``out`` = ``y`` (no bias) of ``x_piece`` (up to ``chunk`` samples)."""
+                      x_keep: Optional[np.ndarray] = None):
+        """``out`` = ``y`` (no bias) of ``x_piece`` (up to ``chunk`` samples); ``x_keep``
+        receives ``X`` frequency-major."""
         g = self.geom
         product = self._product_buffer("y")
         contraction.forward_product(self.x_spectrum(x_piece), k, g.groups, out=product,
-                                    x_keep=self._kept_x_buffer() if keep_x else None)
+                                    x_keep=x_keep)
         self._deliver("y", product)
         self._transform("y")(g.y_crop, rows=out.shape[0], out=out)
 
-    def backward_piece(self, dy_piece: np.ndarray, k: np.ndarray, out: np.ndarray,
+    def backward_piece(self, dy_piece: np.ndarray, k: np.ndarray, out: Optional[np.ndarray] = None,
                        x_piece: Optional[np.ndarray] = None, x_spec=None,
-                       accumulate: bool = False):
-        """``out`` = ``dx`` of one piece; its weight-gradient spectrum replaces
-        (or, with ``accumulate``, adds to) the one :meth:`weight_grad` inverts.
-
-        Pass ``x_piece`` to transform it, or the kept ``x_spec``.
-        """
+                       accumulate: bool = False, dy_keep: Optional[np.ndarray] = None):
+        """``out`` = ``dx`` of one piece (skipped if ``None``); with ``x_piece`` (to
+        transform) or a kept ``x_spec``, its weight-gradient spectrum replaces (or,
+        with ``accumulate``, adds to) the one :meth:`weight_grad` inverts.
+        ``dy_keep`` receives ``conj(DY)`` frequency-major."""
         g = self.geom
-        xs = x_spec if x_spec is not None else self.x_spectrum(x_piece)
-        dw_product = self._product_buffer("dw", scratch=accumulate)
+        xs = x_spec if x_spec is not None else (
+            None if x_piece is None else self.x_spectrum(x_piece))
+        dw_product = None if xs is None else self._product_buffer("dw", scratch=accumulate)
         contraction.backward_products(xs, self.dy_spectrum(dy_piece), k, g.groups,
-                                      dx_out=self._product_buffer("dx"), dw_out=dw_product)
-        self._transform("dx")(g.dx_crop, rows=out.shape[0], out=out)
-        self._deliver("dw", dw_product, accumulate=accumulate)
+                                      dx_out=None if out is None else self._product_buffer("dx"),
+                                      dw_out=dw_product, dy_keep=dy_keep)
+        if out is not None:
+            self._transform("dx")(g.dx_crop, rows=out.shape[0], out=out)
+        if dw_product is not None:
+            self._deliver("dw", dw_product, accumulate=accumulate)
+
+    def transposed_piece(self, x_piece: np.ndarray, k: np.ndarray, out: Optional[np.ndarray] = None,
+                         dy_piece: Optional[np.ndarray] = None, dy_spec=None,
+                         accumulate: bool = False):
+        """``out`` = ``y`` of one piece (skipped if ``None``) and, with ``dy_piece`` or
+        a kept ``conj(DY)`` ``dy_spec``, the weight-gradient spectrum of ``x_piece``
+        against it, from one transform of ``x_piece``."""
+        g = self.geom
+        ds = dy_spec if dy_spec is not None else (
+            None if dy_piece is None else self.dy_spectrum(dy_piece))
+        y_product = None if out is None else self._product_buffer("y")
+        dw_product = None if ds is None else self._product_buffer("dw", scratch=accumulate)
+        contraction.transposed_products(self.x_spectrum(x_piece), ds, k, g.groups,
+                                        y_out=y_product, dw_out=dw_product)
+        if out is not None:
+            self._deliver("y", y_product)
+            self._transform("y")(g.y_crop, rows=out.shape[0], out=out)
+        if dw_product is not None:
+            self._deliver("dw", dw_product, accumulate=accumulate)
 
     def weight_grad(self) -> np.ndarray:
         """``dw`` from the weight-gradient spectrum summed over the pieces so far."""

@@ -32,11 +32,15 @@ which is why the FFT size is the padded input size and not input + kernel - 1
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import gcd, prod
-from typing import Tuple
+from typing import Optional, Tuple
 
 PADDING_MODES = ("valid", "same", "full")
+#: ``padding_mode=``: PyTorch's names; the values are what ``np.pad`` calls them.
+PADDING_FILLS = {"zeros": "constant", "circular": "wrap", "reflect": "reflect",
+                 "replicate": "edge"}
+LAYOUTS = ("channels_first", "channels_last")
 
 Pair = Tuple[int, int]
 
@@ -161,6 +165,10 @@ class ConvGeometry:
     padding: Tuple[Pair, ...]
     flip_kernel: bool
     real: bool
+    #: Circular padding done by the FFT itself (:func:`circular_geometry`):
+    #: the FFT length is the input length, the input sits at offset 0 and the
+    #: kernel at offsets ``(j*d - lo) mod n``, wrapping.  Empty otherwise.
+    wrap: Tuple[int, ...] = ()
 
     # -- derived sizes ----------------------------------------------------
     @property
@@ -196,7 +204,9 @@ class ConvGeometry:
     @property
     def fft_shape(self) -> Tuple[int, ...]:
         """FFT size per spatial axis: the padded size rounded up to a fast length
-        that ``stride`` and ``dilation`` divide."""
+        that ``stride`` and ``dilation`` divide (the input size when circular)."""
+        if self.wrap:
+            return self.in_size
         last = self.ndim - 1
         return tuple(fft_length(p, even=self.real and i == last, unit=s * d // gcd(s, d))
                      for i, (p, s, d) in enumerate(zip(self.padded_size, self.stride,
@@ -209,7 +219,10 @@ class ConvGeometry:
 
     @property
     def dilation_fft_shape(self) -> Tuple[int, ...]:
-        """The coarse grid ``L / d`` of ``w`` and ``dw``."""
+        """The coarse grid ``L / d`` of ``w`` and ``dw`` (the full grid when circular:
+        the wrapped kernel is placed tap by tap)."""
+        if self.wrap:
+            return self.fft_shape
         return tuple(n // d for n, d in zip(self.fft_shape, self.dilation))
 
     @property
@@ -224,13 +237,19 @@ class ConvGeometry:
     # -- where operands go in the FFT buffer ------------------------------
     @property
     def x_placement(self) -> Tuple[slice, ...]:
-        """Slots of the padded input inside the FFT buffer."""
-        return tuple(slice(lo, lo + n) for n, (lo, _) in zip(self.in_size, self.padding))
+        """Slots of the padded input inside the FFT buffer (offset 0 when circular)."""
+        return tuple(slice(0 if self.wrap else lo, (0 if self.wrap else lo) + n)
+                     for n, (lo, _) in zip(self.in_size, self.padding))
 
     @property
-    def w_placement(self) -> Tuple[slice, ...]:
-        """Slots of the kernel on the dilation grid ``L / d``."""
-        return tuple(slice(0, k) for k in self.kernel)
+    def w_placement(self) -> tuple:
+        """Slots of the kernel on the dilation grid ``L / d``; when circular, index
+        arrays (an open mesh) of the wrapped taps ``(j*d - lo) mod n``."""
+        if not self.wrap:
+            return tuple(slice(0, k) for k in self.kernel)
+        taps = [[(j * d - lo) % n for j in range(k)] for k, d, lo, n in
+                zip(self.kernel, self.dilation, self.wrap, self.in_size)]
+        return tuple(open_mesh(taps))
 
     @property
     def dy_placement(self) -> Tuple[slice, ...]:
@@ -241,6 +260,15 @@ class ConvGeometry:
     y_crop = dy_placement
     dx_crop = x_placement
     dw_crop = w_placement
+
+
+def open_mesh(index_lists) -> list:
+    """``np.ix_`` for plain lists: axis ``a``'s indices shaped to broadcast along
+    it alone, so that ``a[..., *open_mesh(lists)]`` picks the outer product."""
+    import numpy as np  # geometry stays integer-only; the arrays just hold ints
+    nd = len(index_lists)
+    return [np.asarray(ix, dtype=np.intp).reshape((-1,) + (1,) * (nd - a - 1))
+            for a, ix in enumerate(index_lists)]
 
 
 def make_geometry(x_shape, w_shape, padding, stride, dilation, groups,
@@ -256,3 +284,243 @@ def make_geometry(x_shape, w_shape, padding, stride, dilation, groups,
                         groups=groups, in_size=in_size, kernel=kernel, stride=tuple(stride),
                         dilation=tuple(dilation), padding=pads, flip_kernel=bool(flip_kernel),
                         real=bool(real))
+
+
+# -- overlap-add tiling -----------------------------------------------------------------
+def tile_geometry(geom: ConvGeometry, tile) -> ConvGeometry:
+    """The "valid" layer one output tile of ``tile`` samples per axis computes:
+    output tile ``[t, t + B)`` reads the padded-input window ``[t*s, t*s + W)``,
+    ``W = (B-1)*s + ke``."""
+    window = tuple((b - 1) * s + ke for b, s, ke in zip(tile, geom.stride, geom.effective_kernel))
+    return make_geometry((geom.batch, geom.in_channels) + window, geom.w_shape, "valid",
+                         geom.stride, geom.dilation, geom.groups, geom.flip_kernel, geom.real)
+
+
+def window_clip(start: int, size: int, lo: int, n: int) -> Tuple[slice, slice]:
+    """Where padded-coordinate window ``[start, start+size)`` meets ``[0, n)`` of the
+    unpadded array (``lo`` = padding before it): ``(array slice, window slice)``."""
+    a = start - lo
+    src = slice(min(max(a, 0), n), max(min(a + size, n), 0))
+    return src, slice(src.start - a, src.start - a + src.stop - src.start)
+
+
+# -- padding modes ----------------------------------------------------------------------
+def padding_source(n: int, lo: int, hi: int, mode: str) -> Tuple[int, ...]:
+    """For each of the ``lo + n + hi`` padded positions, the input index it copies
+    (``padding_mode`` "circular", "reflect" or "replicate", PyTorch's meaning).
+
+    The gradient folds the halo back through the same map: the padding
+    operator's adjoint adds ``dxpad[p]`` into ``dx[source[p]]``.
+    """
+    out = []
+    for p in range(-lo, n + hi):
+        if mode == "circular":
+            out.append(p % n)
+        elif mode == "replicate":
+            out.append(min(max(p, 0), n - 1))
+        else:  # reflect, edge not repeated: period 2n - 2
+            period = max(2 * n - 2, 1)
+            q = p % period
+            out.append(q if q < n else period - q)
+    return tuple(out)
+
+
+def circular_geometry(geom: ConvGeometry) -> Optional[ConvGeometry]:
+    """The layer ``geom`` with circular padding as one FFT at the input size, or
+    ``None`` when that does not apply.
+
+    A circular correlation of length ``n`` is exactly a convolution over the
+    circularly padded input when the stride is 1, the output is as long as
+    the input (``lo + hi = ke - 1``) and the dilated kernel fits on the circle
+    (``ke <= n``, so that no two taps land on one slot).
+    """
+    fits = all(s == 1 and lo + hi == ke - 1 and ke <= n for s, (lo, hi), ke, n in
+               zip(geom.stride, geom.padding, geom.effective_kernel, geom.in_size))
+    if not fits:
+        return None
+    return replace(geom, wrap=tuple(lo for lo, _ in geom.padding))
+
+
+# -- transposed convolution -------------------------------------------------------------
+def transposed_padding(padding, n, k, s, d, flip_kernel) -> Tuple[Pair, ...]:
+    """``(lo, hi)`` per axis of a transposed convolution over an input of ``n``.
+
+    As PyTorch for ints and pairs; ``"valid"`` is 0 and ``"full"`` is
+    ``ke - 1``; ``"same"`` is the "same" padding of the forward convolution
+    over ``n * s`` samples, whose adjoint this is (``n * s`` outputs).
+    """
+    if padding == "same":
+        return tuple(same_padding(ni * si, ki, si, di, flip_kernel)
+                     for ni, ki, si, di in zip(n, k, s, d))
+    return resolve_padding(padding, n, k, s, d, flip_kernel)
+
+
+def transposed_length(n: int, lo: int, hi: int, k: int, s: int, d: int, op: int) -> int:
+    """PyTorch's ``(n - 1)*s - lo - hi + d*(k-1) + 1 + output_padding``."""
+    return (n - 1) * s - lo - hi + effective_kernel(k, d) + op
+
+
+def same_output_padding(n: int, lo: int, hi: int, k: int, s: int, d: int) -> int:
+    """The ``output_padding`` that makes a transposed "same" layer ``n * s`` long."""
+    return n * s - transposed_length(n, lo, hi, k, s, d, 0)
+
+
+def transposed_conv_padding(lo: int, hi: int, s: int, op: int) -> Tuple[Pair, int]:
+    """The forward convolution whose input gradient is a transposed one.
+
+    A transposed layer with padding ``(lo, hi)`` and ``output_padding`` ``op``
+    is the adjoint of a convolution over its output with padding ``(lo, hi -
+    op)``.  When ``op > hi`` (allowed by PyTorch for dilation > stride), the
+    end padding is raised by whole strides, which adds ``extra`` outputs to the
+    convolution; the transposed input is extended by ``extra`` zeros to match.
+    Returns ``((lo, hi'), extra)``.
+    """
+    extra = max(0, -(-(op - hi) // s))
+    return (lo, hi - op + s * extra), extra
+
+
+# -- the whole layer around the engine's convolution ------------------------------------
+def to_channels_first(shape, weights: bool = False) -> Tuple[int, ...]:
+    """A channels-last shape as channels-first: ``(N, *sp, C)`` -> ``(N, C, *sp)``;
+    weights ``(*k, Cg, C_out)`` -> ``(C_out, Cg, *k)``."""
+    shape = tuple(shape)
+    if weights:
+        return (shape[-1], shape[-2]) + shape[:-2]
+    return (shape[0], shape[-1]) + shape[1:-1]
+
+
+def to_channels_last(shape, weights: bool = False) -> Tuple[int, ...]:
+    """Inverse of :func:`to_channels_first`."""
+    shape = tuple(shape)
+    if weights:
+        return shape[2:] + (shape[1], shape[0])
+    return (shape[0],) + shape[2:] + (shape[1],)
+
+
+@dataclass(frozen=True)
+class LayerGeometry:
+    """A whole layer: the convolution an engine runs, and what surrounds it.
+
+    ``conv`` is the zero-padded correlation the engine computes.  Around it:
+
+    * ``transposed``: the layer's forward pass is ``conv``'s input gradient and
+      its input gradient is ``conv``'s forward pass (roles exchanged, as JAX's
+      ``_conv_general_dilated_transpose_*``); ``extra`` zeros extend the
+      transposed input per axis (see :func:`transposed_conv_padding`);
+    * ``padding_mode`` other than "zeros": the input is padded by
+      ``mode_padding`` before a "valid" ``conv`` (or, for circular padding on
+      an FFT engine, ``conv`` is a :func:`circular_geometry` and nothing is
+      padded), and the gradient folds the halo back (:func:`padding_source`);
+    * ``layout``: the shapes the caller sees.
+    """
+
+    conv: ConvGeometry
+    transposed: bool = False
+    padding_mode: str = "zeros"
+    mode_padding: Tuple[Pair, ...] = ()
+    extra: Tuple[int, ...] = ()
+    layout: str = "channels_first"
+    #: Transposed only: the layer's own ``(lo, hi)`` and ``output_padding`` per axis.
+    transposed_padding: Tuple[Pair, ...] = ()
+    output_padding: Tuple[int, ...] = ()
+
+    @property
+    def ndim(self) -> int:
+        return self.conv.ndim
+
+    @property
+    def padding(self) -> Tuple[Pair, ...]:
+        """The layer's ``(lo, hi)`` per axis, whatever fills the halo."""
+        return self.transposed_padding or self.mode_padding or self.conv.padding
+
+    @property
+    def in_size(self) -> Tuple[int, ...]:
+        """Spatial size of the layer's input ``x``."""
+        c = self.conv
+        if self.transposed:
+            return tuple(o - e for o, e in zip(c.out_size, self.extra))
+        if self.mode_padding and not c.wrap:
+            return tuple(n - lo - hi for n, (lo, hi) in zip(c.in_size, self.mode_padding))
+        return c.in_size
+
+    @property
+    def out_size(self) -> Tuple[int, ...]:
+        return self.conv.in_size if self.transposed else self.conv.out_size
+
+    @property
+    def in_channels(self) -> int:
+        return self.conv.out_channels if self.transposed else self.conv.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.conv.in_channels if self.transposed else self.conv.out_channels
+
+    @property
+    def x_shape_cf(self) -> Tuple[int, ...]:
+        return (self.conv.batch, self.in_channels) + self.in_size
+
+    @property
+    def y_shape_cf(self) -> Tuple[int, ...]:
+        return (self.conv.batch, self.out_channels) + self.out_size
+
+    def _shown(self, shape, weights=False):
+        return to_channels_last(shape, weights) if self.layout == "channels_last" else shape
+
+    @property
+    def x_shape(self) -> Tuple[int, ...]:
+        """Shape of ``x`` in the caller's layout."""
+        return self._shown(self.x_shape_cf)
+
+    @property
+    def y_shape(self) -> Tuple[int, ...]:
+        return self._shown(self.y_shape_cf)
+
+    @property
+    def w_shape(self) -> Tuple[int, ...]:
+        return self._shown(self.conv.w_shape, weights=True)
+
+    def for_engine(self, circular_fast: bool) -> "LayerGeometry":
+        """This layer as an engine that can (``circular_fast``) or cannot run a
+        circular convolution at the input size sees it."""
+        if not (circular_fast and self.padding_mode == "circular") or self.conv.wrap:
+            return self
+        inner = replace(self.conv, in_size=self.in_size, padding=self.mode_padding)
+        wrapped = circular_geometry(inner)
+        return self if wrapped is None else replace(self, conv=wrapped)
+
+    @property
+    def pads_input(self) -> bool:
+        """Whether the layer pads the input itself (padding modes, not circular-FFT)."""
+        return bool(self.mode_padding) and not self.conv.wrap
+
+
+def make_layer(x_shape, w_shape, padding, stride, dilation, groups, flip_kernel, real, *,
+               transposed=False, output_padding=None, padding_mode="zeros",
+               layout="channels_first") -> LayerGeometry:
+    """Build a :class:`LayerGeometry` from validated channels-first shapes and options
+    (``output_padding`` a per-axis tuple, transposed only)."""
+    n_batch, c_in = x_shape[:2]
+    in_size, kernel = tuple(x_shape[2:]), tuple(w_shape[2:])
+    if transposed:
+        pads = transposed_padding(padding, in_size, kernel, stride, dilation, flip_kernel)
+        ops = output_padding or (0,) * len(in_size)
+        if padding == "same":
+            ops = tuple(same_output_padding(n, lo, hi, k, s, d) for n, (lo, hi), k, s, d in
+                        zip(in_size, pads, kernel, stride, dilation))
+        out = tuple(transposed_length(n, lo, hi, k, s, d, op) for n, (lo, hi), k, s, d, op in
+                    zip(in_size, pads, kernel, stride, dilation, ops))
+        conv_pads, extra = zip(*(transposed_conv_padding(lo, hi, s, op)
+                                 for (lo, hi), s, op in zip(pads, stride, ops)))
+        c_out = w_shape[1] * groups
+        conv = make_geometry((n_batch, c_out) + out, (c_in, w_shape[1]) + kernel, conv_pads,
+                             stride, dilation, groups, flip_kernel, real)
+        return LayerGeometry(conv, transposed=True, extra=tuple(extra), layout=layout,
+                             transposed_padding=pads, output_padding=tuple(ops))
+    if padding_mode == "zeros":
+        return LayerGeometry(make_geometry(x_shape, w_shape, padding, stride, dilation, groups,
+                                           flip_kernel, real), layout=layout)
+    pads = resolve_padding(padding, in_size, kernel, stride, dilation, flip_kernel)
+    padded = tuple(n + lo + hi for n, (lo, hi) in zip(in_size, pads))
+    conv = make_geometry((n_batch, c_in) + padded, w_shape, "valid", stride, dilation, groups,
+                         flip_kernel, real)
+    return LayerGeometry(conv, padding_mode=padding_mode, mode_padding=pads, layout=layout)

@@ -3,8 +3,8 @@
 The output is cut into tiles of ``tile`` samples per axis.  Output tile
 ``[t, t + B)`` reads the padded-input window ``[t*s, t*s + (B-1)*s + ke)``,
 so each tile is an ordinary "valid" layer of window size ``W = (B-1)*s + ke``
-(``geometry``), run by one :class:`~fftconv.fftpath.FFTEngine` built for that
-window:
+(``geometry.tile_geometry``), run by one :class:`~fftconv.fftpath.FFTEngine`
+built for that window:
 
 * forward: each tile's ``y`` is written to its place in ``y``;
 * input gradient: each tile's ``dx`` window is *added* into ``dx`` (windows
@@ -16,45 +16,25 @@ The weights are transformed once per weight update, at the tile's FFT size.
 FFT workspace is bounded by the tile, not by the input: the engine holds
 buffers for one window of the whole batch, plus the window being copied in.
 Edge tiles read zeros beyond the padded input and their outputs beyond ``out``
-are dropped, so every tile has the same geometry.
+are dropped, so every tile has the same geometry.  The engine never keeps a
+spectrum between passes: a saved operand is the operand itself, and the
+backward pass transforms its tiles again.
 """
 from __future__ import annotations
 
 import itertools
-from typing import Optional
 
 import numpy as np
 
 from .config import Settings
 from .fftpath import FFTEngine
-from .geometry import ConvGeometry, make_geometry
-
-
-def tile_geometry(geom: ConvGeometry, tile) -> ConvGeometry:
-    """The "valid" layer one output tile of ``tile`` samples per axis computes."""
-    window = tuple((b - 1) * s + ke for b, s, ke in zip(tile, geom.stride, geom.effective_kernel))
-    return make_geometry((geom.batch, geom.in_channels) + window, geom.w_shape, "valid",
-                         geom.stride, geom.dilation, geom.groups, geom.flip_kernel, geom.real)
-
-
-def _clip(start: int, size: int, lo: int, n: int):
-    """Where padded-coordinate window ``[start, start+size)`` meets ``[0, n)`` of the
-    unpadded array (``lo`` = padding before it): ``(array slice, window slice)``."""
-    a = start - lo
-    src = slice(min(max(a, 0), n), max(min(a + size, n), 0))
-    return src, slice(src.start - a, src.start - a + src.stop - src.start)
+from .geometry import ConvGeometry, tile_geometry, window_clip
+from .protocol import Saved
 
 
 class OverlapAddEngine:
-    """Forward and backward passes of ``geom`` by overlap-add over output tiles.
-
-    Same interface as :class:`~fftconv.fftpath.FFTEngine` (``forward``,
-    ``backward``, ``weight_spectrum``, ``transform_counts``,
-    ``workspace_bytes``); never keeps ``X``, so the backward pass transforms
-    the input tiles again.
-    """
-
-    keeps_x_spectrum = False
+    """Forward and backward passes of ``geom`` by overlap-add over output tiles
+    (the engine protocol of ``fftconv.protocol``)."""
 
     def __init__(self, geom: ConvGeometry, dtype, settings: Settings, tile):
         self.geom = geom
@@ -64,6 +44,11 @@ class OverlapAddEngine:
         self.inner = FFTEngine(self.tile_geom, dtype, settings)
         self.lock = self.inner.lock
         self.chunk = geom.batch
+
+    @property
+    def fft_shape(self) -> tuple:
+        """FFT size of one tile."""
+        return self.tile_geom.fft_shape
 
     @property
     def transform_counts(self) -> dict:
@@ -84,16 +69,20 @@ class OverlapAddEngine:
         """Output start index per axis of every tile."""
         return itertools.product(*(range(0, o, b) for o, b in zip(self.geom.out_size, self.tile)))
 
-    def _input_window(self, x: np.ndarray, starts) -> tuple:
-        """Padded-input window of a tile, zero outside ``x``; and the slices used."""
+    def _window_slices(self, starts) -> tuple:
+        """``(slices into x, slices into the window)`` where a tile's padded-input
+        window meets ``x``."""
         g, t = self.geom, self.tile_geom
-        clips = [_clip(st * s, w, lo, n) for st, s, w, (lo, _), n in
+        clips = [window_clip(st * s, w, lo, n) for st, s, w, (lo, _), n in
                  zip(starts, g.stride, t.in_size, g.padding, g.in_size)]
-        window = np.zeros(t.x_shape, self.dtype)
-        src = (Ellipsis,) + tuple(c[0] for c in clips)
-        dst = (Ellipsis,) + tuple(c[1] for c in clips)
+        return (Ellipsis,) + tuple(c[0] for c in clips), (Ellipsis,) + tuple(c[1] for c in clips)
+
+    def _input_window(self, x: np.ndarray, starts) -> np.ndarray:
+        """Padded-input window of a tile, zero outside ``x``."""
+        window = np.zeros(self.tile_geom.x_shape, self.dtype)
+        src, dst = self._window_slices(starts)
         window[dst] = x[src]
-        return window, src, dst
+        return window
 
     def _output_slices(self, starts) -> tuple:
         """``(slices into y, slices into the tile's y)`` for a tile."""
@@ -102,31 +91,65 @@ class OverlapAddEngine:
         into_tile = (Ellipsis,) + tuple(slice(0, b - a) for a, b in zip(starts, stops))
         return into_y, into_tile
 
-    def weight_spectrum(self, w: np.ndarray) -> np.ndarray:
+    def _output_tile(self, dy: np.ndarray, starts, buffer: np.ndarray) -> np.ndarray:
+        """A tile's part of an output-shaped ``dy`` in ``buffer``, zero beyond ``out``."""
+        into_y, into_tile = self._output_slices(starts)
+        buffer.fill(0)
+        buffer[into_tile] = dy[into_y]
+        return buffer
+
+    # -- the engine protocol ----------------------------------------------------------
+    def weights(self, w: np.ndarray) -> np.ndarray:
         return self.inner.weight_spectrum(w)
 
-    def forward(self, x: np.ndarray, k: np.ndarray, keep_x: bool = False) -> tuple:
-        """``(y, None)``, ``y`` without bias (``X`` is never kept)."""
-        y = np.empty(self.geom.y_shape, self.dtype)
+    @staticmethod
+    def save_input(x: np.ndarray) -> Saved:
+        return Saved("signal", x)
+
+    save_output = save_input
+
+    def forward(self, x, k, keep=False, out=None) -> tuple:
+        y = np.empty(self.geom.y_shape, self.dtype) if out is None else out
         y_tile = np.empty(self.tile_geom.y_shape, self.dtype)
         for starts in self.tiles():
-            window, _, _ = self._input_window(x, starts)
+            window = self._input_window(x, starts)
             self.inner.forward_piece(window, k, out=y_tile)
             into_y, into_tile = self._output_slices(starts)
             y[into_y] = y_tile[into_tile]
-        return y, None
+        return y, Saved("signal", x.copy()) if keep else None
 
-    def backward(self, dy: np.ndarray, x: np.ndarray, k: np.ndarray,
-                 x_spec: Optional[np.ndarray] = None) -> tuple:
-        """``(dx, dw)``: tiles' input gradients overlap-added, weight gradients summed."""
-        dx = np.zeros(self.geom.x_shape, self.dtype)
+    def input_grad(self, dy, k, keep=False, out=None) -> tuple:
+        dx, _ = self.backward(dy, None, k, need_dw=False, out=out)
+        return dx, Saved("signal", dy.copy()) if keep else None
+
+    def backward(self, dy, saved_x, k, need_dx=True, need_dw=True, out=None) -> tuple:
+        """Tiles' input gradients overlap-added, weight gradients summed."""
+        dx = None
+        if need_dx:
+            dx = np.zeros(self.geom.x_shape, self.dtype) if out is None else out
+            dx.fill(0)
         dy_tile = np.zeros(self.tile_geom.y_shape, self.dtype)
-        dx_tile = np.empty(self.tile_geom.x_shape, self.dtype)
+        dx_tile = np.empty(self.tile_geom.x_shape, self.dtype) if need_dx else None
         for i, starts in enumerate(self.tiles()):
-            window, src, dst = self._input_window(x, starts)
-            into_y, into_tile = self._output_slices(starts)
-            dy_tile.fill(0)
-            dy_tile[into_tile] = dy[into_y]
-            self.inner.backward_piece(dy_tile, k, out=dx_tile, x_piece=window, accumulate=i > 0)
-            dx[src] += dx_tile[dst]
-        return dx, self.inner.weight_grad()
+            window = self._input_window(saved_x.array, starts) if need_dw else None
+            self.inner.backward_piece(self._output_tile(dy, starts, dy_tile), k, out=dx_tile,
+                                      x_piece=window, accumulate=i > 0)
+            if need_dx:
+                src, dst = self._window_slices(starts)
+                dx[src] += dx_tile[dst]
+        return dx, self.inner.weight_grad() if need_dw else None
+
+    def transposed_backward(self, x, saved_dy, k, need_y=True, need_dw=True, out=None) -> tuple:
+        """Each input window transformed once for its ``y`` tile and its share of ``dw``."""
+        y = None if not need_y else np.empty(self.geom.y_shape, self.dtype) if out is None else out
+        y_tile = np.empty(self.tile_geom.y_shape, self.dtype) if need_y else None
+        dy_tile = np.zeros(self.tile_geom.y_shape, self.dtype)
+        for i, starts in enumerate(self.tiles()):
+            window = self._input_window(x, starts)
+            dy_piece = self._output_tile(saved_dy.array, starts, dy_tile) if need_dw else None
+            self.inner.transposed_piece(window, k, out=y_tile, dy_piece=dy_piece,
+                                        accumulate=i > 0)
+            if need_y:
+                into_y, into_tile = self._output_slices(starts)
+                y[into_y] = y_tile[into_tile]
+        return y, self.inner.weight_grad() if need_dw else None

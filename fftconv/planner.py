@@ -1,15 +1,23 @@
-"""Plans: a layer geometry bound to an algorithm, its buffers and its spectra.
+"""Plans and pullbacks: a layer bound to an engine, its spectra and its weights.
 
-A :class:`Plan` is what ``fftconv.plan`` returns.  It keeps the spectra of the
-``x`` and ``w`` of its last :meth:`Plan.forward`, so that :meth:`Plan.backward`
-needs only the transform of ``dy``: one training step costs three forward and
-three inverse batched transforms (Mathieu, Henaff & LeCun 2013).  Weights are
-transformed again only when their values change; the plan keeps a private copy
-of the last weights and compares values (never ``id()``), so weights updated in
-place are always noticed.
+A :class:`Plan` is what ``fftconv.plan`` returns; :meth:`Plan.vjp` runs the
+forward pass and returns a :class:`Pullback` that holds exactly what its
+own gradients need: the spectrum of that call's ``x`` (the zero-padded ``x``
+for direct; ``x`` itself where the engine transforms it again) and a
+reference to the weight state used.  Any number of pullbacks can be
+outstanding; each gives the gradients for ``x`` and ``w`` as they were at its
+call.  One training step costs three forward and three inverse batched
+transforms (Mathieu, Henaff & LeCun 2013).
 
-The stateless ``fftconv.forward``/``backward`` share engines through
-:data:`ENGINE_CACHE`, a thread-safe LRU bounded in entries and in bytes.
+Weights are transformed again only when their values change: a
+:class:`WeightCache` keeps a private copy of the last weights and compares
+values (never ``id()``), so weights updated in place are always noticed, and
+two calls with unchanged weights share one weight spectrum.
+
+The stateless ``fftconv.forward``/``backward``/``vjp`` share engines (and
+their weight caches) through :data:`ENGINE_CACHE`, a thread-safe LRU bounded
+in entries and in bytes.  Nothing here branches on algorithm names: engines
+come from ``engines.REGISTRY``.
 """
 from __future__ import annotations
 
@@ -19,50 +27,72 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import direct
+from . import engines, selection
 from .checks import check_array, check_shape, dtypes_for, fail
 from .config import Settings, get_settings
-from . import costs, selection
-from .fftpath import FFTEngine, workspace_bytes
-from .overlap_add import OverlapAddEngine
-from .geometry import ConvGeometry
+from .geometry import ConvGeometry, LayerGeometry
+from .layer import LayerRunner
 
 
 class Gradients(NamedTuple):
-    """What ``backward`` returns; unpacks as ``dx, dw, db``."""
+    """What ``backward`` and a pullback return; unpacks as ``dx, dw, db``."""
 
     dx: np.ndarray
     dw: np.ndarray
     db: np.ndarray
 
 
+class WeightCache:
+    """The engine's weight state for the last weights, reused while their values
+    are unchanged.  A new state is a new object: pullbacks holding the old one
+    keep it."""
+
+    def __init__(self):
+        self._w: Optional[np.ndarray] = None
+        self._state = None
+
+    def state(self, w: np.ndarray, make):
+        """``make(w)``, or the state made for equal weights last time."""
+        if self._w is None or self._w.shape != w.shape or not np.array_equal(w, self._w):
+            self._state = make(w)
+            self._w = np.array(w, copy=True)
+        return self._state
+
+
+class SharedEngine(NamedTuple):
+    """An engine shared by the stateless functions, with its weight cache."""
+
+    engine: object
+    weights: WeightCache
+
+
 class EngineCache:
-    """Thread-safe LRU of :class:`FFTEngine` objects, bounded in count and bytes.
+    """Thread-safe LRU of engines, bounded in count and bytes.
 
     The key (see :func:`engine_for`) covers everything that changes the result
     or the buffers: the algorithm, the whole geometry (shapes, padding,
     stride, dilation, groups, flip, FFT size), the compute dtype, the settings
-    (backend, threads, planner effort) and the chunk size or tile.  Buffer
-    strides and alignment follow from these.
+    (backend, threads, planner effort) and the engine's option (chunk size or
+    tile).  Buffer strides and alignment follow from these.
     """
 
     def __init__(self, max_entries: int = 16, max_bytes: int = 1 << 30):
         self.max_entries, self.max_bytes = max_entries, max_bytes
-        self._engines: "OrderedDict[tuple, FFTEngine]" = OrderedDict()
+        self._engines: "OrderedDict[tuple, SharedEngine]" = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple, build):
-        """The engine cached under ``key``, or ``build()`` cached under it."""
+    def get(self, key: tuple, build) -> SharedEngine:
+        """The entry cached under ``key``, or ``build()``'s engine cached under it."""
         with self._lock:
-            engine = self._engines.pop(key, None) or build()
-            self._engines[key] = engine
+            entry = self._engines.pop(key, None) or SharedEngine(build(), WeightCache())
+            self._engines[key] = entry
             self._evict()
-            return engine
+            return entry
 
     def _evict(self):
         while len(self._engines) > 1 and (
                 len(self._engines) > self.max_entries
-                or sum(e.workspace_bytes for e in self._engines.values()) > self.max_bytes):
+                or sum(e.engine.workspace_bytes for e in self._engines.values()) > self.max_bytes):
             self._engines.popitem(last=False)
 
     def clear(self):
@@ -76,39 +106,18 @@ class EngineCache:
 ENGINE_CACHE = EngineCache()
 
 
-def choose_chunk(func: str, geom: ConvGeometry, dtype, budget: Optional[int]) -> int:
-    """Largest number of samples per pass whose FFT workspace fits in ``budget`` bytes."""
-    if budget is None or geom.batch == 0 or workspace_bytes(geom, dtype, geom.batch) <= budget:
-        return geom.batch
-    if workspace_bytes(geom, dtype, 1) > budget:
-        fail(func, f"max_workspace_bytes={budget} is too small: one sample needs "
-                   f"{workspace_bytes(geom, dtype, 1)} bytes of FFT workspace")
-    lo, hi = 1, geom.batch  # workspace grows with the chunk: bisect
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if workspace_bytes(geom, dtype, mid) <= budget else (lo, mid - 1)
-    return lo
+def resolve(layer: LayerGeometry, algorithm: str) -> LayerGeometry:
+    """``layer`` as algorithm ``algorithm``'s engine runs it (circular padding as
+    one FFT at the input size where the engine can)."""
+    return layer.for_engine(engines.REGISTRY[algorithm].circular_fast)
 
 
-def build_engine(func: str, geom: ConvGeometry, dtype, algorithm: str, settings: Settings,
-                 max_workspace_bytes: Optional[int] = None, tile=None):
-    """The engine of ``algorithm`` (``None`` for direct and for an empty batch)."""
-    if geom.batch == 0 or algorithm == "direct":
-        return None
-    if algorithm == "overlap_add":
-        return OverlapAddEngine(geom, dtype, settings, tile or costs.best_tile(geom, dtype)[0])
-    return FFTEngine(geom, dtype, settings, choose_chunk(func, geom, dtype, max_workspace_bytes))
-
-
-def engine_for(func: str, geom: ConvGeometry, dtype, algorithm: str, settings: Settings, tile):
+def engine_for(func: str, geom: ConvGeometry, dtype, algorithm: str, settings: Settings,
+               tile) -> SharedEngine:
     """A shared engine from :data:`ENGINE_CACHE` for the stateless functions."""
-    if geom.batch == 0 or algorithm == "direct":
-        return None
-    chunk = (choose_chunk(func, geom, dtype, settings.max_workspace_bytes)
-             if algorithm == "fft" else None)
-    key = (algorithm, geom, np.dtype(dtype).str, settings, chunk, tile)
-    return ENGINE_CACHE.get(key, lambda: build_engine(func, geom, dtype, algorithm, settings,
-                                                      settings.max_workspace_bytes, tile))
+    option = engines.option(func, algorithm, geom, dtype, settings.max_workspace_bytes, tile)
+    key = (algorithm, geom, np.dtype(dtype).str, settings, option)
+    return ENGINE_CACHE.get(key, lambda: engines.build(algorithm, geom, dtype, settings, option))
 
 
 def choose_algorithm(func: str, geom: ConvGeometry, dtype, algorithm: str, settings: Settings,
@@ -120,179 +129,191 @@ def choose_algorithm(func: str, geom: ConvGeometry, dtype, algorithm: str, setti
         return selection.Choice("direct", None, "auto chose 'direct': the batch is empty")
     if measure:
         return selection.measure(geom, dtype, settings,
-                                 lambda name, tile: Plan(geom, dtype, name, settings, tile=tile))
+                                 lambda name, tile: Plan(LayerGeometry(geom), dtype, name,
+                                                         settings, tile=tile))
     return selection.estimate(geom, dtype, settings)
 
 
-def bias_grad(dy: np.ndarray) -> np.ndarray:
-    """``db[o] = sum over batch and space of dy[:, o]``."""
-    return dy.sum(axis=(0,) + tuple(range(2, dy.ndim)))
+def check_operand(func: str, name: str, a, shape, result_dtype, compute_dtype) -> np.ndarray:
+    """``a`` must have ``shape`` and a dtype that promotes to ``result_dtype``.
+
+    Anything that would change the result dtype (a float64 ``x`` for a float32
+    plan, an int64 one, a complex bias for a real plan) is a ``TypeError``: a
+    plan never downcasts silently.
+    """
+    a = check_array(func, name, a)
+    check_shape(func, name, a, shape, "the shape this plan was built for")
+    if np.result_type(a.dtype, result_dtype) != result_dtype:
+        fail(func, f"{name} has dtype={a.dtype} but this plan was built for "
+                   f"dtype={result_dtype}; build a plan with dtype="
+                   f"{np.result_type(a.dtype, result_dtype)}", TypeError)
+    return a.astype(compute_dtype, copy=False)
 
 
-def add_bias(y: np.ndarray, b: Optional[np.ndarray]) -> np.ndarray:
-    if b is not None:
-        y += b.reshape((-1,) + (1,) * (y.ndim - 2))
-    return y
+class Pullback:
+    """The gradients of one forward call: ``pullback(dy)`` -> :class:`Gradients`.
+
+    Holds what those gradients need (the spectrum of that call's ``x``, or
+    its equivalent, and a reference to the weight state used), so it can be
+    called any number of times, in any order with other pullbacks, with the
+    same result each time, and gives the gradients for ``x`` and ``w`` as they
+    were at its call.  Dropping it frees them.
+    """
+
+    def __init__(self, runner: LayerRunner, saved, weights, result_dtype, lock,
+                 func: str = "pullback"):
+        self._runner, self._saved, self._weights = runner, saved, weights
+        self._result, self._lock, self._func = np.dtype(result_dtype), lock, func
+
+    @property
+    def y_shape(self) -> tuple:
+        return self._runner.layer.y_shape
+
+    def __call__(self, dy, *, need_dx: bool = True, need_dw: bool = True) -> Gradients:
+        """``(dx, dw, db)`` for output gradient ``dy``; ``need_dx=False`` or
+        ``need_dw=False`` skips that gradient (``None`` in its place)."""
+        dy = check_operand(self._func, "dy", dy, self.y_shape, self._result,
+                           self._runner.dtype)
+        with self._lock:
+            grads = self._runner.backward(dy, self._saved, self._weights, need_dx, need_dw)
+        return Gradients(*(None if a is None else a.astype(self._result, copy=False)
+                           for a in grads))
+
+    def __repr__(self) -> str:
+        return f"<Pullback for y{self.y_shape}, dtype={self._result}>"
 
 
 class Plan:
     """A convolution layer of fixed geometry, dtype and algorithm.
 
-    Build one with :func:`fftconv.plan`.  ``p.forward(x, w, b)`` computes ``y``
-    and keeps what the gradients need; ``p.backward(dy)`` returns the
-    :class:`Gradients` for that ``x`` and ``w``.  A plan holds state and
-    buffers: use one plan per thread (the stateless ``fftconv.forward`` and
-    ``backward`` are safe to call from many threads).
+    Build one with :func:`fftconv.plan`.  ``y, pullback = p.vjp(x, w, b)``
+    computes ``y`` and a :class:`Pullback` for that call; ``p.forward`` /
+    ``p.backward`` are the convenience form for one outstanding call: the
+    last :meth:`forward` is what :meth:`backward` differentiates.  A plan
+    holds buffers: use one plan per thread (the stateless functions are safe
+    to call from many threads).
 
     Attributes
     ----------
+    layer : LayerGeometry
+        The whole layer (transposed, padding mode, layout) around ...
     geometry : ConvGeometry
-        Every integer fact about the layer (padding, crops, FFT size...).
+        ... the correlation the engine runs (padding, crops, FFT size...).
     out_shape : tuple
         Shape of ``y``.
     fft_shape : tuple
-        FFT length per spatial axis (``None`` for ``algorithm="direct"``).
+        FFT length per spatial axis (of one tile for overlap-add; ``None`` when
+        no FFT runs).
     algorithm : str
-        ``"fft"`` or ``"direct"``.
+        A name from ``fftconv.engines.REGISTRY``.
     """
 
-    def __init__(self, geom: ConvGeometry, dtype, algorithm: str,
+    def __init__(self, layer: LayerGeometry, dtype, algorithm: str,
                  settings: Optional[Settings] = None, engine=None,
-                 max_workspace_bytes: Optional[int] = None, explain: str = "", tile=None):
-        self.geometry = geom
+                 max_workspace_bytes: Optional[int] = None, explain: str = "", tile=None,
+                 weights: Optional[WeightCache] = None):
+        self.layer = resolve(layer, algorithm)
+        self.geometry = self.layer.conv
         self.compute_dtype, self.result_dtype = dtypes_for("fftconv.plan", np.empty(0, dtype))
         self.algorithm = algorithm
         self.explain = explain or f"algorithm {algorithm!r} was requested"
         self.settings = settings or get_settings()
-        self._engine = engine
         if engine is None:
-            self._engine = build_engine("fftconv.plan", geom, self.compute_dtype, algorithm,
-                                        self.settings, max_workspace_bytes, tile)
-        self._x = self._w = self._x_spec = None
-        self._k: Optional[np.ndarray] = None  # kept spectrum of the weights
+            option = engines.option("fftconv.plan", algorithm, self.geometry, self.compute_dtype,
+                                    max_workspace_bytes, tile)
+            engine = engines.build(algorithm, self.geometry, self.compute_dtype, self.settings,
+                                   option)
+        self._engine = engine
+        self._runner = LayerRunner(self.layer, engine)
+        self._weights = weights or WeightCache()
+        self._last: Optional[Pullback] = None
 
     # -- geometry -------------------------------------------------------------------
     @property
     def out_shape(self) -> tuple:
-        return self.geometry.y_shape
+        return self.layer.y_shape
 
     @property
     def fft_shape(self):
-        """FFT size per axis (of one tile for overlap-add; ``None`` for direct)."""
-        if self.algorithm == "overlap_add":
-            return self._engine.tile_geom.fft_shape if self._engine else None
-        return self.geometry.fft_shape if self.algorithm == "fft" else None
+        """FFT size per axis (of one tile for overlap-add; ``None`` when no FFT runs)."""
+        return self._engine.fft_shape
 
     @property
     def tile(self):
         """Output tile per axis for overlap-add, else ``None``."""
-        return self._engine.tile if self.algorithm == "overlap_add" and self._engine else None
+        return self._engine.tile
 
     @property
     def transform_counts(self) -> dict:
         """Batched transforms run by this plan: ``{"forward": int, "inverse": int}``."""
-        return self._engine.transform_counts if self._engine else {"forward": 0, "inverse": 0}
+        return self._engine.transform_counts
 
     @property
     def workspace_bytes(self) -> int:
         """Bytes of FFT buffers one training step with this plan uses."""
-        return self._engine.workspace_bytes if self._engine else 0
+        return self._engine.workspace_bytes
 
     @property
     def chunk(self) -> int:
         """Samples per pass: the batch size unless ``max_workspace_bytes`` asked for less."""
-        return self._engine.chunk if self._engine else self.geometry.batch
+        return self._engine.chunk
 
     def __repr__(self) -> str:
-        g = self.geometry
-        fft = f", fft_shape={self.fft_shape}" if self.fft_shape else ""
+        g, layer = self.geometry, self.layer
+        extra = f", fft_shape={self.fft_shape}" if self.fft_shape else ""
         if self.tile:
-            fft += f", tile={self.tile}"
-        if self._engine and self._engine.chunk < g.batch:
-            fft += f", chunk={self._engine.chunk}"
-        return (f"Plan(x{g.x_shape} * w{g.w_shape} -> y{g.y_shape}, dtype={self.result_dtype}, "
-                f"algorithm={self.algorithm!r}{fft}, padding={g.padding}, stride={g.stride}, "
-                f"dilation={g.dilation}, groups={g.groups}, flip_kernel={g.flip_kernel})")
+            extra += f", tile={self.tile}"
+        if self.chunk < g.batch:
+            extra += f", chunk={self.chunk}"
+        options = ""
+        if layer.transposed:
+            options += f", transposed=True, output_padding={layer.output_padding}"
+        if layer.padding_mode != "zeros":
+            options += f", padding_mode={layer.padding_mode!r}"
+        if layer.layout != "channels_first":
+            options += f", layout={layer.layout!r}"
+        return (f"Plan(x{layer.x_shape} * w{layer.w_shape} -> y{layer.y_shape}, "
+                f"dtype={self.result_dtype}, algorithm={self.algorithm!r}{extra}, "
+                f"padding={layer.padding}, stride={g.stride}, dilation={g.dilation}, "
+                f"groups={g.groups}, flip_kernel={g.flip_kernel}{options})")
 
-    # -- argument checks against the plan ------------------------------------------
-    def _check_operand(self, func: str, name: str, a, shape) -> np.ndarray:
-        """``a`` must have ``shape`` and a dtype that promotes to this plan's.
+    # -- the passes -----------------------------------------------------------------
+    def _check(self, func: str, name: str, a, shape) -> np.ndarray:
+        return check_operand(func, name, a, shape, self.result_dtype, self.compute_dtype)
 
-        Anything that would change the result dtype (a float64 ``x`` for a
-        float32 plan, an int64 one, a complex bias for a real plan) is a
-        ``TypeError``: a plan never downcasts silently.
-        """
-        a = check_array(func, name, a)
-        check_shape(func, name, a, shape, "the shape this plan was built for")
-        if np.result_type(a.dtype, self.result_dtype) != self.result_dtype:
-            fail(func, f"{name} has dtype={a.dtype} but this plan was built for "
-                       f"dtype={self.result_dtype}; build a plan with dtype="
-                       f"{np.result_type(a.dtype, self.result_dtype)}", TypeError)
-        return a.astype(self.compute_dtype, copy=False)
+    def vjp(self, x, w, b=None) -> tuple:
+        """``(y, pullback)``: ``y = conv(x, w) + b`` and a :class:`Pullback` that gives
+        the gradients for this ``x`` and ``w`` (as they are now), any number of times."""
+        return self._vjp("Plan.vjp", x, w, b)
 
-    def _result(self, a: np.ndarray) -> np.ndarray:
-        return a.astype(self.result_dtype, copy=False)
-
-    # -- the two passes (public: checked) ------------------------------------------------
-    def forward(self, x, w, b=None) -> np.ndarray:
-        """``y = conv(x, w) + b``; keeps what :meth:`backward` needs about ``x`` and ``w``."""
-        func, g = "Plan.forward", self.geometry
-        x = self._check_operand(func, "x", x, g.x_shape)
-        w = self._check_operand(func, "w", w, g.w_shape)
+    def _vjp(self, func: str, x, w, b) -> tuple:
+        layer = self.layer
+        x = self._check(func, "x", x, layer.x_shape)
+        w = self._check(func, "w", w, layer.w_shape)
         if b is not None:
-            b = self._check_operand(func, "b", b, (g.out_channels,))
-        return self._result(self.run_forward(x, w, b))
+            b = self._check(func, "b", b, (layer.out_channels,))
+        with self._engine.lock:
+            weights = self._weights.state(w, self._runner.weights)
+            y, saved = self._runner.forward(x, weights, b, keep=True)
+        pullback = Pullback(self._runner, saved, weights, self.result_dtype, self._engine.lock,
+                            "Plan.backward")
+        return y.astype(self.result_dtype, copy=False), pullback
+
+    def forward(self, x, w, b=None) -> np.ndarray:
+        """``y = conv(x, w) + b``; keeps what :meth:`backward` needs about this call.
+
+        The convenience form of :meth:`vjp` for one outstanding call: the next
+        ``forward`` replaces what this one kept.  A layer used several times
+        before its backward pass (a siamese tower, an unrolled RNN) uses
+        :meth:`vjp`, one pullback per call.
+        """
+        y, self._last = self._vjp("Plan.forward", x, w, b)
+        return y
 
     def backward(self, dy) -> Gradients:
-        """Gradients ``(dx, dw, db)`` of the last :meth:`forward` for output gradient ``dy``."""
-        func = "Plan.backward"
-        if self._w is None:
-            fail(func, "call Plan.forward(x, w, b) before Plan.backward(dy)", RuntimeError)
-        dy = self._check_operand(func, "dy", dy, self.geometry.y_shape)
-        return Gradients(*(self._result(a) for a in self.run_backward(dy)))
-
-    # -- the two passes (internal: arrays already checked and in the compute dtype) ----
-    def remember(self, x: np.ndarray, w: np.ndarray, copy: bool = True):
-        """Keep ``w`` (and its spectra) and ``x`` for the gradients.
-
-        ``copy=False`` keeps references instead of private copies; only for a
-        plan used once.  An unchunked FFT plan keeps the spectrum of ``x``
-        (set by :meth:`run_forward`) instead of ``x`` itself; the direct path
-        keeps ``x`` zero-padded, which is a new array in any case.
-        """
-        if self._engine is None:
-            self._x = direct.prepare(x, self.geometry)  # a new array: no copy needed
-        elif not copy:
-            self._x = x
-        else:
-            self._x = None if self._engine.keeps_x_spectrum else x.copy()
-        self._x_spec = None
-        if self._engine is None:
-            self._w = w.copy() if copy else w
-        elif self._w is None or not np.array_equal(w, self._w):
-            self._k = self._engine.weight_spectrum(w)
-            self._w = w.copy() if copy else w
-
-    def run_forward(self, x, w, b, for_backward: bool = True) -> np.ndarray:
-        """``y`` in the compute dtype; ``for_backward=False`` keeps nothing for
-        :meth:`run_backward` (a one-use forward)."""
-        self.remember(x, w, copy=for_backward)
-        g = self.geometry
-        if g.batch == 0:
-            return np.zeros(g.y_shape, self.compute_dtype)
-        if self._engine is None:
-            y = direct.forward(self._x, w, g)
-        else:
-            y, self._x_spec = self._engine.forward(x, self._k, keep_x=for_backward)
-        return add_bias(y, b)
-
-    def run_backward(self, dy) -> tuple:
-        """``(dx, dw, db)`` in the compute dtype, for the remembered ``x`` and ``w``."""
-        g = self.geometry
-        db = bias_grad(dy)
-        if g.batch == 0:
-            return np.zeros(g.x_shape, self.compute_dtype), np.zeros(g.w_shape, self.compute_dtype), db
-        if self._engine is None:
-            return direct.gradients(dy, self._x, self._w, g) + (db,)
-        dx, dw = self._engine.backward(dy, self._x, self._k, self._x_spec)
-        return dx, dw, db
+        """Gradients ``(dx, dw, db)`` of the **last** :meth:`forward` for output
+        gradient ``dy`` (see :meth:`vjp` for several calls in flight)."""
+        if self._last is None:
+            fail("Plan.backward", "call Plan.forward(x, w, b) before Plan.backward(dy)",
+                 RuntimeError)
+        return self._last(dy)

@@ -19,13 +19,13 @@ from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from . import costs, wisdom
+from . import engines, wisdom
 from .config import Settings
 from .geometry import ConvGeometry
 
 FORMAT_VERSION = 1
 FILE_NAME = "choices.json"
-CANDIDATES = ("direct", "fft", "overlap_add")
+CANDIDATES = engines.NAMES
 
 
 class ChoiceCacheWarning(UserWarning):
@@ -103,8 +103,10 @@ _estimated: "OrderedDict[str, Choice]" = OrderedDict()
 _estimated_lock = threading.Lock()
 
 
-def _describe(seconds: dict, tile) -> str:
-    parts = [f"{name} {1e3 * t:.3g} ms" + (f" (tile {tile})" if name == "overlap_add" else "")
+def _describe(seconds: dict, options: dict) -> str:
+    """``"direct 1.2 ms, overlap_add 3.4 ms (tile (64,)), ..."``, fastest first;
+    ``options`` maps a name to its engine option (a tile), shown where set."""
+    parts = [f"{name} {1e3 * t:.3g} ms" + (f" (tile {options[name]})" if options.get(name) else "")
              for name, t in sorted(seconds.items(), key=lambda kv: kv[1])]
     return ", ".join(parts)
 
@@ -116,12 +118,11 @@ def estimate(geom: ConvGeometry, dtype, settings: Settings) -> Choice:
         if key in _estimated:
             _estimated.move_to_end(key)
             return _estimated[key]
-    tile, oa = costs.best_tile(geom, dtype)
-    est = {"direct": costs.seconds(costs.direct_work(geom, dtype)),
-           "fft": costs.seconds(costs.fft_work(geom, dtype)), "overlap_add": oa}
+    priced = engines.estimates(geom, dtype)
+    est = {name: seconds for name, (seconds, _) in priced.items()}
     best = min(est, key=est.get)
-    choice = Choice(best, tile if best == "overlap_add" else None,
-                    f"auto chose {best!r} by the cost model; estimated {_describe(est, tile)}")
+    choice = Choice(best, priced[best][1],
+                    f"auto chose {best!r} by the cost model; estimated {_describe(est, priced)}")
     with _estimated_lock:
         _estimated[key] = choice
         while len(_estimated) > 256:
@@ -140,8 +141,7 @@ def _time_step(plan_factory, geom: ConvGeometry, dtype, repeats: int = 3) -> flo
     for i in range(repeats + 1):
         w += 1e-3  # weights change every step, as in training
         start = time.perf_counter()
-        plan.run_forward(x, w, None)
-        plan.run_backward(dy)
+        plan.vjp(x, w)[1](dy)
         if i:
             best = min(best, time.perf_counter() - start)
     return best
@@ -158,12 +158,13 @@ def measure(geom: ConvGeometry, dtype, settings: Settings, plan_factory) -> Choi
         tile = tuple(stored["tile"]) if stored.get("tile") else None
         return Choice(stored["algorithm"], tile,
                       f"auto chose {stored['algorithm']!r} by measurement (stored); measured "
-                      f"{_describe(stored['seconds'], tile)}")
-    tile = costs.best_tile(geom, dtype)[0]
-    timed = {name: _time_step(lambda: plan_factory(name, tile), geom, dtype)
+                      f"{_describe(stored['seconds'], {stored['algorithm']: tile})}")
+    options = {name: option for name, (_, option) in engines.estimates(geom, dtype).items()}
+    timed = {name: _time_step(lambda: plan_factory(name, options[name]), geom, dtype)
              for name in CANDIDATES}
     best = min(timed, key=timed.get)
-    STORE.put(key, {"algorithm": best, "tile": list(tile) if best == "overlap_add" else None,
+    tile = options[best]
+    STORE.put(key, {"algorithm": best, "tile": None if tile is None else list(tile),
                     "seconds": timed})
-    return Choice(best, tile if best == "overlap_add" else None,
-                  f"auto chose {best!r} by measurement; measured {_describe(timed, tile)}")
+    return Choice(best, tile, f"auto chose {best!r} by measurement; measured "
+                              f"{_describe(timed, options)}")

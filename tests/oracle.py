@@ -13,6 +13,13 @@ Semantics follow /work/shared/CONVENTIONS.md:
 * ``flip_kernel=True`` flips ``w`` along every spatial axis (a true convolution).
 * backward is the exact adjoint (PyTorch complex convention: gradient w.r.t. the conjugate):
   ``dx`` uses ``conj(w)``, ``dw`` uses ``conj(x)``, ``db = sum(dy)``; sums over the batch.
+* ``padding_mode`` in {"zeros", "circular", "reflect", "replicate"} (PyTorch's names; np.pad's
+  "constant", "wrap", "reflect", "edge"); backward folds the halo back onto the input (the adjoint
+  of the padding operator, built from an index map).
+* transposed convolution, exactly torch.nn.functional.conv_transpose{1,2,3}d for any number of
+  spatial axes, written as a plain scatter (forward) and as gathers (backward).
+* channels-last layout helpers: activations ``(N, C, *sp) <-> (N, *sp, C)``, weights
+  ``(C_out, C_g, *k) <-> (*k, C_g, C_out)`` (TensorFlow HWIO).
 """
 
 from collections import namedtuple
@@ -132,8 +139,58 @@ def _window(j, s, d, out):
                  for jj, ss, dd, o in zip(j, s, d, out))
 
 
+# ----------------------------------------------------------------------------------------------
+# padding modes (PyTorch's names) and the adjoint of the padding operator
+# ----------------------------------------------------------------------------------------------
+
+PADDING_MODES = {"zeros": "constant", "circular": "wrap", "reflect": "reflect",
+                 "replicate": "edge"}
+
+
+def _np_pad_mode(padding_mode):
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"oracle: padding_mode must be one of {sorted(PADDING_MODES)}, "
+                         f"got {padding_mode!r}")
+    return PADDING_MODES[padding_mode]
+
+
+def pad_input(x, pads, padding_mode="zeros"):
+    """Pad the spatial axes of ``x`` (N, C, *sp) by ``pads`` [(lo, hi), ...], ``padding_mode``."""
+    widths = [(0, 0), (0, 0)] + [tuple(p) for p in pads]
+    return np.pad(x, widths, mode=_np_pad_mode(padding_mode))
+
+
+def pad_index_map(n, lo, hi, padding_mode="zeros"):
+    """For each of the ``n + lo + hi`` padded positions, the input index it reads (-1: a zero)."""
+    idx = np.arange(n)
+    if _np_pad_mode(padding_mode) == "constant":
+        return np.pad(idx, (lo, hi), mode="constant", constant_values=-1)
+    return np.pad(idx, (lo, hi), mode=_np_pad_mode(padding_mode))
+
+
+def unpad_adjoint(dxpad, in_spatial, pads, padding_mode="zeros"):
+    """Adjoint of :func:`pad_input`: scatter-add every padded position onto the input index it read.
+
+    The padding operator is a product of one operator per spatial axis, so its adjoint is applied
+    one axis at a time with ``np.add.at``.
+    """
+    out = dxpad
+    for ax, (n, (lo, hi)) in enumerate(zip(in_spatial, pads)):
+        axis = 2 + ax
+        idx = pad_index_map(n, lo, hi, padding_mode)
+        if out.shape[axis] != idx.size:
+            raise ValueError("oracle: padded array does not match the padding")
+        keep = idx >= 0
+        src = np.moveaxis(out, axis, 0)[keep]
+        acc = np.zeros((n,) + src.shape[1:], dtype=out.dtype)
+        np.add.at(acc, idx[keep], src)
+        out = np.moveaxis(acc, 0, axis)
+    return out
+
+
 def oracle_forward(x, w, b=None, padding="valid", stride=1, dilation=1, groups=1,
-                   flip_kernel=False):
+                   flip_kernel=False, padding_mode="zeros"):
+    _np_pad_mode(padding_mode)
     dt = _work_dtype(x, w, b)
     x = np.asarray(x).astype(dt)
     w = np.asarray(w).astype(dt)
@@ -141,7 +198,7 @@ def oracle_forward(x, w, b=None, padding="valid", stride=1, dilation=1, groups=1
                                            flip_kernel)
     if flip_kernel:
         w = _flip(w)
-    xpad = np.pad(x, [(0, 0), (0, 0)] + [tuple(p) for p in pads])
+    xpad = pad_input(x, pads, padding_mode)
     n_batch, c_out = x.shape[0], w.shape[0]
     y = np.zeros((n_batch, c_out) + out, dtype=dt)
     ch = (slice(None), slice(None))
@@ -160,8 +217,13 @@ def oracle_forward(x, w, b=None, padding="valid", stride=1, dilation=1, groups=1
 
 
 def oracle_backward(dy, x, w, padding="valid", stride=1, dilation=1, groups=1,
-                    flip_kernel=False):
-    """Explicit adjoint loops: scatter-add over kernel offsets for dx, correlation for dw."""
+                    flip_kernel=False, padding_mode="zeros"):
+    """Explicit adjoint loops: scatter-add over kernel offsets for dx, correlation for dw.
+
+    ``dx`` is first accumulated on the padded grid, then the halo is folded back onto the input
+    by the adjoint of the padding operator (``padding_mode``); ``dw`` reads the padded ``x``.
+    """
+    _np_pad_mode(padding_mode)
     dt = _work_dtype(dy, x, w)
     dy = np.asarray(dy).astype(dt)
     x = np.asarray(x).astype(dt)
@@ -172,7 +234,7 @@ def oracle_backward(dy, x, w, padding="valid", stride=1, dilation=1, groups=1,
         raise ValueError(f"oracle: dy has shape {dy.shape}, expected "
                          f"{(x.shape[0], w.shape[0]) + out}")
     w_eff = _flip(w) if flip_kernel else w
-    xpad = np.pad(x, [(0, 0), (0, 0)] + [tuple(p) for p in pads])
+    xpad = pad_input(x, pads, padding_mode)
     dxpad = np.zeros_like(xpad)
     dw = np.zeros_like(w_eff)
     ch = (slice(None), slice(None))
@@ -190,9 +252,183 @@ def oracle_backward(dy, x, w, padding="valid", stride=1, dilation=1, groups=1,
             red = [0] + list(range(2, dy.ndim))
             dw[(wo, slice(None)) + j] = np.tensordot(dy[:, wo], np.conj(win[:, xc]),
                                                      axes=(red, red))
-    crop = ch + tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, x.shape[2:]))
-    dx = dxpad[crop]
+    dx = unpad_adjoint(dxpad, x.shape[2:], pads, padding_mode)
     if flip_kernel:
         dw = _flip(dw)
     db = dy.sum(axis=(0,) + tuple(range(2, dy.ndim)))
     return Grads(np.ascontiguousarray(dx), np.ascontiguousarray(dw), db)
+
+
+# ----------------------------------------------------------------------------------------------
+# transposed convolution (torch.nn.functional.conv_transpose{1,2,3}d, any number of axes)
+# ----------------------------------------------------------------------------------------------
+
+def resolve_transposed_padding(padding, in_spatial, kernel, stride=1, dilation=1,
+                               flip_kernel=False):
+    """``(lo, hi)`` per axis for a transposed convolution over an input of ``in_spatial``.
+
+    Ints, sequences of ints / ``(lo, hi)`` pairs, ``"valid"`` and ``"full"`` mean what they mean
+    for the forward convolution; ``"same"`` is the "same" padding of a forward convolution over
+    an input of length ``n * s`` (the transposed output length) with the same ``k, s, d``.
+    """
+    nd = len(in_spatial)
+    s = _per_axis(stride, nd, "stride")
+    if isinstance(padding, str) and padding == "same":
+        long_spatial = tuple(n * ss for n, ss in zip(in_spatial, s))
+        return resolve_padding("same", long_spatial, kernel, s, dilation, flip_kernel)
+    return resolve_padding(padding, in_spatial, kernel, s, dilation, flip_kernel)
+
+
+def transposed_output_spatial(in_spatial, kernel, padding=0, stride=1, dilation=1,
+                              output_padding=0, flip_kernel=False):
+    """Per axis ``out = (n-1)*s - lo - hi + d*(k-1) + 1 + output_padding``.
+
+    ``padding="same"`` gives ``n*s + output_padding``. Raises ValueError if any ``out < 1``.
+    """
+    nd = len(in_spatial)
+    s = _per_axis(stride, nd, "stride")
+    d = _per_axis(dilation, nd, "dilation")
+    op = _per_axis(output_padding, nd, "output_padding")
+    pads = resolve_transposed_padding(padding, in_spatial, kernel, s, d, flip_kernel)
+    same = isinstance(padding, str) and padding == "same"
+    out = []
+    for n, k, ss, dd, (lo, hi), o_p in zip(in_spatial, kernel, s, d, pads, op):
+        if same:
+            o = n * ss + o_p
+        else:
+            o = (n - 1) * ss - lo - hi + effective_kernel(k, dd) + o_p
+        if o < 1:
+            raise ValueError(f"oracle: empty transposed output (out={o}) on an axis")
+        out.append(o)
+    return tuple(out)
+
+
+def _setup_transposed(x_shape, w, padding, stride, dilation, groups, output_padding,
+                      flip_kernel):
+    nd = len(x_shape) - 2
+    if w.ndim != nd + 2:
+        raise ValueError("oracle: x and w need the same number of spatial axes")
+    c_in = x_shape[1]
+    if w.shape[0] != c_in or c_in % groups:
+        raise ValueError("oracle: transposed weights must be (C_in, C_out // groups, *k) with "
+                         "groups dividing C_in")
+    s = _per_axis(stride, nd, "stride")
+    d = _per_axis(dilation, nd, "dilation")
+    kernel = w.shape[2:]
+    pads = resolve_transposed_padding(padding, x_shape[2:], kernel, s, d, flip_kernel)
+    out = transposed_output_spatial(x_shape[2:], kernel, padding, s, d, output_padding,
+                                    flip_kernel)
+    c_g = c_in // groups          # input channels per group
+    o_g = w.shape[1]              # output channels per group
+    return nd, s, d, pads, out, c_g, o_g
+
+
+def oracle_transposed_forward(x, w, b=None, padding=0, stride=1, dilation=1, groups=1,
+                              output_padding=0, flip_kernel=False):
+    """Plain scatter: input position ``p`` and tap ``j`` land on ``q = p*s + j*d - lo``.
+
+    ``y[n, g*O_g + o, q] += sum_c w[g*C_g + c, o, j] * x[n, g*C_g + c, p]`` for ``0 <= q < out``
+    (no conjugation, also for complex: torch semantics).
+    """
+    dt = _work_dtype(x, w, b)
+    x = np.asarray(x).astype(dt)
+    w = np.asarray(w).astype(dt)
+    nd, s, d, pads, out, c_g, o_g = _setup_transposed(x.shape, w, padding, stride, dilation,
+                                                      groups, output_padding, flip_kernel)
+    if flip_kernel:
+        w = _flip(w)
+    n_batch = x.shape[0]
+    c_out = o_g * groups
+    y = np.zeros((n_batch, c_out) + out, dtype=dt)
+    for j in np.ndindex(*w.shape[2:]):
+        ps, qs = [], []
+        for n, jj, ss, dd, (lo, _), o in zip(x.shape[2:], j, s, d, pads, out):
+            p = np.arange(n)
+            q = p * ss + jj * dd - lo
+            ok = (q >= 0) & (q < o)
+            ps.append(p[ok])
+            qs.append(q[ok])
+        for g in range(groups):
+            xc = slice(g * c_g, (g + 1) * c_g)
+            yo = slice(g * o_g, (g + 1) * o_g)
+            xin = x[(slice(None), xc) + np.ix_(*ps)]                     # (N, C_g, *P)
+            contrib = np.tensordot(xin, w[(xc, slice(None)) + j], axes=([1], [0]))
+            # for one tap the q's of an axis are distinct, so += does not lose duplicates
+            y[(slice(None), yo) + np.ix_(*qs)] += np.moveaxis(contrib, -1, 1)
+    if b is not None:
+        b = np.asarray(b).astype(dt)
+        y += b.reshape((1, c_out) + (1,) * nd)
+    return y
+
+
+def oracle_transposed_backward(dy, x, w, padding=0, stride=1, dilation=1, groups=1,
+                               output_padding=0, flip_kernel=False):
+    """Adjoint of :func:`oracle_transposed_forward` written as gathers (PyTorch complex rule).
+
+    ``dy`` is zero-padded (``lo`` in front, enough behind), then for each tap ``j`` the strided
+    window ``dypad[p*s + j*d]`` (``p`` over the input grid) is read:
+    ``dx[n,ci,p] += sum_co conj(w[ci,co,j]) * window``;
+    ``dw[ci,co,j] = sum_{n,p} conj(x) * window``.
+    """
+    dt = _work_dtype(dy, x, w)
+    dy = np.asarray(dy).astype(dt)
+    x = np.asarray(x).astype(dt)
+    w = np.asarray(w).astype(dt)
+    nd, s, d, pads, out, c_g, o_g = _setup_transposed(x.shape, w, padding, stride, dilation,
+                                                      groups, output_padding, flip_kernel)
+    expected = (x.shape[0], o_g * groups) + out
+    if dy.shape != expected:
+        raise ValueError(f"oracle: dy has shape {dy.shape}, expected {expected}")
+    w_eff = _flip(w) if flip_kernel else w
+    widths = [(0, 0), (0, 0)]
+    for n, k, ss, dd, (lo, _), o in zip(x.shape[2:], w.shape[2:], s, d, pads, out):
+        # largest index read is (n-1)*s + (k-1)*d on the padded grid, whose first o start at lo
+        behind = max(0, (n - 1) * ss + effective_kernel(k, dd) - lo - o)
+        widths.append((lo, behind))
+    dypad = np.pad(dy, widths)
+    dx = np.zeros_like(x)
+    dw = np.zeros_like(w_eff)
+    red = [0] + list(range(2, x.ndim))
+    for j in np.ndindex(*w.shape[2:]):
+        win = dypad[(slice(None), slice(None)) + tuple(
+            slice(jj * dd, jj * dd + (n - 1) * ss + 1, ss)
+            for jj, ss, dd, n in zip(j, s, d, x.shape[2:]))]          # (N, C_out, *n)
+        for g in range(groups):
+            xc = slice(g * c_g, (g + 1) * c_g)
+            yo = slice(g * o_g, (g + 1) * o_g)
+            dx[:, xc] += np.moveaxis(
+                np.tensordot(win[:, yo], np.conj(w_eff[(xc, slice(None)) + j]),
+                             axes=([1], [1])), -1, 1)
+            dw[(xc, slice(None)) + j] = np.tensordot(np.conj(x[:, xc]), win[:, yo],
+                                                     axes=(red, red))
+    if flip_kernel:
+        dw = _flip(dw)
+    db = dy.sum(axis=(0,) + tuple(range(2, dy.ndim)))
+    return Grads(np.ascontiguousarray(dx), np.ascontiguousarray(dw), db)
+
+
+# ----------------------------------------------------------------------------------------------
+# channels-last layout helpers
+# ----------------------------------------------------------------------------------------------
+
+def to_channels_last(a):
+    """Activations ``(N, C, *sp) -> (N, *sp, C)``."""
+    return np.ascontiguousarray(np.moveaxis(np.asarray(a), 1, -1))
+
+
+def from_channels_last(a):
+    """Activations ``(N, *sp, C) -> (N, C, *sp)``."""
+    return np.ascontiguousarray(np.moveaxis(np.asarray(a), -1, 1))
+
+
+def weights_to_channels_last(w):
+    """Weights ``(C_out, C_g, *k) -> (*k, C_g, C_out)`` (TensorFlow HWIO)."""
+    w = np.asarray(w)
+    return np.ascontiguousarray(np.transpose(w, tuple(range(2, w.ndim)) + (1, 0)))
+
+
+def weights_from_channels_last(w):
+    """Weights ``(*k, C_g, C_out) -> (C_out, C_g, *k)``."""
+    w = np.asarray(w)
+    return np.ascontiguousarray(
+        np.transpose(w, (w.ndim - 1, w.ndim - 2) + tuple(range(w.ndim - 2))))

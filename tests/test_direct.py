@@ -49,7 +49,7 @@ def test_every_split_and_chunk_matches_the_oracle(monkeypatch, seed, dtype, chun
 
 def test_the_split_stacks_the_last_axis_and_more_while_shallow():
     geom = check_layer("t", (2, 8, 20, 20, 20), (8, 8, 3, 3, 3), padding="same", stride=1,
-                       dilation=1, groups=1, flip_kernel=False, real=True)
+                       dilation=1, groups=1, flip_kernel=False, real=True).conv
     taps = direct._taps(geom, channels=8)  # 8 * 9 <= 128 < 8 * 27: two axes stacked
     assert taps.stacked_kernel == (3, 3) and taps.looped_kernel == (3,)
     assert len(taps.stacked) == 9 and taps.looped == (0, 22 * 22, 2 * 22 * 22)

@@ -66,11 +66,11 @@ def test_memory_is_bounded_by_the_tile():
 
 def test_cost_model_tiles_long_inputs_and_not_short_ones():
     long_geom = check_layer("t", (1, 4, 1 << 20), (4, 4, 65), padding="valid", stride=1,
-                            dilation=1, groups=1, flip_kernel=False, real=True)
+                            dilation=1, groups=1, flip_kernel=False, real=True).conv
     tile, _ = costs.best_tile(long_geom, np.float32)
     assert tile[0] < long_geom.out_size[0] // 4
     short_geom = check_layer("t", (8, 16, 64, 64), (16, 16, 5, 5), padding="valid", stride=1,
-                             dilation=1, groups=1, flip_kernel=False, real=True)
+                             dilation=1, groups=1, flip_kernel=False, real=True).conv
     assert costs.tile_candidates(short_geom, 8)[0][-1] == short_geom.out_size[0]
 
 

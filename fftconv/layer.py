@@ -1,0 +1,169 @@
+"""The layer around an engine: layout, padding modes and transposed roles.
+
+An engine (``fftconv.protocol``) computes one zero-padded correlation and its
+gradients, channels-first.  :class:`LayerRunner` turns that into the layer
+the caller asked for (``geometry.LayerGeometry``), without a second engine:
+
+* **transposed**: the forward pass is the engine's input gradient and the
+  input gradient its forward pass, both from the same spectra (JAX's
+  ``_conv_general_dilated_transpose_*``); complex weights enter conjugated,
+  so that ``y = sum w x`` as in ``torch.nn.functional.conv_transpose*d``;
+* **padding modes**: the input is padded with ``np.pad`` before a "valid"
+  engine, and the input gradient's halo is folded back onto the input (the
+  padding operator's adjoint, ``geometry.padding_source``); circular padding
+  on an FFT engine needs neither (``geometry.circular_geometry``);
+* **channels-last**: arrays are viewed channels-first; the FFT engines read
+  the views while placing operands into their buffers and write results
+  through views into channels-last arrays, so no whole array is copied to
+  change layout.
+
+Every function takes arrays already checked and cast to the compute dtype.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from .geometry import PADDING_FILLS, LayerGeometry, padding_source
+from .protocol import Saved
+
+
+def channels_first(a: np.ndarray, layout: str) -> np.ndarray:
+    """``(N, *sp, C)`` viewed as ``(N, C, *sp)`` for channels-last; else ``a``."""
+    return np.moveaxis(a, -1, 1) if layout == "channels_last" else a
+
+
+def weights_first(w: np.ndarray, layout: str) -> np.ndarray:
+    """``(*k, Cg, C_out)`` viewed as ``(C_out, Cg, *k)`` for channels-last; else ``w``."""
+    if layout != "channels_last":
+        return w
+    nd = w.ndim - 2
+    return w.transpose((nd + 1, nd) + tuple(range(nd)))
+
+
+def weights_last(w: np.ndarray, layout: str) -> np.ndarray:
+    """Inverse of :func:`weights_first`, as a contiguous array."""
+    if layout != "channels_last":
+        return w
+    return np.ascontiguousarray(w.transpose(tuple(range(2, w.ndim)) + (1, 0)))
+
+
+def bias_grad(dy_cf: np.ndarray) -> np.ndarray:
+    """``db[o] = sum over batch and space of dy[:, o]`` (``dy`` channels-first, any strides)."""
+    return dy_cf.sum(axis=(0,) + tuple(range(2, dy_cf.ndim)))
+
+
+def fold_padding(dxpad: np.ndarray, layer: LayerGeometry, out: np.ndarray) -> np.ndarray:
+    """The adjoint of padding with ``layer.padding_mode``: each halo sample of
+    ``dxpad`` is added onto the input sample it copied; written into ``out``."""
+    folded = dxpad
+    for a, ((lo, hi), n) in enumerate(zip(layer.mode_padding, layer.in_size)):
+        axis = 2 + a
+        source = padding_source(n, lo, hi, layer.padding_mode)
+        core = np.take(folded, np.arange(lo, lo + n), axis=axis)  # a copy
+        for p in (*range(lo), *range(lo + n, lo + n + hi)):
+            index = [slice(None)] * folded.ndim
+            index[axis] = slice(source[p], source[p] + 1)
+            halo = [slice(None)] * folded.ndim
+            halo[axis] = slice(p, p + 1)
+            core[tuple(index)] += folded[tuple(halo)]
+        folded = core
+    out[...] = folded
+    return out
+
+
+class LayerRunner:
+    """The passes of one layer on one engine; stateless, so plans, pullbacks and
+    the stateless functions all share it."""
+
+    def __init__(self, layer: LayerGeometry, engine):
+        self.layer, self.engine = layer, engine
+        self.dtype = np.dtype(engine.dtype)
+
+    # -- arrays between the caller's layout and the engine's ----------------------------
+    def _new(self, shape_cf) -> tuple:
+        """A new array in the caller's layout and its channels-first view."""
+        layout = self.layer.layout
+        shape = self.layer._shown(shape_cf)
+        a = np.empty(shape, self.dtype)
+        return a, channels_first(a, layout)
+
+    def _engine_input(self, x_cf: np.ndarray) -> np.ndarray:
+        """The layer input as the engine reads it: padded by mode, or extended
+        by zeros (transposed), else the view itself."""
+        layer = self.layer
+        if layer.pads_input:
+            return np.pad(x_cf, ((0, 0), (0, 0)) + layer.mode_padding,
+                          mode=PADDING_FILLS[layer.padding_mode])
+        if any(layer.extra):
+            return np.pad(x_cf, ((0, 0), (0, 0)) + tuple((0, e) for e in layer.extra))
+        return x_cf
+
+    def weights(self, w: np.ndarray):
+        """The engine's weight state for the caller's ``w``."""
+        w = weights_first(w, self.layer.layout)
+        if self.layer.transposed and self.dtype.kind == "c":
+            w = np.conj(w)
+        return self.engine.weights(w)
+
+    # -- passes ------------------------------------------------------------------------
+    def forward(self, x: np.ndarray, weights, b: Optional[np.ndarray],
+                keep: bool) -> tuple:
+        """``(y, saved)``: ``y`` in the caller's layout; ``saved`` for :meth:`backward`
+        when ``keep`` (else ``None``)."""
+        layer = self.layer
+        y, y_cf = self._new(layer.y_shape_cf)
+        saved = None
+        if layer.conv.batch == 0:
+            y_cf.fill(0)
+        else:
+            xe = self._engine_input(channels_first(x, layer.layout))
+            run = self.engine.input_grad if layer.transposed else self.engine.forward
+            _, saved = run(xe, weights, keep=keep, out=y_cf)
+        if b is not None:
+            y_cf += b.reshape((-1,) + (1,) * layer.ndim)
+        return y, saved
+
+    def save(self, x: np.ndarray) -> Saved:
+        """What :meth:`backward` needs of ``x`` without a forward pass (may share ``x``)."""
+        xe = self._engine_input(channels_first(x, self.layer.layout))
+        return (self.engine.save_output if self.layer.transposed else self.engine.save_input)(xe)
+
+    def backward(self, dy: np.ndarray, saved: Optional[Saved], weights, need_dx: bool = True,
+                 need_dw: bool = True) -> tuple:
+        """``(dx, dw, db)`` in the caller's layout; ``dx``/``dw`` ``None`` when not needed."""
+        layer = self.layer
+        dy_cf = channels_first(dy, layer.layout)
+        db = bias_grad(dy_cf)
+        dx, dx_cf = self._new(layer.x_shape_cf) if need_dx else (None, None)
+        if layer.conv.batch == 0:
+            if need_dx:
+                dx.fill(0)
+            dw = np.zeros(layer.conv.w_shape, self.dtype) if need_dw else None
+        elif layer.transposed:
+            dw = self._transposed_backward(dy_cf, saved, weights, dx_cf, need_dw)
+        else:
+            direct_out = need_dx and not layer.pads_input
+            dxe, dw = self.engine.backward(dy_cf, saved, weights, need_dx=need_dx,
+                                           need_dw=need_dw, out=dx_cf if direct_out else None)
+            if need_dx and not direct_out:
+                fold_padding(dxe, layer, dx_cf)
+        if dw is not None:
+            dw = weights_last(dw, layer.layout)
+        return dx, dw, db
+
+    def _transposed_backward(self, dy_cf, saved, weights, dx_cf, need_dw):
+        """The engine's forward pass of ``dy`` is ``dx`` (cropped by ``extra``) and
+        its weight gradient against the saved input is ``dw`` (conjugated back
+        for complex weights)."""
+        layer = self.layer
+        cropped = any(layer.extra)
+        ye, dw = self.engine.transposed_backward(
+            dy_cf, saved, weights, need_y=dx_cf is not None, need_dw=need_dw,
+            out=None if cropped else dx_cf)
+        if dx_cf is not None and cropped:
+            dx_cf[...] = ye[(Ellipsis,) + tuple(slice(0, n) for n in layer.in_size)]
+        if dw is not None and self.dtype.kind == "c":
+            np.conjugate(dw, out=dw)
+        return dw
