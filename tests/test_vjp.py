@@ -1,0 +1,147 @@
+"""Pullbacks: a layer used many times, each use with its own gradients (CONVENTIONS §3)."""
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+import fftconv
+from conftest import ALGORITHMS, assert_close, random_array
+from oracle import oracle_backward, oracle_forward
+
+LAYERS = {
+    1: ((2, 3, 20), (4, 3, 5), dict(padding="same", stride=2)),
+    2: ((2, 2, 9, 8), (4, 2, 3, 2), dict(padding=1, dilation=(1, 2))),
+    3: ((1, 2, 6, 5, 7), (2, 1, 3, 3, 2), dict(padding="full", groups=2)),
+}
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("nd", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_siamese_step(algorithm, nd, dtype):
+    """``vjp`` on x1 then x2 with one plan, ``w`` changed in place in between,
+    pullbacks called in reverse order: each equals the stateless ``backward``."""
+    rng = np.random.default_rng(nd)
+    x_shape, w_shape, kw = LAYERS[nd]
+    p = fftconv.plan(x_shape, w_shape, dtype=dtype, algorithm=algorithm, **kw)
+    w = random_array(rng, w_shape, dtype)
+    x1, x2 = random_array(rng, x_shape, dtype), random_array(rng, x_shape, dtype)
+    w1 = w.copy()
+    y1, pb1 = p.vjp(x1, w)
+    w *= 1.5                                  # an in-place update between the two uses
+    y2, pb2 = p.vjp(x2, w)
+    dy1, dy2 = random_array(rng, y1.shape, dtype), random_array(rng, y2.shape, dtype)
+    g2, g1 = pb2(dy2), pb1(dy1)               # reverse order
+    for g, x, ww, dy, y, name in ((g1, x1, w1, dy1, y1, "1"), (g2, x2, w, dy2, y2, "2")):
+        ref = fftconv.backward(dy, x, ww, algorithm=algorithm, **kw)
+        for got, want, what in zip(g, ref, ("dx", "dw", "db")):
+            assert_close(got, want, dtype, what + name)
+        assert_close(y, oracle_forward(x, ww, **kw), dtype, "y" + name)
+        for got, want, what in zip(g, oracle_backward(dy, x, ww, **kw), ("dx", "dw", "db")):
+            assert_close(got, want, dtype, what + name + " (oracle)")
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_pullback_is_repeatable_and_sees_values_at_its_call(algorithm):
+    rng = np.random.default_rng(7)
+    x_shape, w_shape, kw = LAYERS[2]
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    x0, w0 = x.copy(), w.copy()
+    y, pb = fftconv.vjp(x, w, algorithm=algorithm, **kw)
+    dy = rng.standard_normal(y.shape)
+    first = pb(dy)
+    x += 1.0                                  # the caller reuses its buffers
+    w[...] = 0.0
+    _, other = fftconv.vjp(x, rng.standard_normal(w_shape), algorithm=algorithm, **kw)
+    other(dy)                                 # another pullback runs in between
+    again = pb(dy)
+    ref = oracle_backward(dy, x0, w0, **kw)
+    for a, b, want, name in zip(first, again, ref, ("dx", "dw", "db")):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+        assert_close(a, want, np.float64, name)
+
+
+@pytest.mark.parametrize("algorithm", ["fft", "overlap_add"])
+def test_unchanged_weights_are_transformed_once_and_shared(algorithm):
+    rng = np.random.default_rng(3)
+    x_shape, w_shape, kw = LAYERS[2]
+    p = fftconv.plan(x_shape, w_shape, dtype=np.float64, algorithm=algorithm, **kw)
+    w = rng.standard_normal(w_shape)
+    _, pb1 = p.vjp(rng.standard_normal(x_shape), w)
+    _, pb2 = p.vjp(rng.standard_normal(x_shape), w.copy())   # equal values, another array
+    assert pb1._weights is pb2._weights
+    if algorithm == "fft":
+        assert p.transform_counts["forward"] == 3   # x1, x2, and w once
+    w[0, 0, 0, 0] += 1.0
+    _, pb3 = p.vjp(rng.standard_normal(x_shape), w)
+    assert pb3._weights is not pb1._weights
+
+
+@pytest.mark.parametrize("algorithm", ["fft", "direct", "overlap_add"])
+def test_dropping_a_pullback_frees_what_it_kept(algorithm):
+    rng = np.random.default_rng(5)
+    x_shape, w_shape, kw = LAYERS[1]
+    p = fftconv.plan(x_shape, w_shape, dtype=np.float64, algorithm=algorithm, **kw)
+    w = rng.standard_normal(w_shape)
+    _, pb = p.vjp(rng.standard_normal(x_shape), w)
+    kept = weakref.ref(pb._saved.array)
+    state = pb._weights
+    assert not np.shares_memory(pb._saved.array, w)
+    _, later = p.vjp(rng.standard_normal(x_shape), w)
+    assert later._weights is state             # a reference to the shared weights, not a copy
+    del pb
+    gc.collect()
+    assert kept() is None
+
+
+def test_pullbacks_keep_one_input_spectrum_each():
+    """An FFT pullback keeps X (frequency-major), not x, and not a copy of the weights."""
+    x_shape, w_shape, kw = (4, 3, 32, 32), (5, 3, 3, 3), dict(padding="same")
+    p = fftconv.plan(x_shape, w_shape, dtype=np.float32, algorithm="fft", **kw)
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    pullbacks = [p.vjp(rng.standard_normal(x_shape).astype(np.float32), w)[1] for _ in range(3)]
+    spectra = {id(pb._saved.array) for pb in pullbacks}
+    assert len(spectra) == 3 and all(pb._saved.kind == "spectrum" for pb in pullbacks)
+    f = int(np.prod(p.fft_shape[:-1])) * (p.fft_shape[-1] // 2 + 1)
+    assert all(pb._saved.array.nbytes == f * 4 * 3 * 8 for pb in pullbacks)   # complex64
+    assert len({id(pb._weights) for pb in pullbacks}) == 1
+
+
+def test_forward_backward_keep_meaning_the_last_forward():
+    rng = np.random.default_rng(2)
+    x_shape, w_shape, kw = LAYERS[1]
+    p = fftconv.plan(x_shape, w_shape, dtype=np.float64, algorithm="fft", **kw)
+    w = rng.standard_normal(w_shape)
+    x1, x2 = rng.standard_normal(x_shape), rng.standard_normal(x_shape)
+    p.forward(x1, w)
+    y2 = p.forward(x2, w)
+    dy = rng.standard_normal(y2.shape)
+    got = p.backward(dy)
+    for a, b in zip(got, oracle_backward(dy, x2, w, **kw)):
+        assert_close(a, b, np.float64)
+    assert "vjp" in fftconv.Plan.forward.__doc__ and "last" in fftconv.Plan.backward.__doc__
+
+
+def test_skipping_a_gradient():
+    rng = np.random.default_rng(4)
+    x_shape, w_shape, kw = LAYERS[2]
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    for algorithm in ("fft", "direct", "overlap_add"):
+        y, pb = fftconv.vjp(x, w, algorithm=algorithm, **kw)
+        dy = rng.standard_normal(y.shape)
+        ref = oracle_backward(dy, x, w, **kw)
+        only_dx, only_dw = pb(dy, need_dw=False), pb(dy, need_dx=False)
+        assert only_dx.dw is None and only_dw.dx is None
+        assert_close(only_dx.dx, ref.dx, np.float64, "dx")
+        assert_close(only_dw.dw, ref.dw, np.float64, "dw")
+
+
+def test_a_step_with_vjp_costs_three_and_three_transforms():
+    x_shape, w_shape, kw = LAYERS[2]
+    p = fftconv.plan(x_shape, w_shape, dtype=np.float64, algorithm="fft", **kw)
+    rng = np.random.default_rng(0)
+    y, pb = p.vjp(rng.standard_normal(x_shape), rng.standard_normal(w_shape))
+    pb(np.ones_like(y))
+    assert p.transform_counts == {"forward": 3, "inverse": 3}
