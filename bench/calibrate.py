@@ -37,7 +37,7 @@ LAYERS = (
 #: Overlap-add is also timed with these explicit tiles (besides the model's
 #: choice), so that the fit sees small tiles, which the model rarely picks.
 EXTRA_TILES = {1: [(2040,), (16320,)], 2: [(56, 56), (120, 120), (248, 248)]}
-ALGORITHMS = ("direct", "fft", "overlap_add")
+ALGORITHMS = fftconv.engines.NAMES
 
 
 def time_step(plan, x, w, dy, repeats=3) -> float:
@@ -70,9 +70,7 @@ def measure(layers, max_seconds: float):
         for name, tile in candidates(xs, ws):
             plan = fftconv.plan(xs, ws, dtype=np.float32, algorithm=name, tile=tile)
             g = plan.geometry
-            units = {"direct": lambda: costs.direct_work(g, np.float32),
-                     "fft": lambda: costs.fft_work(g, np.float32),
-                     "overlap_add": lambda: costs.overlap_add_work(g, np.float32, plan.tile)}[name]()
+            units = fftconv.engines.REGISTRY[name].work(g, np.float32, plan.tile)
             if costs.seconds(units) > max_seconds:
                 continue  # far too slow to be chosen; timing it would only cost minutes
             dy = rng.standard_normal(g.y_shape).astype(np.float32)

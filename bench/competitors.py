@@ -57,7 +57,7 @@ import fftconv
 RATES = {"direct": 20.0, "torch": 10.0, "scipy": 5.0, "scipy_call_s": 20e-6}
 
 #: fftconv's own algorithms, the candidates of ``algorithm="auto"``.
-OWN = ("fft", "direct", "overlap_add")
+OWN = fftconv.engines.NAMES
 #: Pseudo-key of ratios and targets: the fastest of :data:`OWN` measured in a case.
 BEST = "best"
 
@@ -241,6 +241,7 @@ def _floor_prepare(case, data, threads) -> Prepared:
     return Prepared(run, reset)
 
 
+#: fftconv's own algorithms each need a competitor entry (their titles and timing rules).
 COMPETITORS = {c.key: c for c in (
     Competitor("fft", "fftconv FFT plan", _plan_step("fft"), traced=True),
     Competitor("floor", "6 batched FFTs", _floor_prepare, checked=False),
@@ -253,6 +254,9 @@ COMPETITORS = {c.key: c for c in (
     Competitor("scipy", "fftconvolve loop", _scipy_prepare, _scipy_seconds,
                first_call_counts=True),
 )}
+
+
+assert set(OWN) <= set(COMPETITORS), "every registered algorithm needs a competitor entry"
 
 
 def available(keys: Optional[list] = None) -> list:

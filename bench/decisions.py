@@ -46,7 +46,7 @@ class Decision(NamedTuple):
     tile : tuple of int
         The overlap-add output tile the model prices (its best).
     estimates : dict
-        Algorithm -> estimated seconds per step (``fftconv.costs.estimates``).
+        Algorithm -> estimated seconds per step (``fftconv.engines.estimates``).
     work : dict
         Algorithm -> ``{unit: count}`` (``fftconv.costs.*_work``).
     """
@@ -62,10 +62,11 @@ def decide(case, dtype) -> Decision:
     dtype = np.dtype(dtype)
     p = fftconv.plan(case.x_shape, case.w_shape, dtype=dtype, algorithm="auto", measure=False)
     geom = p.geometry
-    tile = costs.best_tile(geom, dtype)[0]
-    work = {"fft": costs.fft_work(geom, dtype), "direct": costs.direct_work(geom, dtype),
-            "overlap_add": costs.overlap_add_work(geom, dtype, tile)}
-    return Decision(p.algorithm, tile, costs.estimates(geom, dtype), work)
+    priced = fftconv.engines.estimates(geom, dtype)
+    work = {name: fftconv.engines.REGISTRY[name].work(geom, dtype, option)
+            for name, (_, option) in priced.items()}
+    return Decision(p.algorithm, priced["overlap_add"][1],
+                    {name: seconds for name, (seconds, _) in priced.items()}, work)
 
 
 def decide_all(results, dtype) -> List[Decision]:

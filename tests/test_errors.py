@@ -176,3 +176,176 @@ def test_errors_happen_before_any_transform(monkeypatch):
         fftconv.backward(np.zeros((2, 6, 5, 5)), x, w)
     assert calls == []
     assert (x == 1).all() and (w == 1).all()
+
+
+# -- the layer keywords: transposed, output_padding, padding_mode, layout ----------------
+WT = np.zeros((4, 3, 3, 3))  # transposed weights (C_in, C_out // groups, *k) for X
+XL = np.zeros((2, 9, 8, 4))  # channels_last x (N, *spatial, C_in)
+WL = np.zeros((3, 3, 4, 6))  # channels_last w (*k, C_in // groups, C_out)
+
+
+def tfwd(x=X, w=WT, b=None, **kw):
+    return fftconv.forward(x, w, b, transposed=True, **kw)
+
+
+LAYER_CASES = [
+    (lambda: fwd(layout="NHWC"), ValueError,
+     r"fftconv\.forward: layout must be one of \('channels_first', 'channels_last'\), "
+     r"got layout='NHWC'"),
+    (lambda: fwd(layout=None), ValueError, r"fftconv\.forward: layout must be one of .*got layout=None"),
+    (lambda: fwd(padding_mode="wrap"), ValueError,
+     r"fftconv\.forward: padding_mode must be one of \('zeros', 'circular', 'reflect', 'replicate'\), "
+     r"got padding_mode='wrap'"),
+    (lambda: fwd(padding_mode="Zeros"), ValueError, r"padding_mode must be one of .*got padding_mode='Zeros'"),
+    (lambda: fwd(transposed="yes"), TypeError,
+     r"fftconv\.forward: transposed must be a bool, got transposed='yes'"),
+    (lambda: fwd(transposed=1), TypeError, r"fftconv\.forward: transposed must be a bool, got transposed=1"),
+    (lambda: tfwd(w=np.zeros((3, 2, 3, 3))), ValueError,
+     r"fftconv\.forward: w\.shape\[0\] must equal C_in = 4 for a transposed convolution, "
+     r"got w\.shape=\(3, 2, 3, 3\) with x\.shape=\(2, 4, 8, 8\) and groups=1"),
+    (lambda: tfwd(groups=3), ValueError, r"fftconv\.forward: groups must divide C_in, got groups=3 and C_in=4"),
+    (lambda: fwd(output_padding=1), ValueError,
+     r"fftconv\.forward: output_padding is for transposed=True, got output_padding=1 with transposed=False"),
+    (lambda: fwd(output_padding=(0, 1)), ValueError,
+     r"output_padding is for transposed=True, got output_padding=\(0, 1\) with transposed=False"),
+    (lambda: tfwd(padding="same", stride=2, output_padding=1), ValueError,
+     r"fftconv\.forward: output_padding must be 0 with padding='same' \(the output is n \* stride long\), "
+     r"got output_padding=1"),
+    (lambda: tfwd(stride=2, output_padding=2), ValueError,
+     r"fftconv\.forward: output_padding must be smaller than stride or dilation on every axis, "
+     r"got output_padding=2 with stride=\(2, 2\) and dilation=\(1, 1\)"),
+    (lambda: tfwd(stride=2, dilation=(3, 1), output_padding=(3, 1)), ValueError,
+     r"output_padding must be smaller than stride or dilation on every axis, got output_padding=\(3, 1\) "
+     r"with stride=\(2, 2\) and dilation=\(3, 1\)"),
+    (lambda: tfwd(output_padding=1), ValueError,  # stride 1, dilation 1: no room at all
+     r"output_padding must be smaller than stride or dilation .*got output_padding=1 with stride=\(1, 1\)"),
+    (lambda: tfwd(stride=2, output_padding=-1), ValueError,
+     r"fftconv\.forward: output_padding must be >= 0 on every axis, got output_padding=-1"),
+    (lambda: tfwd(stride=2, output_padding=(1,)), ValueError,
+     r"output_padding must have one entry per spatial axis \(2\), got 1 in output_padding=\(1,\)"),
+    (lambda: tfwd(stride=2, output_padding=0.5), TypeError,
+     r"fftconv\.forward: output_padding must be an int or a sequence of 2 ints, got output_padding=0\.5"),
+    (lambda: tfwd(padding=1, padding_mode="reflect"), ValueError,
+     r"fftconv\.forward: padding_mode must be 'zeros' for a transposed convolution \(as PyTorch\), "
+     r"got padding_mode='reflect'"),
+    (lambda: tfwd(padding_mode="circular"), ValueError,
+     r"padding_mode must be 'zeros' for a transposed convolution .*got padding_mode='circular'"),
+    (lambda: fwd(padding=(8, 1), padding_mode="reflect"), ValueError,
+     r"fftconv\.forward: padding_mode='reflect' needs padding smaller than the input on every axis, "
+     r"got padding \(8, 8\) for size 8 on spatial axis 0"),
+    (lambda: fwd(padding=((1, 1), (0, 8)), padding_mode="reflect"), ValueError,
+     r"padding_mode='reflect' needs padding smaller than the input .*got padding \(0, 8\) for size 8 "
+     r"on spatial axis 1"),
+    (lambda: fwd(padding=9, padding_mode="circular"), ValueError,
+     r"fftconv\.forward: padding_mode='circular' needs padding no larger than the input on every axis, "
+     r"got padding \(9, 9\) for size 8 on spatial axis 0"),
+    (lambda: tfwd(x=np.zeros((2, 4, 3, 3)), padding=5), ValueError,
+     r"fftconv\.forward: the padding \(\(5, 5\), \(5, 5\)\) removes the whole output of the transposed "
+     r"convolution \(output size \(-5, -5\)\); got x\.shape=\(2, 4, 3, 3\), w\.shape=\(4, 3, 3, 3\)"),
+    (lambda: tfwd(x=np.zeros((2, 4, 3, 3)), padding=((0, 0), (3, 2))), ValueError,
+     r"the padding \(\(0, 0\), \(3, 2\)\) removes the whole output of the transposed convolution "
+     r"\(output size \(5, 0\)\)"),
+    (lambda: fwd(paddings=1), TypeError,
+     r"fftconv\.forward: got unexpected keyword argument\(s\) paddings; the layer keywords are padding, "
+     r"stride, dilation, groups, flip_kernel, transposed, output_padding, padding_mode, layout"),
+    (lambda: fwd(foo=2, channels_last=True), TypeError,
+     r"fftconv\.forward: got unexpected keyword argument\(s\) channels_last, foo; the layer keywords"),
+    (lambda: bwd(outputpadding=1), TypeError,
+     r"fftconv\.backward: got unexpected keyword argument\(s\) outputpadding"),
+    (lambda: fftconv.vjp(X, W, mode="same"), TypeError,
+     r"fftconv\.vjp: got unexpected keyword argument\(s\) mode"),
+    # channels_last: messages quote the caller's shapes, not the channels-first ones
+    (lambda: fwd(x=XL, w=np.zeros((3, 3, 3, 6)), layout="channels_last"), ValueError,
+     r"fftconv\.forward: w\.shape\[1\] must equal C_in // groups = 4, got w\.shape=\(3, 3, 3, 6\) "
+     r"with x\.shape=\(2, 9, 8, 4\)"),
+    (lambda: fwd(x=XL, w=np.zeros((3, 3, 4)), layout="channels_last"), ValueError,
+     r"fftconv\.forward: w must have the same number of dimensions as x \(\*kernel, C_in // groups, C_out\), "
+     r"got w\.shape=\(3, 3, 4\) and x\.shape=\(2, 9, 8, 4\)"),
+    (lambda: fwd(x=np.zeros((2, 4)), w=WL, layout="channels_last"), ValueError,
+     r"fftconv\.forward: x must have shape \(N, \*spatial, C_in\) with at least one spatial axis, "
+     r"got x\.shape=\(2, 4\)"),
+    (lambda: fwd(x=XL, w=np.zeros((10, 3, 4, 6)), layout="channels_last"), ValueError,
+     r"the dilated kernel \(10, 3\) is larger than the padded input \(9, 8\), which leaves no output; "
+     r"got x\.shape=\(2, 9, 8, 4\), w\.shape=\(10, 3, 4, 6\)"),
+    (lambda: fwd(x=XL, w=WL, b=np.zeros(4), layout="channels_last"), ValueError,
+     r"b must have shape \(C_out,\) = \(6,\), got b\.shape=\(4,\)"),
+    (lambda: bwd(dy=np.zeros((2, 6, 7, 6)), x=XL, w=WL, layout="channels_last"), ValueError,
+     r"fftconv\.backward: dy must have shape \(2, 7, 6, 6\) \(the shape of forward's output\), "
+     r"got dy\.shape=\(2, 6, 7, 6\)"),
+    (lambda: bwd(dy=np.zeros((2, 3, 8, 8)), w=WT, transposed=True), ValueError,
+     r"fftconv\.backward: dy must have shape \(2, 3, 10, 10\) \(the shape of forward's output\), "
+     r"got dy\.shape=\(2, 3, 8, 8\)"),
+    (lambda: bwd(w=WT, transposed=True, output_padding=4, stride=2), ValueError,
+     r"fftconv\.backward: output_padding must be smaller than stride or dilation"),
+]
+
+
+@pytest.mark.parametrize("call, exc, pattern", LAYER_CASES)
+def test_bad_layer_keyword_message(call, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        call()
+
+
+def test_pullback_checks_dy():
+    y, pullback = fftconv.vjp(X, W)
+    with pytest.raises(ValueError, match=r"fftconv\.vjp: dy must have shape \(2, 6, 6, 6\) .*"
+                                         r"got dy\.shape=\(2, 6, 6, 5\)"):
+        pullback(np.zeros((2, 6, 6, 5)))
+    with pytest.raises(TypeError, match=r"fftconv\.vjp: dy must have a numeric dtype, got dtype=<U"):
+        pullback(np.zeros(y.shape).astype(str))
+    _, pullback32 = fftconv.vjp(X.astype(np.float32), W.astype(np.float32))
+    with pytest.raises(TypeError, match=r"fftconv\.vjp: dy has dtype=float64 but .*dtype=float32"):
+        pullback32(np.zeros(y.shape))
+    with pytest.raises(TypeError, match=r"fftconv\.vjp: dy has dtype=complex64 but .*dtype=float32"):
+        pullback32(np.zeros(y.shape, np.complex64))
+    pullback32(np.zeros(y.shape, np.float32))  # the right one still works afterwards
+    # channels_last: the caller's layout
+    yl, pullback_l = fftconv.vjp(XL, WL, layout="channels_last")
+    assert yl.shape == (2, 7, 6, 6)
+    with pytest.raises(ValueError, match=r"fftconv\.vjp: dy must have shape \(2, 7, 6, 6\) .*"
+                                         r"got dy\.shape=\(2, 6, 7, 6\)"):
+        pullback_l(np.zeros((2, 6, 7, 6)))
+    # a plan's pullback
+    p = fftconv.plan(X.shape, W.shape, dtype=np.float64)
+    _, pullback_p = p.vjp(X, W)
+    with pytest.raises(ValueError, match=r"dy must have shape \(2, 6, 6, 6\) .*got dy\.shape=\(2, 6, 6, 7\)"):
+        pullback_p(np.zeros((2, 6, 6, 7)))
+
+
+def test_vjp_checks_the_layer_keywords():
+    with pytest.raises(ValueError, match=r"fftconv\.vjp: padding_mode must be one of .*got padding_mode='wrap'"):
+        fftconv.vjp(X, W, padding_mode="wrap")
+    with pytest.raises(ValueError, match=r"fftconv\.vjp: output_padding is for transposed=True"):
+        fftconv.vjp(X, W, output_padding=1)
+    with pytest.raises(TypeError, match=r"fftconv\.vjp: transposed must be a bool, got transposed=None"):
+        fftconv.vjp(X, W, transposed=None)
+
+
+def test_plan_checks_the_layer_keywords():
+    plan = fftconv.plan
+    with pytest.raises(ValueError, match=r"fftconv\.plan: layout must be one of \('channels_first', "
+                                         r"'channels_last'\), got layout='NCHW'"):
+        plan(X.shape, W.shape, dtype=np.float64, layout="NCHW")
+    with pytest.raises(ValueError, match=r"fftconv\.plan: output_padding is for transposed=True, "
+                                         r"got output_padding=1 with transposed=False"):
+        plan(X.shape, W.shape, dtype=np.float64, output_padding=1)
+    with pytest.raises(ValueError, match=r"fftconv\.plan: output_padding must be smaller than stride or "
+                                         r"dilation on every axis, got output_padding=3"):
+        plan(X.shape, WT.shape, dtype=np.float64, transposed=True, stride=2, output_padding=3)
+    with pytest.raises(ValueError, match=r"fftconv\.plan: padding_mode='reflect' needs padding smaller "
+                                         r"than the input"):
+        plan(X.shape, W.shape, dtype=np.float64, padding=8, padding_mode="reflect")
+    with pytest.raises(ValueError, match=r"fftconv\.plan: w\.shape\[0\] must equal C_in = 4 for a "
+                                         r"transposed convolution, got w\.shape=\(6, 4, 3, 3\)"):
+        plan(X.shape, W.shape, dtype=np.float64, transposed=True)
+    with pytest.raises(TypeError, match=r"fftconv\.plan: got unexpected keyword argument\(s\) paddings; "
+                                        r"the layer keywords are padding"):
+        plan(X.shape, W.shape, dtype=np.float64, paddings=1)
+    with pytest.raises(TypeError, match=r"fftconv\.plan: transposed must be a bool, got transposed='no'"):
+        plan(X.shape, W.shape, dtype=np.float64, transposed="no")
+    # a transposed channels_last plan rejects the channels-first shapes it was not built for
+    p = plan(XL.shape, (3, 3, 6, 4), dtype=np.float64, layout="channels_last", transposed=True)
+    with pytest.raises(ValueError, match=r"Plan\.forward: x must have shape \(2, 9, 8, 4\)"):
+        p.forward(np.zeros((2, 4, 9, 8)), np.zeros((3, 3, 6, 4)))
+    with pytest.raises(RuntimeError, match=r"Plan\.backward: call Plan\.forward\(x, w, b\) before"):
+        p.backward(np.zeros(p.out_shape))
