@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .checks import (check_algorithm, check_array, check_bias, check_ints, check_layer, check_shape,
-                     dtypes_for, fail)
+from .checks import (check_algorithm, check_array, check_bias, check_layer, check_plan_options,
+                     check_shape, check_shape_tuple, dtypes_for, fail)
 from .config import get_settings
 from .layer import LayerRunner
 from .planner import Gradients, Plan, Pullback, choose_algorithm, engine_for, resolve
@@ -279,35 +279,14 @@ def plan(x_shape, w_shape, *, dtype, algorithm="auto", max_workspace_bytes=None,
         raise TypeError(f"{func}: dtype must be a numpy dtype, got dtype={dtype!r}") from None
     check_array(func, "dtype", np.empty(0, dtype))
     compute, result = dtypes_for(func, np.empty(0, dtype))
-    shapes = {}
-    for name, shape in (("x_shape", x_shape), ("w_shape", w_shape)):
-        if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or not all(
-                isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-                for v in shape):
-            raise TypeError(f"{func}: {name} must be a tuple of ints, got {name}={shape!r}")
-        if any(v < 0 for v in shape):
-            raise ValueError(f"{func}: {name} must not have negative sizes, got {name}={shape!r}")
-        shapes[name] = tuple(int(v) for v in shape)
-    x_shape, w_shape = shapes["x_shape"], shapes["w_shape"]
+    x_shape, w_shape = check_shape_tuple(func, "x_shape", x_shape), check_shape_tuple(
+        func, "w_shape", w_shape)
     layer = check_layer(func, x_shape, w_shape, real=compute.kind == "f",
                         **_layer_keywords(func, layer))
     geom = layer.conv
     settings = get_settings()
-    if max_workspace_bytes is None:
-        max_workspace_bytes = settings.max_workspace_bytes
-    elif (not isinstance(max_workspace_bytes, (int, np.integer))
-          or isinstance(max_workspace_bytes, bool) or max_workspace_bytes < 1):
-        raise ValueError(f"{func}: max_workspace_bytes must be None or an int >= 1, "
-                         f"got max_workspace_bytes={max_workspace_bytes!r}")
-    if measure is None:
-        measure = settings.measure
-    elif not isinstance(measure, bool):
-        raise TypeError(f"{func}: measure must be a bool, got measure={measure!r}")
-    if tile is not None:
-        if algorithm != "overlap_add":
-            raise ValueError(f"{func}: tile is for algorithm='overlap_add', "
-                             f"got algorithm={algorithm!r}")
-        tile = check_ints(func, "tile", tile, geom.ndim, 1)
+    max_workspace_bytes, measure, tile = check_plan_options(
+        func, max_workspace_bytes, measure, tile, algorithm, geom.ndim, settings)
     choice = choose_algorithm(func, geom, compute, algorithm, settings, measure)
     return Plan(layer, result, choice.algorithm, settings, max_workspace_bytes=max_workspace_bytes,
                 explain=choice.explain, tile=tile or choice.tile)

@@ -13,7 +13,7 @@ import operator
 
 import numpy as np
 
-from .engines import NAMES
+from .engines import NAMES, REGISTRY
 from .geometry import (LAYOUTS, PADDING_FILLS, PADDING_MODES, make_layer, to_channels_first,
                        transposed_length, transposed_padding)
 
@@ -257,3 +257,35 @@ def check_shape(func: str, name: str, a: np.ndarray, expected: tuple, why: str):
     """``a.shape`` must equal ``expected``."""
     if a.shape != tuple(expected):
         fail(func, f"{name} must have shape {tuple(expected)} ({why}), got {name}.shape={a.shape}")
+
+
+def check_shape_tuple(func: str, name: str, shape) -> tuple:
+    """A shape given as a sequence of non-negative ints (``fftconv.plan``)."""
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or not all(
+            _is_int(v) for v in shape):
+        fail(func, f"{name} must be a tuple of ints, got {name}={shape!r}", TypeError)
+    if any(v < 0 for v in shape):
+        fail(func, f"{name} must not have negative sizes, got {name}={shape!r}")
+    return tuple(int(v) for v in shape)
+
+
+def check_plan_options(func: str, max_workspace_bytes, measure, tile, algorithm, ndim: int,
+                       settings) -> tuple:
+    """``(max_workspace_bytes, measure, tile)`` of ``fftconv.plan``, defaults filled
+    in from ``settings``; ``tile`` only for an algorithm that tiles."""
+    if max_workspace_bytes is None:
+        max_workspace_bytes = settings.max_workspace_bytes
+    elif not _is_int(max_workspace_bytes) or max_workspace_bytes < 1:
+        fail(func, f"max_workspace_bytes must be None or an int >= 1, "
+                   f"got max_workspace_bytes={max_workspace_bytes!r}")
+    if measure is None:
+        measure = settings.measure
+    elif not isinstance(measure, bool):
+        fail(func, f"measure must be a bool, got measure={measure!r}", TypeError)
+    if tile is not None:
+        tiled = tuple(name for name, entry in REGISTRY.items() if entry.tiled)
+        if algorithm not in tiled:
+            fail(func, f"tile is for algorithm={' or '.join(map(repr, tiled))}, "
+                       f"got algorithm={algorithm!r}")
+        tile = check_ints(func, "tile", tile, ndim, 1)
+    return max_workspace_bytes, measure, tile

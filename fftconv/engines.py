@@ -31,7 +31,8 @@ class Algorithm:
     option)`` makes the engine; ``work(geom, dtype, option)`` is the cost
     model's units of one training step and ``estimate(geom, dtype)`` its
     ``(seconds, option)``; ``circular_fast`` says the engine can run circular
-    padding as one transform at the input size (``geometry.circular_geometry``).
+    padding as one transform at the input size (``geometry.circular_geometry``);
+    ``tiled`` that its option is an output tile the caller may set (``tile=``).
     """
 
     name: str
@@ -40,6 +41,7 @@ class Algorithm:
     work: Callable
     estimate: Callable
     circular_fast: bool = False
+    tiled: bool = False
 
 
 def choose_chunk(func: str, geom: ConvGeometry, dtype, budget: Optional[int]) -> int:
@@ -88,7 +90,7 @@ REGISTRY: Dict[str, Algorithm] = {a.name: a for a in (
                                                              costs.best_tile(geom, dtype)[0]),
               work=lambda geom, dtype, tile=None: costs.overlap_add_work(
                   geom, dtype, tile or costs.best_tile(geom, dtype)[0]),
-              estimate=_overlap_add_estimate),
+              estimate=_overlap_add_estimate, tiled=True),
 )}
 
 #: Algorithm names, in registry order; ``"auto"`` chooses among them.

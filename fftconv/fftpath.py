@@ -235,34 +235,42 @@ class FFTEngine:
         return (saved.array, None) if saved.kind == "spectrum" else (None, saved.array[rows])
 
     def forward(self, x, k, keep=False, out=None) -> tuple:
-        y = np.empty(self.geom.y_shape, self.dtype) if out is None else out
-        kept = self._new_kept(self.geom.in_channels, keep)
-        for rows in self.chunks():
-            self.forward_piece(x[rows], k, out=y[rows], x_keep=kept)
-        return y, self._saved(kept, x, keep)
+        return self._keeping_walk(self.forward_piece, x, k, self.geom.y_shape,
+                                  self.geom.in_channels, keep, out)
 
     def input_grad(self, dy, k, keep=False, out=None) -> tuple:
-        dx = np.empty(self.geom.x_shape, self.dtype) if out is None else out
-        kept = self._new_kept(self.geom.out_channels, keep)
+        return self._keeping_walk(lambda *args: self.backward_piece(*args[:3], dy_keep=args[3]),
+                                  dy, k, self.geom.x_shape, self.geom.out_channels, keep, out)
+
+    def _keeping_walk(self, piece, operand, k, shape, channels, keep, out) -> tuple:
+        """Run ``piece(rows, k, out_rows, kept)`` over the batch chunks of ``operand``;
+        returns the result and, with ``keep``, the :class:`Saved` operand (its new
+        spectrum of ``channels`` channels, or a copy when chunked)."""
+        result = np.empty(shape, self.dtype) if out is None else out
+        kept = self._new_kept(channels, keep)
         for rows in self.chunks():
-            self.backward_piece(dy[rows], k, out=dx[rows], dy_keep=kept)
-        return dx, self._saved(kept, dy, keep)
+            piece(operand[rows], k, result[rows], kept)
+        return result, self._saved(kept, operand, keep)
 
     def backward(self, dy, saved_x, k, need_dx=True, need_dw=True, out=None) -> tuple:
-        dx = None if not need_dx else np.empty(self.geom.x_shape, self.dtype) if out is None else out
-        for i, rows in enumerate(self.chunks()):
-            x_spec, x_piece = self._piece(saved_x if need_dw else None, rows)
-            self.backward_piece(dy[rows], k, out=None if dx is None else dx[rows],
-                                x_piece=x_piece, x_spec=x_spec, accumulate=i > 0)
-        return dx, self.weight_grad() if need_dw else None
+        return self._walk(self.backward_piece, dy, saved_x if need_dw else None, k,
+                          self.geom.x_shape if need_dx else None, out)
 
     def transposed_backward(self, x, saved_dy, k, need_y=True, need_dw=True, out=None) -> tuple:
-        y = None if not need_y else np.empty(self.geom.y_shape, self.dtype) if out is None else out
+        return self._walk(self.transposed_piece, x, saved_dy if need_dw else None, k,
+                          self.geom.y_shape if need_y else None, out)
+
+    def _walk(self, piece, operand, saved, k, shape, out) -> tuple:
+        """Run ``piece`` over the batch chunks of ``operand``, each with the matching
+        part of the ``saved`` other operand (kept spectrum or rows); its results go
+        to ``out`` (a new array of ``shape``; skipped when ``shape`` is ``None``).
+        Returns ``(result, dw)``, ``dw`` summed over the chunks when ``saved``."""
+        result = None if shape is None else np.empty(shape, self.dtype) if out is None else out
         for i, rows in enumerate(self.chunks()):
-            dy_spec, dy_piece = self._piece(saved_dy if need_dw else None, rows)
-            self.transposed_piece(x[rows], k, out=None if y is None else y[rows],
-                                  dy_piece=dy_piece, dy_spec=dy_spec, accumulate=i > 0)
-        return y, self.weight_grad() if need_dw else None
+            spec, other_rows = self._piece(saved, rows)
+            piece(operand[rows], k, None if result is None else result[rows], other_rows, spec,
+                  i > 0)
+        return result, self.weight_grad() if saved is not None else None
 
     # -- one piece: a chunk of the batch, or a tile (see overlap_add) -------------------
     def forward_piece(self, x_piece: np.ndarray, k: np.ndarray, out: np.ndarray,

@@ -76,6 +76,10 @@ def test_unchanged_weights_are_transformed_once_and_shared(algorithm):
     w[0, 0, 0, 0] += 1.0
     _, pb3 = p.vjp(rng.standard_normal(x_shape), w)
     assert pb3._weights is not pb1._weights
+    # the stateless vjp shares the weight spectrum through its cached engine too
+    _, s1 = fftconv.vjp(rng.standard_normal(x_shape), w, algorithm=algorithm, **kw)
+    _, s2 = fftconv.vjp(rng.standard_normal(x_shape), w.copy(), algorithm=algorithm, **kw)
+    assert s1._weights is s2._weights
 
 
 @pytest.mark.parametrize("algorithm", ["fft", "direct", "overlap_add"])
