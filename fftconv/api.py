@@ -111,7 +111,8 @@ def _forward(func, x, w, b, algorithm, options, keep):
     with shared.engine.lock:
         weights = shared.weights.state(w, runner.weights)
         y, saved = runner.forward(x, weights, b, keep=keep)
-    pullback = (Pullback(runner, saved, weights, result, shared.engine.lock, "fftconv.vjp")
+    pullback = (Pullback(runner, saved, weights, result, shared.engine.lock,
+                         "fftconv.vjp pullback")
                 if keep else None)
     return y.astype(result, copy=False), pullback
 

@@ -126,15 +126,16 @@ def _check_bool(func: str, name: str, value):
     return bool(value)
 
 
-def _check_channels(func, x_shape, w_shape, xc, wc, groups, transposed):
-    """Channel counts and groups; ``xc``/``wc`` are the channels-first shapes."""
+def _check_channels(func, x_shape, w_shape, xc, wc, groups, transposed, last):
+    """Channel counts and groups; ``xc``/``wc`` are the channels-first shapes, the
+    messages name the caller's axes (``last``: channels-last)."""
     c_in = xc[1]
-    if transposed:  # w: (C_in, C_out // groups, *k)
+    if transposed:  # w: (C_in, C_out // groups, *k), channels-last (*k, C_out // groups, C_in)
         c_w, c_out = wc[0], wc[1] * groups
-        rule = f"w.shape[0] must equal C_in = {c_in} for a transposed convolution"
-    else:           # w: (C_out, C_in // groups, *k)
+        rule = f"w.shape[{-1 if last else 0}] must equal C_in = {c_in} for a transposed convolution"
+    else:           # w: (C_out, C_in // groups, *k), channels-last (*k, C_in // groups, C_out)
         c_w, c_out = wc[1] * groups, wc[0]
-        rule = f"w.shape[1] must equal C_in // groups = {c_in // groups}"
+        rule = f"w.shape[{-2 if last else 1}] must equal C_in // groups = {c_in // groups}"
     if c_in < 1 or c_out < 1:
         fail(func, f"channel counts must be >= 1, got C_in={c_in} and C_out={c_out}")
     if c_in % groups:
@@ -202,7 +203,7 @@ def check_layer(func: str, x_shape, w_shape, *, padding, stride, dilation, group
         fail(func, f"groups must be an int, got groups={groups!r}", TypeError)
     if groups < 1:
         fail(func, f"groups must be >= 1, got groups={groups}")
-    _check_channels(func, x_shape, w_shape, xc, wc, groups, transposed)
+    _check_channels(func, x_shape, w_shape, xc, wc, groups, transposed, last)
     if min(wc[2:]) < 1:
         fail(func, f"kernel axes must have size >= 1, got w.shape={w_shape}")
     stride = check_ints(func, "stride", stride, ndim, 1)

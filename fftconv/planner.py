@@ -134,19 +134,28 @@ def choose_algorithm(func: str, geom: ConvGeometry, dtype, algorithm: str, setti
     return selection.estimate(geom, dtype, settings)
 
 
-def check_operand(func: str, name: str, a, shape, result_dtype, compute_dtype) -> np.ndarray:
+#: How :func:`check_operand` says where the expected shape and dtype come from.
+_ORIGINS = {"plan": ("the shape this plan was built for", "this plan was built for dtype={0}; "
+                     "build a plan with dtype={1}"),
+            "forward": ("the shape of y from the forward pass", "the forward pass ran in "
+                        "dtype={0}; cast {2} to {0}")}
+
+
+def check_operand(func: str, name: str, a, shape, result_dtype, compute_dtype,
+                  origin: str = "plan") -> np.ndarray:
     """``a`` must have ``shape`` and a dtype that promotes to ``result_dtype``.
 
     Anything that would change the result dtype (a float64 ``x`` for a float32
     plan, an int64 one, a complex bias for a real plan) is a ``TypeError``: a
-    plan never downcasts silently.
+    plan never downcasts silently.  ``origin`` (``"plan"`` or ``"forward"``)
+    says where the expectation comes from, in the message.
     """
+    shape_rule, dtype_rule = _ORIGINS[origin]
     a = check_array(func, name, a)
-    check_shape(func, name, a, shape, "the shape this plan was built for")
+    check_shape(func, name, a, shape, shape_rule)
     if np.result_type(a.dtype, result_dtype) != result_dtype:
-        fail(func, f"{name} has dtype={a.dtype} but this plan was built for "
-                   f"dtype={result_dtype}; build a plan with dtype="
-                   f"{np.result_type(a.dtype, result_dtype)}", TypeError)
+        rule = dtype_rule.format(result_dtype, np.result_type(a.dtype, result_dtype), name)
+        fail(func, f"{name} has dtype={a.dtype} but {rule}", TypeError)
     return a.astype(compute_dtype, copy=False)
 
 
@@ -161,7 +170,7 @@ class Pullback:
     """
 
     def __init__(self, runner: LayerRunner, saved, weights, result_dtype, lock,
-                 func: str = "pullback"):
+                 func: str):
         self._runner, self._saved, self._weights = runner, saved, weights
         self._result, self._lock, self._func = np.dtype(result_dtype), lock, func
 
@@ -173,7 +182,7 @@ class Pullback:
         """``(dx, dw, db)`` for output gradient ``dy``; ``need_dx=False`` or
         ``need_dw=False`` skips that gradient (``None`` in its place)."""
         dy = check_operand(self._func, "dy", dy, self.y_shape, self._result,
-                           self._runner.dtype)
+                           self._runner.dtype, origin="forward")
         with self._lock:
             grads = self._runner.backward(dy, self._saved, self._weights, need_dx, need_dw)
         return Gradients(*(None if a is None else a.astype(self._result, copy=False)
@@ -295,8 +304,9 @@ class Plan:
         with self._engine.lock:
             weights = self._weights.state(w, self._runner.weights)
             y, saved = self._runner.forward(x, weights, b, keep=True)
+        caller = "Plan.backward" if func == "Plan.forward" else f"{func} pullback"
         pullback = Pullback(self._runner, saved, weights, self.result_dtype, self._engine.lock,
-                            "Plan.backward")
+                            caller)
         return y.astype(self.result_dtype, copy=False), pullback
 
     def forward(self, x, w, b=None) -> np.ndarray:

@@ -189,6 +189,9 @@ def tfwd(x=X, w=WT, b=None, **kw):
 
 
 LAYER_CASES = [
+    (lambda: fftconv.forward(XL, np.zeros((3, 3, 3, 5)), transposed=True, layout="channels_last"),
+     ValueError, r"fftconv\.forward: w\.shape\[-1\] must equal C_in = 4 for a transposed "
+                 r"convolution, got w\.shape=\(3, 3, 3, 5\)"),
     (lambda: fwd(layout="NHWC"), ValueError,
      r"fftconv\.forward: layout must be one of \('channels_first', 'channels_last'\), "
      r"got layout='NHWC'"),
@@ -196,14 +199,16 @@ LAYER_CASES = [
     (lambda: fwd(padding_mode="wrap"), ValueError,
      r"fftconv\.forward: padding_mode must be one of \('zeros', 'circular', 'reflect', 'replicate'\), "
      r"got padding_mode='wrap'"),
-    (lambda: fwd(padding_mode="Zeros"), ValueError, r"padding_mode must be one of .*got padding_mode='Zeros'"),
+    (lambda: fwd(padding_mode="Zeros"), ValueError,
+     r"padding_mode must be one of .*got padding_mode='Zeros'"),
     (lambda: fwd(transposed="yes"), TypeError,
      r"fftconv\.forward: transposed must be a bool, got transposed='yes'"),
     (lambda: fwd(transposed=1), TypeError, r"fftconv\.forward: transposed must be a bool, got transposed=1"),
     (lambda: tfwd(w=np.zeros((3, 2, 3, 3))), ValueError,
      r"fftconv\.forward: w\.shape\[0\] must equal C_in = 4 for a transposed convolution, "
      r"got w\.shape=\(3, 2, 3, 3\) with x\.shape=\(2, 4, 8, 8\) and groups=1"),
-    (lambda: tfwd(groups=3), ValueError, r"fftconv\.forward: groups must divide C_in, got groups=3 and C_in=4"),
+    (lambda: tfwd(groups=3), ValueError,
+     r"fftconv\.forward: groups must divide C_in, got groups=3 and C_in=4"),
     (lambda: fwd(output_padding=1), ValueError,
      r"fftconv\.forward: output_padding is for transposed=True, got output_padding=1 with transposed=False"),
     (lambda: fwd(output_padding=(0, 1)), ValueError,
@@ -256,7 +261,7 @@ LAYER_CASES = [
      r"fftconv\.vjp: got unexpected keyword argument\(s\) mode"),
     # channels_last: messages quote the caller's shapes, not the channels-first ones
     (lambda: fwd(x=XL, w=np.zeros((3, 3, 3, 6)), layout="channels_last"), ValueError,
-     r"fftconv\.forward: w\.shape\[1\] must equal C_in // groups = 4, got w\.shape=\(3, 3, 3, 6\) "
+     r"fftconv\.forward: w\.shape\[-2\] must equal C_in // groups = 4, got w\.shape=\(3, 3, 3, 6\) "
      r"with x\.shape=\(2, 9, 8, 4\)"),
     (lambda: fwd(x=XL, w=np.zeros((3, 3, 4)), layout="channels_last"), ValueError,
      r"fftconv\.forward: w must have the same number of dimensions as x \(\*kernel, C_in // groups, C_out\), "
@@ -288,32 +293,39 @@ def test_bad_layer_keyword_message(call, exc, pattern):
 
 def test_pullback_checks_dy():
     y, pullback = fftconv.vjp(X, W)
-    with pytest.raises(ValueError, match=r"fftconv\.vjp: dy must have shape \(2, 6, 6, 6\) .*"
+    with pytest.raises(ValueError, match=r"fftconv\.vjp pullback: dy must have shape \(2, 6, 6, 6\) .*"
                                          r"got dy\.shape=\(2, 6, 6, 5\)"):
         pullback(np.zeros((2, 6, 6, 5)))
-    with pytest.raises(TypeError, match=r"fftconv\.vjp: dy must have a numeric dtype, got dtype=<U"):
+    with pytest.raises(TypeError, match=r"fftconv\.vjp pullback: dy must have a numeric dtype, got dtype=<U"):
         pullback(np.zeros(y.shape).astype(str))
     _, pullback32 = fftconv.vjp(X.astype(np.float32), W.astype(np.float32))
-    with pytest.raises(TypeError, match=r"fftconv\.vjp: dy has dtype=float64 but .*dtype=float32"):
+    with pytest.raises(TypeError, match=r"fftconv\.vjp pullback: dy has dtype=float64 but .*dtype=float32"):
         pullback32(np.zeros(y.shape))
-    with pytest.raises(TypeError, match=r"fftconv\.vjp: dy has dtype=complex64 but .*dtype=float32"):
+    with pytest.raises(TypeError, match=r"fftconv\.vjp pullback: dy has dtype=complex64 but .*dtype=float32"):
         pullback32(np.zeros(y.shape, np.complex64))
     pullback32(np.zeros(y.shape, np.float32))  # the right one still works afterwards
     # channels_last: the caller's layout
     yl, pullback_l = fftconv.vjp(XL, WL, layout="channels_last")
     assert yl.shape == (2, 7, 6, 6)
-    with pytest.raises(ValueError, match=r"fftconv\.vjp: dy must have shape \(2, 7, 6, 6\) .*"
+    with pytest.raises(ValueError, match=r"fftconv\.vjp pullback: dy must have shape \(2, 7, 6, 6\) .*"
                                          r"got dy\.shape=\(2, 6, 7, 6\)"):
         pullback_l(np.zeros((2, 6, 7, 6)))
     # a plan's pullback
     p = fftconv.plan(X.shape, W.shape, dtype=np.float64)
     _, pullback_p = p.vjp(X, W)
-    with pytest.raises(ValueError, match=r"dy must have shape \(2, 6, 6, 6\) .*got dy\.shape=\(2, 6, 6, 7\)"):
+    with pytest.raises(ValueError, match=r"Plan\.vjp pullback: dy must have shape \(2, 6, 6, 6\) "
+                                         r"\(the shape of y from the forward pass\), "
+                                         r"got dy\.shape=\(2, 6, 6, 7\)"):
         pullback_p(np.zeros((2, 6, 6, 7)))
+    p.forward(X, W)
+    with pytest.raises(TypeError, match=r"Plan\.backward: dy has dtype=complex128 but the forward "
+                                        r"pass ran in dtype=float64; cast dy to float64"):
+        p.backward(np.zeros((2, 6, 6, 6), np.complex128))
 
 
 def test_vjp_checks_the_layer_keywords():
-    with pytest.raises(ValueError, match=r"fftconv\.vjp: padding_mode must be one of .*got padding_mode='wrap'"):
+    with pytest.raises(ValueError,
+                       match=r"fftconv\.vjp: padding_mode must be one of .*got padding_mode='wrap'"):
         fftconv.vjp(X, W, padding_mode="wrap")
     with pytest.raises(ValueError, match=r"fftconv\.vjp: output_padding is for transposed=True"):
         fftconv.vjp(X, W, output_padding=1)
