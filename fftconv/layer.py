@@ -50,8 +50,14 @@ def weights_last(w: np.ndarray, layout: str) -> np.ndarray:
 
 
 def bias_grad(dy_cf: np.ndarray) -> np.ndarray:
-    """``db[o] = sum over batch and space of dy[:, o]`` (``dy`` channels-first, any strides)."""
-    return dy_cf.sum(axis=(0,) + tuple(range(2, dy_cf.ndim)))
+    """``db[o] = sum over batch and space of dy[:, o]`` (``dy`` channels-first, any strides).
+
+    Single precision is summed in double: ``db`` is one sum of ``N * prod(out)``
+    terms that may nearly cancel (a 5-D float32 layer of 2304 outputs gave a
+    6.2e-6 relative error summed in float32, 2.3e-8 in float64).
+    """
+    wide = np.complex128 if dy_cf.dtype.kind == "c" else np.float64
+    return dy_cf.sum(axis=(0,) + tuple(range(2, dy_cf.ndim)), dtype=wide).astype(dy_cf.dtype)
 
 
 def fold_padding(dxpad: np.ndarray, layer: LayerGeometry, out: np.ndarray) -> np.ndarray:

@@ -60,8 +60,11 @@ def _make_config(rng, idx, nd, operation, layout):
             ops = (0,) * nd if kw["padding"] == "same" else tuple(
                 int(rng.integers(0, max(si, di))) for si, di in zip(s, d))
             kw.update(transposed=True, output_padding=ops)
-            out = oracle.transposed_output_spatial(spatial, kernel, kw["padding"], stride,
-                                                   dilation, ops, flip)
+            try:
+                out = oracle.transposed_output_spatial(spatial, kernel, kw["padding"], stride,
+                                                       dilation, ops, flip)
+            except ValueError:
+                continue  # empty output: draw again
             w_shape = (c_in, c_out // groups) + kernel
         else:
             kw["padding"] = _padding(rng, nd, ["same", "int", "ints", "pairs"])
