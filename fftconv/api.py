@@ -109,7 +109,7 @@ def _forward(func, x, w, b, algorithm, options, keep):
     x, w, b = _operands(func, layer, compute, x, w, b)
     runner, shared = _shared(func, layer, compute, algorithm)
     with shared.engine.lock:
-        weights = shared.weights.state(w, runner.weights)
+        weights = shared.weights(runner.weight_form).state(w, runner.weights)
         y, saved = runner.forward(x, weights, b, keep=keep)
     pullback = (Pullback(runner, saved, weights, result, shared.engine.lock,
                          "fftconv.vjp pullback")
@@ -163,7 +163,21 @@ def vjp(x, w, b=None, *, algorithm="auto", **layer):
     layer used several times in one forward pass gets one pullback per use.
     The pullback keeps the spectrum of ``x`` (or its equivalent) and shares
     the weight spectrum with other calls while the weights' values do not
-    change; dropping it frees them.  Takes the keywords of :func:`forward`.
+    change; dropping it frees them.
+
+    Parameters
+    ----------
+    x, w, b : array_like
+        As for :func:`forward`.{params}
+
+    Returns
+    -------
+    y : ndarray
+        As :func:`forward` returns it.  Output length per axis:
+
+        {sizes}
+    pullback : Pullback
+        ``pullback(dy, need_dx=True, need_dw=True)`` -> ``Gradients(dx, dw, db)``.
 
     Examples
     --------
@@ -218,7 +232,7 @@ def backward(dy, x, w, *, algorithm="auto", **layer):
     dy, x, w = (a.astype(compute, copy=False) for a in (dy, x, w))
     runner, shared = _shared(func, layer, compute, algorithm)
     with shared.engine.lock:
-        weights = shared.weights.state(w, runner.weights)
+        weights = shared.weights(runner.weight_form).state(w, runner.weights)
         grads = runner.backward(dy, runner.save(x), weights)
     return Gradients(*(a.astype(result, copy=False) for a in grads))
 
@@ -239,7 +253,8 @@ def plan(x_shape, w_shape, *, dtype, algorithm="auto", max_workspace_bytes=None,
         ``max_workspace_bytes`` setting (no bound).
     tile : sequence of int, optional
         With ``algorithm="overlap_add"``: output samples per tile and axis
-        (default: the cost model's best).
+        (default: the cost model's best).  For a transposed layer the tiles
+        cut its engine's convolution, whose output is the transposed input.
     measure : bool, optional
         With ``algorithm="auto"``: time the candidates once for this geometry
         (and remember the winner across processes) instead of trusting the
@@ -248,9 +263,11 @@ def plan(x_shape, w_shape, *, dtype, algorithm="auto", max_workspace_bytes=None,
     Returns
     -------
     Plan
-        ``p.forward(x, w, b)`` returns ``y`` and keeps the spectra of ``x`` and
-        ``w``; ``p.backward(dy)`` reuses them, so a training step costs three
-        forward and three inverse batched transforms.  ``w`` is transformed
+        ``y, pullback = p.vjp(x, w, b)`` returns ``y`` and a pullback that keeps
+        the spectra of this ``x`` and ``w``; ``pullback(dy)`` reuses them, so a
+        training step costs three forward and three inverse batched transforms,
+        and any number of calls can be in flight.  ``p.forward(x, w, b)`` /
+        ``p.backward(dy)`` are the same for the last forward only.  ``w`` is transformed
         again only when its values change.  ``p.algorithm`` is the algorithm
         in use and ``p.explain`` why; ``p.out_shape``, ``p.fft_shape`` and
         ``repr(p)`` describe the geometry.  Output length per axis:
@@ -293,5 +310,5 @@ def plan(x_shape, w_shape, *, dtype, algorithm="auto", max_workspace_bytes=None,
                 explain=choice.explain, tile=tile or choice.tile)
 
 
-for _f in (forward, backward, plan):
+for _f in (forward, vjp, backward, plan):
     _f.__doc__ = _f.__doc__.format(params=_PARAMETERS, sizes=_SIZES.replace("\n", "\n        "))

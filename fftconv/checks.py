@@ -120,7 +120,7 @@ def _check_choice(func: str, name: str, value, choices):
     return value
 
 
-def _check_bool(func: str, name: str, value):
+def check_bool(func: str, name: str, value):
     if not isinstance(value, (bool, np.bool_)):
         fail(func, f"{name} must be a bool, got {name}={value!r}", TypeError)
     return bool(value)
@@ -158,12 +158,14 @@ def _check_halo(func, padding_mode, pads, in_size):
 
 
 def _check_output_padding(func, output_padding, padding, stride, dilation, ndim, transposed):
+    if output_padding is None:
+        output_padding = 0
+    ops = check_ints(func, "output_padding", output_padding, ndim, 0)
     if not transposed:
-        if output_padding not in (0, None):
+        if any(ops):
             fail(func, f"output_padding is for transposed=True, got output_padding="
                        f"{output_padding!r} with transposed=False")
         return None
-    ops = check_ints(func, "output_padding", output_padding, ndim, 0)
     if padding == "same" and any(ops):
         fail(func, f"output_padding must be 0 with padding='same' (the output is n * stride "
                    f"long), got output_padding={output_padding!r}")
@@ -183,7 +185,7 @@ def check_layer(func: str, x_shape, w_shape, *, padding, stride, dilation, group
     Shapes are the caller's (in ``layout``); messages quote them as given.
     """
     layout = _check_choice(func, "layout", layout, LAYOUTS)
-    transposed = _check_bool(func, "transposed", transposed)
+    transposed = check_bool(func, "transposed", transposed)
     padding_mode = _check_choice(func, "padding_mode", padding_mode, tuple(PADDING_FILLS))
     x_shape, w_shape = tuple(x_shape), tuple(w_shape)
     last = layout == "channels_last"
@@ -209,7 +211,7 @@ def check_layer(func: str, x_shape, w_shape, *, padding, stride, dilation, group
     stride = check_ints(func, "stride", stride, ndim, 1)
     dilation = check_ints(func, "dilation", dilation, ndim, 1)
     padding = check_padding(func, padding, ndim)
-    flip_kernel = _check_bool(func, "flip_kernel", flip_kernel)
+    flip_kernel = check_bool(func, "flip_kernel", flip_kernel)
     ops = _check_output_padding(func, output_padding, padding, stride, dilation, ndim,
                                 transposed)
     if transposed and padding_mode != "zeros":
@@ -233,8 +235,11 @@ def check_layer(func: str, x_shape, w_shape, *, padding, stride, dilation, group
 
 def _check_transposed_size(func, xc, wc, padding, stride, dilation, ops, flip_kernel,
                            x_shape, w_shape):
-    """A transposed layer's output must have at least one sample per axis."""
+    """A transposed layer's input and output must have at least one sample per axis."""
     in_size, kernel = xc[2:], wc[2:]
+    if min(in_size) < 1:
+        fail(func, f"x must have at least one sample on every spatial axis for a transposed "
+                   f"convolution, got x.shape={x_shape}")
     pads = transposed_padding(padding, in_size, kernel, stride, dilation, flip_kernel)
     out = tuple(transposed_length(n, lo, hi, k, s, d, op) for n, (lo, hi), k, s, d, op in
                 zip(in_size, pads, kernel, stride, dilation, ops))
@@ -290,3 +295,28 @@ def check_plan_options(func: str, max_workspace_bytes, measure, tile, algorithm,
                        f"got algorithm={algorithm!r}")
         tile = check_ints(func, "tile", tile, ndim, 1)
     return max_workspace_bytes, measure, tile
+
+
+#: How :func:`check_operand` says where the expected shape and dtype come from.
+_ORIGINS = {"plan": ("the shape this plan was built for", "this plan was built for dtype={0}; "
+                     "build a plan with dtype={1}"),
+            "forward": ("the shape of y from the forward pass", "the forward pass ran in "
+                        "dtype={0}; cast {2} to {0}")}
+
+
+def check_operand(func: str, name: str, a, shape, result_dtype, compute_dtype,
+                  origin: str = "plan") -> np.ndarray:
+    """``a`` must have ``shape`` and a dtype that promotes to ``result_dtype``.
+
+    Anything that would change the result dtype (a float64 ``x`` for a float32
+    plan, an int64 one, a complex bias for a real plan) is a ``TypeError``: a
+    plan never downcasts silently.  ``origin`` (``"plan"`` or ``"forward"``)
+    says where the expectation comes from, in the message.
+    """
+    shape_rule, dtype_rule = _ORIGINS[origin]
+    a = check_array(func, name, a)
+    check_shape(func, name, a, shape, shape_rule)
+    if np.result_type(a.dtype, result_dtype) != result_dtype:
+        rule = dtype_rule.format(result_dtype, np.result_type(a.dtype, result_dtype), name)
+        fail(func, f"{name} has dtype={a.dtype} but {rule}", TypeError)
+    return a.astype(compute_dtype, copy=False)

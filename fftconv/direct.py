@@ -31,7 +31,7 @@ functions take arrays already checked and cast to the compute dtype, and a
 """
 from __future__ import annotations
 
-import threading
+import contextlib
 from dataclasses import dataclass
 from math import prod
 from typing import Tuple
@@ -125,6 +125,8 @@ class DirectEngine:
 
     No buffers, no transforms: the weight state is a private copy of ``w``
     and a saved input is the zero-padded ``x`` (:func:`prepare`, a new array).
+    Nothing is shared between calls, so its ``lock`` is a no-op and calls on one
+    geometry from many threads run concurrently.
     """
 
     fft_shape = None
@@ -133,7 +135,7 @@ class DirectEngine:
 
     def __init__(self, geom: ConvGeometry, dtype, settings=None):
         self.geom, self.dtype, self.chunk = geom, np.dtype(dtype), geom.batch
-        self.lock = threading.Lock()
+        self.lock = contextlib.nullcontext()
 
     @property
     def transform_counts(self) -> dict:

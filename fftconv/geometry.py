@@ -263,12 +263,14 @@ class ConvGeometry:
 
 
 def open_mesh(index_lists) -> list:
-    """``np.ix_`` for plain lists: axis ``a``'s indices shaped to broadcast along
-    it alone, so that ``a[..., *open_mesh(lists)]`` picks the outer product."""
-    import numpy as np  # geometry stays integer-only; the arrays just hold ints
+    """``np.ix_`` in nested lists of ints: axis ``a``'s indices nested to broadcast
+    along it alone, so that ``array[(..., *open_mesh(lists))]`` picks the outer
+    product."""
     nd = len(index_lists)
-    return [np.asarray(ix, dtype=np.intp).reshape((-1,) + (1,) * (nd - a - 1))
-            for a, ix in enumerate(index_lists)]
+
+    def nest(i, depth):
+        return i if depth == 0 else [nest(i, depth - 1)]
+    return [[nest(i, nd - a - 1) for i in ix] for a, ix in enumerate(index_lists)]
 
 
 def make_geometry(x_shape, w_shape, padding, stride, dilation, groups,
@@ -491,7 +493,7 @@ class LayerGeometry:
     @property
     def pads_input(self) -> bool:
         """Whether the layer pads the input itself (padding modes, not circular-FFT)."""
-        return bool(self.mode_padding) and not self.conv.wrap
+        return any(p for pair in self.mode_padding for p in pair) and not self.conv.wrap
 
 
 def make_layer(x_shape, w_shape, padding, stride, dilation, groups, flip_kernel, real, *,

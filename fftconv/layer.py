@@ -106,6 +106,12 @@ class LayerRunner:
             return np.pad(x_cf, ((0, 0), (0, 0)) + tuple((0, e) for e in layer.extra))
         return x_cf
 
+    @property
+    def weight_form(self) -> tuple:
+        """What :meth:`weights` does to the caller's ``w`` before the engine sees it:
+        layers that differ here must not share a weight state."""
+        return self.layer.layout, self.layer.transposed and self.dtype.kind == "c"
+
     def weights(self, w: np.ndarray):
         """The engine's weight state for the caller's ``w``."""
         w = weights_first(w, self.layer.layout)

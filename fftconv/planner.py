@@ -28,7 +28,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from . import engines, selection
-from .checks import check_array, check_shape, dtypes_for, fail
+from .checks import check_bool, check_operand, dtypes_for, fail
 from .config import Settings, get_settings
 from .geometry import ConvGeometry, LayerGeometry
 from .layer import LayerRunner
@@ -45,25 +45,34 @@ class Gradients(NamedTuple):
 class WeightCache:
     """The engine's weight state for the last weights, reused while their values
     are unchanged.  A new state is a new object: pullbacks holding the old one
-    keep it."""
+    keep it.  Thread-safe: a caller always gets the state of its own ``w``."""
 
     def __init__(self):
         self._w: Optional[np.ndarray] = None
         self._state = None
+        self._lock = threading.Lock()
 
     def state(self, w: np.ndarray, make):
         """``make(w)``, or the state made for equal weights last time."""
-        if self._w is None or self._w.shape != w.shape or not np.array_equal(w, self._w):
-            self._state = make(w)
-            self._w = np.array(w, copy=True)
-        return self._state
+        with self._lock:
+            if self._w is not None and self._w.shape == w.shape and np.array_equal(w, self._w):
+                return self._state
+        state, kept = make(w), np.array(w, copy=True)
+        with self._lock:
+            self._state, self._w = state, kept
+        return state
 
 
 class SharedEngine(NamedTuple):
-    """An engine shared by the stateless functions, with its weight cache."""
+    """An engine shared by the stateless functions, with one weight cache per way
+    of turning the caller's ``w`` into the engine's (``LayerRunner.weight_form``:
+    layouts and transposed complex layers share an engine, not a weight state)."""
 
     engine: object
-    weights: WeightCache
+    caches: dict
+
+    def weights(self, form) -> WeightCache:
+        return self.caches.setdefault(form, WeightCache())
 
 
 class EngineCache:
@@ -84,7 +93,7 @@ class EngineCache:
     def get(self, key: tuple, build) -> SharedEngine:
         """The entry cached under ``key``, or ``build()``'s engine cached under it."""
         with self._lock:
-            entry = self._engines.pop(key, None) or SharedEngine(build(), WeightCache())
+            entry = self._engines.pop(key, None) or SharedEngine(build(), {})
             self._engines[key] = entry
             self._evict()
             return entry
@@ -134,31 +143,6 @@ def choose_algorithm(func: str, geom: ConvGeometry, dtype, algorithm: str, setti
     return selection.estimate(geom, dtype, settings)
 
 
-#: How :func:`check_operand` says where the expected shape and dtype come from.
-_ORIGINS = {"plan": ("the shape this plan was built for", "this plan was built for dtype={0}; "
-                     "build a plan with dtype={1}"),
-            "forward": ("the shape of y from the forward pass", "the forward pass ran in "
-                        "dtype={0}; cast {2} to {0}")}
-
-
-def check_operand(func: str, name: str, a, shape, result_dtype, compute_dtype,
-                  origin: str = "plan") -> np.ndarray:
-    """``a`` must have ``shape`` and a dtype that promotes to ``result_dtype``.
-
-    Anything that would change the result dtype (a float64 ``x`` for a float32
-    plan, an int64 one, a complex bias for a real plan) is a ``TypeError``: a
-    plan never downcasts silently.  ``origin`` (``"plan"`` or ``"forward"``)
-    says where the expectation comes from, in the message.
-    """
-    shape_rule, dtype_rule = _ORIGINS[origin]
-    a = check_array(func, name, a)
-    check_shape(func, name, a, shape, shape_rule)
-    if np.result_type(a.dtype, result_dtype) != result_dtype:
-        rule = dtype_rule.format(result_dtype, np.result_type(a.dtype, result_dtype), name)
-        fail(func, f"{name} has dtype={a.dtype} but {rule}", TypeError)
-    return a.astype(compute_dtype, copy=False)
-
-
 class Pullback:
     """The gradients of one forward call: ``pullback(dy)`` -> :class:`Gradients`.
 
@@ -181,6 +165,8 @@ class Pullback:
     def __call__(self, dy, *, need_dx: bool = True, need_dw: bool = True) -> Gradients:
         """``(dx, dw, db)`` for output gradient ``dy``; ``need_dx=False`` or
         ``need_dw=False`` skips that gradient (``None`` in its place)."""
+        need_dx = check_bool(self._func, "need_dx", need_dx)
+        need_dw = check_bool(self._func, "need_dw", need_dw)
         dy = check_operand(self._func, "dy", dy, self.y_shape, self._result,
                            self._runner.dtype, origin="forward")
         with self._lock:
@@ -219,8 +205,7 @@ class Plan:
 
     def __init__(self, layer: LayerGeometry, dtype, algorithm: str,
                  settings: Optional[Settings] = None, engine=None,
-                 max_workspace_bytes: Optional[int] = None, explain: str = "", tile=None,
-                 weights: Optional[WeightCache] = None):
+                 max_workspace_bytes: Optional[int] = None, explain: str = "", tile=None):
         self.layer = resolve(layer, algorithm)
         self.geometry = self.layer.conv
         self.compute_dtype, self.result_dtype = dtypes_for("fftconv.plan", np.empty(0, dtype))
@@ -234,7 +219,7 @@ class Plan:
                                    option)
         self._engine = engine
         self._runner = LayerRunner(self.layer, engine)
-        self._weights = weights or WeightCache()
+        self._weights = WeightCache()
         self._last: Optional[Pullback] = None
 
     # -- geometry -------------------------------------------------------------------

@@ -189,6 +189,17 @@ def tfwd(x=X, w=WT, b=None, **kw):
 
 
 LAYER_CASES = [
+    (lambda: fwd(output_padding=0.0), TypeError,
+     r"fftconv\.forward: output_padding must be an int or a sequence of 2 ints, got output_padding=0\.0"),
+    (lambda: fwd(output_padding=np.array([1, 0])), ValueError,
+     r"fftconv\.forward: output_padding is for transposed=True, got output_padding=array\(\[1, 0\]\) "
+     r"with transposed=False"),
+    (lambda: fftconv.forward(np.ones((1, 2, 0)), np.ones((2, 3, 3)), transposed=True, stride=2,
+                             output_padding=1), ValueError,
+     r"fftconv\.forward: x must have at least one sample on every spatial axis for a transposed "
+     r"convolution, got x\.shape=\(1, 2, 0\)"),
+    (lambda: fftconv.vjp(X, W)[1](np.zeros((2, 6, 6, 6)), need_dx="no"), TypeError,
+     r"fftconv\.vjp pullback: need_dx must be a bool, got need_dx='no'"),
     (lambda: fftconv.forward(XL, np.zeros((3, 3, 3, 5)), transposed=True, layout="channels_last"),
      ValueError, r"fftconv\.forward: w\.shape\[-1\] must equal C_in = 4 for a transposed "
                  r"convolution, got w\.shape=\(3, 3, 3, 5\)"),

@@ -149,3 +149,126 @@ def test_a_step_with_vjp_costs_three_and_three_transforms():
     y, pb = p.vjp(rng.standard_normal(x_shape), rng.standard_normal(w_shape))
     pb(np.ones_like(y))
     assert p.transform_counts == {"forward": 3, "inverse": 3}
+
+
+def _complex(rng, *shape):
+    return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+
+
+@pytest.mark.parametrize("algorithm", ["fft", "direct", "overlap_add"])
+def test_layers_sharing_an_engine_do_not_share_weight_states(algorithm):
+    """A complex tied autoencoder (conv, then the transposed conv with the same
+    ``w``) and one ``w`` used in both layouts share an engine, never a weight state."""
+    from oracle import oracle_transposed_forward, to_channels_last, weights_to_channels_last
+    rng = np.random.default_rng(0)
+    x, w = _complex(rng, 2, 3, 15), _complex(rng, 4, 3, 5)
+    kw = dict(padding=2, stride=2, algorithm=algorithm)
+    h = fftconv.forward(x, w, **kw)
+    y = fftconv.forward(h, w, transposed=True, **kw)
+    assert_close(y, oracle_transposed_forward(h, w, padding=2, stride=2), np.complex128, "y")
+    v = rng.standard_normal((2, 2, 2))
+    xs = rng.standard_normal((1, 2, 6))
+    first = fftconv.forward(xs, v, algorithm=algorithm)
+    last = fftconv.forward(to_channels_last(xs), v, layout="channels_last", algorithm=algorithm)
+    want = oracle_forward(to_channels_last(xs).transpose(0, 2, 1),
+                          np.ascontiguousarray(np.transpose(v, (2, 1, 0))))
+    assert_close(first, oracle_forward(xs, v), np.float64, "channels_first")
+    assert_close(last, to_channels_last(want), np.float64, "channels_last")
+    assert weights_to_channels_last(np.transpose(v, (2, 1, 0))).shape == v.shape
+
+
+def test_direct_calls_on_one_geometry_do_not_wait_for_each_other():
+    """The direct engine holds no buffers: its lock never blocks (CONVENTIONS §5b)."""
+    import threading
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 3, 16)), rng.standard_normal((4, 3, 3))
+    fftconv.forward(x, w, algorithm="direct")
+    shared = [e for e in fftconv.ENGINE_CACHE._engines.values()
+              if type(e.engine).__name__ == "DirectEngine"][-1]
+    done = []
+    with shared.engine.lock:   # another caller is inside a direct pass
+        t = threading.Thread(target=lambda: done.append(fftconv.forward(x, w, algorithm="direct")))
+        t.start()
+        t.join(timeout=60)
+    assert done and not t.is_alive()
+
+
+LAYER_OPTIONS = [dict(transposed=True, stride=2, padding=1, output_padding=1),
+                 dict(padding="same", padding_mode="circular"),
+                 dict(padding=2, padding_mode="reflect", stride=2),
+                 dict(padding="same", padding_mode="replicate", layout="channels_last")]
+
+
+def _layer_case(rng, options, n=3, dtype=np.float64, w=None):
+    """``(x, w, dy, y, grads)`` of a layer with ``options``, in its layout; the
+    reference from the oracle (``w``, channels-first, may be given)."""
+    from oracle import (oracle_transposed_backward, oracle_transposed_forward,
+                        to_channels_last, weights_to_channels_last)
+    kw = {k: v for k, v in options.items() if k != "layout"}
+    x = rng.standard_normal((n, 4, 9, 8)).astype(dtype)
+    if w is None:
+        w = rng.standard_normal((4, 2, 3, 3) if kw.get("transposed") else (2, 4, 3, 3))
+    w = w.astype(dtype)
+    transposed = kw.pop("transposed", False)
+    fwd, bwd = ((oracle_transposed_forward, oracle_transposed_backward) if transposed
+                else (oracle_forward, oracle_backward))
+    y = fwd(x, w, **kw)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    grads = bwd(dy, x, w, **kw)
+    if options.get("layout") == "channels_last":
+        x, dy, y = (to_channels_last(a) for a in (x, dy, y))
+        w = weights_to_channels_last(w)
+        grads = (to_channels_last(grads.dx), weights_to_channels_last(grads.dw), grads.db)
+    return x, w, dy, y, tuple(grads)
+
+
+@pytest.mark.parametrize("options", LAYER_OPTIONS)
+def test_chunked_and_tiled_plans_with_the_new_options(options):
+    """A workspace budget (FFT in batch chunks) and tiny overlap-add tiles, through
+    two outstanding pullbacks (the first one's x changed in place meanwhile), on
+    transposed, padding-mode and channels-last layers."""
+    rng = np.random.default_rng(1)
+    w_first = rng.standard_normal((4, 2, 3, 3) if options.get("transposed") else (2, 4, 3, 3))
+    x1, w, dy1, y1, g1 = _layer_case(rng, options, w=w_first)
+    x2, _, dy2, y2, g2 = _layer_case(rng, options, w=w_first)
+    full = fftconv.plan(x1.shape, w.shape, dtype=np.float64, algorithm="fft", **options)
+    chunked = fftconv.plan(x1.shape, w.shape, dtype=np.float64, algorithm="fft",
+                           max_workspace_bytes=full.workspace_bytes - 1, **options)
+    tiled = fftconv.plan(x1.shape, w.shape, dtype=np.float64, algorithm="overlap_add",
+                         tile=(2, 3), **options)
+    assert chunked.chunk < 3 and tiled.tile == (2, 3)
+    for p in (chunked, tiled):
+        mine = x1.copy()
+        out1, pb1 = p.vjp(mine, w)
+        mine += 1.0
+        out2, pb2 = p.vjp(x2, w)
+        assert_close(out1, y1, np.float64, "y1")
+        assert_close(out2, y2, np.float64, "y2")
+        for grads, want in ((pb2(dy2), g2), (pb1(dy1), g1)):
+            for got, ref, name in zip(grads, want, ("dx", "dw", "db")):
+                assert_close(got, ref, np.float64, name)
+
+
+@pytest.mark.parametrize("options", LAYER_OPTIONS)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_empty_batch_with_the_new_options(options, algorithm):
+    rng = np.random.default_rng(0)
+    x, w, dy, y, grads = _layer_case(rng, options, n=0)
+    got_y, pullback = fftconv.vjp(x, w, algorithm=algorithm, **options)
+    assert got_y.shape == y.shape and not got_y.any()
+    for got, want in zip(pullback(dy), grads):
+        assert got.shape == want.shape and not got.any()
+
+
+@pytest.mark.parametrize("options", LAYER_OPTIONS)
+def test_float16_and_integers_with_the_new_options(options):
+    rng = np.random.default_rng(0)
+    x, w, dy, y, grads = _layer_case(rng, options, dtype=np.float16)
+    got = fftconv.forward(x, w, **options)
+    assert got.dtype == np.float16
+    assert np.max(np.abs(got - y)) <= 1e-2 * np.max(np.abs(y))
+    xi, wi = np.round(4 * x).astype(np.int64), np.round(4 * w).astype(np.int32)
+    yi = fftconv.forward(xi, wi, **options)
+    assert yi.dtype == np.float64
+    _, _, _, want, _ = _layer_case(np.random.default_rng(0), options)
+    assert yi.shape == want.shape
