@@ -12,7 +12,8 @@ padding/size/crop arithmetic), ``transforms`` (the only FFT calls),
 dilation on spectra), ``fftpath`` (the FFT algorithm), ``overlap_add``
 (tiling), ``direct`` (the spatial-domain algorithm), ``protocol`` (what
 every engine provides), ``engines`` (the one registry of algorithms),
-``layer`` (transposed, padding modes and layout around an engine), ``costs``
+``layer`` (transposed, padding modes and layout around an engine), ``layers``
+(``Conv``, a numpy layer with weights, gradients and a tape), ``costs``
 (the cost model), ``selection`` (``algorithm="auto"``), ``planner`` (plans,
 pullbacks and caches),
 ``wisdom`` (FFTW wisdom), ``config`` (settings) and ``api`` (the public
@@ -22,8 +23,9 @@ from . import direct
 from .api import backward, forward, plan, vjp
 from .config import configure, get_settings, using
 from .engines import REGISTRY
+from .layers import Conv
 from .planner import ENGINE_CACHE, Gradients, Plan, Pullback
 
-__all__ = ["forward", "backward", "vjp", "plan", "Plan", "Pullback", "Gradients", "configure",
+__all__ = ["forward", "backward", "vjp", "plan", "Plan", "Pullback", "Gradients", "Conv", "configure",
            "get_settings", "using", "direct", "ENGINE_CACHE", "REGISTRY"]
 __version__ = "0.1.0"
