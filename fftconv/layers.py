@@ -15,6 +15,7 @@ from math import prod, sqrt
 import numpy as np
 
 from .api import plan as make_plan
+from .config import get_settings
 from .checks import check_algorithm, check_bool, check_ints, check_layer, fail
 
 #: Plans kept per layer (one per input shape, least recently used dropped).
@@ -110,17 +111,20 @@ class Conv:
 
     # -- the layer ---------------------------------------------------------------------
     def plan_for(self, x_shape: tuple):
-        """The plan for inputs of ``x_shape`` (built once, kept per shape)."""
-        if x_shape not in self._plans:
-            self._plans[x_shape] = make_plan(x_shape, self.w.shape, dtype=self.dtype,
-                                             algorithm=self.algorithm, **self.layer)
+        """The plan for inputs of ``x_shape`` under the current settings (built once,
+        kept per shape and settings: ``fftconv.using(threads=1)`` gets its own)."""
+        key = (tuple(x_shape), get_settings())
+        if key not in self._plans:
+            self._plans[key] = make_plan(x_shape, self.w.shape, dtype=self.dtype,
+                                         algorithm=self.algorithm, **self.layer)
             while len(self._plans) > MAX_PLANS:
                 self._plans.popitem(last=False)
-        self._plans.move_to_end(x_shape)
-        return self._plans[x_shape]
+        self._plans.move_to_end(key)
+        return self._plans[key]
 
-    def __call__(self, x) -> np.ndarray:
-        """``y = conv(x, w) + b``; pushes this call's pullback on the tape."""
+    def __call__(self, x, *, grad: bool = True) -> np.ndarray:
+        """``y = conv(x, w) + b``; pushes this call's pullback on the tape, unless
+        ``grad=False`` (evaluation: nothing is kept, nothing waits for backward)."""
         x = np.asarray(x)
         nd = len(self.kernel_size)
         if x.ndim != nd + 2 or x.shape[1] != self.in_channels:
@@ -130,19 +134,23 @@ class Conv:
             fail("fftconv.Conv", f"x has dtype={x.dtype} but the layer's dtype is {self.dtype}; "
                                  f"cast x, or build the layer with dtype="
                                  f"{np.result_type(x.dtype, self.dtype)}", TypeError)
-        y, pullback = self.plan_for(x.shape).vjp(x, self.w, self.b)
+        plan = self.plan_for(x.shape)
+        if not check_bool("fftconv.Conv", "grad", grad):
+            return plan.apply(x, self.w, self.b)
+        y, pullback = plan.vjp(x, self.w, self.b)
         self._tape.append(pullback)
         return y
 
     forward = __call__
 
-    def backward(self, dy) -> np.ndarray:
+    def backward(self, dy, *, need_dx: bool = True) -> np.ndarray:
         """``dx`` of the most recent outstanding call (last in, first out); adds that
-        call's weight and bias gradients into :attr:`dw` and :attr:`db`."""
+        call's weight and bias gradients into :attr:`dw` and :attr:`db`.
+        ``need_dx=False`` (a first layer) skips ``dx`` and returns ``None``."""
         if not self._tape:
             fail("fftconv.Conv.backward", "no call of the layer is waiting for its backward "
                                           "pass; call the layer on x first", RuntimeError)
-        dx, dw, db = self._tape[-1](dy)
+        dx, dw, db = self._tape[-1](dy, need_dx=need_dx)
         self._tape.pop()
         self.dw += dw
         if self.db is not None:

@@ -280,7 +280,11 @@ class Plan:
         the gradients for this ``x`` and ``w`` (as they are now), any number of times."""
         return self._vjp("Plan.vjp", x, w, b)
 
-    def _vjp(self, func: str, x, w, b) -> tuple:
+    def apply(self, x, w, b=None) -> np.ndarray:
+        """``y = conv(x, w) + b`` keeping nothing for a backward pass (evaluation)."""
+        return self._vjp("Plan.apply", x, w, b, keep=False)[0]
+
+    def _vjp(self, func: str, x, w, b, keep: bool = True) -> tuple:
         layer = self.layer
         x = self._check(func, "x", x, layer.x_shape)
         w = self._check(func, "w", w, layer.w_shape)
@@ -288,7 +292,9 @@ class Plan:
             b = self._check(func, "b", b, (layer.out_channels,))
         with self._engine.lock:
             weights = self._weights.state(w, self._runner.weights)
-            y, saved = self._runner.forward(x, weights, b, keep=True)
+            y, saved = self._runner.forward(x, weights, b, keep=keep)
+        if not keep:
+            return y.astype(self.result_dtype, copy=False), None
         caller = "Plan.backward" if func == "Plan.forward" else f"{func} pullback"
         pullback = Pullback(self._runner, saved, weights, self.result_dtype, self._engine.lock,
                             caller)

@@ -121,8 +121,9 @@ def estimate(geom: ConvGeometry, dtype, settings: Settings) -> Choice:
     priced = engines.estimates(geom, dtype)
     est = {name: seconds for name, (seconds, _) in priced.items()}
     best = min(est, key=est.get)
-    choice = Choice(best, priced[best][1],
-                    f"auto chose {best!r} by the cost model; estimated {_describe(est, priced)}")
+    options = {name: option for name, (_, option) in priced.items()}
+    choice = Choice(best, options[best],
+                    f"auto chose {best!r} by the cost model; estimated {_describe(est, options)}")
     with _estimated_lock:
         _estimated[key] = choice
         while len(_estimated) > 256:

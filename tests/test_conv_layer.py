@@ -161,3 +161,19 @@ def test_bad_arguments_are_clear_errors():
                                         r"dtype is float32; cast x, or build the layer with "
                                         r"dtype=float64"):
         conv(np.ones((2, 3, 8, 8)))
+
+
+def test_evaluation_keeps_nothing_and_settings_get_their_own_plan():
+    conv = fftconv.Conv(2, 3, (3,), padding=1, dtype=np.float64, rng=0, algorithm="fft")
+    x = np.random.default_rng(0).standard_normal((4, 2, 10))
+    y = conv(x, grad=False)
+    assert conv.pending == 0
+    assert_close(y, fftconv.forward(x, conv.w, conv.b, padding=1), np.float64, "y")
+    plan = conv.plan_for(x.shape)
+    with fftconv.using(threads=1):
+        other = conv.plan_for(x.shape)
+        assert other is not plan and other.settings.threads == 1
+    assert conv.plan_for(x.shape) is plan
+    conv(x)
+    assert conv.backward(np.ones((4, 3, 10)), need_dx=False) is None
+    assert conv.dw.any() and conv.pending == 0
