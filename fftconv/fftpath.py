@@ -17,11 +17,14 @@ spectra tiled, and ``y`` and ``dw`` are folded onto the coarse grids before
 their (smaller) inverse transforms (``resampling``, ``geometry``).
 
 Memory: the batch is processed ``chunk`` samples at a time.  With one chunk
-(the default) the spectrum of ``x`` from the forward pass is reused by the
-backward pass; with several, the backward pass transforms ``x`` again, chunk
-by chunk, and sums the weight-gradient spectra over chunks before its single
-inverse transform.  Transforms are built lazily, so a forward-only user never
-allocates gradient buffers.
+(the default) a forward pass that keeps (``keep=True``) returns a new
+frequency-major spectrum of ``x`` (a :class:`~fftconv.protocol.Saved` owned by
+the caller, a pullback), which the backward pass reuses; with several, it
+returns a copy of ``x`` and the backward pass transforms it again, chunk by
+chunk, summing the weight-gradient spectra over chunks before its single
+inverse transform.  A transposed layer keeps ``conj(DY)`` the same way.
+Transforms are built lazily, so a forward-only user never allocates gradient
+buffers.
 """
 from __future__ import annotations
 
@@ -43,8 +46,8 @@ def buffer_list(geom: ConvGeometry, chunk: int) -> list:
     """``(name, rows, grid, has_signal)`` for every buffer of an engine.
 
     Six transforms own a signal and a spectrum buffer each.  Spectrum-only
-    arrays: the kept frequency-major ``K``; the kept frequency-major ``X``
-    (unchunked only); the tiled ``w`` spectrum (with
+    arrays: the kept frequency-major ``K``; the kept frequency-major ``X`` of
+    one outstanding pullback (unchunked only); the tiled ``w`` spectrum (with
     dilation); the tiled ``dy`` spectrum and unfolded ``y`` product (with
     stride); the unfolded or chunk-summed ``dw`` product.
     """
