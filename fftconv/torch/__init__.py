@@ -1,0 +1,31 @@
+"""fftconv in PyTorch models: an autograd-aware ``conv`` and drop-in modules.
+
+``pip install "fftconv[torch]"``; this subpackage imports torch, the core never
+does.
+
+>>> import fftconv.torch as ft                                   # doctest: +SKIP
+>>> y = ft.conv(x, w, b, padding="same", algorithm="auto")        # doctest: +SKIP
+>>> m = ft.FFTConv2d(16, 32, 15, padding="same")                  # doctest: +SKIP
+>>> model = ft.convert(model)      # nn.Conv*, nn.ConvTranspose* swapped  # doctest: +SKIP
+
+* :func:`conv` is a ``torch.autograd.Function`` on the pullbacks of
+  :func:`fftconv.vjp`: the forward pass keeps only the pullback (the spectrum
+  of ``x`` and a reference to the shared weight spectrum), the backward pass
+  computes ``dx`` and ``dw`` only where ``needs_input_grad`` asks, and a
+  layer used twice in one graph gets one pullback per use.
+* CPU tensors are handed to numpy without copies where their layout allows.
+* Tensors on other devices, dtypes the engine does not have (bfloat16),
+  ``algorithm="native"`` and double backward run PyTorch's own convolution with
+  the same semantics (:func:`native_conv`); a once-per-process warning says
+  so for the cases the caller did not ask for.  None is an error.
+* The modules subclass ``nn.Conv{1,2,3}d`` / ``nn.ConvTranspose{1,2,3}d``:
+  constructor, parameters, initialisation, ``state_dict``, ``padding_mode`` and
+  ``repr`` are PyTorch's (plus ``algorithm``).
+"""
+from .bridge import FallbackWarning, conv, native_conv, to_numpy
+from .modules import (FFTConv1d, FFTConv2d, FFTConv3d, FFTConvTranspose1d, FFTConvTranspose2d,
+                      FFTConvTranspose3d, convert, revert)
+
+__all__ = ["conv", "native_conv", "to_numpy", "FallbackWarning", "FFTConv1d", "FFTConv2d",
+           "FFTConv3d", "FFTConvTranspose1d", "FFTConvTranspose2d", "FFTConvTranspose3d",
+           "convert", "revert"]

@@ -1,0 +1,139 @@
+"""``conv``: fftconv as a ``torch.autograd.Function``, and its native fallback."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import api
+from ..checks import check_layer
+
+#: dtypes the engine computes (float16 is computed in float32 and returned as float16).
+ENGINE_DTYPES = (torch.float16, torch.float32, torch.float64, torch.complex64, torch.complex128)
+
+
+class FallbackWarning(UserWarning):
+    """fftconv ran PyTorch's own convolution for a call it cannot serve."""
+
+
+_warned = set()
+
+
+def _warn_once(reason: str):
+    if reason not in _warned:
+        _warned.add(reason)
+        warnings.warn(f"fftconv.torch: {reason}; running PyTorch's own convolution "
+                      f"(same results)", FallbackWarning, stacklevel=4)
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A CPU tensor as a numpy array sharing its memory (conjugate and negative
+    views are resolved first, which copies)."""
+    return t.detach().resolve_conj().resolve_neg().numpy()
+
+
+def fallback_reason(*tensors, algorithm: str = "auto"):
+    """Why a call must run natively, or ``None`` when fftconv's engine can serve it."""
+    present = [t for t in tensors if t is not None]
+    if algorithm == "native":
+        return "native"
+    if any(t.device.type != "cpu" for t in present):
+        return f"tensors on device '{present[0].device.type}'"
+    if any(t.dtype not in ENGINE_DTYPES for t in present):
+        return f"dtype {present[0].dtype} is not one the engine computes"
+    return None
+
+
+def _layer(x, w, layer: dict):
+    """The checked ``LayerGeometry`` of a call (PyTorch's tensors, fftconv's rules)."""
+    real = not (x.is_complex() or w.is_complex())
+    return check_layer("fftconv.torch.conv", tuple(x.shape), tuple(w.shape), real=real,
+                       flip_kernel=False, **layer)
+
+
+def native_conv(x, w, b=None, **layer) -> torch.Tensor:
+    """PyTorch's own convolution with fftconv's semantics (every padding form,
+    ``padding_mode``, ``transposed``, ``output_padding``); differentiable."""
+    geometry = _layer(x, w, layer)
+    nd = geometry.ndim
+    pads = [p for lo_hi in reversed(geometry.padding) for p in lo_hi]   # F.pad order
+    stride, dilation, groups = geometry.conv.stride, geometry.conv.dilation, geometry.conv.groups
+    if not geometry.transposed:
+        mode = geometry.padding_mode
+        x = F.pad(x, pads) if mode == "zeros" else F.pad(x, pads, mode=mode)
+        fn = (F.conv1d, F.conv2d, F.conv3d)[nd - 1] if nd <= 3 else None
+        if fn is None:
+            raise ValueError(f"fftconv.torch.conv: PyTorch has no {nd}-d convolution to fall "
+                             f"back to, got x.shape={tuple(x.shape)}")
+        return fn(x, w, b, stride, 0, dilation, groups)
+    fn = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[nd - 1] if nd <= 3 else None
+    if fn is None:
+        raise ValueError(f"fftconv.torch.conv: PyTorch has no {nd}-d transposed convolution to "
+                         f"fall back to, got x.shape={tuple(x.shape)}")
+    full = fn(x, w, None, stride, 0, 0, groups, dilation)    # no padding: crop or extend below
+    out = geometry.out_size
+    for axis, ((lo, _), n) in enumerate(zip(geometry.padding, out)):
+        dim = 2 + axis
+        have = full.shape[dim] - lo
+        full = full.narrow(dim, lo, min(n, have))
+        if n > have:   # output_padding beyond the last input's reach: zeros
+            shape = list(full.shape)
+            shape[dim] = n - have
+            full = torch.cat([full, full.new_zeros(shape)], dim)
+    return full if b is None else full + b.reshape((1, -1) + (1,) * nd)
+
+
+class _FFTConv(torch.autograd.Function):
+    """Forward by :func:`fftconv.vjp`; backward by its pullback."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, layer, algorithm):
+        y, pullback = api.vjp(to_numpy(x), to_numpy(w), None if b is None else to_numpy(b),
+                              algorithm=algorithm, **layer)
+        ctx.pullback, ctx.layer = pullback, layer
+        ctx.save_for_backward(x, w, b)     # references, for double backward only
+        return torch.from_numpy(y)
+
+    @staticmethod
+    def backward(ctx, dy):
+        need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
+        if torch.is_grad_enabled():         # create_graph=True: a differentiable backward
+            _warn_once("double backward")
+            x, w, b = ctx.saved_tensors
+            inputs = [t for t, need in zip((x, w, b), (need_dx, need_dw, need_db)) if need]
+            with torch.enable_grad():
+                y = native_conv(x, w, b, **ctx.layer)
+            grads = iter(torch.autograd.grad(y, inputs, dy, create_graph=True))
+            return tuple(next(grads) if need else None
+                         for need in (need_dx, need_dw, need_db)) + (None, None)
+        dx, dw, db = ctx.pullback(to_numpy(dy), need_dx=need_dx, need_dw=need_dw or need_db)
+        return (torch.from_numpy(dx) if need_dx else None,
+                torch.from_numpy(dw) if need_dw else None,
+                torch.from_numpy(db) if need_db else None, None, None)
+
+
+def conv(x, w, b=None, *, padding=0, stride=1, dilation=1, groups=1, padding_mode="zeros",
+         transposed=False, output_padding=0, algorithm="auto") -> torch.Tensor:
+    """N-d convolution of torch tensors by fftconv, differentiable.
+
+    Semantics and keywords are fftconv's (CONVENTIONS; PyTorch's
+    ``F.conv*d``/``F.conv_transpose*d`` for what they share), for any number
+    of spatial axes.  ``algorithm`` is fftconv's, or ``"native"`` for
+    PyTorch's own convolution.
+    """
+    layer = dict(padding=padding, stride=stride, dilation=dilation, groups=groups,
+                 padding_mode=padding_mode, transposed=transposed, output_padding=output_padding)
+    reason = fallback_reason(x, w, b, algorithm=algorithm)
+    if reason is not None:
+        if reason != "native":
+            _warn_once(reason)
+        return native_conv(x, w, b, **layer)
+    tracked = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, w, b))
+    if not tracked:    # no_grad or nothing to differentiate: keep nothing
+        return torch.from_numpy(api.forward(to_numpy(x), to_numpy(w),
+                                            None if b is None else to_numpy(b),
+                                            algorithm=algorithm, **layer))
+    return _FFTConv.apply(x, w, b, layer, algorithm)
