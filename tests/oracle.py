@@ -4,7 +4,7 @@ It shares no code with the engine: it must never import ``fftconv``. Everything 
 float64 / complex128 by padding with ``np.pad`` and looping over the kernel offsets
 (``np.ndindex`` over the kernel shape), contracting channels with ``np.tensordot`` group by group.
 
-Semantics follow /work/shared/CONVENTIONS.md:
+Semantics follow CONVENTIONS.md (at the repository root):
 
 * forward (cross-correlation, exactly torch.nn.functional.convNd, no conjugation)::
 
