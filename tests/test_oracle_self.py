@@ -10,6 +10,34 @@ import oracle
 from conftest import rel_err
 
 
+def _random(rng, complex_):
+    """``rnd(shape)``: standard normal, complex with independent parts if ``complex_``."""
+    def rnd(shape):
+        a = rng.standard_normal(shape)
+        return a + 1j * rng.standard_normal(shape) if complex_ else a
+    return rnd
+
+
+def _assert_adjoint(forward, x, w, y, g, grads, which, every):
+    """``(dx, dw, db) = grads`` of ``y = forward(x, w)`` for output gradient ``g``:
+    ``<g, y> == <x, dx> == <w, dw>``, ``db`` sums ``g``, and every ``size // every``-th
+    Jacobian column of the operands in ``which`` ("x", "w"), built from ``forward``
+    alone, matches the gradient (y is linear in each: grad = A^H g)."""
+    dx, dw, db = grads
+    ip = np.vdot(g, y)
+    tol = 1e-12 * np.abs(g).sum() * np.abs(y).max()
+    assert abs(np.vdot(dx, x) - ip) <= tol
+    assert abs(np.vdot(dw, w) - ip) <= tol
+    np.testing.assert_allclose(db, g.sum(axis=(0,) + tuple(range(2, g.ndim))))
+    for name in which:
+        arr, grad = (x, dx) if name == "x" else (w, dw)
+        for idx in list(np.ndindex(arr.shape))[::max(1, arr.size // every)]:
+            e = np.zeros(arr.shape)
+            e[idx] = 1.0
+            col = forward(e, w) if name == "x" else forward(x, e)
+            assert abs(np.vdot(col, g) - grad[idx]) < 1e-12 * (1 + np.abs(g).sum())
+
+
 @pytest.mark.parametrize("nd", [1, 2, 3])
 @pytest.mark.parametrize("mode", ["valid", "full"])
 def test_single_channel_correlate_matches_scipy(nd, mode):
@@ -135,29 +163,14 @@ def test_backward_is_adjoint_of_forward(cfg, complex_):
     kw = dict(padding=cfg["padding"], stride=cfg["stride"], dilation=cfg["dilation"],
               groups=groups, flip_kernel=cfg["flip"])
 
-    def rnd(shape):
-        a = rng.standard_normal(shape)
-        return a + 1j * rng.standard_normal(shape) if complex_ else a
+    rnd = _random(rng, complex_)
 
     x, w = rnd(xs), rnd(ws)
     y = oracle.oracle_forward(x, w, **kw)
     g = rnd(y.shape)
-    dx, dw, db = oracle.oracle_backward(g, x, w, **kw)
-    ip = np.vdot(g, y)
-    assert abs(np.vdot(dx, x) - ip) <= 1e-12 * np.abs(g).sum() * np.abs(y).max()
-    assert abs(np.vdot(dw, w) - ip) <= 1e-12 * np.abs(g).sum() * np.abs(y).max()
-    np.testing.assert_allclose(db, g.sum(axis=(0,) + tuple(range(2, g.ndim))))
     # explicit Jacobian columns for a few coordinates of x and w: d<g, y>/dz* per torch
-    for arr, grad in ((x, dx), (w, dw)):
-        for idx in list(np.ndindex(arr.shape))[::max(1, arr.size // 7)]:
-            e = np.zeros(arr.shape)
-            e[idx] = 1.0
-            if arr is x:
-                col = oracle.oracle_forward(e, w, **kw)
-            else:
-                col = oracle.oracle_forward(x, e, **kw)
-            # y is linear in arr: grad = A^H g, component idx = vdot(A e_idx, g)
-            assert abs(np.vdot(col, g) - grad[idx]) < 1e-12 * (1 + np.abs(g).sum())
+    _assert_adjoint(lambda a, b: oracle.oracle_forward(a, b, **kw), x, w, y, g,
+                    oracle.oracle_backward(g, x, w, **kw), "xw", 7)
 
 
 def test_matches_torch_complex_convention():
@@ -258,27 +271,16 @@ def test_padding_mode_backward_is_adjoint(mode, cfg, complex_):
     kw = dict(padding=cfg["padding"], stride=cfg["stride"], dilation=cfg["dilation"],
               groups=groups, flip_kernel=cfg["flip"], padding_mode=mode)
 
-    def rnd(shape):
-        a = rng.standard_normal(shape)
-        return a + 1j * rng.standard_normal(shape) if complex_ else a
+    rnd = _random(rng, complex_)
 
     x = rnd((2, c_in) + (5, 4, 3)[:nd])
     w = rnd((c_out, c_in // groups) + (cfg["k"],) * nd)
     y = oracle.oracle_forward(x, w, **kw)
     g = rnd(y.shape)
-    dx, dw, db = oracle.oracle_backward(g, x, w, **kw)
-    ip = np.vdot(g, y)
-    tol = 1e-12 * np.abs(g).sum() * np.abs(y).max()
-    # y is linear in x (w fixed) and in w (x fixed): both pairings give <g, y>
-    assert abs(np.vdot(dx, x) - ip) <= tol
-    assert abs(np.vdot(dw, w) - ip) <= tol
-    np.testing.assert_allclose(db, g.sum(axis=(0,) + tuple(range(2, g.ndim))))
-    # a few Jacobian columns of x, built from the forward alone
-    for idx in list(np.ndindex(x.shape))[::max(1, x.size // 6)]:
-        e = np.zeros(x.shape)
-        e[idx] = 1.0
-        col = oracle.oracle_forward(e, w, **kw)
-        assert abs(np.vdot(col, g) - dx[idx]) < 1e-12 * (1 + np.abs(g).sum())
+    # y is linear in x (w fixed) and in w (x fixed): both pairings give <g, y>; and a few
+    # Jacobian columns of x, built from the forward alone
+    _assert_adjoint(lambda a, b: oracle.oracle_forward(a, b, **kw), x, w, y, g,
+                    oracle.oracle_backward(g, x, w, **kw), "x", 6)
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
@@ -412,9 +414,7 @@ def test_transposed_backward_is_adjoint(cfg, complex_):
     kw = dict(padding=cfg["padding"], stride=cfg["stride"], dilation=cfg["dilation"],
               groups=groups, output_padding=cfg["op"], flip_kernel=cfg["flip"])
 
-    def rnd(shape):
-        a = rng.standard_normal(shape)
-        return a + 1j * rng.standard_normal(shape) if complex_ else a
+    rnd = _random(rng, complex_)
 
     x = rnd((2, c_in) + (4, 3, 3)[:nd])
     w = rnd((c_in, c_out // groups) + (cfg["k"],) * nd)
@@ -423,19 +423,8 @@ def test_transposed_backward_is_adjoint(cfg, complex_):
         x.shape[2:], w.shape[2:], cfg["padding"], cfg["stride"], cfg["dilation"], cfg["op"],
         cfg["flip"])
     g = rnd(y.shape)
-    dx, dw, db = oracle.oracle_transposed_backward(g, x, w, **kw)
-    ip = np.vdot(g, y)
-    tol = 1e-12 * np.abs(g).sum() * np.abs(y).max()
-    assert abs(np.vdot(dx, x) - ip) <= tol
-    assert abs(np.vdot(dw, w) - ip) <= tol
-    np.testing.assert_allclose(db, g.sum(axis=(0,) + tuple(range(2, g.ndim))))
-    for arr, grad in ((x, dx), (w, dw)):
-        for idx in list(np.ndindex(arr.shape))[::max(1, arr.size // 6)]:
-            e = np.zeros(arr.shape)
-            e[idx] = 1.0
-            col = (oracle.oracle_transposed_forward(e, w, **kw) if arr is x else
-                   oracle.oracle_transposed_forward(x, e, **kw))
-            assert abs(np.vdot(col, g) - grad[idx]) < 1e-12 * (1 + np.abs(g).sum())
+    _assert_adjoint(lambda a, b: oracle.oracle_transposed_forward(a, b, **kw), x, w, y, g,
+                    oracle.oracle_transposed_backward(g, x, w, **kw), "xw", 6)
 
 
 @pytest.mark.parametrize("padding", [0, 1, [(2, 0)], "valid", "same"])

@@ -62,12 +62,17 @@ def test_pullback_is_repeatable_and_sees_values_at_its_call(algorithm):
         assert_close(a, want, np.float64, name)
 
 
+def _planned(seed, nd, algorithm):
+    """``(rng, plan, w, x_shape, layer keywords)`` for the float64 layer ``LAYERS[nd]``."""
+    rng = np.random.default_rng(seed)
+    x_shape, w_shape, kw = LAYERS[nd]
+    p = fftconv.plan(x_shape, w_shape, dtype=np.float64, algorithm=algorithm, **kw)
+    return rng, p, rng.standard_normal(w_shape), x_shape, kw
+
+
 @pytest.mark.parametrize("algorithm", ["fft", "overlap_add"])
 def test_unchanged_weights_are_transformed_once_and_shared(algorithm):
-    rng = np.random.default_rng(3)
-    x_shape, w_shape, kw = LAYERS[2]
-    p = fftconv.plan(x_shape, w_shape, dtype=np.float64, algorithm=algorithm, **kw)
-    w = rng.standard_normal(w_shape)
+    rng, p, w, x_shape, kw = _planned(3, 2, algorithm)
     _, pb1 = p.vjp(rng.standard_normal(x_shape), w)
     _, pb2 = p.vjp(rng.standard_normal(x_shape), w.copy())   # equal values, another array
     assert pb1._weights is pb2._weights
@@ -84,10 +89,7 @@ def test_unchanged_weights_are_transformed_once_and_shared(algorithm):
 
 @pytest.mark.parametrize("algorithm", ["fft", "direct", "overlap_add"])
 def test_dropping_a_pullback_frees_what_it_kept(algorithm):
-    rng = np.random.default_rng(5)
-    x_shape, w_shape, kw = LAYERS[1]
-    p = fftconv.plan(x_shape, w_shape, dtype=np.float64, algorithm=algorithm, **kw)
-    w = rng.standard_normal(w_shape)
+    rng, p, w, x_shape, kw = _planned(5, 1, algorithm)
     _, pb = p.vjp(rng.standard_normal(x_shape), w)
     kept = weakref.ref(pb._saved.array)
     state = pb._weights
