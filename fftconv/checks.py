@@ -14,8 +14,7 @@ import operator
 import numpy as np
 
 from .engines import NAMES, REGISTRY
-from .geometry import (LAYOUTS, PADDING_FILLS, PADDING_MODES, make_layer, to_channels_first,
-                       transposed_length, transposed_padding)
+from .geometry import LAYOUTS, PADDING_FILLS, PADDING_MODES, make_layer, to_channels_first
 
 ALGORITHMS = ("auto",) + NAMES
 
@@ -217,12 +216,11 @@ def check_layer(func: str, x_shape, w_shape, *, padding, stride, dilation, group
     if transposed and padding_mode != "zeros":
         fail(func, f"padding_mode must be 'zeros' for a transposed convolution (as PyTorch), "
                    f"got padding_mode={padding_mode!r}")
-    if transposed:
-        _check_transposed_size(func, xc, wc, padding, stride, dilation, ops, flip_kernel,
-                               x_shape, w_shape)
     layer = make_layer(xc, wc, padding, stride, dilation, groups, flip_kernel, real,
                        transposed=transposed, output_padding=ops, padding_mode=padding_mode,
                        layout=layout)
+    if transposed:
+        _check_transposed_size(func, layer, x_shape, w_shape)
     if padding_mode != "zeros":
         _check_halo(func, padding_mode, layer.mode_padding, layer.in_size)
     geom = layer.conv
@@ -233,20 +231,17 @@ def check_layer(func: str, x_shape, w_shape, *, padding, stride, dilation, group
     return layer
 
 
-def _check_transposed_size(func, xc, wc, padding, stride, dilation, ops, flip_kernel,
-                           x_shape, w_shape):
+def _check_transposed_size(func, layer, x_shape, w_shape):
     """A transposed layer's input and output must have at least one sample per axis."""
-    in_size, kernel = xc[2:], wc[2:]
-    if min(in_size) < 1:
+    if min(layer.in_size) < 1:
         fail(func, f"x must have at least one sample on every spatial axis for a transposed "
                    f"convolution, got x.shape={x_shape}")
-    pads = transposed_padding(padding, in_size, kernel, stride, dilation, flip_kernel)
-    out = tuple(transposed_length(n, lo, hi, k, s, d, op) for n, (lo, hi), k, s, d, op in
-                zip(in_size, pads, kernel, stride, dilation, ops))
-    if min(out) < 1:
-        fail(func, f"the padding {pads} removes the whole output of the transposed convolution "
-                   f"(output size {out}); got x.shape={x_shape}, w.shape={w_shape}, "
-                   f"stride={stride}, dilation={dilation}, output_padding={ops}")
+    if min(layer.out_size) < 1:
+        c = layer.conv
+        fail(func, f"the padding {layer.padding} removes the whole output of the transposed "
+                   f"convolution (output size {layer.out_size}); got x.shape={x_shape}, "
+                   f"w.shape={w_shape}, stride={c.stride}, dilation={c.dilation}, "
+                   f"output_padding={layer.output_padding}")
 
 
 def check_bias(func: str, b, c_out: int):

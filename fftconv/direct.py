@@ -100,14 +100,7 @@ def input_grad(dy: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     """``dx`` alone (a transposed layer's forward pass)."""
     if not _flat(geom):
         return _patch_input_grad(dy, w, geom)
-    g = geom.groups
-    wg = _grouped_kernel(_oriented(w, geom), g)
-    v = _flipped(np.conj(wg.transpose((0, 2, 1) + tuple(range(3, 3 + geom.ndim)))), geom.ndim)
-    strides = _flat_strides(geom)
-    q0 = sum(lo * st for (lo, _), st in zip(geom.padding, strides))
-    dx = np.empty((geom.batch, g, wg.shape[2]) + geom.in_size, np.result_type(dy, w))
-    _correlate(_ShiftedDy(dy, geom), v, _taps(geom, wg.shape[1]), q0, dx, strides)
-    return dx.reshape(geom.x_shape)
+    return _flat_backward(_ShiftedDy(dy, geom), None, w, geom)[0]
 
 
 def weight_grad(dy: np.ndarray, xpad: np.ndarray, geom: ConvGeometry) -> np.ndarray:
@@ -123,8 +116,8 @@ def weight_grad(dy: np.ndarray, xpad: np.ndarray, geom: ConvGeometry) -> np.ndar
 class DirectEngine:
     """The direct algorithm behind the engine protocol (``fftconv.protocol``).
 
-    No buffers, no transforms: the weight state is a private copy of ``w``
-    and a saved input is the zero-padded ``x`` (:func:`prepare`, a new array).
+    No buffers, no transforms: the weight state is the private ``w`` it is
+    given and a saved input is the zero-padded ``x`` (:func:`prepare`, a new array).
     Nothing is shared between calls, so its ``lock`` is a no-op and calls on one
     geometry from many threads run concurrently.
     """
@@ -148,8 +141,11 @@ class DirectEngine:
         out[...] = a
         return out
 
-    def weights(self, w: np.ndarray) -> np.ndarray:
-        return np.array(w, copy=True)
+    @staticmethod
+    def weights(w: np.ndarray) -> np.ndarray:
+        """``w`` itself, a private array already (see the protocol); made contiguous
+        once here when it is a layout view, not in every pass."""
+        return np.ascontiguousarray(w)
 
     def save_input(self, x: np.ndarray) -> Saved:
         return Saved("padded", prepare(x, self.geom))
@@ -389,7 +385,8 @@ def _max_offset(geom: ConvGeometry) -> int:
 
 
 def _flat_backward(dy_big: "_ShiftedDy", xc, w, geom):
-    """``(dx, dw)`` from one stacked operand of the shifted ``dy`` per batch chunk.
+    """``(dx, dw)`` from one stacked operand of the shifted ``dy`` per batch chunk
+    (``dw`` is ``None`` when ``xc`` is: the input gradient alone).
 
     With ``S[o, j, t] = dy_big[o, q0 + t + off_j]`` (``q0`` the flat start of the
     input's slots, ``t`` running over them), and tap ``j`` of ``dy_big`` paired
@@ -406,8 +403,9 @@ def _flat_backward(dy_big: "_ShiftedDy", xc, w, geom):
     taps = _taps(geom, wg.shape[1])
     q0 = sum(lo * st for (lo, _), st in zip(geom.padding, strides))
     dx = np.empty((geom.batch, g, wg.shape[2]) + geom.in_size, np.result_type(dy_big.dtype, w))
-    sums = _correlate(dy_big, v, taps, q0, dx, strides, rows=_flat_input(xc, geom))
-    return dx.reshape(geom.x_shape), _weight_grad_layout(sums, taps, geom)
+    rows = None if xc is None else _flat_input(xc, geom)
+    sums = _correlate(dy_big, v, taps, q0, dx, strides, rows=rows)
+    return dx.reshape(geom.x_shape), None if xc is None else _weight_grad_layout(sums, taps, geom)
 
 
 def _weight_grad_layout(dws: np.ndarray, taps: _Taps, geom: ConvGeometry) -> np.ndarray:

@@ -465,21 +465,22 @@ class LayerGeometry:
     def y_shape_cf(self) -> Tuple[int, ...]:
         return (self.conv.batch, self.out_channels) + self.out_size
 
-    def _shown(self, shape, weights=False):
+    def shown(self, shape, weights=False) -> Tuple[int, ...]:
+        """A channels-first shape as the caller sees it (in ``layout``)."""
         return to_channels_last(shape, weights) if self.layout == "channels_last" else shape
 
     @property
     def x_shape(self) -> Tuple[int, ...]:
         """Shape of ``x`` in the caller's layout."""
-        return self._shown(self.x_shape_cf)
+        return self.shown(self.x_shape_cf)
 
     @property
     def y_shape(self) -> Tuple[int, ...]:
-        return self._shown(self.y_shape_cf)
+        return self.shown(self.y_shape_cf)
 
     @property
     def w_shape(self) -> Tuple[int, ...]:
-        return self._shown(self.conv.w_shape, weights=True)
+        return self.shown(self.conv.w_shape, weights=True)
 
     def for_engine(self, circular_fast: bool) -> "LayerGeometry":
         """This layer as an engine that can (``circular_fast``) or cannot run a

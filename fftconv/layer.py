@@ -91,7 +91,7 @@ class LayerRunner:
     def _new(self, shape_cf) -> tuple:
         """A new array in the caller's layout and its channels-first view."""
         layout = self.layer.layout
-        shape = self.layer._shown(shape_cf)
+        shape = self.layer.shown(shape_cf)
         a = np.empty(shape, self.dtype)
         return a, channels_first(a, layout)
 

@@ -181,8 +181,8 @@ class Conv:
         plus the dtype and the algorithm in use (auto's choices once planned)."""
         nd, lay = len(self.kernel_size), self.layer
 
-        def shown(v):
-            if isinstance(v, (str, tuple)) and not isinstance(v, (int, np.integer)):
+        def shown(v):   # an int per axis, a mode string, or a sequence as a tuple
+            if isinstance(v, str):
                 return v
             if isinstance(v, (int, np.integer)):
                 return (int(v),) * nd

@@ -53,11 +53,14 @@ class WeightCache:
         self._lock = threading.Lock()
 
     def state(self, w: np.ndarray, make):
-        """``make(w)``, or the state made for equal weights last time."""
+        """``make(copy of w)``, or the state made for equal weights last time.  ``make``
+        gets the private copy this cache compares against, which nothing changes:
+        a state may keep it (the direct engine's does) instead of copying again."""
         with self._lock:
             if self._w is not None and self._w.shape == w.shape and np.array_equal(w, self._w):
                 return self._state
-        state, kept = make(w), np.array(w, copy=True)
+        kept = np.array(w, copy=True)
+        state = make(kept)
         with self._lock:
             self._state, self._w = state, kept
         return state
@@ -207,7 +210,6 @@ class Plan:
                  settings: Optional[Settings] = None, engine=None,
                  max_workspace_bytes: Optional[int] = None, explain: str = "", tile=None):
         self.layer = resolve(layer, algorithm)
-        self.geometry = self.layer.conv
         self.compute_dtype, self.result_dtype = dtypes_for("fftconv.plan", np.empty(0, dtype))
         self.algorithm = algorithm
         self.explain = explain or f"algorithm {algorithm!r} was requested"
@@ -223,6 +225,11 @@ class Plan:
         self._last: Optional[Pullback] = None
 
     # -- geometry -------------------------------------------------------------------
+    @property
+    def geometry(self) -> ConvGeometry:
+        """The correlation the engine runs (``layer.conv``)."""
+        return self.layer.conv
+
     @property
     def out_shape(self) -> tuple:
         return self.layer.y_shape

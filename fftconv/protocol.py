@@ -52,7 +52,9 @@ class Engine(Protocol):
 
     def weights(self, w: np.ndarray):
         """The weight state the passes read (the FFT engines' spectrum ``K``, the
-        direct engine's private copy): a new object, never changed afterwards."""
+        direct engine's ``w`` itself): never changed afterwards.  ``w`` is a private
+        array no one changes (``planner.WeightCache`` passes its copy), so a state
+        may keep it."""
 
     def save_input(self, x: np.ndarray) -> Saved:
         """``x`` as :meth:`backward` reads it, without a forward pass (may share ``x``)."""

@@ -84,7 +84,7 @@ def _make_config(rng, idx, nd, operation, layout):
             continue
         return dict(idx=idx, nd=nd, op=operation, layout=layout, kw=kw, bias=rng.random() < 0.6,
                     x_shape=(int(rng.integers(1, 3)), c_in) + spatial, w_shape=w_shape,
-                    y_shape=None, c_out=c_out, out=tuple(out))
+                    c_out=c_out, out=tuple(out))
 
 
 def _build(seed=2026):
