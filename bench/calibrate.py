@@ -7,6 +7,11 @@ work with ``fftconv.costs.*_work``, and fits the rates by non-negative least
 squares on the *relative* error (every row divided by its measured time).
 It prints the fitted rates, ready to paste into ``fftconv/costs.py``, and how
 often the fitted model then picks the measured-fastest algorithm.
+
+With PyTorch installed it also times PyTorch's own convolution (``"native"``,
+the extra candidate of ``fftconv.torch``'s ``algorithm="auto"``) on the same
+layers and fits ``fftconv.torch.selection.NATIVE_RATES`` the same way
+(``--only native`` times and fits that alone; ``--only fftconv`` skips it).
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from scipy.optimize import nnls
 import fftconv
 from fftconv import costs
 
+from .competitors import torch_available
 from .threads import set_threads
 
 LAYERS = (
@@ -79,18 +85,56 @@ def measure(layers, max_seconds: float):
     return rows
 
 
-def fit(rows):
-    names = sorted(costs.RATES)
+def time_native(xs, ws, repeats=3) -> float:
+    """Best-of-``repeats`` seconds of one float32 training step of PyTorch's own
+    convolution ("valid", as the fftconv rows), after a warm-up."""
+    import torch
+    from fftconv.torch import native_conv
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(xs, generator=gen, requires_grad=True)
+    w = torch.randn(ws, generator=gen, requires_grad=True)
+    best = float("inf")
+    for i in range(repeats + 1):
+        x.grad = w.grad = None
+        start = time.perf_counter()
+        native_conv(x, w).sum().backward()
+        if i:
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure_native(layers):
+    """Rows ``("native", units, seconds, geometry)`` for every layer."""
+    from fftconv.torch.selection import native_work
+    rows = []
+    for i, (xs, ws) in enumerate(layers):
+        g = fftconv.plan(xs, ws, dtype=np.float32, algorithm="direct").geometry
+        rows.append(("native", native_work(g, np.float32), time_native(xs, ws), g))
+        print(f"[native {i + 1}/{len(layers)}] {xs} * {ws}", flush=True)
+    return rows
+
+
+def price(name: str, units: dict) -> float:
+    """Estimated seconds of a row: fftconv's rates, or the native model's."""
+    if name == "native":
+        from fftconv.torch.selection import native_seconds_of
+        return native_seconds_of(units)
+    return costs.seconds(units)
+
+
+def fit(rows, rates: dict):
+    """Rates (names of ``rates``) fitted to ``rows`` by NNLS on the relative error."""
+    names = sorted(rates)
     a = np.array([[units.get(n, 0.0) / t for n in names] for _, units, t, _ in rows])
-    rates, _ = nnls(a, np.ones(len(rows)))
-    return dict(zip(names, rates))
+    fitted, _ = nnls(a, np.ones(len(rows)))
+    return dict(zip(names, fitted))
 
 
 def agreement(rows) -> float:
     """Fraction of layers where the model's cheapest algorithm was the measured fastest."""
     by_layer = {}
     for name, units, t, g in rows:
-        est, best = costs.seconds(units), by_layer.setdefault(g, {}).get(name)
+        est, best = price(name, units), by_layer.setdefault(g, {}).get(name)
         if best is None or est < best[0]:  # the tile the model would pick among those timed
             by_layer[g][name] = (est, t)
     hits = [min(r, key=lambda n: r[n][0]) == min(r, key=lambda n: r[n][1])
@@ -103,17 +147,37 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--max-seconds", type=float, default=3.0,
                         help="skip runs the current model prices above this")
+    parser.add_argument("--only", choices=("fftconv", "native"),
+                        help="time and fit only fftconv's algorithms, or only PyTorch's "
+                             "convolution (default: both, native if torch is installed)")
     args = parser.parse_args(argv)
     set_threads(args.threads or fftconv.config.available_cores())
-    rows = measure(LAYERS, args.max_seconds)
-    print(f"current rates: model picks the measured fastest on {agreement(rows):.0%} of layers")
-    fitted = fit(rows)
-    costs.RATES.update(fitted)
-    print(f"fitted rates:  model picks the measured fastest on {agreement(rows):.0%} of layers")
-    print("RATES = {")
-    for name, value in fitted.items():
-        print(f'    "{name}": {value:.3g},')
-    print("}")
+    rows, native_rows = [], []
+    if args.only != "native":
+        rows = measure(LAYERS, args.max_seconds)
+    if args.only != "fftconv" and torch_available():
+        native_rows = measure_native(LAYERS)
+    fits = [(rows, costs.RATES, "RATES", "fftconv/costs.py")]
+    if native_rows:
+        from fftconv.torch import selection
+        fits.append((native_rows, selection.NATIVE_RATES, "NATIVE_RATES",
+                     "fftconv/torch/selection.py"))
+    print(f"current rates: model picks the measured fastest on "
+          f"{agreement(rows + native_rows):.0%} of layers")
+    for subset, rates, name, where in fits:
+        if subset:
+            rates.update(fit(subset, rates))
+    print(f"fitted rates:  model picks the measured fastest on "
+          f"{agreement(rows + native_rows):.0%} of layers")
+    for subset, rates, name, where in fits:
+        if subset:
+            ratio = np.array([price(n, units) / t for n, units, t, _ in subset])
+            print(f"{name}: estimate / measured over {len(subset)} runs: median "
+                  f"{np.median(ratio):.2f}, range {ratio.min():.2f} to {ratio.max():.2f}")
+            print(f"{name} = {{   # paste into {where}")
+            for key, value in sorted(rates.items()):
+                print(f'    "{key}": {value:.3g},')
+            print("}")
 
 
 if __name__ == "__main__":

@@ -50,15 +50,17 @@ def _key(geom: ConvGeometry, dtype, settings: Settings) -> str:
 
 
 class ChoiceStore:
-    """Measured choices, in memory and in ``choices.json`` (thread-safe)."""
+    """Measured choices, in memory and in ``file_name`` (``choices.json``) beside
+    the wisdom; entries name one of ``candidates`` (thread-safe)."""
 
-    def __init__(self):
+    def __init__(self, file_name: str = FILE_NAME, candidates=CANDIDATES):
+        self.file_name, self.candidates = file_name, tuple(candidates)
         self._lock = threading.Lock()
         self._loaded_from = None
         self._choices = {}
 
     def _path(self):
-        return wisdom.cache_dir() / FILE_NAME
+        return wisdom.cache_dir() / self.file_name
 
     def _load(self):
         path = self._path()
@@ -70,7 +72,7 @@ class ChoiceStore:
             if data.get("format") != FORMAT_VERSION or data.get("fftconv") != _version():
                 raise ValueError(f"written by another version ({data.get('fftconv')})")
             choices = data["choices"]
-            if not all(isinstance(v, dict) and v.get("algorithm") in CANDIDATES
+            if not all(isinstance(v, dict) and v.get("algorithm") in self.candidates
                        for v in choices.values()):
                 raise ValueError("unexpected entries")
             self._choices = choices

@@ -9,10 +9,14 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
+import fftconv  # noqa: E402
 import fftconv.torch as ft  # noqa: E402
 from conftest import ALGORITHMS, assert_close  # noqa: E402
 
 ENGINES = [a for a in ALGORITHMS] + ["native"]
+#: fftconv's own engines: tests of what the bridge does around them name one, since
+#: "auto" may choose PyTorch's convolution ("native") for these small layers.
+FFT_ENGINES = [a for a in ALGORITHMS if a != "auto"]
 
 
 def _t(rng, *shape, grad=True):
@@ -57,14 +61,15 @@ def test_conv_equals_torch_functional(kind, xs, ws, kw, algorithm):
         assert_close(got.detach().numpy(), want.detach().numpy(), np.float64, name)
 
 
+@pytest.mark.parametrize("algorithm", FFT_ENGINES)
 @pytest.mark.parametrize("mode", ["circular", "reflect", "replicate"])
 @pytest.mark.parametrize("nd", [1, 2, 3])
-def test_modules_equal_torch_modules_with_padding_modes(mode, nd):
+def test_modules_equal_torch_modules_with_padding_modes(mode, nd, algorithm):
     torch.manual_seed(nd)
     base = getattr(torch.nn, f"Conv{nd}d")(4, 6, 3, stride=2 if nd == 1 else 1, padding=1,
                                            groups=2, padding_mode=mode).double()
-    mine = ft.convert(copy.deepcopy(base))
-    assert type(mine).__name__ == f"FFTConv{nd}d" and "algorithm='auto'" in repr(mine)
+    mine = ft.convert(copy.deepcopy(base), algorithm=algorithm)
+    assert type(mine).__name__ == f"FFTConv{nd}d" and f"algorithm='{algorithm}'" in repr(mine)
     x = torch.randn((2, 4) + (7,) * nd, dtype=torch.float64, requires_grad=True)
     xr = x.detach().clone().requires_grad_()
     y, yr = mine(x), base(xr)
@@ -79,17 +84,21 @@ def test_modules_equal_torch_modules_with_padding_modes(mode, nd):
                                 dict(padding=1, padding_mode="circular"),
                                 dict(padding=2, padding_mode="reflect", stride=2),
                                 dict(transposed=True, stride=2, padding=1, output_padding=1)])
-def test_gradcheck(kw):
+@pytest.mark.parametrize("algorithm", FFT_ENGINES)
+def test_gradcheck(kw, algorithm):
     rng = np.random.default_rng(1)
     x, w, b = _t(rng, 2, 2, 7), _t(rng, 2, 2, 3), _t(rng, 2)
-    assert torch.autograd.gradcheck(lambda x, w, b: ft.conv(x, w, b, **kw), (x, w, b))
+    assert torch.autograd.gradcheck(lambda x, w, b: ft.conv(x, w, b, algorithm=algorithm, **kw),
+                                    (x, w, b))
 
 
-def test_a_layer_used_twice_in_one_graph_and_only_needed_gradients():
+@pytest.mark.parametrize("algorithm", FFT_ENGINES)
+def test_a_layer_used_twice_in_one_graph_and_only_needed_gradients(algorithm):
     rng = np.random.default_rng(2)
     x1, x2 = _t(rng, 2, 3, 12), _t(rng, 2, 3, 12, grad=False)
     w = _t(rng, 4, 3, 5)
-    loss = (ft.conv(x1, w, padding=2) * ft.conv(x2, w, padding=2)).sum()
+    loss = (ft.conv(x1, w, padding=2, algorithm=algorithm)
+            * ft.conv(x2, w, padding=2, algorithm=algorithm)).sum()
     loss.backward()
     xr, wr = x1.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
     (F.conv1d(xr, wr, padding=2) * F.conv1d(x2, wr, padding=2)).sum().backward()
@@ -98,12 +107,16 @@ def test_a_layer_used_twice_in_one_graph_and_only_needed_gradients():
     assert x2.grad is None
 
 
-def test_no_grad_and_constant_inputs_keep_nothing():
+def test_no_grad_and_constant_inputs_keep_nothing(monkeypatch):
     x, w = torch.randn(2, 3, 10), torch.randn(4, 3, 3)
-    assert ft.conv(x, w).grad_fn is None                      # nothing requires grad
+    kept = []
+    monkeypatch.setattr(ft.bridge._FFTConv, "apply",
+                        lambda *a, real=ft.bridge._FFTConv.apply: kept.append(a) or real(*a))
+    assert ft.conv(x, w, algorithm="fft").grad_fn is None     # nothing requires grad
     with torch.no_grad():
-        assert ft.conv(x, w.requires_grad_()).grad_fn is None
-    assert ft.conv(x, w).grad_fn is not None
+        assert ft.conv(x, w.requires_grad_(), algorithm="fft").grad_fn is None
+    assert not kept                                           # no pullback was made
+    assert ft.conv(x, w, algorithm="fft").grad_fn is not None and len(kept) == 1
 
 
 def test_tensors_reach_numpy_without_copies():
@@ -133,7 +146,8 @@ def test_double_backward_falls_back_to_pytorch():
     x, w = _t(rng, 1, 2, 8), _t(rng, 3, 2, 3)
     ft.bridge._warned.clear()
     with pytest.warns(ft.FallbackWarning, match="double backward"):
-        assert torch.autograd.gradgradcheck(lambda x, w: ft.conv(x, w, padding=1), (x, w))
+        assert torch.autograd.gradgradcheck(lambda x, w: ft.conv(x, w, padding=1,
+                                                                   algorithm="fft"), (x, w))
 
 
 def test_convert_round_trip_pickle_and_training():
@@ -142,7 +156,7 @@ def test_convert_round_trip_pickle_and_training():
                                 torch.nn.ConvTranspose1d(4, 2, 4, stride=2, padding=1)).double()
     twin = copy.deepcopy(model)
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    ft.convert(model)
+    ft.convert(model, algorithm="fft")   # "auto" might run these natively: test the engine
     assert [type(m).__name__ for m in model] == ["FFTConv1d", "ReLU", "FFTConvTranspose1d"]
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     x, target = torch.randn(4, 2, 64, dtype=torch.float64), torch.randn(4, 2, 128, dtype=torch.float64)
@@ -164,3 +178,88 @@ def test_convert_round_trip_pickle_and_training():
     back = ft.revert(model)
     assert [type(m) for m in back] == [torch.nn.Conv1d, torch.nn.ReLU, torch.nn.ConvTranspose1d]
     assert torch.allclose(back(x), twin(x))
+
+
+# -- "auto" with PyTorch's own convolution among the candidates -------------------------------
+
+@pytest.fixture
+def fresh_choices(tmp_path, monkeypatch):
+    """An empty choices cache (on disk and in memory) for this test."""
+    monkeypatch.setenv("FFTCONV_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(ft.bridge, "_choices", {})
+    monkeypatch.setattr(ft.selection, "STORE", ft.selection.core_selection.ChoiceStore(
+        file_name="torch_choices.json", candidates=("native", "fftconv")))
+    return tmp_path
+
+
+def test_auto_runs_pytorch_for_small_kernels_and_fftconv_for_long_ones(fresh_choices):
+    torch.manual_seed(0)
+    small = torch.nn.Conv2d(64, 64, 3, padding=1)
+    long = torch.nn.Conv1d(16, 16, 1023, padding="same")
+    cases = ((small, torch.randn(8, 64, 32, 32)), (long, torch.randn(4, 16, 16384)))
+    picks = []
+    for base, x in cases:
+        mine = ft.convert(copy.deepcopy(base))
+        picks.append(mine.choice(x))
+        assert "by the cost model" in ft.bridge.auto_choice(x, mine.weight,
+                                                            mine.layer(x)).explain
+        with torch.no_grad():
+            y, ref = mine(x), base(x)
+        if picks[-1] == "native":    # PyTorch's own forward: the very same numbers
+            assert torch.equal(y, ref)
+        else:
+            assert_close(y.numpy(), ref.numpy(), np.float32, "y")
+    assert picks[0] == "native" and picks[1] in FFT_ENGINES
+
+
+def test_the_cost_models_verdict_is_the_cheaper_estimate():
+    """``estimate_choice`` compares the native model with fftconv's cheapest estimate
+    among its transform algorithms (native stands for the direct method)."""
+    layer = ft.bridge._layer(torch.empty(8, 64, 32, 32), torch.empty(64, 64, 3, 3),
+                             dict(padding=1)).conv
+    native = ft.selection.native_seconds(layer, np.float32)
+    ours = min(s for name, (s, _) in fftconv.engines.estimates(layer, np.float32).items()
+               if name != "direct")
+    choice = ft.selection.estimate_choice(layer, np.float32)
+    assert (choice.algorithm == "native") == (native <= ours)
+    work = ft.selection.native_work(layer, np.float32)
+    assert work["native_flop"] == 6 * 8 * 64 * 64 * 32 * 32 * 9
+
+
+def test_measured_choice_is_persisted_and_reused(fresh_choices):
+    x, w = torch.randn(2, 3, 40, requires_grad=True), torch.randn(4, 3, 5, requires_grad=True)
+    with fftconv.using(measure=True):
+        first = ft.bridge.auto_choice(x, w, dict(padding=2))
+        assert "by measurement" in first.explain and "(stored)" not in first.explain
+        assert (fresh_choices / "torch_choices.json").exists()
+        ft.bridge._choices.clear()
+        ft.selection.STORE = ft.selection.core_selection.ChoiceStore(
+            file_name="torch_choices.json", candidates=("native", "fftconv"))
+        again = ft.bridge.auto_choice(x, w, dict(padding=2))
+        y = ft.conv(x, w, padding=2)
+    assert again.algorithm == first.algorithm and "(stored)" in again.explain
+    assert first.algorithm in ["native"] + FFT_ENGINES
+    assert_close(y.detach().numpy(), F.conv1d(x, w, padding=2).detach().numpy(), np.float32, "y")
+
+
+def test_convert_with_an_example_input_measures_each_layer(fresh_choices):
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Conv1d(2, 4, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv1d(4, 4, 63, padding="same"),
+                                torch.nn.ConvTranspose1d(4, 2, 4, stride=2, padding=1))
+    twin = copy.deepcopy(model)
+    x = torch.randn(2, 2, 256)
+    ft.convert(model, x)
+    algorithms = [m.algorithm for m in model if hasattr(m, "algorithm")]
+    assert len(algorithms) == 3 and all(a in ["native"] + FFT_ENGINES for a in algorithms)
+    stored = __import__("json").loads((fresh_choices / "torch_choices.json").read_text())
+    assert len(stored["choices"]) == 3
+    assert all(set(e["seconds"]) >= {"native"} for e in stored["choices"].values())
+    with torch.no_grad():
+        assert_close(model(x).numpy(), twin(x).numpy(), np.float32, "converted model")
+
+
+def test_module_forward_rejects_output_size_on_a_convolution():
+    m = ft.FFTConv1d(2, 2, 3)
+    with pytest.raises(TypeError, match="output_size"):
+        m(torch.randn(1, 2, 8), output_size=[8])

@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import api
-from ..checks import check_layer
+from ..checks import check_layer, dtypes_for
+from ..config import get_settings
+from . import selection
 
 #: dtypes the engine computes (float16 is computed in float32 and returned as float16).
 ENGINE_DTYPES = (torch.float16, torch.float32, torch.float64, torch.complex64, torch.complex128)
@@ -21,7 +23,7 @@ class FallbackWarning(UserWarning):
 _warned = set()
 
 
-def _warn_once(reason: str):
+def warn_once(reason: str):
     if reason not in _warned:
         _warned.add(reason)
         warnings.warn(f"fftconv.torch: {reason}; running PyTorch's own convolution "
@@ -46,27 +48,37 @@ def fallback_reason(*tensors, algorithm: str = "auto"):
     return None
 
 
+#: The layer keywords of :func:`conv` and their defaults.
+LAYER_DEFAULTS = dict(padding=0, stride=1, dilation=1, groups=1, padding_mode="zeros",
+                      transposed=False, output_padding=0)
+
+
 def _layer(x, w, layer: dict):
-    """The checked ``LayerGeometry`` of a call (PyTorch's tensors, fftconv's rules)."""
+    """The checked ``LayerGeometry`` of a call (PyTorch's tensors, fftconv's rules;
+    keywords missing from ``layer`` take :data:`LAYER_DEFAULTS`)."""
     real = not (x.is_complex() or w.is_complex())
     return check_layer("fftconv.torch.conv", tuple(x.shape), tuple(w.shape), real=real,
-                       flip_kernel=False, **layer)
+                       flip_kernel=False, **{**LAYER_DEFAULTS, **layer})
 
 
 def native_conv(x, w, b=None, **layer) -> torch.Tensor:
     """PyTorch's own convolution with fftconv's semantics (every padding form,
-    ``padding_mode``, ``transposed``, ``output_padding``); differentiable."""
+    ``padding_mode``, ``transposed``, ``output_padding``; the keywords and
+    defaults of :func:`conv`); differentiable."""
     geometry = _layer(x, w, layer)
     nd = geometry.ndim
     pads = [p for lo_hi in reversed(geometry.padding) for p in lo_hi]   # F.pad order
     stride, dilation, groups = geometry.conv.stride, geometry.conv.dilation, geometry.conv.groups
     if not geometry.transposed:
-        mode = geometry.padding_mode
-        x = F.pad(x, pads) if mode == "zeros" else F.pad(x, pads, mode=mode)
         fn = (F.conv1d, F.conv2d, F.conv3d)[nd - 1] if nd <= 3 else None
         if fn is None:
             raise ValueError(f"fftconv.torch.conv: PyTorch has no {nd}-d convolution to fall "
                              f"back to, got x.shape={tuple(x.shape)}")
+        symmetric = all(lo == hi for lo, hi in geometry.padding)
+        if geometry.padding_mode == "zeros" and symmetric:   # torch pads without a copy
+            return fn(x, w, b, stride, tuple(lo for lo, _ in geometry.padding), dilation, groups)
+        mode = geometry.padding_mode
+        x = F.pad(x, pads) if mode == "zeros" else F.pad(x, pads, mode=mode)
         return fn(x, w, b, stride, 0, dilation, groups)
     fn = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[nd - 1] if nd <= 3 else None
     if fn is None:
@@ -100,7 +112,7 @@ class _FFTConv(torch.autograd.Function):
     def backward(ctx, dy):
         need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
         if torch.is_grad_enabled():         # create_graph=True: a differentiable backward
-            _warn_once("double backward")
+            warn_once("double backward")
             x, w, b = ctx.saved_tensors
             inputs = [t for t, need in zip((x, w, b), (need_dx, need_dw, need_db)) if need]
             with torch.enable_grad():
@@ -114,6 +126,34 @@ class _FFTConv(torch.autograd.Function):
                 torch.from_numpy(db) if need_db else None, None, None)
 
 
+#: ``auto_choice`` verdicts of this process, per call signature and settings.
+_choices: dict = {}
+_MAX_CHOICES = 4096
+
+
+def auto_choice(x, w, layer: dict) -> selection.Choice:
+    """``algorithm="auto"`` for this call: ``"native"`` or an fftconv algorithm,
+    by the cost model or, with the ``measure`` setting, by timing
+    (:mod:`fftconv.torch.selection`); remembered per shapes, layer and settings."""
+    settings = get_settings()
+    key = (tuple(x.shape), tuple(w.shape), x.dtype, repr(sorted(layer.items())), settings,
+           torch.get_num_threads())
+    choice = _choices.get(key)
+    if choice is None:
+        compute = dtypes_for("fftconv.torch.conv", torch.empty(0, dtype=x.dtype).numpy())[0]
+        if settings.measure:
+            choice = selection.measure_choice(
+                tuple(x.shape), tuple(w.shape), compute, layer,
+                native=lambda *t: native_conv(*t, **layer),
+                fft=lambda *t, algorithm: engine_conv(*t, layer, algorithm))
+        else:
+            choice = selection.estimate_choice(_layer(x, w, layer).conv, compute)
+        if len(_choices) >= _MAX_CHOICES:
+            _choices.clear()
+        _choices[key] = choice
+    return choice
+
+
 def conv(x, w, b=None, *, padding=0, stride=1, dilation=1, groups=1, padding_mode="zeros",
          transposed=False, output_padding=0, algorithm="auto") -> torch.Tensor:
     """N-d convolution of torch tensors by fftconv, differentiable.
@@ -121,15 +161,27 @@ def conv(x, w, b=None, *, padding=0, stride=1, dilation=1, groups=1, padding_mod
     Semantics and keywords are fftconv's (CONVENTIONS; PyTorch's
     ``F.conv*d``/``F.conv_transpose*d`` for what they share), for any number
     of spatial axes.  ``algorithm`` is fftconv's, or ``"native"`` for
-    PyTorch's own convolution.
+    PyTorch's own convolution; ``"auto"`` has ``"native"`` among its
+    candidates, so a call is not slower than PyTorch's where the cost model
+    (or, with the ``measure`` setting, a measurement) says PyTorch is faster
+    (:func:`auto_choice`).
     """
     layer = dict(padding=padding, stride=stride, dilation=dilation, groups=groups,
                  padding_mode=padding_mode, transposed=transposed, output_padding=output_padding)
     reason = fallback_reason(x, w, b, algorithm=algorithm)
+    if reason is None and algorithm == "auto" and x.dim() <= 5:
+        algorithm = auto_choice(x, w, layer).algorithm
+        reason = "native" if algorithm == "native" else None
     if reason is not None:
         if reason != "native":
-            _warn_once(reason)
+            warn_once(reason)
         return native_conv(x, w, b, **layer)
+    return engine_conv(x, w, b, layer, algorithm)
+
+
+def engine_conv(x, w, b, layer: dict, algorithm: str) -> torch.Tensor:
+    """The call on fftconv's engine ``algorithm`` (not ``"native"``): an autograd
+    node holding one pullback, or a plain forward pass when nothing needs grad."""
     tracked = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, w, b))
     if not tracked:    # no_grad or nothing to differentiate: keep nothing

@@ -1,0 +1,149 @@
+"""``algorithm="auto"`` in PyTorch models: fftconv's engines or PyTorch's own convolution.
+
+A swapped layer must never be slower than the layer it replaced, so ``"auto"``
+in :func:`fftconv.torch.conv` and the modules has one more candidate than
+fftconv's own: ``"native"``, PyTorch's convolution.  It is chosen
+
+* by the cost model: :func:`native_work` priced with :data:`NATIVE_RATES`
+  (fitted by ``python -m bench.calibrate``, like ``fftconv.costs.RATES``)
+  against the cheapest estimate of fftconv's transform algorithms
+  (:data:`ENGINE_CANDIDATES`: PyTorch's own convolution is a direct
+  convolution, and a faster one than fftconv's GEMM-based ``"direct"``, so the
+  bridge's cost model lets it stand for the direct method); or
+* by measurement, when the ``measure`` setting is on (``fftconv.configure(measure=True)``
+  or ``FFTCONV_MEASURE=1``): one warm-up and the best of three training steps
+  through the bridge, native against fftconv, persisted in
+  ``torch_choices.json`` beside the other measured choices, so later
+  processes reuse the verdict without timing.
+
+:func:`fftconv.torch.convert` with an example input measures every layer at
+the shape it really sees (:func:`measure_choice`).
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from .. import engines, selection as core_selection
+from ..config import Settings, get_settings
+
+#: Seconds per unit of :func:`native_work`.  Fitted by ``python -m bench.calibrate``
+#: (non-negative least squares on the relative error of PyTorch 2.13's CPU
+#: convolution, float32 training steps on the calibration layers, 2 threads, on
+#: the 2-core reference VM).
+NATIVE_RATES = {
+    "native_call": 0.000132,
+    "native_element": 2.95e-10,
+    "native_flop": 7.03e-12,
+    "native_patch": 1.02e-09,
+}
+
+#: fftconv's algorithms that the cost model weighs against "native".
+ENGINE_CANDIDATES = tuple(name for name in engines.NAMES if name != "direct")
+
+STORE = core_selection.ChoiceStore(file_name="torch_choices.json",
+                                   candidates=("native", "fftconv"))
+
+
+class Choice(NamedTuple):
+    """What a bridged call runs: ``"native"``, or an fftconv algorithm (``"auto"``
+    leaves the engine choice to fftconv), and why."""
+
+    algorithm: str
+    explain: str
+
+
+def native_work(geom, dtype) -> dict:
+    """Units of work of one training step of PyTorch's CPU convolution: GEMM
+    flops, unfolded-patch traffic (its im2col paths), operand traffic, calls."""
+    p = 2.0 if np.dtype(dtype) in (np.dtype(np.float64), np.dtype(np.complex128)) else 1.0
+    taps, out = math.prod(geom.kernel), math.prod(geom.out_size)
+    cg = geom.in_channels // geom.groups
+    flops = 6.0 * geom.batch * geom.out_channels * cg * out * taps
+    flops *= 4 if np.dtype(dtype).kind == "c" else 1
+    patches = 3.0 * geom.batch * geom.in_channels * out * taps
+    elements = 3.0 * geom.batch * (geom.in_channels * math.prod(geom.padded_size)
+                                   + geom.out_channels * out)
+    return {"native_flop": flops * p, "native_patch": patches * p,
+            "native_element": elements * p, "native_call": 3.0}
+
+
+def native_seconds_of(work: dict) -> float:
+    """Price native ``work`` with :data:`NATIVE_RATES`."""
+    return sum(units * NATIVE_RATES[name] for name, units in work.items())
+
+
+def native_seconds(geom, dtype) -> float:
+    """Estimated seconds of one native training step."""
+    return native_seconds_of(native_work(geom, dtype))
+
+
+def estimate_choice(geom, dtype) -> Choice:
+    """The cost model's verdict: native against the cheapest of :data:`ENGINE_CANDIDATES`."""
+    priced = {name: seconds for name, (seconds, _) in engines.estimates(geom, dtype).items()
+              if name in ENGINE_CANDIDATES}
+    best = min(priced, key=priced.get)
+    native = native_seconds(geom, dtype)
+    shown = f"native {1e3 * native:.3g} ms, {best} {1e3 * priced[best]:.3g} ms"
+    if native <= priced[best]:
+        return Choice("native", f"auto chose 'native' by the cost model; estimated {shown}")
+    return Choice(best, f"auto chose {best!r} by the cost model; estimated {shown}")
+
+
+def _time_step(step, repeats: int = 3) -> float:
+    """Best-of-``repeats`` seconds of ``step()`` after one warm-up."""
+    best = float("inf")
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        step()
+        if i:
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _training_step(run, x, w, b):
+    """A closure: forward through ``run(x, w, b)`` and backward of its sum."""
+    def step():
+        for t in (x, w, b):
+            if t is not None:
+                t.grad = None
+        run(x, w, b).sum().backward()
+    return step
+
+
+def _key(x_shape, w_shape, dtype, layer: dict, settings: Settings) -> str:
+    return repr(("torch", tuple(x_shape), tuple(w_shape), np.dtype(dtype).str,
+                 sorted(layer.items()), settings.backend, settings.threads,
+                 torch.get_num_threads()))
+
+
+def measure_choice(x_shape, w_shape, dtype, layer: dict, native, fft) -> Choice:
+    """Time a training step natively and through fftconv at these shapes; persist
+    the verdict.  ``native(x, w, b)`` and ``fft(x, w, b, algorithm)`` run a call;
+    fftconv's own algorithm is measured as well (``measure=True`` for it)."""
+    from ..api import plan   # fftconv's measured choice, persisted by its own store
+    from .. import using
+    settings = get_settings()
+    key = _key(x_shape, w_shape, dtype, layer, settings)
+    stored = STORE.get(key)
+    if stored is not None:
+        name = "native" if stored["algorithm"] == "native" else stored["engine"]
+        return Choice(name, "auto chose " + stored["explain"] + " (stored)")
+    tdtype = torch.from_numpy(np.empty(0, dtype)).dtype
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(x_shape, generator=gen, dtype=tdtype, requires_grad=True)
+    w = torch.randn(w_shape, generator=gen, dtype=tdtype, requires_grad=True)
+    with using(measure=True):
+        engine = plan(x_shape, w_shape, dtype=np.dtype(dtype), **layer).algorithm
+    timed = {"native": _time_step(_training_step(native, x, w, None)),
+             engine: _time_step(_training_step(lambda *a: fft(*a, algorithm=engine), x, w, None))}
+    best = min(timed, key=timed.get)
+    explain = (f"{best!r} by measurement; measured "
+               + ", ".join(f"{name} {1e3 * t:.3g} ms" for name, t in timed.items()))
+    STORE.put(key, {"algorithm": "native" if best == "native" else "fftconv",
+                    "engine": engine, "explain": explain, "seconds": timed})
+    return Choice(best, "auto chose " + explain)
