@@ -15,7 +15,7 @@ import numpy as np
 
 import fftconv
 
-from . import competitors, decisions, report
+from . import competitors, decisions, report, torch_suite
 from .cases import SUITES, custom_suite
 from .runner import Options, run_cases
 from .targets import check_targets
@@ -174,6 +174,12 @@ def main(argv=None) -> int:
         accurate = True
     elif suite.mode == "decisions":
         accurate = run_decisions(suite, options, args.csv)
+    elif suite.mode == "torch":
+        reason = torch_suite.skip_reason()
+        print(f"suite torch skipped: {reason}" if reason else "")
+        accurate = reason is not None or torch_suite.run(
+            args.dtype, args.threads, args.repeat, args.budget,
+            set(args.dims) if args.dims else None)
     else:
         accurate = run_main(suite, options)
     if args.plot and suite.sweep:

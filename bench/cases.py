@@ -128,9 +128,10 @@ class Suite:
         (None: all of them).
     only : dict
         Competitor key -> the only cases it runs on (others: every case).
-    mode : {"table", "decisions"}
+    mode : {"table", "decisions", "torch"}
         ``"decisions"`` compares the cost model's choices with measurements
-        instead of printing the competitors' table.
+        instead of printing the competitors' table; ``"torch"`` times PyTorch
+        layers against their converted modules (``bench.torch_suite``).
     repeat, budget : int, float
         Default timed steps per competitor and seconds of sampling
         (``--repeat``, ``--budget``).
@@ -207,6 +208,8 @@ SUITES = {
         only={"torch": SMALL_KERNEL_CASES[:1]}, repeat=10, budget=2.0),
     "decisions": Suite("decisions", cases=decision_cases(), mode="decisions",
                        competitors=("fft", "direct", "overlap_add"), repeat=15, budget=2.0),
+    # nn.Conv*d against the converted module (bench.torch_suite builds its own rows)
+    "torch": Suite("torch", cases=PERF_CASES, mode="torch", repeat=5, budget=4.0),
     "quick": Suite(
         "quick",
         cases=tuple(layers(1, 2, 4, 256, (9,)) + layers(2, 2, 4, 32, (5,))
