@@ -265,3 +265,57 @@ def test_module_forward_rejects_output_size_on_a_convolution():
     m = ft.FFTConv1d(2, 2, 3)
     with pytest.raises(TypeError, match="output_size"):
         m(torch.randn(1, 2, 8), output_size=[8])
+
+
+def _random_module(rng, nd):
+    """A seeded random ``nn.Conv{nd}d`` or ``nn.ConvTranspose{nd}d`` (float64) and an input."""
+    groups = int(rng.choice([1, 2]))
+    c_in, c_out = groups * int(rng.integers(1, 3)), groups * int(rng.integers(1, 3))
+    kernel = tuple(int(k) for k in rng.integers(1, 4, nd))
+    stride = tuple(int(s) for s in rng.integers(1, 3, nd))
+    dilation = tuple(int(d) for d in rng.integers(1, 3, nd))
+    size = tuple(int(n) for n in rng.integers(5, 9, nd))
+    if rng.random() < 0.3:   # transposed, with an output_padding below stride or dilation
+        output_padding = tuple(int(rng.integers(0, max(s, d))) for s, d in zip(stride, dilation))
+        padding = tuple(int(rng.integers(0, (d * (k - 1)) // 2 + 1))
+                        for k, d in zip(kernel, dilation))
+        module = getattr(torch.nn, f"ConvTranspose{nd}d")(
+            c_in, c_out, kernel, stride=stride, padding=padding, output_padding=output_padding,
+            groups=groups, dilation=dilation)
+    else:
+        mode = str(rng.choice(["zeros", "circular", "reflect", "replicate"]))
+        form = rng.choice(["int", "tuple", "same", "valid"])
+        if form == "same":
+            stride = (1,) * nd
+        padding = {"int": int(rng.integers(0, 3)), "same": "same", "valid": "valid",
+                   "tuple": tuple(int(p) for p in rng.integers(0, 3, nd))}[form]
+        module = getattr(torch.nn, f"Conv{nd}d")(c_in, c_out, kernel, stride=stride,
+                                                 padding=padding, dilation=dilation,
+                                                 groups=groups, padding_mode=mode)
+    x = torch.tensor(rng.standard_normal((2, c_in) + size), requires_grad=True)
+    return module.double(), x
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
+@pytest.mark.parametrize("seed", range(24))
+def test_seeded_sweep_of_modules_against_pytorch(seed):
+    """Forward, dx, dw and db of a converted module equal PyTorch's module (float64)."""
+    rng = np.random.default_rng(seed)
+    base, x = _random_module(rng, nd=1 + seed % 3)
+    try:
+        with torch.no_grad():
+            base(x)
+    except RuntimeError:        # a combination PyTorch itself refuses: draw again
+        base, x = _random_module(np.random.default_rng(1000 + seed), nd=1 + seed % 3)
+    algorithm = FFT_ENGINES[seed % len(FFT_ENGINES)]
+    mine = ft.convert(copy.deepcopy(base), algorithm=algorithm)
+    xr = x.detach().clone().requires_grad_()
+    y, yr = mine(x), base(xr)
+    dy = torch.tensor(rng.standard_normal(tuple(yr.shape)))
+    y.backward(dy)
+    yr.backward(dy)
+    what = f"{base} ({algorithm})"
+    assert_close(y.detach().numpy(), yr.detach().numpy(), np.float64, f"{what} y")
+    assert_close(x.grad.numpy(), xr.grad.numpy(), np.float64, f"{what} dx")
+    assert_close(mine.weight.grad.numpy(), base.weight.grad.numpy(), np.float64, f"{what} dw")
+    assert_close(mine.bias.grad.numpy(), base.bias.grad.numpy(), np.float64, f"{what} db")
