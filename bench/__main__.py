@@ -88,7 +88,9 @@ def header(args, suite, threads: str) -> str:
         import torch
         torch_version = torch.__version__
     auto = "measures" if settings.measure else "uses the cost model"
-    return (f"suite {suite.name}: {len(suite.cases)} cases, dtype {args.dtype}, "
+    count = (f"{len(torch_suite.rows())} rows" if suite.mode == "torch"
+             else f"{len(suite.cases)} cases")
+    return (f"suite {suite.name}: {count}, dtype {args.dtype}, "
             f"best of {args.repeat} (budget {args.budget:g}s)\nthreads: {threads}\n"
             f"fftconv {fftconv.__version__} (backend {settings.backend}, "
             f"{settings.planner_effort}, auto {auto}), numpy {np.__version__}, "

@@ -142,6 +142,23 @@ def agreement(rows) -> float:
     return sum(hits) / max(len(hits), 1)
 
 
+def bridge_agreement(rows, native_rows) -> float:
+    """Fraction of layers where ``fftconv.torch``'s cost-model rule (native unless an
+    fftconv transform algorithm is estimated ``NATIVE_MARGIN`` times cheaper) picks
+    the measured faster of PyTorch's convolution and fftconv's fastest algorithm."""
+    from fftconv.torch.selection import ENGINE_CANDIDATES, NATIVE_MARGIN
+    native = {g: (price(name, units), t) for name, units, t, g in native_rows}
+    hits = []
+    for g, (native_est, native_t) in native.items():
+        ours = [(price(name, units), t, name) for name, units, t, gg in rows if gg == g]
+        priced = [est for est, _, name in ours if name in ENGINE_CANDIDATES]
+        if not ours or not priced:
+            continue
+        model_native = native_est <= NATIVE_MARGIN * min(priced)
+        hits.append(model_native == (native_t <= min(t for _, t, _ in ours)))
+    return sum(hits) / max(len(hits), 1)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.calibrate", description=__doc__)
     parser.add_argument("--threads", type=int, default=None)
@@ -169,6 +186,10 @@ def main(argv=None):
             rates.update(fit(subset, rates))
     print(f"fitted rates:  model picks the measured fastest on "
           f"{agreement(rows + native_rows):.0%} of layers")
+    if rows and native_rows:
+        print(f"fftconv.torch's rule (native unless fftconv is estimated NATIVE_MARGIN times "
+              f"faster) picks the measured faster on {bridge_agreement(rows, native_rows):.0%} "
+              f"of layers")
     for subset, rates, name, where in fits:
         if subset:
             ratio = np.array([price(n, units) / t for n, units, t, _ in subset])

@@ -16,7 +16,10 @@ The rows: the perf suite's layer table ("valid"), typical CNN layers
 (2-D k3 with 64 channels, 1-D k3 and k9, "same"), and a small whole model
 with long 1-D kernels.  Targets (ratio = module time / ``nn`` time): at most
 1.1 on every row, at most 0.1 at 2-D k >= 15 (16 channels, 128x128), at most
-0.05 at 1-D k >= 1023.
+0.05 at 1-D k >= 1023 (single layers).  The accuracy column checks the forward
+output only (the tests check gradients), against 1e-4 in float32 (the
+contract's 1e-5 is for fftconv against an exact oracle; this compares two
+float32 computations).
 """
 from __future__ import annotations
 
@@ -25,8 +28,6 @@ import dataclasses
 import statistics
 import time
 from typing import Callable, List, Optional
-
-import numpy as np
 
 from .cases import PERF_CASES
 from .report import fmt, table
@@ -49,7 +50,11 @@ class Row:
     kernel: int                  # the largest kernel in the row
 
     def bound(self) -> float:
-        """The target ratio for this row (the tightest that applies)."""
+        """The target ratio for this row: the issue's bounds for single layers (2-D
+        k >= 15 with 16 channels at 128x128; 1-D k >= 1023), 1.1 elsewhere and for
+        the whole model."""
+        if self.kind == "model":
+            return 1.1
         if self.ndim == 2 and self.kernel >= 15 and self.kind == "perf layer":
             return 0.1
         if self.ndim == 1 and self.kernel >= 1023:
@@ -97,9 +102,19 @@ class Timing:
         return statistics.median(self.samples)
 
 
+#: Parameters move by this before every step, as in training, so that no cached
+#: weight spectrum is reused (fftconv shares one while the weights are unchanged).
+WEIGHT_STEP = 1e-3
+
+
 def _step(model, x, dy):
-    """One training step: forward, ``(y * dy).sum()``, backward."""
+    """One training step: move the parameters, forward, ``(y * dy).sum()``, backward."""
+    import torch
+
     def run():
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(WEIGHT_STEP)
         model.zero_grad(set_to_none=True)
         x.grad = None
         y = model(x)
@@ -164,7 +179,25 @@ def _inputs_of(model, x):
 
 
 def run(dtype: str, threads: int, repeat: int, budget: float, dims=None) -> bool:
-    """Print the table and the targets; True if every output agrees with PyTorch's."""
+    """Print the table and the targets; True if every output agrees with PyTorch's.
+
+    The measured verdicts go to a fresh cache directory, so every run measures
+    (a user's persisted verdicts are neither reused nor changed)."""
+    import os
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="fftconv-bench-torch-") as cache:
+        previous = os.environ.get("FFTCONV_CACHE_DIR")
+        os.environ["FFTCONV_CACHE_DIR"] = cache
+        try:
+            return _run(dtype, threads, repeat, budget, dims)
+        finally:
+            if previous is None:
+                os.environ.pop("FFTCONV_CACHE_DIR")
+            else:
+                os.environ["FFTCONV_CACHE_DIR"] = previous
+
+
+def _run(dtype: str, threads: int, repeat: int, budget: float, dims=None) -> bool:
     selected = [r for r in rows() if dims is None or r.ndim in dims]
     results = []
     for i, row in enumerate(selected):

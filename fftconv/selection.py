@@ -53,8 +53,9 @@ class ChoiceStore:
     """Measured choices, in memory and in ``file_name`` (``choices.json``) beside
     the wisdom; entries name one of ``candidates`` (thread-safe)."""
 
-    def __init__(self, file_name: str = FILE_NAME, candidates=CANDIDATES):
+    def __init__(self, file_name: str = FILE_NAME, candidates=CANDIDATES, valid=None):
         self.file_name, self.candidates = file_name, tuple(candidates)
+        self.valid = valid or (lambda entry: True)   # more checks on an entry
         self._lock = threading.Lock()
         self._loaded_from = None
         self._choices = {}
@@ -73,6 +74,7 @@ class ChoiceStore:
                 raise ValueError(f"written by another version ({data.get('fftconv')})")
             choices = data["choices"]
             if not all(isinstance(v, dict) and v.get("algorithm") in self.candidates
+                       and self.valid(v)
                        for v in choices.values()):
                 raise ValueError("unexpected entries")
             self._choices = choices

@@ -13,7 +13,7 @@ import fftconv  # noqa: E402
 import fftconv.torch as ft  # noqa: E402
 from conftest import ALGORITHMS, assert_close  # noqa: E402
 
-ENGINES = [a for a in ALGORITHMS] + ["native"]
+ENGINES = [a for a in ALGORITHMS if a != "auto"] + ["native"]   # auto: tested below
 #: fftconv's own engines: tests of what the bridge does around them name one, since
 #: "auto" may choose PyTorch's convolution ("native") for these small layers.
 FFT_ENGINES = [a for a in ALGORITHMS if a != "auto"]
@@ -187,8 +187,7 @@ def fresh_choices(tmp_path, monkeypatch):
     """An empty choices cache (on disk and in memory) for this test."""
     monkeypatch.setenv("FFTCONV_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(ft.bridge, "_choices", {})
-    monkeypatch.setattr(ft.selection, "STORE", ft.selection.core_selection.ChoiceStore(
-        file_name="torch_choices.json", candidates=("native", "fftconv")))
+    monkeypatch.setattr(ft.selection, "STORE", ft.selection.new_store())
     return tmp_path
 
 
@@ -212,18 +211,10 @@ def test_auto_runs_pytorch_for_small_kernels_and_fftconv_for_long_ones(fresh_cho
     assert picks[0] == "native" and picks[1] in FFT_ENGINES
 
 
-def test_the_cost_models_verdict_is_the_cheaper_estimate():
-    """``estimate_choice`` compares the native model with fftconv's cheapest estimate
-    among its transform algorithms (native stands for the direct method)."""
+def test_native_work_counts_channel_blocks():
     layer = ft.bridge._layer(torch.empty(8, 64, 32, 32), torch.empty(64, 64, 3, 3),
                              dict(padding=1)).conv
-    native = ft.selection.native_seconds(layer, np.float32)
-    ours = min(s for name, (s, _) in fftconv.engines.estimates(layer, np.float32).items()
-               if name != "direct")
-    choice = ft.selection.estimate_choice(layer, np.float32)
-    assert (choice.algorithm == "native") == (native <= ft.selection.NATIVE_MARGIN * ours)
-    work = ft.selection.native_work(layer, np.float32)
-    assert work["native_flop"] == 6 * 8 * 64 * 64 * 32 * 32 * 9
+    assert ft.selection.native_work(layer, np.float32)["native_flop"] == 6 * 8 * 64 * 64 * 32 * 32 * 9
     narrow = ft.bridge._layer(torch.empty(1, 3, 10), torch.empty(4, 3, 3), {}).conv
     assert ft.selection.native_work(narrow, np.float32)["native_flop"] == 6 * 16 * 16 * 8 * 3
 
@@ -235,8 +226,7 @@ def test_measured_choice_is_persisted_and_reused(fresh_choices):
         assert "by measurement" in first.explain and "(stored)" not in first.explain
         assert (fresh_choices / "torch_choices.json").exists()
         ft.bridge._choices.clear()
-        ft.selection.STORE = ft.selection.core_selection.ChoiceStore(
-            file_name="torch_choices.json", candidates=("native", "fftconv"))
+        ft.selection.STORE = ft.selection.new_store()
         again = ft.bridge.auto_choice(x, w, dict(padding=2))
         y = ft.conv(x, w, padding=2)
     assert again.algorithm == first.algorithm and "(stored)" in again.explain
@@ -319,3 +309,68 @@ def test_seeded_sweep_of_modules_against_pytorch(seed):
     assert_close(x.grad.numpy(), xr.grad.numpy(), np.float64, f"{what} dx")
     assert_close(mine.weight.grad.numpy(), base.weight.grad.numpy(), np.float64, f"{what} dw")
     assert_close(mine.bias.grad.numpy(), base.bias.grad.numpy(), np.float64, f"{what} db")
+
+
+# -- modules: PyTorch's call conventions, fallbacks, convert's measurement ----------------------
+
+@pytest.mark.parametrize("algorithm", FFT_ENGINES)
+def test_unbatched_input_bias_free_and_output_size_like_pytorch(algorithm):
+    torch.manual_seed(3)
+    conv = torch.nn.Conv1d(2, 3, 5, bias=False).double()
+    up = torch.nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1).double()
+    x1, x2 = torch.randn(2, 20, dtype=torch.float64), torch.randn(1, 2, 6, 5, dtype=torch.float64)
+    mine, mine_up = (ft.convert(copy.deepcopy(m), algorithm=algorithm) for m in (conv, up))
+    assert_close(mine(x1).detach().numpy(), conv(x1).detach().numpy(), np.float64, "unbatched")
+    assert mine(x1).shape == (3, 16)
+    for size in ([12, 10], [11, 9]):
+        got, want = mine_up(x2, output_size=size), up(x2, output_size=size)
+        assert got.shape == want.shape
+        assert_close(got.detach().numpy(), want.detach().numpy(), np.float64, f"output_size {size}")
+    with torch.no_grad():
+        assert mine(x1.requires_grad_()).grad_fn is None
+
+
+def test_modules_fall_back_with_one_warning(monkeypatch):
+    monkeypatch.setattr(ft.bridge, "_warned", set())
+    m = ft.FFTConv1d(3, 4, 3, padding=1).to(torch.bfloat16)
+    x = torch.randn(2, 3, 10, dtype=torch.bfloat16)
+    with pytest.warns(ft.FallbackWarning, match="bfloat16"):
+        y = m(x)
+    assert torch.equal(y, torch.nn.Conv1d.forward(m, x)) and m.choice(x) == "native"
+    meta = ft.FFTConv2d(3, 4, 3).to("meta")
+    with pytest.warns(ft.FallbackWarning, match="device 'meta'"):
+        assert meta(torch.empty(2, 3, 8, 8, device="meta")).shape == (2, 4, 6, 6)
+    with pytest.raises(RuntimeError):          # PyTorch's own error for mixed dtypes
+        ft.FFTConv1d(3, 4, 3)(torch.randn(2, 3, 10, dtype=torch.float64))
+
+
+def test_convert_with_example_input_leaves_no_trace(fresh_choices):
+    torch.manual_seed(4)
+    model = torch.nn.Sequential(torch.nn.Conv1d(2, 4, 9), torch.nn.BatchNorm1d(4),
+                                torch.nn.Dropout(0.5))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    example = (torch.randn(3, 2, 64),)               # a tuple of positional arguments
+    rng_state = torch.random.get_rng_state()
+    ft.convert(model, example)
+    assert model.training and all(m.training for m in model)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    assert torch.equal(torch.random.get_rng_state(), rng_state)
+    assert model[0].algorithm in ["native"] + FFT_ENGINES
+    relu = torch.nn.ReLU()
+    assert ft.convert(relu, torch.randn(2, 3)) is relu              # nothing to convert
+    with pytest.raises(TypeError, match=r"fftconv\.torch\.convert: example_input must be"):
+        ft.convert(torch.nn.Conv1d(1, 1, 3), [torch.randn(1, 1, 8)])
+
+
+@pytest.mark.parametrize("entry", [{"algorithm": "fftconv"},                   # no engine
+                                   {"algorithm": "fftconv", "engine": "bogus", "explain": "x"},
+                                   {"algorithm": "native"}])                   # no explain
+def test_a_bad_stored_verdict_is_ignored_and_measured_again(fresh_choices, entry):
+    x, w = torch.randn(1, 2, 32), torch.randn(2, 2, 3)
+    key = ft.selection._key(tuple(x.shape), tuple(w.shape), x.dtype,
+                            {**ft.bridge.LAYER_DEFAULTS}, fftconv.get_settings())
+    (fresh_choices / "torch_choices.json").write_text(__import__("json").dumps(
+        {"format": 1, "fftconv": fftconv.__version__, "choices": {key: entry}}))
+    with fftconv.using(measure=True), pytest.warns(UserWarning, match="torch_choices.json"):
+        verdict = ft.bridge.auto_choice(x, w, {**ft.bridge.LAYER_DEFAULTS})
+    assert "(stored)" not in verdict.explain and verdict.algorithm in ["native"] + FFT_ENGINES

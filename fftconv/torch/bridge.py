@@ -23,11 +23,13 @@ class FallbackWarning(UserWarning):
 _warned = set()
 
 
-def warn_once(reason: str):
+def warn_once(reason: str, stacklevel: int = 3):
+    """A :class:`FallbackWarning` for ``reason``, once per process; ``stacklevel``
+    counts from the caller of this function's caller."""
     if reason not in _warned:
         _warned.add(reason)
         warnings.warn(f"fftconv.torch: {reason}; running PyTorch's own convolution "
-                      f"(same results)", FallbackWarning, stacklevel=4)
+                      f"(same results)", FallbackWarning, stacklevel=stacklevel)
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -41,10 +43,12 @@ def fallback_reason(*tensors, algorithm: str = "auto"):
     present = [t for t in tensors if t is not None]
     if algorithm == "native":
         return "native"
-    if any(t.device.type != "cpu" for t in present):
-        return f"tensors on device '{present[0].device.type}'"
-    if any(t.dtype not in ENGINE_DTYPES for t in present):
-        return f"dtype {present[0].dtype} is not one the engine computes"
+    elsewhere = [t for t in present if t.device.type != "cpu"]
+    if elsewhere:
+        return f"tensors on device '{elsewhere[0].device.type}'"
+    unserved = [t for t in present if t.dtype not in ENGINE_DTYPES]
+    if unserved:
+        return f"dtype {unserved[0].dtype} is not one the engine computes"
     return None
 
 
@@ -69,12 +73,12 @@ def native_conv(x, w, b=None, **layer) -> torch.Tensor:
     nd = geometry.ndim
     pads = [p for lo_hi in reversed(geometry.padding) for p in lo_hi]   # F.pad order
     stride, dilation, groups = geometry.conv.stride, geometry.conv.dilation, geometry.conv.groups
+    symmetric = all(lo == hi for lo, hi in geometry.padding)
     if not geometry.transposed:
         fn = (F.conv1d, F.conv2d, F.conv3d)[nd - 1] if nd <= 3 else None
         if fn is None:
             raise ValueError(f"fftconv.torch.conv: PyTorch has no {nd}-d convolution to fall "
                              f"back to, got x.shape={tuple(x.shape)}")
-        symmetric = all(lo == hi for lo, hi in geometry.padding)
         if geometry.padding_mode == "zeros" and symmetric:   # torch pads without a copy
             return fn(x, w, b, stride, tuple(lo for lo, _ in geometry.padding), dilation, groups)
         mode = geometry.padding_mode
@@ -84,6 +88,11 @@ def native_conv(x, w, b=None, **layer) -> torch.Tensor:
     if fn is None:
         raise ValueError(f"fftconv.torch.conv: PyTorch has no {nd}-d transposed convolution to "
                          f"fall back to, got x.shape={tuple(x.shape)}")
+    torch_sized = all(op < max(s, d) for op, s, d in
+                      zip(geometry.output_padding, stride, dilation))
+    if symmetric and torch_sized:      # PyTorch's own sizes: its call crops in place
+        return fn(x, w, b, stride, tuple(lo for lo, _ in geometry.padding),
+                  geometry.output_padding, groups, dilation)
     full = fn(x, w, None, stride, 0, 0, groups, dilation)    # no padding: crop or extend below
     out = geometry.out_size
     for axis, ((lo, _), n) in enumerate(zip(geometry.padding, out)):
@@ -131,27 +140,40 @@ _choices: dict = {}
 _MAX_CHOICES = 4096
 
 
-def auto_choice(x, w, layer: dict) -> selection.Choice:
+def auto_choice(x, w, layer: dict) -> selection.Verdict:
     """``algorithm="auto"`` for this call: ``"native"`` or an fftconv algorithm,
-    by the cost model or, with the ``measure`` setting, by timing
-    (:mod:`fftconv.torch.selection`); remembered per shapes, layer and settings."""
+    by the cost model or, with the ``measure`` setting, by timing (which runs
+    here, once per shape; :mod:`fftconv.torch.selection`); remembered per
+    shapes, dtypes, layer and settings."""
     settings = get_settings()
-    key = (tuple(x.shape), tuple(w.shape), x.dtype, repr(sorted(layer.items())), settings,
-           torch.get_num_threads())
-    choice = _choices.get(key)
-    if choice is None:
-        compute = dtypes_for("fftconv.torch.conv", torch.empty(0, dtype=x.dtype).numpy())[0]
+    key = (tuple(x.shape), tuple(w.shape), x.dtype, w.dtype, repr(sorted(layer.items())),
+           settings, torch.get_num_threads())
+    verdict = _choices.get(key)
+    if verdict is None:
+        geometry = _layer(x, w, layer)          # every check before any work
         if settings.measure:
-            choice = selection.measure_choice(
-                tuple(x.shape), tuple(w.shape), compute, layer,
-                native=lambda *t: native_conv(*t, **layer),
-                fft=lambda *t, algorithm: engine_conv(*t, layer, algorithm))
+            verdict = measure(x, w, layer)
         else:
-            choice = selection.estimate_choice(_layer(x, w, layer).conv, compute)
+            verdict = selection.estimate_choice(geometry.conv, compute_dtype(x, w))
         if len(_choices) >= _MAX_CHOICES:
             _choices.clear()
-        _choices[key] = choice
-    return choice
+        _choices[key] = verdict
+    return verdict
+
+
+def compute_dtype(*tensors) -> np.dtype:
+    """The numpy dtype fftconv computes these tensors in (CONVENTIONS §4)."""
+    return dtypes_for("fftconv.torch.conv",
+                      *(torch.empty(0, dtype=t.dtype).numpy() for t in tensors))[0]
+
+
+def measure(x, w, layer: dict) -> selection.Verdict:
+    """Time this call's layer natively and on fftconv's engine, at the shapes and
+    dtypes of ``x`` and ``w`` (:func:`fftconv.torch.selection.measure_choice`)."""
+    return selection.measure_choice(
+        tuple(x.shape), tuple(w.shape), x.dtype, compute_dtype(x, w), layer,
+        native=lambda *t: native_conv(*t, **layer),
+        fft=lambda *t, algorithm: engine_conv(*t, layer, algorithm))
 
 
 def conv(x, w, b=None, *, padding=0, stride=1, dilation=1, groups=1, padding_mode="zeros",
@@ -177,6 +199,7 @@ def conv(x, w, b=None, *, padding=0, stride=1, dilation=1, groups=1, padding_mod
             warn_once(reason)
         return native_conv(x, w, b, **layer)
     return engine_conv(x, w, b, layer, algorithm)
+
 
 
 def engine_conv(x, w, b, layer: dict, algorithm: str) -> torch.Tensor:

@@ -4,9 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..checks import dtypes_for
-from .bridge import auto_choice, engine_conv, fallback_reason, native_conv, warn_once
-from .selection import measure_choice
+from .bridge import auto_choice, engine_conv, fallback_reason, measure, warn_once
 
 
 class _FFTConvMixin:
@@ -17,31 +15,44 @@ class _FFTConvMixin:
 
     algorithm = "auto"
 
+    def __init__(self, *args, algorithm="auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.algorithm = algorithm
+
     def extra_repr(self) -> str:
         return super().extra_repr() + f", algorithm={self.algorithm!r}"
 
     def layer(self, x, output_size=None) -> dict:
-        """fftconv's layer keywords of this module for input ``x``."""
+        """fftconv's layer keywords of this module for (batched) input ``x``."""
         return dict(padding=self.padding, stride=self.stride, dilation=self.dilation,
                     groups=self.groups, padding_mode=self.padding_mode,
-                    **self._transposed_keywords(x, output_size))
+                    **self._extra_keywords(x, output_size))
 
-    def _transposed_keywords(self, x, output_size) -> dict:
+    def _extra_keywords(self, x, output_size) -> dict:
+        """Keywords beyond the convolution's (transposed modules add theirs)."""
         if output_size is not None:
             raise TypeError(f"{type(self).__name__}.forward() got an unexpected keyword "
                             f"argument 'output_size'")
         return {}
 
     def choice(self, x, output_size=None) -> str:
-        """The algorithm this module runs for input ``x``: ``"native"`` or an
-        fftconv algorithm name."""
+        """The algorithm this module runs for input ``x``: ``"native"`` or an fftconv
+        algorithm name (with the ``measure`` setting on, the first call at a shape
+        times both)."""
+        x = self._batched(x)
         return self._algorithm_for(x, self.layer(x, output_size))
+
+    def _batched(self, x):
+        """``x`` with a batch axis (PyTorch's modules also take one unbatched sample)."""
+        return x.unsqueeze(0) if x.dim() == self.weight.dim() - 1 else x
 
     def _algorithm_for(self, x, layer: dict, warn: bool = False) -> str:
         reason = fallback_reason(x, self.weight, self.bias, algorithm=self.algorithm)
+        if reason is None and x.dtype != self.weight.dtype:
+            reason = "native"    # PyTorch's forward raises its own dtype error
         if reason is not None:
             if warn and reason != "native":
-                warn_once(reason)
+                warn_once(reason, stacklevel=5)
             return "native"
         if self.algorithm != "auto":
             return self.algorithm
@@ -50,11 +61,13 @@ class _FFTConvMixin:
     def forward(self, x, output_size=None):
         """PyTorch's own ``forward`` where :meth:`choice` is ``"native"`` (a fallback
         warns once), else fftconv's engine."""
-        layer = self.layer(x, output_size)
-        algorithm = self._algorithm_for(x, layer, warn=True)
+        batched = self._batched(x)
+        layer = self.layer(batched, output_size)
+        algorithm = self._algorithm_for(batched, layer, warn=True)
         if algorithm == "native":
             return super().forward(x) if output_size is None else super().forward(x, output_size)
-        return engine_conv(x, self.weight, self.bias, layer, algorithm)
+        y = engine_conv(batched, self.weight, self.bias, layer, algorithm)
+        return y if batched is x else y.squeeze(0)
 
 
 def _conv_class(base):
@@ -62,10 +75,6 @@ def _conv_class(base):
         __doc__ = (f"``nn.{base.__name__}`` computed by fftconv (``algorithm=`` as "
                    f":func:`fftconv.plan`, or ``\"native\"``); same constructor, parameters, "
                    f"initialisation and ``state_dict``.")
-
-        def __init__(self, *args, algorithm="auto", **kwargs):
-            super().__init__(*args, **kwargs)
-            self.algorithm = algorithm
 
     FFTConv.__name__ = FFTConv.__qualname__ = "FFT" + base.__name__
     return FFTConv
@@ -76,14 +85,11 @@ def _transposed_class(base, nd):
         __doc__ = (f"``nn.{base.__name__}`` computed by fftconv (the input gradient of the "
                    f"matching convolution, from the same engine).")
 
-        def __init__(self, *args, algorithm="auto", **kwargs):
-            super().__init__(*args, **kwargs)
-            self.algorithm = algorithm
-
-        def _transposed_keywords(self, x, output_size) -> dict:
+        def _extra_keywords(self, x, output_size) -> dict:
             output_padding = self._output_padding(x, output_size, self.stride, self.padding,
                                                   self.kernel_size, nd, self.dilation)
             return dict(transposed=True, output_padding=tuple(output_padding))
+
     FFTConvTranspose.__name__ = FFTConvTranspose.__qualname__ = "FFT" + base.__name__
     return FFTConvTranspose
 
@@ -100,68 +106,81 @@ FFT_OF = {nn.Conv1d: FFTConv1d, nn.Conv2d: FFTConv2d, nn.Conv3d: FFTConv3d,
 TORCH_OF = {v: k for k, v in FFT_OF.items()}
 
 
-def _swapped(module, table, **attributes):
-    """``module`` as an instance of ``table[type(module)]`` sharing its parameters."""
+def _swapped(module, table, drop=(), **attributes):
+    """``module`` as an instance of ``table[type(module)]`` sharing its parameters,
+    with ``attributes`` set and the attributes named in ``drop`` removed."""
     new = table[type(module)].__new__(table[type(module)])
     new.__dict__.update(module.__dict__)
     new.__dict__.update(attributes)
+    for name in drop:
+        new.__dict__.pop(name, None)
     return new
 
 
-def _swap(model, table, **attributes):
+def _swap(model, table, drop=(), **attributes):
     if type(model) in table:
-        return _swapped(model, table, **attributes)
+        return _swapped(model, table, drop, **attributes)
     for name, child in model.named_children():
-        setattr(model, name, _swap(child, table, **attributes))
+        setattr(model, name, _swap(child, table, drop, **attributes))
     return model
 
 
 def convert(model: nn.Module, example_input=None, *, algorithm: str = "auto") -> nn.Module:
-    """Swap every ``nn.Conv{1,2,3}d`` / ``nn.ConvTranspose{1,2,3}d`` in ``model`` (in
-    place, and returned) for fftconv's module of the same kind, sharing the same
-    parameters: outputs and ``state_dict`` are unchanged.
+    """Swap every ``nn.Conv{1,2,3}d`` / ``nn.ConvTranspose{1,2,3}d`` in ``model`` for
+    fftconv's module of the same kind, sharing the same parameters: outputs and
+    ``state_dict`` are unchanged.  Submodules are swapped in place; the result
+    is returned (a new object when ``model`` itself is a convolution).
 
     With ``example_input`` (a tensor, or a tuple of the model's positional
-    arguments), the model runs once on it and every swapped ``"auto"`` layer
-    is timed at the input shape it saw, natively and with fftconv's measured
-    best algorithm (:func:`fftconv.torch.selection.measure_choice`, persisted);
-    its ``algorithm`` becomes the faster one.
+    arguments), the model runs once on it, in eval mode and without touching
+    the global random state, and every swapped ``"auto"`` layer is timed at
+    the input it saw, natively and with fftconv's measured best algorithm
+    (:func:`fftconv.torch.selection.measure_choice`, persisted); its
+    ``algorithm`` becomes the faster one, for every later input shape too.
     """
+    if example_input is not None and not isinstance(example_input, (torch.Tensor, tuple)):
+        raise TypeError("fftconv.torch.convert: example_input must be a tensor or a tuple of "
+                        f"the model's positional arguments, got {type(example_input).__name__}")
     model = _swap(model, FFT_OF, algorithm=algorithm)
     if example_input is not None:
         _measure_layers(model, example_input)
     return model
 
 
-def _measure_layers(model: nn.Module, example_input):
-    """Set each ``"auto"`` fftconv layer's ``algorithm`` by measurement at the input
-    it sees when ``model`` runs on ``example_input``."""
+def _inputs_seen(model: nn.Module, example_input) -> dict:
+    """``{module: (batched input, output_size)}`` for every ``"auto"`` fftconv layer,
+    from one forward pass of ``model`` in eval mode that leaves no trace (batch-norm
+    statistics, the random state and the training flags are as before)."""
     seen = {}
 
-    def record(module, args):
-        seen.setdefault(module, (args[0].detach(), args[1] if len(args) > 1 else None))
-    hooks = [m.register_forward_pre_hook(record) for m in model.modules()
+    def record(module, args, kwargs):
+        output_size = args[1] if len(args) > 1 else kwargs.get("output_size")
+        seen.setdefault(module, (module._batched(args[0].detach()), output_size))
+    hooks = [m.register_forward_pre_hook(record, with_kwargs=True) for m in model.modules()
              if isinstance(m, _FFTConvMixin) and m.algorithm == "auto"]
+    training = {m: m.training for m in model.modules()}
     try:
-        with torch.no_grad():
+        model.eval()
+        with torch.no_grad(), torch.random.fork_rng():
             model(*example_input) if isinstance(example_input, tuple) else model(example_input)
     finally:
         for hook in hooks:
             hook.remove()
-    for module, (x, output_size) in seen.items():
-        if fallback_reason(x, module.weight, module.bias) is not None:
-            continue
-        layer = module.layer(x, output_size)
-        compute = dtypes_for("fftconv.torch.convert", torch.empty(0, dtype=x.dtype).numpy())[0]
-        module.algorithm = measure_choice(
-            tuple(x.shape), tuple(module.weight.shape), compute, layer,
-            native=lambda *t, layer=layer: native_conv(*t, **layer),
-            fft=lambda *t, algorithm, layer=layer: engine_conv(*t, layer, algorithm)).algorithm
+        for m, flag in training.items():
+            m.training = flag
+    return seen
+
+
+def _measure_layers(model: nn.Module, example_input):
+    """Set each ``"auto"`` fftconv layer's ``algorithm`` by measurement at the input
+    it sees when ``model`` runs on ``example_input``."""
+    for module, (x, output_size) in _inputs_seen(model, example_input).items():
+        if (fallback_reason(x, module.weight, module.bias) is not None
+                or x.dtype != module.weight.dtype):
+            continue     # runs natively whatever the verdict
+        module.algorithm = measure(x, module.weight, module.layer(x, output_size)).algorithm
 
 
 def revert(model: nn.Module) -> nn.Module:
     """The inverse of :func:`convert`: fftconv's modules back to PyTorch's."""
-    model = _swap(model, TORCH_OF)
-    for m in model.modules():
-        m.__dict__.pop("algorithm", None)
-    return model
+    return _swap(model, TORCH_OF, drop=("algorithm",))

@@ -34,7 +34,8 @@ from ..config import Settings, get_settings
 #: Seconds per unit of :func:`native_work`.  Fitted by ``python -m bench.calibrate``
 #: (non-negative least squares on the relative error of PyTorch 2.13's CPU
 #: convolution, float32 training steps on the calibration layers, 2 threads, on
-#: the 2-core reference VM).
+#: the 2-core reference VM).  Only float32 is fitted: float64 is assumed to cost
+#: twice as much and complex four times the real flops, as in ``fftconv.costs``.
 NATIVE_RATES = {
     "native_call": 0.000132,
     "native_element": 2.95e-10,
@@ -45,11 +46,25 @@ NATIVE_RATES = {
 #: fftconv's algorithms that the cost model weighs against "native".
 ENGINE_CANDIDATES = tuple(name for name in engines.NAMES if name != "direct")
 
-STORE = core_selection.ChoiceStore(file_name="torch_choices.json",
-                                   candidates=("native", "fftconv"))
 
 
-class Choice(NamedTuple):
+def valid_entry(entry: dict) -> bool:
+    """A persisted verdict names native, or fftconv with a registered engine, and why."""
+    return (entry.get("algorithm") == "native"
+            or (entry.get("algorithm") == "fftconv" and entry.get("engine") in engines.NAMES)
+            ) and isinstance(entry.get("explain"), str)
+
+
+def new_store() -> core_selection.ChoiceStore:
+    """The store of measured verdicts, ``torch_choices.json`` beside the wisdom."""
+    return core_selection.ChoiceStore(file_name="torch_choices.json",
+                                      candidates=("native", "fftconv"), valid=valid_entry)
+
+
+STORE = new_store()
+
+
+class Verdict(NamedTuple):
     """What a bridged call runs: ``"native"``, or an fftconv algorithm (``"auto"``
     leaves the engine choice to fftconv), and why."""
 
@@ -58,8 +73,9 @@ class Choice(NamedTuple):
 
 
 #: PyTorch's CPU convolution (oneDNN) computes channels in blocks of this many
-#: (one AVX-512 register of float32): a layer with fewer channels pays for a
-#: whole block.
+#: (one AVX-512 register of float32, as on the reference VM; AVX2 machines use
+#: 8): a layer with fewer channels pays for a whole block.  Assumed from
+#: oneDNN's blocked layouts, not fitted.
 CHANNEL_BLOCK = 16
 
 
@@ -96,10 +112,11 @@ def native_seconds(geom, dtype) -> float:
 #: fftconv runs only where its estimate is this many times below native's: the
 #: two models are fitted separately and err by tens of percent, and a module
 #: that is slower than the layer it replaced costs more than a missed speed-up.
+#: Chosen with ``python -m bench --suite torch`` (see the README's table).
 NATIVE_MARGIN = 1.5
 
 
-def estimate_choice(geom, dtype) -> Choice:
+def estimate_choice(geom, dtype) -> Verdict:
     """The cost model's verdict: native against the cheapest of :data:`ENGINE_CANDIDATES`
     (which must win by :data:`NATIVE_MARGIN`)."""
     priced = {name: seconds for name, (seconds, _) in engines.estimates(geom, dtype).items()
@@ -108,8 +125,8 @@ def estimate_choice(geom, dtype) -> Choice:
     native = native_seconds(geom, dtype)
     shown = f"native {1e3 * native:.3g} ms, {best} {1e3 * priced[best]:.3g} ms"
     if native <= NATIVE_MARGIN * priced[best]:
-        return Choice("native", f"auto chose 'native' by the cost model; estimated {shown}")
-    return Choice(best, f"auto chose {best!r} by the cost model; estimated {shown}")
+        return Verdict("native", f"auto chose 'native' by the cost model; estimated {shown}")
+    return Verdict(best, f"auto chose {best!r} by the cost model; estimated {shown}")
 
 
 def _time_step(step, repeats: int = 3) -> float:
@@ -123,9 +140,17 @@ def _time_step(step, repeats: int = 3) -> float:
     return best
 
 
+#: Weights move by this before every timed step, as in training, so that no
+#: cached weight spectrum is reused (fftconv shares it while ``w`` is unchanged).
+WEIGHT_STEP = 1e-3
+
+
 def _training_step(run, x, w, b):
-    """A closure: forward through ``run(x, w, b)`` and backward of its sum."""
+    """A closure: move the weights, then forward through ``run(x, w, b)`` and backward
+    of its sum."""
     def step():
+        with torch.no_grad():
+            w.add_(WEIGHT_STEP)
         for t in (x, w, b):
             if t is not None:
                 t.grad = None
@@ -134,29 +159,29 @@ def _training_step(run, x, w, b):
 
 
 def _key(x_shape, w_shape, dtype, layer: dict, settings: Settings) -> str:
-    return repr(("torch", tuple(x_shape), tuple(w_shape), np.dtype(dtype).str,
+    return repr(("torch", tuple(x_shape), tuple(w_shape), str(dtype),
                  sorted(layer.items()), settings.backend, settings.threads,
                  torch.get_num_threads()))
 
 
-def measure_choice(x_shape, w_shape, dtype, layer: dict, native, fft) -> Choice:
-    """Time a training step natively and through fftconv at these shapes; persist
+def measure_choice(x_shape, w_shape, dtype, compute, layer: dict, native, fft) -> Verdict:
+    """Time a training step natively and through fftconv at these shapes, with
+    tensors of torch ``dtype`` (fftconv computes in numpy ``compute``); persist
     the verdict.  ``native(x, w, b)`` and ``fft(x, w, b, algorithm)`` run a call;
-    fftconv's own algorithm is measured as well (``measure=True`` for it)."""
-    from ..api import plan   # fftconv's measured choice, persisted by its own store
+    fftconv's own algorithm is chosen by measurement too (its ``measure=True``)."""
     from .. import using
+    from ..api import plan   # fftconv's measured choice, persisted by its own store
     settings = get_settings()
     key = _key(x_shape, w_shape, dtype, layer, settings)
     stored = STORE.get(key)
     if stored is not None:
         name = "native" if stored["algorithm"] == "native" else stored["engine"]
-        return Choice(name, "auto chose " + stored["explain"] + " (stored)")
-    tdtype = torch.from_numpy(np.empty(0, dtype)).dtype
+        return Verdict(name, "auto chose " + stored["explain"] + " (stored)")
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(x_shape, generator=gen, dtype=tdtype, requires_grad=True)
-    w = torch.randn(w_shape, generator=gen, dtype=tdtype, requires_grad=True)
+    x = torch.randn(x_shape, generator=gen, dtype=dtype, requires_grad=True)
+    w = torch.randn(w_shape, generator=gen, dtype=dtype, requires_grad=True)
     with using(measure=True):
-        engine = plan(x_shape, w_shape, dtype=np.dtype(dtype), **layer).algorithm
+        engine = plan(x_shape, w_shape, dtype=compute, **layer).algorithm
     timed = {"native": _time_step(_training_step(native, x, w, None)),
              engine: _time_step(_training_step(lambda *a: fft(*a, algorithm=engine), x, w, None))}
     best = min(timed, key=timed.get)
@@ -164,4 +189,4 @@ def measure_choice(x_shape, w_shape, dtype, layer: dict, native, fft) -> Choice:
                + ", ".join(f"{name} {1e3 * t:.3g} ms" for name, t in timed.items()))
     STORE.put(key, {"algorithm": "native" if best == "native" else "fftconv",
                     "engine": engine, "explain": explain, "seconds": timed})
-    return Choice(best, "auto chose " + explain)
+    return Verdict(best, "auto chose " + explain)
