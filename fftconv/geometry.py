@@ -289,11 +289,17 @@ def make_geometry(x_shape, w_shape, padding, stride, dilation, groups,
 
 
 # -- overlap-add tiling -----------------------------------------------------------------
+def window_length(b: int, s: int, ke: int) -> int:
+    """Padded-input samples that ``b`` consecutive outputs read: ``(b-1)*s + ke``."""
+    return (b - 1) * s + ke
+
+
 def tile_geometry(geom: ConvGeometry, tile) -> ConvGeometry:
     """The "valid" layer one output tile of ``tile`` samples per axis computes:
     output tile ``[t, t + B)`` reads the padded-input window ``[t*s, t*s + W)``,
-    ``W = (B-1)*s + ke``."""
-    window = tuple((b - 1) * s + ke for b, s, ke in zip(tile, geom.stride, geom.effective_kernel))
+    ``W = (B-1)*s + ke`` (:func:`window_length`)."""
+    window = tuple(window_length(b, s, ke) for b, s, ke in
+                   zip(tile, geom.stride, geom.effective_kernel))
     return make_geometry((geom.batch, geom.in_channels) + window, geom.w_shape, "valid",
                          geom.stride, geom.dilation, geom.groups, geom.flip_kernel, geom.real)
 
@@ -314,17 +320,24 @@ def padding_source(n: int, lo: int, hi: int, mode: str) -> Tuple[int, ...]:
     The gradient folds the halo back through the same map: the padding
     operator's adjoint adds ``dxpad[p]`` into ``dx[source[p]]``.
     """
-    out = []
-    for p in range(-lo, n + hi):
-        if mode == "circular":
-            out.append(p % n)
-        elif mode == "replicate":
-            out.append(min(max(p, 0), n - 1))
-        else:  # reflect, edge not repeated: period 2n - 2
-            period = max(2 * n - 2, 1)
-            q = p % period
-            out.append(q if q < n else period - q)
-    return tuple(out)
+    return tuple(source_index(p, n, mode) for p in range(-lo, n + hi))
+
+
+def source_index(p: int, n: int, mode: str) -> int:
+    """The input index that position ``p`` (``< 0`` or ``>= n`` in the halo) of an
+    input of ``n`` samples padded with ``padding_mode`` ``mode`` copies;
+    ``-1`` for ``"zeros"`` outside the input (a zero, no source)."""
+    if 0 <= p < n:
+        return p
+    if mode == "zeros":
+        return -1
+    if mode == "circular":
+        return p % n
+    if mode == "replicate":
+        return min(max(p, 0), n - 1)
+    period = max(2 * n - 2, 1)  # reflect, edge not repeated: period 2n - 2
+    q = p % period
+    return q if q < n else period - q
 
 
 def circular_geometry(geom: ConvGeometry) -> Optional[ConvGeometry]:
