@@ -4,7 +4,10 @@
   spend ~0.5 s planning each one, and every plan is exactly as accurate with
   FFTW_ESTIMATE.  Tests that check the measured planner select it explicitly.
 * FFTW wisdom goes to a throw-away cache directory, never the user's.
+* Without the ``dask`` extra, ``fftconv/dask`` is not collected for doctests
+  (``tests/test_dask.py`` skips itself).
 """
+import importlib.util
 import os
 import tempfile
 
@@ -13,3 +16,5 @@ os.environ.setdefault("FFTCONV_CACHE_DIR", tempfile.mkdtemp(prefix="fftconv-test
 import fftconv  # noqa: E402
 
 fftconv.configure(planner_effort="FFTW_ESTIMATE")
+
+collect_ignore = [] if importlib.util.find_spec("dask") else ["fftconv/dask"]

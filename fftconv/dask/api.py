@@ -1,0 +1,203 @@
+"""``fftconv.dask.forward``, ``backward`` and ``vjp``: the numpy functions on Dask arrays.
+
+Each output block runs the ordinary stateless function on its window of the
+input (``blocks``: a halo from the neighbouring chunks, padding at the true
+array edges, ``padding="valid"`` on the window), so results equal
+``fftconv.forward``/``backward`` to the accuracy bounds of CONVENTIONS §4, for
+any chunking of the batch and spatial axes.
+"""
+from __future__ import annotations
+
+import dask
+import numpy as np
+
+from .. import api as core
+from ..layer import channels_first, weights_first, weights_last
+from ..planner import Gradients
+from . import graph
+from .blocks import layer_blocks
+from .checks import channel_axis, check_call, check_dask, matching_chunks, whole_channels
+
+_SIZES = core._SIZES.replace("\n", "\n        ")
+
+_DASK = """
+    max_workspace_bytes : int, optional
+        Bound on each block's FFT buffers (the ``max_workspace_bytes`` setting,
+        applied per task); above it a block's batch is processed in chunks.
+
+    Choosing chunks
+    ---------------
+    Each task holds one block's window: its input chunk plus a halo of about
+    the effective kernel ``d*(k-1)+1`` per spatial axis, its output block,
+    and the engine's workspace (``fftconv.plan(window shape, ...).workspace_bytes``,
+    about 2-4 times the window in complex samples for the FFT path).  Pick spatial
+    chunks several times the kernel (the halo is then a small overhead; chunks
+    smaller than the kernel work, but each window then reads many blocks) and small
+    enough that ``threads per worker * (window + output + workspace)`` fits in a
+    worker's memory.  Keep the channel axes whole (a chunked channel axis is
+    rechunked, with a :class:`ChunkWarning`); the batch axis may be chunked
+    freely.  Regular chunks give few distinct block shapes, so each worker
+    plans a handful of geometries once and reuses them (the per-process engine
+    cache of the stateless functions)."""
+
+
+def _prepare(func, x, w, others, algorithm, options, max_workspace_bytes):
+    """Checked and converted operands: ``(layer, result dtype, x channels-first, w
+    channels-first, settings, block-call keywords, axes)``."""
+    layer, compute, result, w, settings = check_call(func, x, w, others, algorithm, options,
+                                                     max_workspace_bytes)
+    x = whole_channels(func, "x", x, channel_axis(layer.layout, x.ndim))
+    x_cf = channels_first(x, layer.layout).astype(compute, copy=False)
+    # a copy: the graph is lazy, and the caller may change w in place before computing it
+    w_cf = np.array(weights_first(w, layer.layout), dtype=compute, order="C", copy=True)
+    conv = layer.conv
+    keywords = dict(stride=conv.stride, dilation=conv.dilation, groups=conv.groups,
+                    flip_kernel=conv.flip_kernel, algorithm=algorithm)
+    return layer, result, x_cf, w_cf, settings, keywords, layer_blocks(layer, x_cf.chunks[2:])
+
+
+def _shown(a, layer, result):
+    """A channels-first dask array in the caller's layout and dtype."""
+    a = a.astype(result, copy=False)
+    return np.moveaxis(a, 1, -1) if layer.layout == "channels_last" else a
+
+
+def forward(x, w, b=None, *, algorithm="auto", max_workspace_bytes=None, **layer):
+    """Forward pass of an N-d convolution layer on a Dask array: ``y = conv(x, w) + b``.
+
+    Parameters
+    ----------
+    x : dask.array.Array, shape ``(N, C_in, *spatial)``
+        Input, any chunking of the batch and spatial axes.
+    w : array_like, shape ``(C_out, C_in // groups, *kernel)``
+        Weights, a numpy array (placed in the graph once, shipped once per worker).
+    b : array_like, shape ``(C_out,)``, optional
+        Bias.{params}{dask}
+
+    Returns
+    -------
+    y : dask.array.Array, shape ``(N, C_out, *out)``
+        Lazy.  Its batch chunks are ``x``'s; along each spatial axis output ``i``
+        is in the block of input sample ``i * stride`` (a "same" layer with stride 1
+        keeps ``x``'s chunks).  Output length per axis:
+
+        {sizes}
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fftconv, fftconv.dask as fd
+    >>> x = da.from_array(np.arange(16.0).reshape(1, 1, 16), chunks=(1, 1, 5))
+    >>> w = np.array([[[1.0, 0.0, -1.0]]])
+    >>> y = fd.forward(x, w, padding="same")
+    >>> y.chunks
+    ((1,), (1,), (5, 5, 5, 1))
+    >>> bool(np.allclose(y.compute(), fftconv.forward(x.compute(), w, padding="same")))
+    True
+    """
+    func = "fftconv.dask.forward"
+    return _forward(func, x, w, b, algorithm, max_workspace_bytes, layer)[0]
+
+
+def _forward(func, x, w, b, algorithm, max_workspace_bytes, options):
+    b_checked = None if b is None else core.check_array(func, "b", b)
+    lay, result, x_cf, w_cf, settings, keywords, axes = _prepare(
+        func, x, w, [b_checked], algorithm, options, max_workspace_bytes)
+    bias = core.check_bias(func, b_checked, lay.out_channels)
+    bias = None if bias is None else np.array(bias, dtype=w_cf.dtype, copy=True)
+    y = graph.forward(x_cf, axes, w_cf, bias, keywords, settings)
+    return _shown(y, lay, result), x
+
+
+def backward(dy, x, w, *, algorithm="auto", max_workspace_bytes=None, **layer):
+    """Gradients of the layer on Dask arrays: ``dx, dw, db`` for output gradient ``dy``.
+
+    Parameters
+    ----------
+    dy : dask.array.Array, shape ``(N, C_out, *out)``
+        Gradient of the loss with respect to ``y``, chunked as :func:`forward`
+        chunks ``y`` (other chunks are rechunked, with a :class:`ChunkWarning`).
+    x : dask.array.Array
+        The forward pass's input.
+    w : array_like
+        The forward pass's weights.{params}{dask}
+
+    Returns
+    -------
+    Gradients
+        ``(dx, dw, db)``: ``dx`` a lazy dask array chunked as ``x``, computed block by
+        block from ``dy`` with its own halo (a transposed convolution, the padding
+        halo folded back at the array's edges); ``dw`` and ``db`` numpy arrays, the
+        tree-reduced sums of one partial gradient per output block, computed now
+        (one pass over ``x`` and ``dy``; summed in double precision).  Computing ``dx``
+        later reads ``dy`` again: persist ``dy`` first if it is expensive.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fftconv, fftconv.dask as fd
+    >>> x = da.from_array(np.arange(16.0).reshape(1, 1, 16), chunks=(1, 1, 5))
+    >>> w = np.array([[[1.0, 0.0, -1.0]]])
+    >>> y = fd.forward(x, w)                 # "valid": the last input chunk has no output
+    >>> y.chunks
+    ((1,), (1,), (5, 5, 4, 0))
+    >>> dx, dw, db = fd.backward(da.ones_like(y), x, w)
+    >>> dx.chunks, dw.round(12).tolist(), db
+    (((1,), (1,), (5, 5, 5, 1)), [[[91.0, 105.0, 119.0]]], array([14.]))
+    """
+    func = "fftconv.dask.backward"
+    check_dask(func, "dy", dy)
+    lay, result, x_cf, w_cf, settings, keywords, axes = _prepare(
+        func, x, w, [dy], algorithm, layer, max_workspace_bytes)
+    core.check_shape(func, "dy", dy, lay.y_shape, "the shape of forward's output")
+    dy = whole_channels(func, "dy", dy, channel_axis(lay.layout, dy.ndim))
+    y_chunks = (x_cf.chunks[0], (lay.out_channels,)) + tuple(a.out_chunks for a in axes)
+    dy_cf = matching_chunks(func, channels_first(dy, lay.layout), y_chunks)
+    dy_cf = dy_cf.astype(w_cf.dtype, copy=False)
+    dw, db = dask.compute(*graph.weight_grads(dy_cf, x_cf, axes, w_cf, keywords, settings))
+    dx = graph.input_grad(dy_cf, x_cf.chunks, axes, w_cf, keywords, settings)
+    return Gradients(_shown(dx, lay, result),
+                     weights_last(dw.astype(result), lay.layout), db.astype(result))
+
+
+def vjp(x, w, b=None, *, algorithm="auto", max_workspace_bytes=None, **layer):
+    """Forward pass and its pullback on Dask arrays: ``y, pullback = vjp(x, w, b, **layer)``.
+
+    ``y`` is :func:`forward`'s; ``pullback(dy)`` is :func:`backward` of ``dy``
+    for this call's ``x`` (the same lazy array) and ``w`` (a copy taken now, so
+    later in-place changes do not matter).  Nothing is kept between the two:
+    a Dask array's spectra would be the size of the volume, so the pullback
+    reads ``x`` again.
+
+    Parameters
+    ----------
+    x, w, b
+        As for :func:`forward`.{params}{dask}
+
+    Returns
+    -------
+    y : dask.array.Array
+        As :func:`forward` returns it.  Output length per axis:
+
+        {sizes}
+    pullback : callable
+        ``pullback(dy)`` -> ``Gradients(dx, dw, db)``, as :func:`backward`.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fftconv.dask as fd
+    >>> x = da.from_array(np.arange(16.0).reshape(1, 1, 16), chunks=(1, 1, 5))
+    >>> y, pullback = fd.vjp(x, np.array([[[1.0, 0.0, -1.0]]]), padding="same")
+    >>> dx, dw, db = pullback(da.ones_like(y))
+    >>> db
+    array([16.])
+    """
+    func = "fftconv.dask.vjp"
+    y, x_used = _forward(func, x, w, b, algorithm, max_workspace_bytes, layer)
+    w_kept = np.array(w, copy=True)  # the weights of this call, whatever happens to w
+
+    def pullback(dy):
+        return backward(dy, x_used, w_kept, algorithm=algorithm,
+                        max_workspace_bytes=max_workspace_bytes, **layer)
+    return y, pullback
+
+
+for _f in (forward, backward, vjp):
+    _f.__doc__ = _f.__doc__.format(params=core._PARAMETERS, sizes=_SIZES, dask=_DASK)
