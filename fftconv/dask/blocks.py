@@ -24,8 +24,8 @@ Per spatial axis, with the input cut at ``X_0 = 0 <= X_1 <= ... <= X_m = n``:
   Consecutive positions that copy consecutive samples of one block form a
   :class:`Run`; a window is a handful of runs per axis.
 * **input-gradient blocks**: the padded axis is cut at ``Q_j = X_j + lo``
-  (``0`` and ``n + lo + hi`` at the ends), so that block ``j``'s positions
-  inside the input are exactly input chunk ``j``.  Its gradient ``dxpad`` is
+  (with a padding mode, ``0`` and ``n + lo + hi`` at the ends), so that block
+  ``j``'s positions inside the input are exactly input chunk ``j``.  Its gradient ``dxpad`` is
   the transposed convolution of the outputs that touch it
   (:meth:`AxisBlocks.dy_range`: ``dy`` with its own halo), and it is folded
   onto the input through the same runs read backwards (the padding
@@ -166,21 +166,32 @@ class AxisBlocks:
     # -- input gradient ------------------------------------------------------------------
     @property
     def padded_bounds(self) -> Tuple[int, ...]:
-        """``Q_j``: input-gradient block ``j`` covers padded positions ``[Q_j, Q_{j+1})``."""
-        inner = tuple(x + self.lo for x in self.bounds[1:-1])
-        return (0,) + inner + (self.n + self.lo + self.hi,)
+        """``Q_j``: input-gradient block ``j`` covers padded positions ``[Q_j, Q_{j+1})``.
+
+        With zero padding the halo's gradient is dropped, so it is not computed:
+        the blocks are the input chunks shifted by ``lo``, and equal chunks give
+        equal blocks (one plan).  With a padding mode the first and last blocks
+        also cover the halo, whose gradient folds back onto the input."""
+        inner = tuple(x + self.lo for x in self.bounds)
+        if self.mode == "zeros":
+            return inner
+        return (0,) + inner[1:-1] + (self.n + self.lo + self.hi,)
 
     def dy_range(self, j: int) -> Tuple[int, int]:
-        """Outputs ``[i0, i1)`` whose receptive fields touch block ``j``'s padded positions
-        (output ``i`` reads ``[i*s, i*s + ke)``); empty when none does."""
+        """Outputs ``[i0, i1)`` whose receptive fields can touch block ``j``'s padded
+        positions (output ``i`` reads ``[i*s, i*s + ke)``); empty for an empty block.
+
+        Not clamped to ``[0, out)``: outputs past the ends are zeros
+        (:meth:`dy_runs`), so that equal blocks read equal windows, hence share
+        one plan, at the array's edges too."""
         a, e = self.padded_bounds[j], self.padded_bounds[j + 1]
         s = self.stride
-        i0 = max(0, (a - self.kernel) // s + 1)
-        i1 = min(self.out, -(-e // s))
-        return (i0, i1) if i0 < i1 and a < e else (i0, i0)
+        i0 = (a - self.kernel) // s + 1
+        return (i0, -(-e // s)) if a < e else (i0, i0)
 
     def dy_runs(self, j: int) -> Tuple[Run, ...]:
-        """How block ``j``'s ``dy`` window is filled from the output blocks (no padding)."""
+        """How block ``j``'s ``dy`` window is filled from the output blocks (zeros
+        outside ``[0, out)``)."""
         return gather_runs(*self.dy_range(j), 0, self.out, "zeros", self.out_bounds)
 
     def dxpad_crop(self, j: int) -> Tuple[slice, slice]:
