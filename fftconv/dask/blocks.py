@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Tuple
 
 from ..geometry import LayerGeometry, source_index, window_length
@@ -214,8 +215,16 @@ class AxisBlocks:
         """``(j, run)`` for every run of every input-gradient block that lands in input
         block ``block``: the interior of block ``block`` and, with a padding mode,
         the halo folded onto it from the array's ends."""
-        return tuple((j, r) for j in range(self.blocks) for r in self.grad_runs(j)
-                     if r.block == block)
+        return self._sources.get(block, ())
+
+    @cached_property
+    def _sources(self) -> dict:
+        """:meth:`dx_sources` for every block, from one walk over the runs."""
+        found: dict = {}
+        for j in range(self.blocks):
+            for r in self.grad_runs(j):
+                found.setdefault(r.block, []).append((j, r))
+        return {block: tuple(v) for block, v in found.items()}
 
 
 def layer_blocks(layer: LayerGeometry, spatial_chunks) -> Tuple[AxisBlocks, ...]:

@@ -34,6 +34,11 @@ def _grid(axes) -> product:
     return product(*(range(a.blocks) for a in axes))
 
 
+def _window_runs(axes) -> list:
+    """Per axis, the window runs of every output block (computed once, used per block)."""
+    return [[a.window_runs(j) for j in range(a.blocks)] for a in axes]
+
+
 def _cut(dsk: dict, name: str, owner: tuple, source: tuple, shape: tuple, slices: tuple) -> tuple:
     """The key of ``source[..., *slices]``: ``source`` itself when the slices take the
     whole block (of spatial ``shape``), else a new ``getitem`` task ``owner``."""
@@ -73,6 +78,7 @@ def forward(x: Array, axes, w: np.ndarray, b, layer: dict, settings: dict) -> Ar
         f"fftconv-weights-{token}"
     dsk = {(wkey,): w, (wkey, "b"): b}
     c_in, c_out = x.shape[1], w.shape[0]
+    windows = _window_runs(axes)
     for nb, batch in enumerate(x.chunks[0]):
         for J in _grid(axes):
             out = (batch, c_out) + tuple(a.out_chunks[j] for a, j in zip(axes, J))
@@ -80,7 +86,7 @@ def forward(x: Array, axes, w: np.ndarray, b, layer: dict, settings: dict) -> Ar
                 dsk[(name, nb, 0) + J] = (tasks.empty, out, w.dtype)
                 continue
             keys, places = _gather(dsk, halo, (nb,) + J, x.name, [a.bounds for a in axes],
-                                   [a.window_runs(j) for a, j in zip(axes, J)])
+                                   [runs[j] for runs, j in zip(windows, J)])
             dsk[(name, nb, 0) + J] = (tasks.forward_block, _window_shape(batch, c_in, axes, J),
                                       keys, places, (wkey,), (wkey, "b"), layer, settings)
     chunks = (x.chunks[0], (c_out,)) + tuple(a.out_chunks for a in axes)
@@ -130,12 +136,13 @@ def weight_grads(dy: Array, x: Array, axes, w: np.ndarray, layer: dict, settings
     dw_name, db_name = f"fftconv-dw-parts-{token}", f"fftconv-db-parts-{token}"
     dsk, dw_dsk, db_dsk = {(wkey,): w}, {}, {}
     c_in, k = x.shape[1], 0
+    windows = _window_runs(axes)
     for nb, batch in enumerate(x.chunks[0]):
         for J in _grid(axes):
             if any(a.out_chunks[j] == 0 for a, j in zip(axes, J)):
                 continue
             keys, places = _gather(dsk, halo, (nb,) + J, x.name, [a.bounds for a in axes],
-                                   [a.window_runs(j) for a, j in zip(axes, J)])
+                                   [runs[j] for runs, j in zip(windows, J)])
             dsk[(pair, k)] = (tasks.grad_block, _window_shape(batch, c_in, axes, J), keys,
                               places, (dy.name, nb, 0) + J, (wkey,), layer, settings)
             dw_dsk[(dw_name, k) + (0,) * w.ndim] = (operator.getitem, (pair, k), 0)
