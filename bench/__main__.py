@@ -160,7 +160,21 @@ def run_decisions(suite, options: Options, csv_path: str) -> bool:
     return check_accuracy(results, options.dtype)
 
 
+def _suite_named(argv) -> str:
+    """The ``--suite`` value in ``argv``, or ``""``."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--suite="):
+            return arg.split("=", 1)[1]
+        if arg == "--suite" and i + 1 < len(argv):
+            return argv[i + 1]
+    return ""
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if _suite_named(argv) == "dask":  # its own options and cluster: bench/dask_suite.py
+        from . import dask_suite
+        return dask_suite.main(argv)
     args = parse_args(argv)
     start = time.perf_counter()
     suite = args.suite

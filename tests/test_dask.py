@@ -241,7 +241,7 @@ def test_local_cluster_two_processes(rng, tmp_path):
     b = rng.standard_normal(3).astype(np.float32)
     layer = dict(padding="same", stride=2, padding_mode="reflect")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, local_directory=str(tmp_path)) \
+                                  dashboard_address=":0", local_directory=str(tmp_path)) \
             as cluster, \
             distributed.Client(cluster):
         xd = da.from_array(x, chunks=(1, 2, 5, 6))
