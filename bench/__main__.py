@@ -38,7 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "bare FFTs.")
     parser.add_argument("--suite", choices=sorted(SUITES), default="default",
                         help="problem suite (default: %(default)s; perf and algorithms check "
-                             "targets, decisions checks the cost model's choices)")
+                             "targets, decisions checks the cost model's choices; "
+                             "--suite dask [--help] runs fftconv.dask on a cluster, its own "
+                             "options)")
     parser.add_argument("--quick", action="store_const", const="quick", dest="suite",
                         help="tiny suite for CI, a few seconds (same as --suite quick)")
     parser.add_argument("--case", "--shape", action="append", dest="cases", metavar="SPEC",
