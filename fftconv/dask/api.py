@@ -23,22 +23,28 @@ _SIZES = core._SIZES.replace("\n", "\n        ")
 _DASK = """
     max_workspace_bytes : int, optional
         Bound on each block's FFT buffers (the ``max_workspace_bytes`` setting,
-        applied per task); above it a block's batch is processed in chunks.
+        applied per task); above it a block's batch is processed in chunks."""
 
-    Choosing chunks
-    ---------------
-    Each task holds one block's window: its input chunk plus a halo of about
-    the effective kernel ``d*(k-1)+1`` per spatial axis, its output block,
-    and the engine's workspace (``fftconv.plan(window shape, ...).workspace_bytes``,
-    about 2-4 times the window in complex samples for the FFT path).  Pick spatial
-    chunks several times the kernel (the halo is then a small overhead; chunks
-    smaller than the kernel work, but each window then reads many blocks) and small
-    enough that ``threads per worker * (window + output + workspace)`` fits in a
-    worker's memory.  Keep the channel axes whole (a chunked channel axis is
-    rechunked, with a :class:`ChunkWarning`); the batch axis may be chunked
-    freely.  Regular chunks give few distinct block shapes, so each worker
-    plans a handful of geometries once and reuses them (the per-process engine
-    cache of the stateless functions)."""
+_CHUNKS = """Notes
+    -----
+    Choosing chunks: each task holds one block's window (its input chunk plus a
+    halo of about the effective kernel ``d*(k-1)+1`` per spatial axis), its
+    output block and the engine's workspace
+    (``fftconv.plan(window shape, w.shape, ...).workspace_bytes``).  The
+    workspace is often the largest: it holds the ``C_out * C_in / groups`` weight
+    spectra at the window's FFT size (154 MB for a 4-to-4-channel 5^3 kernel
+    on 64^3 chunks, against a 5 MB window), and it stays in the per-process
+    engine cache after the task (``fftconv.ENGINE_CACHE.max_bytes`` bounds it),
+    where Dask counts it as unmanaged memory.  Pick spatial chunks several times
+    the kernel (the halo is then a small overhead; smaller chunks work, but a
+    window then reads many blocks) and small enough that ``threads per worker *
+    (window + output + workspace)`` fits well inside a worker's memory.  Keep the
+    channel axes whole (a chunked channel axis is rechunked, with a
+    :class:`ChunkWarning`); the batch axis may be chunked freely.  Equal chunks
+    give equal windows, so a worker plans each block shape once and reuses it
+    (the stateless functions' per-process engine cache); regular chunks give a
+    few shapes (an axis's first, interior and last blocks).
+"""
 
 
 def _prepare(func, x, w, others, algorithm, options, max_workspace_bytes):
@@ -82,6 +88,7 @@ def forward(x, w, b=None, *, algorithm="auto", max_workspace_bytes=None, **layer
         keeps ``x``'s chunks).  Output length per axis:
 
         {sizes}
+    {chunks}
     Examples
     --------
     >>> import numpy as np, dask.array as da, fftconv, fftconv.dask as fd
@@ -130,6 +137,7 @@ def backward(dy, x, w, *, algorithm="auto", max_workspace_bytes=None, **layer):
         (one pass over ``x`` and ``dy``; summed in double precision).  Computing ``dx``
         later reads ``dy`` again: persist ``dy`` first if it is expensive.
 
+    {chunks}
     Examples
     --------
     >>> import numpy as np, dask.array as da, fftconv, fftconv.dask as fd
@@ -180,6 +188,7 @@ def vjp(x, w, b=None, *, algorithm="auto", max_workspace_bytes=None, **layer):
     pullback : callable
         ``pullback(dy)`` -> ``Gradients(dx, dw, db)``, as :func:`backward`.
 
+    {chunks}
     Examples
     --------
     >>> import numpy as np, dask.array as da, fftconv.dask as fd
@@ -200,4 +209,5 @@ def vjp(x, w, b=None, *, algorithm="auto", max_workspace_bytes=None, **layer):
 
 
 for _f in (forward, backward, vjp):
-    _f.__doc__ = _f.__doc__.format(params=core._PARAMETERS, sizes=_SIZES, dask=_DASK)
+    _f.__doc__ = _f.__doc__.format(params=core._PARAMETERS, sizes=_SIZES, dask=_DASK,
+                                   chunks=_CHUNKS)
