@@ -1,5 +1,18 @@
-"""The public functions: check everything, then hand the work to a plan.
+"""The public functions: check everything, then hand the work to a plan."""
+from __future__ import annotations
 
+import numpy as np
+
+from .checks import (SHAPES, check_algorithm, check_array, check_bias, check_dtype, check_layer,
+                     check_layer_keywords, check_plan_options, check_shape, check_shape_tuple,
+                     dtypes_for)
+from .config import get_settings
+from .layer import LayerRunner
+from .planner import Gradients, Plan, Pullback, choose_algorithm, engine_for, resolve
+
+#: The output-size table of the public docstrings (a constant, not sliced out of a
+#: docstring: ``python -OO`` strips docstrings).
+_SIZES = """\
 =========  ==========================  =======================================
 padding    per-axis ``(lo, hi)``       output length (``ke = d*(k-1)+1``)
 =========  ==========================  =======================================
@@ -10,17 +23,6 @@ int ``p``  ``(p, p)``                  ``(n + 2p - ke) // s + 1``
 pairs      ``(lo, hi)``                ``(n + lo + hi - ke) // s + 1``
 =========  ==========================  =======================================
 """
-from __future__ import annotations
-
-import numpy as np
-
-from .checks import (check_algorithm, check_array, check_bias, check_layer, check_plan_options,
-                     check_shape, check_shape_tuple, dtypes_for, fail)
-from .config import get_settings
-from .layer import LayerRunner
-from .planner import Gradients, Plan, Pullback, choose_algorithm, engine_for, resolve
-
-_SIZES = __doc__[__doc__.index("====="):]
 
 _PARAMETERS = """
     padding : {"valid", "same", "full"}, int, sequence of int or of (lo, hi) pairs
@@ -63,27 +65,14 @@ _PARAMETERS = """
         ``(*kernel, C_out // groups, C_in)``) and ``y`` is ``(N, *out, C_out)``."""
 
 
-_LAYER_DEFAULTS = dict(padding="valid", stride=1, dilation=1, groups=1, flip_kernel=False,
-                      transposed=False, output_padding=0, padding_mode="zeros",
-                      layout="channels_first")
-
-
-def _layer_keywords(func: str, options: dict) -> dict:
-    """The layer keywords with defaults filled in; an unknown one is a ``TypeError``."""
-    unknown = sorted(set(options) - set(_LAYER_DEFAULTS))
-    if unknown:
-        fail(func, f"got unexpected keyword argument(s) {', '.join(unknown)}; the layer keywords "
-                   f"are {', '.join(_LAYER_DEFAULTS)}", TypeError)
-    return {**_LAYER_DEFAULTS, **options}
-
-
 def _layer_for(func, x, w, arrays, algorithm, options) -> tuple:
-    """Check every argument; returns ``(layer, compute dtype, result dtype)``."""
+    """Check every argument; returns ``(layer, compute dtype, result dtype, keywords)``,
+    the keywords with their defaults filled in."""
     check_algorithm(func, algorithm)
-    compute, result = dtypes_for(func, x, w, *arrays)
-    layer = check_layer(func, x.shape, w.shape, real=compute.kind == "f",
-                        **_layer_keywords(func, options))
-    return layer, compute, result
+    compute, result = dtypes_for(x, w, *arrays)
+    keywords = check_layer_keywords(func, options)
+    layer = check_layer(func, x.shape, w.shape, real=compute.kind == "f", **keywords)
+    return layer, compute, result, keywords
 
 
 def _shared(func, layer, compute, algorithm) -> tuple:
@@ -105,7 +94,8 @@ def _operands(func, layer, compute, x, w, b):
 def _forward(func, x, w, b, algorithm, options, keep):
     x, w = check_array(func, "x", x), check_array(func, "w", w)
     b = None if b is None else check_array(func, "b", b)
-    layer, compute, result = _layer_for(func, x, w, [] if b is None else [b], algorithm, options)
+    layer, compute, result, _ = _layer_for(func, x, w, [] if b is None else [b], algorithm,
+                                           options)
     x, w, b = _operands(func, layer, compute, x, w, b)
     runner, shared = _shared(func, layer, compute, algorithm)
     with shared.engine.lock:
@@ -142,6 +132,13 @@ def forward(x, w, b=None, *, algorithm="auto", **layer):
     The FFT error is relative to the largest output magnitude (about 1e-15
     for float64, 1e-7 for float32), not to each element: outputs much smaller
     than the largest one carry a larger relative error.
+
+    Non-finite inputs (NaN, Inf): ``"fft"`` transforms a whole sample at once,
+    so a NaN or Inf in ``x[n]`` (or in ``w``) turns every output of sample
+    ``n`` (of every sample), in all output channels, into NaN or Inf;
+    ``"overlap_add"`` does the same within the output tiles whose windows read
+    it.  Neither ever carries it into another sample.  ``"direct"`` keeps it
+    in the outputs whose receptive field contains it, as the sum itself does.
 
     Examples
     --------
@@ -195,6 +192,15 @@ def vjp(x, w, b=None, *, algorithm="auto", **layer):
     return _forward("fftconv.vjp", x, w, b, algorithm, layer, keep=True)
 
 
+def _forward_output(keywords: dict, given: dict) -> str:
+    """What backward's expected ``dy`` shape assumes: forward's output with these
+    layer keywords (``padding`` and ``stride`` always shown, so a forgotten one
+    is seen; the others where ``given``)."""
+    shown = ", ".join(f"{k}={v!r}" for k, v in keywords.items()
+                      if k in ("padding", "stride") or k in given)
+    return f"forward's output with {shown}; pass backward the layer keywords forward ran with"
+
+
 def backward(dy, x, w, *, algorithm="auto", **layer):
     """Gradients of the layer: ``dx, dw, db`` for output gradient ``dy``.
 
@@ -227,8 +233,9 @@ def backward(dy, x, w, *, algorithm="auto", **layer):
     func = "fftconv.backward"
     dy = check_array(func, "dy", dy)
     x, w = check_array(func, "x", x), check_array(func, "w", w)
-    layer, compute, result = _layer_for(func, x, w, [dy], algorithm, layer)
-    check_shape(func, "dy", dy, layer.y_shape, "the shape of forward's output")
+    given = layer
+    layer, compute, result, keywords = _layer_for(func, x, w, [dy], algorithm, given)
+    check_shape(func, "dy", dy, layer.y_shape, _forward_output(keywords, given))
     dy, x, w = (a.astype(compute, copy=False) for a in (dy, x, w))
     runner, shared = _shared(func, layer, compute, algorithm)
     with shared.engine.lock:
@@ -289,18 +296,11 @@ def plan(x_shape, w_shape, *, dtype, algorithm="auto", max_workspace_bytes=None,
     """
     func = "fftconv.plan"
     check_algorithm(func, algorithm)
-    try:
-        if dtype is None:
-            raise TypeError
-        dtype = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"{func}: dtype must be a numpy dtype, got dtype={dtype!r}") from None
-    check_array(func, "dtype", np.empty(0, dtype))
-    compute, result = dtypes_for(func, np.empty(0, dtype))
+    compute, result = dtypes_for(np.empty(0, check_dtype(func, dtype)))
     x_shape, w_shape = check_shape_tuple(func, "x_shape", x_shape), check_shape_tuple(
         func, "w_shape", w_shape)
-    layer = check_layer(func, x_shape, w_shape, real=compute.kind == "f",
-                        **_layer_keywords(func, layer))
+    layer = check_layer(func, x_shape, w_shape, real=compute.kind == "f", names=SHAPES,
+                        **check_layer_keywords(func, layer))
     geom = layer.conv
     settings = get_settings()
     max_workspace_bytes, measure, tile = check_plan_options(
@@ -311,4 +311,6 @@ def plan(x_shape, w_shape, *, dtype, algorithm="auto", max_workspace_bytes=None,
 
 
 for _f in (forward, vjp, backward, plan):
-    _f.__doc__ = _f.__doc__.format(params=_PARAMETERS, sizes=_SIZES.replace("\n", "\n        "))
+    if _f.__doc__:  # None under python -OO
+        _f.__doc__ = _f.__doc__.format(params=_PARAMETERS,
+                                       sizes=_SIZES.replace("\n", "\n        "))

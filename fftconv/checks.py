@@ -8,15 +8,36 @@ with a message that names the function, the parameter, the rule and the value
 """
 from __future__ import annotations
 
+import math
 import numbers
 import operator
+import reprlib
+from typing import NamedTuple
 
 import numpy as np
 
-from .engines import NAMES, REGISTRY
 from .geometry import LAYOUTS, PADDING_FILLS, PADDING_MODES, make_layer, to_channels_first
 
-ALGORITHMS = ("auto",) + NAMES
+#: The settings' vocabularies (``fftconv.configure``).
+BACKENDS = ("pyfftw", "scipy")
+PLANNER_EFFORTS = ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT", "FFTW_EXHAUSTIVE")
+
+#: The layer keywords every public function takes, with their defaults.
+LAYER_DEFAULTS = dict(padding="valid", stride=1, dilation=1, groups=1, flip_kernel=False,
+                      transposed=False, output_padding=0, padding_mode="zeros",
+                      layout="channels_first")
+
+
+def _registry():
+    """``engines.REGISTRY``, imported on first use: ``config`` imports this module
+    and ``engines`` imports ``config``, so a top-level import would be circular."""
+    from .engines import REGISTRY
+    return REGISTRY
+
+
+def algorithms() -> tuple:
+    """The accepted ``algorithm=`` values: ``"auto"`` and every registered name."""
+    return ("auto",) + tuple(_registry())
 
 
 def fail(func: str, message: str, kind=ValueError):
@@ -43,7 +64,19 @@ def check_array(func: str, name: str, a) -> np.ndarray:
     return arr
 
 
-def dtypes_for(func: str, *arrays) -> tuple:
+def check_dtype(func: str, dtype) -> np.dtype:
+    """``fftconv.plan``'s ``dtype``: anything ``np.dtype`` accepts (not ``None``,
+    which numpy reads as float64), numeric and supported as :func:`check_array` says."""
+    try:
+        if dtype is None:
+            raise TypeError
+        dtype = np.dtype(dtype)
+    except TypeError:
+        fail(func, f"dtype must be a numpy dtype, got dtype={_shown(dtype)}", TypeError)
+    return check_array(func, "dtype", np.empty(0, dtype)).dtype
+
+
+def dtypes_for(*arrays) -> tuple:
     """``(compute_dtype, result_dtype)`` for the given arrays (CONVENTIONS §4).
 
     float32/float64/complex stay as they are (no silent downcast); float16 is
@@ -108,15 +141,80 @@ def check_padding(func: str, padding, ndim: int):
 
 
 def check_algorithm(func: str, algorithm) -> str:
-    if algorithm not in ALGORITHMS:
-        fail(func, f"algorithm must be one of {ALGORITHMS}, got algorithm={algorithm!r}")
-    return algorithm
+    return check_choice(func, "algorithm", algorithm, algorithms())
 
 
-def _check_choice(func: str, name: str, value, choices):
-    if not isinstance(value, str) or value not in choices:
+def check_choice(func: str, name: str, value, choices):
+    """One of the strings ``choices`` (anything but a string is a ``TypeError``)."""
+    if not isinstance(value, str):
+        fail(func, f"{name} must be one of {tuple(choices)}, got {name}={value!r}", TypeError)
+    if value not in choices:
         fail(func, f"{name} must be one of {tuple(choices)}, got {name}={value!r}")
     return value
+
+
+def check_count(func: str, name: str, value, minimum: int = 1) -> int:
+    """One int ``>= minimum`` (a bool or a float is a ``TypeError``)."""
+    if not _is_int(value):
+        fail(func, f"{name} must be an int >= {minimum}, got {name}={value!r}", TypeError)
+    if value < minimum:
+        fail(func, f"{name} must be an int >= {minimum}, got {name}={value!r}")
+    return int(value)
+
+
+def check_budget(func: str, value):
+    """``max_workspace_bytes``: ``None`` (no bound) or an int >= 1."""
+    if value is None:
+        return None
+    if not _is_int(value):
+        fail(func, f"max_workspace_bytes must be None or an int >= 1, "
+                   f"got max_workspace_bytes={value!r}", TypeError)
+    if value < 1:
+        fail(func, f"max_workspace_bytes must be None or an int >= 1, "
+                   f"got max_workspace_bytes={value!r}")
+    return int(value)
+
+
+def check_seconds(func: str, name: str, value) -> float:
+    """A finite number of seconds > 0."""
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        fail(func, f"{name} must be a number of seconds > 0, got {name}={value!r}", TypeError)
+    if not (math.isfinite(value) and value > 0):
+        fail(func, f"{name} must be a finite number of seconds > 0, got {name}={value!r}")
+    return float(value)
+
+
+def check_keywords(func: str, given, accepted, what: str) -> None:
+    """Every keyword in ``given`` is one of ``accepted``; else a ``TypeError`` naming
+    the unknown ones and listing ``what`` the accepted ones are."""
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        fail(func, f"got unexpected keyword argument(s) {', '.join(unknown)}; {what} are "
+                   f"{', '.join(accepted)}", TypeError)
+
+
+def check_layer_keywords(func: str, options: dict) -> dict:
+    """The layer keywords with defaults filled in; an unknown one is a ``TypeError``."""
+    check_keywords(func, options, LAYER_DEFAULTS, "the layer keywords")
+    return {**LAYER_DEFAULTS, **options}
+
+
+def check_settings(func: str, values: dict, pyfftw_available: bool) -> dict:
+    """The settings ``values`` (a dict of every setting) checked and normalised
+    (plain ints, floats and bools); ``func`` is ``fftconv.configure`` or
+    ``fftconv.using``."""
+    backend = check_choice(func, "backend", values["backend"], BACKENDS)
+    if backend == "pyfftw" and not pyfftw_available:
+        fail(func, "backend='pyfftw' needs the pyfftw package, which is not installed; "
+                   "use backend='scipy'")
+    return dict(values, backend=backend,
+                threads=check_count(func, "threads", values["threads"]),
+                planner_effort=check_choice(func, "planner_effort", values["planner_effort"],
+                                            PLANNER_EFFORTS),
+                planning_timelimit=check_seconds(func, "planning_timelimit",
+                                                 values["planning_timelimit"]),
+                max_workspace_bytes=check_budget(func, values["max_workspace_bytes"]),
+                measure=check_bool(func, "measure", values["measure"]))
 
 
 def check_bool(func: str, name: str, value):
@@ -125,16 +223,32 @@ def check_bool(func: str, name: str, value):
     return bool(value)
 
 
-def _check_channels(func, x_shape, w_shape, xc, wc, groups, transposed, last):
+class Names(NamedTuple):
+    """How messages name the operands: ``x``/``w`` with ``x.shape``/``w.shape`` for
+    arrays (:data:`ARRAYS`), ``x_shape``/``w_shape`` for ``fftconv.plan``'s shapes
+    (:data:`SHAPES`)."""
+
+    x: str
+    w: str
+    xs: str
+    ws: str
+    has_shape: str
+
+
+ARRAYS = Names("x", "w", "x.shape", "w.shape", "must have shape")
+SHAPES = Names("x_shape", "w_shape", "x_shape", "w_shape", "must be")
+
+
+def _check_channels(func, x_shape, w_shape, xc, wc, groups, transposed, last, n: Names):
     """Channel counts and groups; ``xc``/``wc`` are the channels-first shapes, the
     messages name the caller's axes (``last``: channels-last)."""
     c_in = xc[1]
     if transposed:  # w: (C_in, C_out // groups, *k), channels-last (*k, C_out // groups, C_in)
         c_w, c_out = wc[0], wc[1] * groups
-        rule = f"w.shape[{-1 if last else 0}] must equal C_in = {c_in} for a transposed convolution"
+        rule = f"{n.ws}[{-1 if last else 0}] must equal C_in = {c_in} for a transposed convolution"
     else:           # w: (C_out, C_in // groups, *k), channels-last (*k, C_in // groups, C_out)
         c_w, c_out = wc[1] * groups, wc[0]
-        rule = f"w.shape[{-2 if last else 1}] must equal C_in // groups = {c_in // groups}"
+        rule = f"{n.ws}[{-2 if last else 1}] must equal C_in // groups = {c_in // groups}"
     if c_in < 1 or c_out < 1:
         fail(func, f"channel counts must be >= 1, got C_in={c_in} and C_out={c_out}")
     if c_in % groups:
@@ -142,7 +256,7 @@ def _check_channels(func, x_shape, w_shape, xc, wc, groups, transposed, last):
     if not transposed and c_out % groups:
         fail(func, f"groups must divide C_out, got groups={groups} and C_out={c_out}")
     if c_w != c_in:
-        fail(func, f"{rule}, got w.shape={w_shape} with x.shape={x_shape} and groups={groups}")
+        fail(func, f"{rule}, got {n.ws}={w_shape} with {n.xs}={x_shape} and groups={groups}")
 
 
 def _check_halo(func, padding_mode, pads, in_size):
@@ -178,25 +292,27 @@ def _check_output_padding(func, output_padding, padding, stride, dilation, ndim,
 
 def check_layer(func: str, x_shape, w_shape, *, padding, stride, dilation, groups,
                 flip_kernel, real: bool, transposed=False, output_padding=0,
-                padding_mode="zeros", layout="channels_first"):
+                padding_mode="zeros", layout="channels_first", names: Names = ARRAYS):
     """Validate the layer's shapes and options; returns its ``LayerGeometry``.
 
-    Shapes are the caller's (in ``layout``); messages quote them as given.
+    Shapes are the caller's (in ``layout``); messages quote them as given and
+    call them as ``names`` says.
     """
-    layout = _check_choice(func, "layout", layout, LAYOUTS)
+    n = names
+    layout = check_choice(func, "layout", layout, LAYOUTS)
     transposed = check_bool(func, "transposed", transposed)
-    padding_mode = _check_choice(func, "padding_mode", padding_mode, tuple(PADDING_FILLS))
+    padding_mode = check_choice(func, "padding_mode", padding_mode, tuple(PADDING_FILLS))
     x_shape, w_shape = tuple(x_shape), tuple(w_shape)
     last = layout == "channels_last"
     if len(x_shape) < 3:
         form = "(N, *spatial, C_in)" if last else "(N, C_in, *spatial)"
-        fail(func, f"x must have shape {form} with at least one spatial axis, "
-                   f"got x.shape={x_shape}")
+        fail(func, f"{n.x} {n.has_shape} {form} with at least one spatial axis, "
+                   f"got {n.xs}={x_shape}")
     if len(w_shape) != len(x_shape):
         pair = "C_in, C_out // groups" if transposed else "C_out, C_in // groups"
         form = f"(*kernel, {', '.join(reversed(pair.split(', ')))})" if last else f"({pair}, *kernel)"
-        fail(func, f"w must have the same number of dimensions as x {form}, "
-                   f"got w.shape={w_shape} and x.shape={x_shape}")
+        fail(func, f"{n.w} must have the same number of dimensions as {n.x} {form}, "
+                   f"got {n.ws}={w_shape} and {n.xs}={x_shape}")
     xc = to_channels_first(x_shape) if last else x_shape
     wc = to_channels_first(w_shape, weights=True) if last else w_shape
     ndim = len(x_shape) - 2
@@ -204,9 +320,9 @@ def check_layer(func: str, x_shape, w_shape, *, padding, stride, dilation, group
         fail(func, f"groups must be an int, got groups={groups!r}", TypeError)
     if groups < 1:
         fail(func, f"groups must be >= 1, got groups={groups}")
-    _check_channels(func, x_shape, w_shape, xc, wc, groups, transposed, last)
+    _check_channels(func, x_shape, w_shape, xc, wc, groups, transposed, last, n)
     if min(wc[2:]) < 1:
-        fail(func, f"kernel axes must have size >= 1, got w.shape={w_shape}")
+        fail(func, f"kernel axes must have size >= 1, got {n.ws}={w_shape}")
     stride = check_ints(func, "stride", stride, ndim, 1)
     dilation = check_ints(func, "dilation", dilation, ndim, 1)
     padding = check_padding(func, padding, ndim)
@@ -220,27 +336,27 @@ def check_layer(func: str, x_shape, w_shape, *, padding, stride, dilation, group
                        transposed=transposed, output_padding=ops, padding_mode=padding_mode,
                        layout=layout)
     if transposed:
-        _check_transposed_size(func, layer, x_shape, w_shape)
+        _check_transposed_size(func, layer, x_shape, w_shape, n)
     if padding_mode != "zeros":
         _check_halo(func, padding_mode, layer.mode_padding, layer.in_size)
     geom = layer.conv
     if min(geom.out_size) < 1:
         fail(func, f"the dilated kernel {geom.effective_kernel} is larger than the padded input "
-                   f"{geom.padded_size}, which leaves no output; got x.shape={x_shape}, "
-                   f"w.shape={w_shape}, padding={layer.padding}, dilation={geom.dilation}")
+                   f"{geom.padded_size}, which leaves no output; got {n.xs}={x_shape}, "
+                   f"{n.ws}={w_shape}, padding={layer.padding}, dilation={geom.dilation}")
     return layer
 
 
-def _check_transposed_size(func, layer, x_shape, w_shape):
+def _check_transposed_size(func, layer, x_shape, w_shape, n: Names):
     """A transposed layer's input and output must have at least one sample per axis."""
     if min(layer.in_size) < 1:
-        fail(func, f"x must have at least one sample on every spatial axis for a transposed "
-                   f"convolution, got x.shape={x_shape}")
+        fail(func, f"{n.x} must have at least one sample on every spatial axis for a transposed "
+                   f"convolution, got {n.xs}={x_shape}")
     if min(layer.out_size) < 1:
         c = layer.conv
         fail(func, f"the padding {layer.padding} removes the whole output of the transposed "
-                   f"convolution (output size {layer.out_size}); got x.shape={x_shape}, "
-                   f"w.shape={w_shape}, stride={c.stride}, dilation={c.dilation}, "
+                   f"convolution (output size {layer.out_size}); got {n.xs}={x_shape}, "
+                   f"{n.ws}={w_shape}, stride={c.stride}, dilation={c.dilation}, "
                    f"output_padding={layer.output_padding}")
 
 
@@ -260,13 +376,23 @@ def check_shape(func: str, name: str, a: np.ndarray, expected: tuple, why: str):
         fail(func, f"{name} must have shape {tuple(expected)} ({why}), got {name}.shape={a.shape}")
 
 
+def _shown(value) -> str:
+    """``repr(value)``, abbreviated: an error message never prints a whole array."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape}"
+    return reprlib.repr(value)
+
+
 def check_shape_tuple(func: str, name: str, shape) -> tuple:
     """A shape given as a sequence of non-negative ints (``fftconv.plan``)."""
+    if isinstance(shape, np.ndarray):
+        fail(func, f"{name} must be a tuple of ints (an array's .shape, not the array), "
+                   f"got {name}={_shown(shape)}", TypeError)
     if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or not all(
             _is_int(v) for v in shape):
-        fail(func, f"{name} must be a tuple of ints, got {name}={shape!r}", TypeError)
+        fail(func, f"{name} must be a tuple of ints, got {name}={_shown(shape)}", TypeError)
     if any(v < 0 for v in shape):
-        fail(func, f"{name} must not have negative sizes, got {name}={shape!r}")
+        fail(func, f"{name} must not have negative sizes, got {name}={_shown(shape)}")
     return tuple(int(v) for v in shape)
 
 
@@ -274,17 +400,12 @@ def check_plan_options(func: str, max_workspace_bytes, measure, tile, algorithm,
                        settings) -> tuple:
     """``(max_workspace_bytes, measure, tile)`` of ``fftconv.plan``, defaults filled
     in from ``settings``; ``tile`` only for an algorithm that tiles."""
+    max_workspace_bytes = check_budget(func, max_workspace_bytes)
     if max_workspace_bytes is None:
         max_workspace_bytes = settings.max_workspace_bytes
-    elif not _is_int(max_workspace_bytes) or max_workspace_bytes < 1:
-        fail(func, f"max_workspace_bytes must be None or an int >= 1, "
-                   f"got max_workspace_bytes={max_workspace_bytes!r}")
-    if measure is None:
-        measure = settings.measure
-    elif not isinstance(measure, bool):
-        fail(func, f"measure must be a bool, got measure={measure!r}", TypeError)
+    measure = settings.measure if measure is None else check_bool(func, "measure", measure)
     if tile is not None:
-        tiled = tuple(name for name, entry in REGISTRY.items() if entry.tiled)
+        tiled = tuple(name for name, entry in _registry().items() if entry.tiled)
         if algorithm not in tiled:
             fail(func, f"tile is for algorithm={' or '.join(map(repr, tiled))}, "
                        f"got algorithm={algorithm!r}")

@@ -18,27 +18,45 @@ built under another one.
 * ``planning_timelimit`` (``FFTCONV_PLANNING_TIME``): 2.0 seconds per FFTW
   plan, so that planning never takes minutes; wisdom makes later processes
   plan instantly (``fftconv.wisdom``).
-* ``measure`` (``FFTCONV_MEASURE=1``): ``False``.  With ``True``,
+* ``measure`` (``FFTCONV_MEASURE``, one of ``0/1``, ``true/false``,
+  ``yes/no``, ``on/off`` in any case): ``False``.  With ``True``,
   ``algorithm="auto"`` times the candidates once per geometry instead of
   trusting the cost model (``fftconv.selection``).
 * ``max_workspace_bytes`` (``FFTCONV_MAX_WORKSPACE``): ``None`` (no limit).
   Bounds the FFT buffers of the stateless ``forward``/``backward``; above it
-  the batch is processed in chunks.
+  the batch is processed in chunks.  ``FFTCONV_MAX_WORKSPACE=1e9`` is read
+  as the int 1000000000.
+
+The environment is read once, at import, and can never make ``import
+fftconv`` fail: an unusable value is ignored with one :class:`SettingsWarning`
+that names the variable, and the default is used; an empty variable counts as
+unset (as Python's own ``PYTHON*`` variables do).  ``threads`` above the
+cores available to the process is clamped to them, with a warning, wherever
+it comes from.  Wrong values given to :func:`configure` and :func:`using` are
+errors (``fftconv.checks``): ``TypeError`` for the wrong kind of value,
+``ValueError`` for a bad one.
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import dataclasses
-import numbers
+import functools
+import math
 import os
 import threading
+import warnings
 from typing import Optional
 
-BACKENDS = ("pyfftw", "scipy")
-PLANNER_EFFORTS = ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT", "FFTW_EXHAUSTIVE")
+from .checks import BACKENDS, PLANNER_EFFORTS, check_keywords, check_settings  # noqa: F401
 
 
+class SettingsWarning(UserWarning):
+    """A setting was unusable (from the environment) or clamped (threads); fftconv
+    goes on with the default or the clamped value."""
+
+
+@functools.lru_cache(maxsize=None)
 def _pyfftw_available() -> bool:
     try:
         import pyfftw  # noqa: F401
@@ -67,41 +85,86 @@ class Settings:
     measure: bool = False
 
 
-def _validate(s: Settings) -> Settings:
-    if s.backend not in BACKENDS:
-        raise ValueError(f"fftconv.configure: backend must be one of {BACKENDS}, "
-                         f"got backend={s.backend!r}")
-    if s.backend == "pyfftw" and not _pyfftw_available():
-        raise ValueError("fftconv.configure: backend='pyfftw' needs the pyfftw package, "
-                         "which is not installed; use backend='scipy'")
-    if not isinstance(s.threads, numbers.Integral) or isinstance(s.threads, bool) or s.threads < 1:
-        raise ValueError(f"fftconv.configure: threads must be an int >= 1, got threads={s.threads!r}")
-    if s.planner_effort not in PLANNER_EFFORTS:
-        raise ValueError(f"fftconv.configure: planner_effort must be one of {PLANNER_EFFORTS}, "
-                         f"got planner_effort={s.planner_effort!r}")
-    if not isinstance(s.planning_timelimit, numbers.Real) or not s.planning_timelimit > 0:
-        raise ValueError("fftconv.configure: planning_timelimit must be > 0 seconds, "
-                         f"got planning_timelimit={s.planning_timelimit!r}")
-    if not isinstance(s.measure, bool):
-        raise ValueError(f"fftconv.configure: measure must be a bool, got measure={s.measure!r}")
-    budget = s.max_workspace_bytes
-    if budget is not None and (not isinstance(budget, numbers.Integral) or isinstance(budget, bool)
-                               or budget < 1):
-        raise ValueError("fftconv.configure: max_workspace_bytes must be None or an int >= 1, "
-                         f"got max_workspace_bytes={budget!r}")
-    return s
+#: The setting names, in order (``configure``'s keywords).
+NAMES = tuple(f.name for f in dataclasses.fields(Settings))
 
 
-def _from_environment() -> Settings:
-    env = os.environ.get
-    return _validate(Settings(
-        backend=env("FFTCONV_BACKEND", "pyfftw" if _pyfftw_available() else "scipy"),
-        threads=int(env("FFTCONV_THREADS", available_cores())),
-        planner_effort=env("FFTCONV_PLANNER_EFFORT", "FFTW_MEASURE"),
-        planning_timelimit=float(env("FFTCONV_PLANNING_TIME", 2.0)),
-        max_workspace_bytes=int(env("FFTCONV_MAX_WORKSPACE")) if env("FFTCONV_MAX_WORKSPACE") else None,
-        measure=env("FFTCONV_MEASURE", "0") not in ("", "0", "false", "False"),
-    ))
+def _defaults() -> dict:
+    return dict(backend="pyfftw" if _pyfftw_available() else "scipy",
+                threads=available_cores(), planner_effort="FFTW_MEASURE",
+                planning_timelimit=2.0, max_workspace_bytes=None, measure=False)
+
+
+def _clamp_threads(values: dict, source: str, stacklevel: int) -> dict:
+    """``values`` with ``threads`` at most :func:`available_cores`, warning if it
+    was above; ``source`` says where the value came from, in the warning."""
+    cores = available_cores()
+    if values["threads"] <= cores:
+        return values
+    warnings.warn(f"{source} asks for more threads than the {cores} cores available to this "
+                  f"process (os.sched_getaffinity); using threads={cores}", SettingsWarning,
+                  stacklevel=stacklevel + 1)
+    return dict(values, threads=cores)
+
+
+def _int(text: str) -> int:
+    """An int written as an int (``"4"``) or as an integral float (``"1e9"``)."""
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)  # a ValueError for anything else
+        if not (math.isfinite(value) and value.is_integer()):
+            raise ValueError(text) from None
+        return int(value)
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in _TRUE + _FALSE:
+        return text.lower() in _TRUE
+    raise ValueError(text)
+
+
+#: setting -> (environment variable, parser of its stripped text, what it must be).
+ENVIRONMENT = {
+    "backend": ("FFTCONV_BACKEND", str.lower, f"one of {BACKENDS}"),
+    "threads": ("FFTCONV_THREADS", _int, "an int >= 1"),
+    "planner_effort": ("FFTCONV_PLANNER_EFFORT", str.upper, f"one of {PLANNER_EFFORTS}"),
+    "planning_timelimit": ("FFTCONV_PLANNING_TIME", float, "a number of seconds > 0"),
+    "max_workspace_bytes": ("FFTCONV_MAX_WORKSPACE", _int, "an int >= 1 (bytes)"),
+    "measure": ("FFTCONV_MEASURE", _bool, "one of 0/1, true/false, yes/no, on/off"),
+}
+
+
+def _from_environment(environ=os.environ) -> Settings:
+    """The settings the environment asks for; every unusable variable is ignored
+    with a :class:`SettingsWarning` naming it, and its default used."""
+    values = _defaults()
+    for name, (variable, parse, rule) in ENVIRONMENT.items():
+        text = environ.get(variable, "").strip()
+        if not text:
+            continue
+        try:
+            value = parse(text)
+            check_settings(variable, dict(values, **{name: value}), _pyfftw_available())
+        except (TypeError, ValueError, OverflowError):
+            warnings.warn(f"fftconv: ignoring {variable}={text!r} ({name} must be {rule}); "
+                          f"using the default {name}={values[name]!r}", SettingsWarning,
+                          stacklevel=2)
+            continue
+        values[name] = value
+    values = check_settings("the environment", values, _pyfftw_available())
+    threads = environ.get("FFTCONV_THREADS", "").strip()
+    return Settings(**_clamp_threads(values, f"fftconv: FFTCONV_THREADS={threads}", 2))
+
+
+def _changed(func: str, base: Settings, changes: dict) -> Settings:
+    """``base`` with ``changes``, checked (``func`` is the caller, for messages)."""
+    check_keywords(func, changes, NAMES, "the settings")
+    values = check_settings(func, {**dataclasses.asdict(base), **changes}, _pyfftw_available())
+    return Settings(**_clamp_threads(values, f"{func}: threads={values['threads']}", 4))
 
 
 _lock = threading.Lock()
@@ -118,15 +181,13 @@ def get_settings() -> Settings:
 
 def configure(**changes) -> Settings:
     """Change settings (``backend``, ``threads``, ``planner_effort``,
-    ``planning_timelimit``, ``max_workspace_bytes``, ``measure``); returns the
-    previous settings."""
+    ``planning_timelimit``, ``max_workspace_bytes``, ``measure``) for the whole
+    process; returns the previous settings.  A wrong kind of value is a
+    ``TypeError``, a bad value a ``ValueError``; nothing changes then."""
     global _current
     with _lock:
         previous = _current
-        try:
-            _current = _validate(dataclasses.replace(_current, **changes))
-        except TypeError as exc:
-            raise TypeError(f"fftconv.configure: {exc}") from None
+        _current = _changed("fftconv.configure", _current, changes)
     return previous
 
 
@@ -134,14 +195,11 @@ def configure(**changes) -> Settings:
 def using(**changes):
     """Context manager: ``with fftconv.using(backend="scipy"): ...``.
 
-    The changes apply to the current thread (or asyncio task) only.
+    The changes apply to the current thread (or asyncio task) only, and are
+    checked as :func:`configure` checks them.
     """
+    token = _override.set(_changed("fftconv.using", get_settings(), changes))
     try:
-        settings = _validate(dataclasses.replace(get_settings(), **changes))
-    except TypeError as exc:
-        raise TypeError(f"fftconv.using: {exc}") from None
-    token = _override.set(settings)
-    try:
-        yield settings
+        yield _override.get()
     finally:
         _override.reset(token)
