@@ -189,8 +189,8 @@ CHUNK_BYTES = 4 << 20
 #: further trailing axes while ``channels * stacked taps`` stays within this:
 #: fewer, deeper GEMMs and fewer passes over the output, for one copy of the
 #: source per stacked tap.  Chosen by a hand-run sweep of fwd+bwd over 1-3 D
-#: layers with 1 to 256 channels and k = 3 to 33 (figures in the issue 4
-#: note): stacking the last axis was never slower (up to 1.6x faster, 2-D 16 ch
+#: layers with 1 to 256 channels and k = 3 to 33: stacking the last axis
+#: was never slower (up to 1.6x faster, 2-D 16 ch
 #: k=5), and stacking more axes paid up to about 128 (3-D 8 ch k=3: 1.2x faster
 #: with two axes, 1.2x slower with all three).
 STACK_DEPTH = 128

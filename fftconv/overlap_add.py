@@ -61,10 +61,6 @@ class OverlapAddEngine:
         window = np.prod(t.x_shape) + np.prod(t.y_shape)
         return self.inner.workspace_bytes + int(window) * 2 * self.dtype.itemsize
 
-    @property
-    def n_tiles(self) -> int:
-        return int(np.prod([-(-o // b) for o, b in zip(self.geom.out_size, self.tile)]))
-
     def tiles(self):
         """Output start index per axis of every tile."""
         return itertools.product(*(range(0, o, b) for o, b in zip(self.geom.out_size, self.tile)))

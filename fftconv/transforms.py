@@ -1,7 +1,7 @@
 """Batched N-d FFTs over preallocated buffers: the only code that calls an FFT.
 
-Layout, chosen by measurement (``python -m bench.layout``: FFTW, 2 threads,
-float32, 128 signals of 128x128):
+Layout, chosen by measurement (a hand-run timing of the alternatives, not kept
+in ``bench``: FFTW, 2 threads, float32, 128 signals of 128x128):
 
 * signals are batch-major ``(*batch, *fft_shape)``, so placing operands and
   cropping results are contiguous copies;

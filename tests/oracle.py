@@ -121,7 +121,7 @@ def _setup(x_shape, w, padding, stride, dilation, groups, flip_kernel):
     nd = len(x_shape) - 2
     if w.ndim != nd + 2:
         raise ValueError("oracle: x and w need the same number of spatial axes")
-    n_batch, c_in = x_shape[:2]
+    c_in = x_shape[1]
     c_out, c_g = w.shape[:2]
     if c_in % groups or c_out % groups or c_in // groups != c_g:
         raise ValueError("oracle: inconsistent groups / channels")
