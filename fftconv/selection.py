@@ -4,13 +4,18 @@ By default the cost model (``costs``) decides.  With ``measure=True`` (or the
 ``measure`` setting) the candidates are timed once per geometry (one warm-up
 and the best of three training steps each) and the fastest wins; measured
 choices are persisted in ``choices.json`` beside the FFTW wisdom
-(``wisdom.cache_dir()``), so later processes reuse them without measuring.
-A choices file that is corrupt or from another fftconv version is ignored
-with a :class:`ChoiceCacheWarning`, never fatal.
+(``cachefile.cache_dir()``), so later processes reuse them without measuring.
+Every entry is validated when read (algorithm, timings, tile); a file that
+is corrupt or from another fftconv version, or an entry that is malformed, is
+dropped with one :class:`ChoiceCacheWarning` and the file rewritten without
+it.  Writes merge with the file's current contents under its lock
+(``cachefile.update``), so processes measuring at the same time keep each
+other's choices.  Nothing here is fatal.
 """
 from __future__ import annotations
 
-import json
+import math
+import numbers
 import threading
 import time
 import warnings
@@ -19,7 +24,7 @@ from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from . import engines, wisdom
+from . import cachefile, engines
 from .config import Settings
 from .geometry import ConvGeometry
 
@@ -49,9 +54,55 @@ def _key(geom: ConvGeometry, dtype, settings: Settings) -> str:
     return repr((geom, np.dtype(dtype).str, settings.backend, settings.threads))
 
 
+def entry_problem(entry, candidates=CANDIDATES) -> Optional[str]:
+    """Why a stored choice is unusable, or ``None`` if it is well formed: an
+    algorithm among ``candidates``, timings (a name -> seconds >= 0 table) and a
+    tile of ints >= 1 exactly for a registered algorithm that tiles."""
+    if not isinstance(entry, dict):
+        return "an entry is not an object"
+    name, seconds, tile = entry.get("algorithm"), entry.get("seconds"), entry.get("tile")
+    if name not in candidates:
+        return f"unknown algorithm {name!r}"
+    if not isinstance(seconds, dict) or not seconds or not all(
+            isinstance(key, str) and isinstance(t, numbers.Real) and not isinstance(t, bool)
+            and math.isfinite(t) and t >= 0 for key, t in seconds.items()):
+        return f"malformed seconds {seconds!r}"
+    tiled = name in engines.REGISTRY and engines.REGISTRY[name].tiled
+    if tiled != (tile is not None) or tile is not None and not (
+            isinstance(tile, list) and tile and all(
+                isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in tile)):
+        return f"malformed tile {tile!r} for {name!r}"
+    return None
+
+
+def _dropped(path, count: int, first: str) -> str:
+    """The warning for ``count`` malformed entries dropped from the file."""
+    entries = "entry" if count == 1 else "entries"
+    return (f"fftconv: ignoring {count} malformed {entries} of algorithm choices file {path} "
+            f"({first}); the file is rewritten without them")
+
+
+def _usable(data, path, problem) -> tuple:
+    """``(usable choices, the warning about the rest or None)`` of a file's JSON;
+    ``problem(entry)`` says why an entry is unusable (``None``: it is usable)."""
+    if data is None:
+        return {}, None
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), dict):
+        return {}, f"fftconv: ignoring algorithm choices file {path}: not a choices file"
+    if data.get("format") != FORMAT_VERSION or data.get("fftconv") != _version():
+        return {}, (f"fftconv: ignoring algorithm choices file {path}: written by another "
+                    f"version ({data.get('fftconv')!r})")
+    problems = {key: problem(entry) for key, entry in data["choices"].items()}
+    bad = [why for why in problems.values() if why is not None]
+    return ({key: entry for key, entry in data["choices"].items() if problems[key] is None},
+            _dropped(path, len(bad), bad[0]) if bad else None)
+
+
 class ChoiceStore:
     """Measured choices, in memory and in ``file_name`` (``choices.json``) beside
-    the wisdom; entries name one of ``candidates`` (thread-safe)."""
+    the wisdom; entries name one of ``candidates`` (thread-safe).  Every entry
+    read is checked by :func:`entry_problem` and, if given, by ``valid(entry)``
+    (what else this store's readers need)."""
 
     def __init__(self, file_name: str = FILE_NAME, candidates=CANDIDATES, valid=None):
         self.file_name, self.candidates = file_name, tuple(candidates)
@@ -61,7 +112,12 @@ class ChoiceStore:
         self._choices = {}
 
     def _path(self):
-        return wisdom.cache_dir() / self.file_name
+        return cachefile.cache_dir() / self.file_name
+
+    @staticmethod
+    def _warn(message: str):
+        # one place in this module: Python's default filter shows each message once
+        warnings.warn(message, ChoiceCacheWarning, stacklevel=1)
 
     def _load(self):
         path = self._path()
@@ -69,20 +125,32 @@ class ChoiceStore:
             return
         self._loaded_from, self._choices = path, {}
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("format") != FORMAT_VERSION or data.get("fftconv") != _version():
-                raise ValueError(f"written by another version ({data.get('fftconv')})")
-            choices = data["choices"]
-            if not all(isinstance(v, dict) and v.get("algorithm") in self.candidates
-                       and self.valid(v)
-                       for v in choices.values()):
-                raise ValueError("unexpected entries")
-            self._choices = choices
-        except FileNotFoundError:
-            pass
-        except Exception as exc:
-            warnings.warn(f"fftconv: ignoring algorithm choices file {path}: {exc}",
-                          ChoiceCacheWarning, stacklevel=4)
+            self._choices, problem = _usable(cachefile.read_json(path), path, self._problem)
+        except (OSError, ValueError) as exc:  # unreadable, not JSON
+            problem = f"fftconv: ignoring algorithm choices file {path}: {cachefile.reason(exc)}"
+        if problem is not None:
+            self._warn(problem)
+            self._write({})
+
+    def _write(self, new: dict, drop=()):
+        """Merge ``new`` entries into the file, less the keys in ``drop``, under its
+        lock; what the file then holds becomes what this store knows."""
+        path = self._path()
+
+        def merge(current):
+            kept = {k: v for k, v in _usable(current, path, self._problem)[0].items()
+                    if k not in drop}
+            return {"format": FORMAT_VERSION, "fftconv": _version(), "choices": {**kept, **new}}
+        try:
+            self._choices = cachefile.update(path, merge)["choices"]
+        except OSError as exc:
+            self._choices = {k: v for k, v in {**self._choices, **new}.items() if k not in drop}
+            self._warn(f"fftconv: could not save algorithm choices to {path}: "
+                       f"{cachefile.reason(exc)}")
+
+    def _problem(self, entry) -> Optional[str]:
+        return entry_problem(entry, self.candidates) or (
+            None if self.valid(entry) else f"an entry {self.file_name} cannot use")
 
     def get(self, key: str) -> Optional[dict]:
         with self._lock:
@@ -92,14 +160,15 @@ class ChoiceStore:
     def put(self, key: str, entry: dict):
         with self._lock:
             self._load()
-            self._choices[key] = entry
-            path = self._path()
-            try:
-                wisdom.write_json(path, {"format": FORMAT_VERSION, "fftconv": _version(),
-                                         "choices": self._choices})
-            except OSError as exc:
-                warnings.warn(f"fftconv: could not save algorithm choices to {path}: {exc}",
-                              ChoiceCacheWarning, stacklevel=4)
+            self._write({key: entry})
+
+    def discard(self, key: str, why: str):
+        """Drop a stored entry that does not fit its layer, with one warning, and
+        rewrite the file without it."""
+        with self._lock:
+            self._load()
+            self._warn(_dropped(self._path(), 1, why))
+            self._write({}, drop={key})
 
 
 STORE = ChoiceStore()
@@ -159,6 +228,9 @@ def measure(geom: ConvGeometry, dtype, settings: Settings, plan_factory) -> Choi
     """
     key = _key(geom, dtype, settings)
     stored = STORE.get(key)
+    if stored is not None and stored.get("tile") is not None and len(stored["tile"]) != geom.ndim:
+        STORE.discard(key, f"tile {stored['tile']} for a {geom.ndim}-d layer")
+        stored = None
     if stored is not None:
         tile = tuple(stored["tile"]) if stored.get("tile") else None
         return Choice(stored["algorithm"], tile,

@@ -1,27 +1,33 @@
-"""FFTW wisdom persisted in a per-user cache directory.
+"""FFTW wisdom persisted in the per-user cache directory.
 
 FFTW_MEASURE planning costs up to seconds per shape; its result ("wisdom") is
-exported after each new plan and imported once per process before the first
+saved after each new plan and imported once per process before the first
 one, so a second process plans the same shapes instantly.
 
-The file lives in ``$FFTCONV_CACHE_DIR``, else ``$XDG_CACHE_HOME/fftconv``,
-else ``~/.cache/fftconv``.  It is JSON (never pickle), tagged with a format
-version and the pyFFTW version; a file that is unreadable, corrupt or from
-another version is ignored with a :class:`WisdomWarning`, never fatal.
-Writes go to a temporary file first and are moved into place atomically.
+The file is ``fftw-wisdom.json`` in ``cachefile.cache_dir()``.  It is JSON
+(never pickle), tagged with a format version and the pyFFTW version, and
+holds FFTW's three wisdom strings (double, single, long double precision).
+It is validated when read: a file that is unreadable, corrupt or from another
+version is ignored, and a string that is not text or that FFTW rejects is
+dropped; either way one :class:`WisdomWarning` says so and the file is
+rewritten with what is usable.  Saving merges: under the file's lock the
+wisdom already in the file is imported into FFTW (which merges it with its
+own) and the union is written back, so processes planning at the same time
+lose nothing.  Nothing here is fatal.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 import threading
 import warnings
-from pathlib import Path
+
+from . import cachefile
+from .cachefile import cache_dir  # noqa: F401  (fftconv.wisdom.cache_dir, as before)
 
 FORMAT_VERSION = 1
 FILE_NAME = "fftw-wisdom.json"
+#: FFTW's wisdom strings, in ``pyfftw.export_wisdom()`` order.
+PRECISIONS = ("double", "single", "long double")
 
 log = logging.getLogger(__name__)
 #: Held around every FFTW planning call and every wisdom import/export: FFTW's
@@ -35,16 +41,8 @@ class WisdomWarning(UserWarning):
     """The wisdom cache could not be read or written; planning goes on without it."""
 
 
-def cache_dir() -> Path:
-    """The per-user cache directory fftconv writes to (not created here)."""
-    if os.environ.get("FFTCONV_CACHE_DIR"):
-        return Path(os.environ["FFTCONV_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "fftconv"
-
-
-def wisdom_path() -> Path:
-    return cache_dir() / FILE_NAME
+def wisdom_path():
+    return cachefile.cache_dir() / FILE_NAME
 
 
 def _pyfftw_version() -> str:
@@ -52,69 +50,88 @@ def _pyfftw_version() -> str:
     return str(getattr(pyfftw, "__version__", "unknown"))
 
 
-def _read(path: Path):
-    """The wisdom tuple stored at ``path``, or ``None`` (with a warning) if unusable."""
-    try:
-        data = json.loads(path.read_text(encoding="ascii"))
-        if data.get("format") != FORMAT_VERSION or data.get("pyfftw") != _pyfftw_version():
-            raise ValueError(f"written by another version ({data.get('format')}, "
-                             f"pyfftw {data.get('pyfftw')})")
-        wisdom = tuple(s.encode("ascii") for s in data["wisdom"])
-        if len(wisdom) != 3:
-            raise ValueError("expected 3 wisdom strings")
-        return wisdom
-    except FileNotFoundError:
-        return None
-    except Exception as exc:  # corrupt, unreadable, wrong types: all the same to us
-        warnings.warn(f"fftconv: ignoring FFTW wisdom file {path}: {exc}", WisdomWarning,
-                      stacklevel=3)
-        return None
+def _entries(data) -> list:
+    """The wisdom strings of a file's JSON ``data`` as bytes, ``None`` for one that
+    is not ASCII text.  Raises ``ValueError`` for a file that is not ours or
+    is from another version."""
+    if not isinstance(data, dict):
+        raise ValueError("not a wisdom file")
+    if data.get("format") != FORMAT_VERSION or data.get("pyfftw") != _pyfftw_version():
+        raise ValueError(f"written by another version (format {data.get('format')!r}, "
+                         f"pyfftw {data.get('pyfftw')!r})")
+    strings = data.get("wisdom")
+    if not isinstance(strings, list) or len(strings) != len(PRECISIONS):
+        raise ValueError(f"expected a list of {len(PRECISIONS)} wisdom strings")
+    return [s.encode("ascii") if isinstance(s, str) and s.isascii() else None for s in strings]
+
+
+def _import(entries) -> list:
+    """Import the usable ``entries`` into FFTW; the precisions it could not use."""
+    import pyfftw
+    ok = pyfftw.import_wisdom(tuple(e or b"" for e in entries))
+    return [name for name, entry, good in zip(PRECISIONS, entries, ok) if not good]
+
+
+def _warn(message: str) -> None:
+    """Warn from one place in this module: Python's default filter then shows
+    each message once per process, however many plans run into it."""
+    warnings.warn(message, WisdomWarning, stacklevel=1)
 
 
 def load_once() -> bool:
-    """Import the stored wisdom into FFTW, the first time only; True if some was imported."""
+    """Import the stored wisdom into FFTW, the first time only; True if some was
+    imported.  An unusable file or entry is dropped with one warning, and the
+    file rewritten with what FFTW could use."""
     global _imported
     with _lock:
         if _imported:
             return False
         _imported = True
-        wisdom = _read(wisdom_path())
-        if wisdom is None:
+        path = wisdom_path()
+        try:
+            data = cachefile.read_json(path)
+            if data is None:
+                return False
+            rejected = _import(_entries(data))
+        except (OSError, ValueError) as exc:  # unreadable, not JSON, not ours
+            _warn(f"fftconv: ignoring FFTW wisdom file {path}: {cachefile.reason(exc)}")
+            _rewrite()
             return False
-        import pyfftw
-        ok = pyfftw.import_wisdom(wisdom)
-        if not all(ok):
-            log.debug("FFTW rejected part of the stored wisdom: %s", ok)
-        return any(ok)
+        if rejected:
+            _warn(f"fftconv: dropped the {', '.join(rejected)} precision FFTW wisdom in {path}, "
+                  f"which this FFTW rejects; the file is rewritten without it")
+            _rewrite()
+        return len(rejected) < len(PRECISIONS)
 
 
-def write_json(path: Path, data) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (temporary file, then rename),
-    so a reader never sees half a file.  Raises ``OSError``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+def _merged(current) -> dict:
+    """The file's JSON after merging: its usable wisdom imported into FFTW, then
+    FFTW's whole wisdom exported."""
+    import pyfftw
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        if current is not None:
+            _import(_entries(current))
+    except ValueError:
+        pass  # another version's or a corrupt file: replaced by ours
+    return {"format": FORMAT_VERSION, "pyfftw": _pyfftw_version(),
+            "wisdom": [w.decode("ascii") for w in pyfftw.export_wisdom()]}
+
+
+def _rewrite() -> bool:
+    """Merge FFTW's wisdom into the file; False (with one warning) if it cannot."""
+    path = wisdom_path()
+    try:
+        cachefile.update(path, _merged)
+    except OSError as exc:
+        _warn(f"fftconv: could not save FFTW wisdom to {path}: {cachefile.reason(exc)}")
+        return False
+    return True
 
 
 def save() -> None:
-    """Export FFTW's current wisdom to the cache file (atomically); warn on failure."""
-    import pyfftw
-    path = wisdom_path()
+    """Merge FFTW's current wisdom into the cache file; warn on failure."""
     with _lock:
-        data = {"format": FORMAT_VERSION, "pyfftw": _pyfftw_version(),
-                "wisdom": [w.decode("ascii") for w in pyfftw.export_wisdom()]}
-        try:
-            write_json(path, data)
-        except OSError as exc:
-            warnings.warn(f"fftconv: could not save FFTW wisdom to {path}: {exc}", WisdomWarning,
-                          stacklevel=3)
+        _rewrite()
 
 
 def forget_loaded_state() -> None:
