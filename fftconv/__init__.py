@@ -16,8 +16,8 @@ every engine provides), ``engines`` (the one registry of algorithms),
 (``Conv``, a numpy layer with weights, gradients and a tape), ``costs``
 (the cost model), ``selection`` (``algorithm="auto"``), ``planner`` (plans,
 pullbacks and caches),
-``wisdom`` (FFTW wisdom), ``config`` (settings) and ``api`` (the public
-functions).
+``wisdom`` (FFTW wisdom), ``cachefile`` (the cache directory's files),
+``config`` (settings) and ``api`` (the public functions).
 """
 from . import direct
 from .api import backward, forward, plan, vjp

@@ -134,11 +134,13 @@ def forward(x, w, b=None, *, algorithm="auto", **layer):
     than the largest one carry a larger relative error.
 
     Non-finite inputs (NaN, Inf): ``"fft"`` transforms a whole sample at once,
-    so a NaN or Inf in ``x[n]`` (or in ``w``) turns every output of sample
-    ``n`` (of every sample), in all output channels, into NaN or Inf;
-    ``"overlap_add"`` does the same within the output tiles whose windows read
-    it.  Neither ever carries it into another sample.  ``"direct"`` keeps it
-    in the outputs whose receptive field contains it, as the sum itself does.
+    so a NaN or Inf in ``x[n]`` makes every output of sample ``n`` non-finite,
+    in every output channel that reads its input channel (all of them when
+    ``groups=1``); ``"overlap_add"`` does the same within the output tiles
+    whose input windows contain it.  Neither ever carries it into another
+    sample.  ``"direct"`` keeps it in the outputs whose receptive field
+    contains it, as the sum itself does.  A non-finite weight reaches every
+    sample on every path, as it does in the sum.
 
     Examples
     --------

@@ -260,8 +260,12 @@ def _check_channels(func, x_shape, w_shape, xc, wc, groups, transposed, last, n:
 
 
 def _check_halo(func, padding_mode, pads, in_size):
-    """PyTorch's limits: reflect padding below the input size, circular up to it."""
+    """PyTorch's limits: reflect padding below the input size, circular up to it,
+    and replicate padding needs a sample to replicate."""
     for axis, ((lo, hi), n) in enumerate(zip(pads, in_size)):
+        if padding_mode == "replicate" and max(lo, hi) > 0 and n < 1:
+            fail(func, f"padding_mode='replicate' needs at least one input sample on every "
+                       f"padded axis, got padding ({lo}, {hi}) for size {n} on spatial axis {axis}")
         if padding_mode == "reflect" and max(lo, hi) >= n:
             fail(func, f"padding_mode='reflect' needs padding smaller than the input on every "
                        f"axis, got padding ({lo}, {hi}) for size {n} on spatial axis {axis}")
