@@ -163,6 +163,21 @@ def test_a_corrupt_choices_file_is_ignored_and_replaced(cache, fake_timing, monk
     assert data["fftconv"] == fftconv.__version__ and len(data["choices"]) == 1
 
 
+def test_the_torch_bridge_choices_are_validated_too(cache, monkeypatch):
+    ts = pytest.importorskip("fftconv.torch.selection")
+    good = {"algorithm": "native", "engine": "fft", "explain": "'native' by measurement",
+            "seconds": {"native": 1e-3, "fft": 2e-3}}
+    choices = {"a": good, "b": {**good, "explain": None}, "c": {**good, "seconds": {}},
+               "d": {**good, "algorithm": "fftconv", "engine": "winograd"}}
+    monkeypatch.setattr(ts, "STORE", ts.new_store())
+    path = cache / ts.STORE.file_name
+    path.write_text(json.dumps({"format": selection.FORMAT_VERSION, "fftconv": fftconv.__version__,
+                                "choices": choices}))
+    with pytest.warns(selection.ChoiceCacheWarning, match="ignoring 3 malformed entries") as caught:
+        assert ts.STORE.get("a") == good and ts.STORE.get("b") is None
+    assert len(caught) == 1 and list(json.loads(path.read_text())["choices"]) == ["a"]
+
+
 def failing_write(path, data):
     """What a read-only cache does to a write: the error names the temporary file."""
     raise PermissionError(13, "Permission denied", str(path.parent / ".choices-x8f3k2.tmp"))

@@ -163,8 +163,7 @@ def auto_choice(x, w, layer: dict) -> selection.Verdict:
 
 def compute_dtype(*tensors) -> np.dtype:
     """The numpy dtype fftconv computes these tensors in (CONVENTIONS §4)."""
-    return dtypes_for("fftconv.torch.conv",
-                      *(torch.empty(0, dtype=t.dtype).numpy() for t in tensors))[0]
+    return dtypes_for(*(torch.empty(0, dtype=t.dtype).numpy() for t in tensors))[0]
 
 
 def measure(x, w, layer: dict) -> selection.Verdict:
