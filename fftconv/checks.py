@@ -155,10 +155,11 @@ def check_choice(func: str, name: str, value, choices):
 
 def check_count(func: str, name: str, value, minimum: int = 1) -> int:
     """One int ``>= minimum`` (a bool or a float is a ``TypeError``)."""
+    rule = f"{name} must be an int >= {minimum}, got {name}={value!r}"
     if not _is_int(value):
-        fail(func, f"{name} must be an int >= {minimum}, got {name}={value!r}", TypeError)
+        fail(func, rule, TypeError)
     if value < minimum:
-        fail(func, f"{name} must be an int >= {minimum}, got {name}={value!r}")
+        fail(func, rule)
     return int(value)
 
 
@@ -166,12 +167,11 @@ def check_budget(func: str, value):
     """``max_workspace_bytes``: ``None`` (no bound) or an int >= 1."""
     if value is None:
         return None
+    rule = f"max_workspace_bytes must be None or an int >= 1, got max_workspace_bytes={value!r}"
     if not _is_int(value):
-        fail(func, f"max_workspace_bytes must be None or an int >= 1, "
-                   f"got max_workspace_bytes={value!r}", TypeError)
+        fail(func, rule, TypeError)
     if value < 1:
-        fail(func, f"max_workspace_bytes must be None or an int >= 1, "
-                   f"got max_workspace_bytes={value!r}")
+        fail(func, rule)
     return int(value)
 
 

@@ -15,7 +15,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import time
 import warnings
 from pathlib import Path
 from unittest import mock
