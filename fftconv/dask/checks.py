@@ -15,8 +15,8 @@ import warnings
 import numpy as np
 from dask.array import Array
 
-from ..api import _layer_keywords
-from ..checks import check_algorithm, check_array, check_layer, check_plan_options, dtypes_for, fail
+from ..checks import (check_algorithm, check_array, check_layer, check_layer_keywords,
+                      check_plan_options, dtypes_for, fail)
 from ..config import get_settings
 
 
@@ -71,9 +71,9 @@ def check_call(func: str, x, w, others, algorithm, options: dict, max_workspace_
     check_dask(func, "x", x)
     w = check_array(func, "w", w)
     check_algorithm(func, algorithm)
-    compute, result = dtypes_for(func, x, w, *[a for a in others if a is not None])
+    compute, result = dtypes_for(x, w, *[a for a in others if a is not None])
     layer = check_layer(func, x.shape, w.shape, real=compute.kind == "f",
-                        **_layer_keywords(func, options))
+                        **check_layer_keywords(func, options))
     if layer.transposed:
         fail(func, "transposed=True is not supported on Dask arrays; use the matching "
                    "convolution's input gradient (fftconv.dask.backward) or the numpy "
