@@ -209,5 +209,6 @@ def vjp(x, w, b=None, *, algorithm="auto", max_workspace_bytes=None, **layer):
 
 
 for _f in (forward, backward, vjp):
-    _f.__doc__ = _f.__doc__.format(params=core._PARAMETERS, sizes=_SIZES, dask=_DASK,
-                                   chunks=_CHUNKS)
+    if _f.__doc__:  # None under python -OO
+        _f.__doc__ = _f.__doc__.format(params=core._PARAMETERS, sizes=_SIZES, dask=_DASK,
+                                       chunks=_CHUNKS)
