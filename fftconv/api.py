@@ -1,6 +1,8 @@
 """The public functions: check everything, then hand the work to a plan."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from .checks import (SHAPES, check_algorithm, check_array, check_bias, check_dtype, check_layer,
@@ -75,13 +77,16 @@ def _layer_for(func, x, w, arrays, algorithm, options) -> tuple:
     return layer, compute, result, keywords
 
 
-def _shared(func, layer, compute, algorithm) -> tuple:
-    """``(runner, shared engine)`` for a stateless call, the engine from the bounded cache."""
+@contextlib.contextmanager
+def _shared(func, layer, compute, algorithm):
+    """``(runner, shared engine)`` for a stateless call: an engine lent by the bounded
+    cache for the block, its lock held (a pullback may be using it)."""
     settings = get_settings()
     choice = choose_algorithm(func, layer.conv, compute, algorithm, settings, settings.measure)
     resolved = resolve(layer, choice.algorithm)
-    shared = engine_for(func, resolved.conv, compute, choice.algorithm, settings, choice.tile)
-    return LayerRunner(resolved, shared.engine), shared
+    with engine_for(func, resolved.conv, compute, choice.algorithm, settings,
+                    choice.tile) as shared, shared.engine.lock:
+        yield LayerRunner(resolved, shared.engine), shared
 
 
 def _operands(func, layer, compute, x, w, b):
@@ -97,8 +102,7 @@ def _forward(func, x, w, b, algorithm, options, keep):
     layer, compute, result, _ = _layer_for(func, x, w, [] if b is None else [b], algorithm,
                                            options)
     x, w, b = _operands(func, layer, compute, x, w, b)
-    runner, shared = _shared(func, layer, compute, algorithm)
-    with shared.engine.lock:
+    with _shared(func, layer, compute, algorithm) as (runner, shared):
         weights = shared.weights(runner.weight_form).state(w, runner.weights)
         y, saved = runner.forward(x, weights, b, keep=keep)
     pullback = (Pullback(runner, saved, weights, result, shared.engine.lock,
@@ -239,8 +243,7 @@ def backward(dy, x, w, *, algorithm="auto", **layer):
     layer, compute, result, keywords = _layer_for(func, x, w, [dy], algorithm, given)
     check_shape(func, "dy", dy, layer.y_shape, _forward_output(keywords, given))
     dy, x, w = (a.astype(compute, copy=False) for a in (dy, x, w))
-    runner, shared = _shared(func, layer, compute, algorithm)
-    with shared.engine.lock:
+    with _shared(func, layer, compute, algorithm) as (runner, shared):
         weights = shared.weights(runner.weight_form).state(w, runner.weights)
         grads = runner.backward(dy, runner.save(x), weights)
     return Gradients(*(a.astype(result, copy=False) for a in grads))

@@ -21,15 +21,16 @@ come from ``engines.REGISTRY``.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import engines, selection
+from . import engines, runtime, selection
 from .checks import check_bool, check_operand, dtypes_for, fail
-from .config import Settings, get_settings
+from .config import Settings, available_cores, get_settings
 from .geometry import ConvGeometry, LayerGeometry
 from .layer import LayerRunner
 
@@ -78,44 +79,128 @@ class SharedEngine(NamedTuple):
         return self.caches.setdefault(form, WeightCache())
 
 
+class _Building:
+    """Holds a key's place in :class:`EngineCache` while its engine is built."""
+
+
 class EngineCache:
-    """Thread-safe LRU of engines, bounded in count and bytes.
+    """Thread-safe LRU of engines, bounded in count and bytes, with a small pool of
+    engines per key so that calls on one geometry from several threads run
+    concurrently, each on an engine of its own (an engine is not re-entrant).
 
     The key (see :func:`engine_for`) covers everything that changes the result
     or the buffers: the algorithm, the whole geometry (shapes, padding,
     stride, dilation, groups, flip, FFT size), the compute dtype, the settings
     (backend, threads, planner effort) and the engine's option (chunk size or
     tile).  Buffer strides and alignment follow from these.
+
+    :meth:`checkout` lends an idle engine of the key, or builds another one
+    while the key has fewer than ``per_key`` engines and the cache's bytes
+    allow (the first engine of a key is always built), else waits for one to
+    be returned.  Only idle engines are evicted.
     """
 
-    def __init__(self, max_entries: int = 16, max_bytes: int = 1 << 30):
+    def __init__(self, max_entries: int = 16, max_bytes: int = 1 << 30,
+                 per_key: Optional[int] = None):
         self.max_entries, self.max_bytes = max_entries, max_bytes
-        self._engines: "OrderedDict[tuple, SharedEngine]" = OrderedDict()
-        self._lock = threading.Lock()
+        self.per_key = per_key or max(2, available_cores())
+        self._reset()
 
-    def get(self, key: tuple, build) -> SharedEngine:
-        """The entry cached under ``key``, or ``build()``'s engine cached under it."""
-        with self._lock:
-            entry = self._engines.pop(key, None) or SharedEngine(build(), {})
-            self._engines[key] = entry
+    def _reset(self):
+        """Empty, with a new lock (also in a forked child: the parent's threads,
+        which may have held the lock or borrowed engines, do not exist there)."""
+        self._idle: "OrderedDict[tuple, list]" = OrderedDict()
+        self._lent: dict = {}   # key -> engines of that key out on loan
+        self._cond = threading.Condition(threading.Lock())
+
+    @contextlib.contextmanager
+    def checkout(self, key: tuple, build):
+        """Lend an engine of ``key`` (built by ``build()`` when needed) for the block."""
+        entry = self._take(key, build)
+        try:
+            yield entry
+        finally:
+            self._give_back(key, entry)
+
+    def _take(self, key, build) -> SharedEngine:
+        with self._cond:
+            while True:
+                idle, lent = self._idle.setdefault(key, []), self._lent.setdefault(key, [])
+                self._idle.move_to_end(key)
+                if idle:
+                    entry = idle.pop()
+                    lent.append(entry)
+                    return entry
+                if self._may_build(lent):
+                    building = _Building()
+                    lent.append(building)    # reserved: built outside the lock
+                    break
+                self._cond.wait()
+        entry = None
+        try:
+            entry = SharedEngine(build(), {})
+        finally:
+            with self._cond:
+                lent = self._lent.setdefault(key, [])
+                lent[:] = [e for e in lent if e is not building] + ([entry] if entry else [])
+                self._cond.notify_all()
+        return entry
+
+    def _may_build(self, lent: list) -> bool:
+        """Whether another engine of a key with ``lent`` engines out may be built."""
+        if not lent:
+            return True
+        built = [e for e in lent if not isinstance(e, _Building)]
+        return (bool(built) and len(lent) < self.per_key
+                and self._bytes() + built[0].engine.workspace_bytes <= self.max_bytes)
+
+    def _give_back(self, key, entry: SharedEngine):
+        with self._cond:
+            lent = self._lent.get(key, [])
+            if any(e is entry for e in lent):
+                lent[:] = [e for e in lent if e is not entry]
+                self._idle.setdefault(key, []).append(entry)
+                self._idle.move_to_end(key)
             self._evict()
-            return entry
+            self._cond.notify_all()
+
+    def _bytes(self) -> int:
+        return sum(e.engine.workspace_bytes for entries in (*self._idle.values(),
+                                                             *self._lent.values())
+                   for e in entries if not isinstance(e, _Building))
+
+    def _count(self) -> int:
+        return sum(len(v) for v in self._idle.values()) + sum(len(v) for v in self._lent.values())
 
     def _evict(self):
-        while len(self._engines) > 1 and (
-                len(self._engines) > self.max_entries
-                or sum(e.engine.workspace_bytes for e in self._engines.values()) > self.max_bytes):
-            self._engines.popitem(last=False)
+        """Drop idle engines, least recently used key first, down to the bounds
+        (keeping at least one engine)."""
+        while self._count() > 1 and (self._count() > self.max_entries
+                                     or self._bytes() > self.max_bytes):
+            key = next((k for k, v in self._idle.items() if v), None)
+            if key is None:
+                return
+            self._idle[key].pop(0)
+        for key in [k for k, v in self._idle.items() if not v and not self._lent.get(k)]:
+            del self._idle[key]
+            self._lent.pop(key, None)
+
+    def entries(self) -> list:
+        """The idle engines, least recently used key first (for inspection)."""
+        with self._cond:
+            return [e for v in self._idle.values() for e in v]
 
     def clear(self):
-        with self._lock:
-            self._engines.clear()
+        with self._cond:
+            self._idle.clear()
 
     def __len__(self):
-        return len(self._engines)
+        with self._cond:
+            return self._count()
 
 
 ENGINE_CACHE = EngineCache()
+runtime.at_fork_in_child(lambda: ENGINE_CACHE._reset())
 
 
 def resolve(layer: LayerGeometry, algorithm: str) -> LayerGeometry:
@@ -125,11 +210,13 @@ def resolve(layer: LayerGeometry, algorithm: str) -> LayerGeometry:
 
 
 def engine_for(func: str, geom: ConvGeometry, dtype, algorithm: str, settings: Settings,
-               tile) -> SharedEngine:
-    """A shared engine from :data:`ENGINE_CACHE` for the stateless functions."""
+               tile):
+    """Context manager lending an engine from :data:`ENGINE_CACHE` (a
+    :class:`SharedEngine`) to one stateless call."""
     option = engines.option(func, algorithm, geom, dtype, settings.max_workspace_bytes, tile)
     key = (algorithm, geom, np.dtype(dtype).str, settings, option)
-    return ENGINE_CACHE.get(key, lambda: engines.build(algorithm, geom, dtype, settings, option))
+    return ENGINE_CACHE.checkout(key, lambda: engines.build(algorithm, geom, dtype, settings,
+                                                             option))
 
 
 def choose_algorithm(func: str, geom: ConvGeometry, dtype, algorithm: str, settings: Settings,
@@ -187,9 +274,11 @@ class Plan:
     Build one with :func:`fftconv.plan`.  ``y, pullback = p.vjp(x, w, b)``
     computes ``y`` and a :class:`Pullback` for that call; ``p.forward`` /
     ``p.backward`` are the convenience form for one outstanding call: the
-    last :meth:`forward` is what :meth:`backward` differentiates.  A plan
-    holds buffers: use one plan per thread (the stateless functions are safe
-    to call from many threads).
+    last :meth:`forward` is what :meth:`backward` differentiates.  A plan may
+    be shared between threads: each thread's :meth:`backward` differentiates
+    that thread's last :meth:`forward`, and calls take turns on the one engine
+    the plan owns (the stateless functions lend each thread an engine of its
+    own, so they run concurrently).
 
     Attributes
     ----------
@@ -222,7 +311,7 @@ class Plan:
         self._engine = engine
         self._runner = LayerRunner(self.layer, engine)
         self._weights = WeightCache()
-        self._last: Optional[Pullback] = None
+        self._last = threading.local()   # .pullback: this thread's last forward
 
     # -- geometry -------------------------------------------------------------------
     @property
@@ -311,17 +400,19 @@ class Plan:
         """``y = conv(x, w) + b``; keeps what :meth:`backward` needs about this call.
 
         The convenience form of :meth:`vjp` for one outstanding call: the next
-        ``forward`` replaces what this one kept.  A layer used several times
+        ``forward`` in the same thread replaces what this one kept (each thread
+        sharing the plan has its own last forward).  A layer used several times
         before its backward pass (a siamese tower, an unrolled RNN) uses
         :meth:`vjp`, one pullback per call.
         """
-        y, self._last = self._vjp("Plan.forward", x, w, b)
+        y, self._last.pullback = self._vjp("Plan.forward", x, w, b)
         return y
 
     def backward(self, dy) -> Gradients:
-        """Gradients ``(dx, dw, db)`` of the **last** :meth:`forward` for output
+        """Gradients ``(dx, dw, db)`` of this thread's **last** :meth:`forward` for output
         gradient ``dy`` (see :meth:`vjp` for several calls in flight)."""
-        if self._last is None:
+        last = getattr(self._last, "pullback", None)
+        if last is None:
             fail("Plan.backward", "call Plan.forward(x, w, b) before Plan.backward(dy)",
                  RuntimeError)
-        return self._last(dy)
+        return last(dy)

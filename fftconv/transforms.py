@@ -35,7 +35,7 @@ from math import prod
 import numpy as np
 import scipy.fft
 
-from . import wisdom
+from . import runtime, wisdom
 from .config import Settings
 from .geometry import half_spectrum_shape
 
@@ -63,16 +63,19 @@ def _empty(shape, dtype, backend: str) -> np.ndarray:
     return np.empty(shape, dtype=dtype)
 
 
-def _fftw(src, dst, nspatial, direction, settings: Settings, destroy_input: bool):
-    """A planned ``pyfftw.FFTW`` over the last ``nspatial`` axes of fixed buffers."""
+def _fftw(src, dst, nspatial, direction, settings: Settings, destroy_input: bool,
+          effort=None):
+    """A planned ``pyfftw.FFTW`` over the last ``nspatial`` axes of fixed buffers
+    (``effort``: the planner effort, default the setting's)."""
     import pyfftw
-    flags = (settings.planner_effort,) + (("FFTW_DESTROY_INPUT",) if destroy_input else ())
+    effort = effort or settings.planner_effort
+    flags = (effort,) + (("FFTW_DESTROY_INPUT",) if destroy_input else ())
     with wisdom.planner_lock:
         wisdom.load_once()
         plan = pyfftw.FFTW(src, dst, axes=tuple(range(-nspatial, 0)), direction=direction,
-                           flags=flags, threads=int(settings.threads),
+                           flags=flags, threads=runtime.fftw_threads(int(settings.threads)),
                            planning_timelimit=settings.planning_timelimit)
-        if settings.planner_effort != "FFTW_ESTIMATE":
+        if effort != "FFTW_ESTIMATE":
             wisdom.save()
     return plan
 
@@ -110,6 +113,21 @@ class _Transform:
     def _fftw_backend(self) -> bool:
         return self.settings.backend == "pyfftw"
 
+    def _plan_fftw(self, effort=None):
+        """Plan this transform's ``pyfftw.FFTW`` (:meth:`_fftw_args`)."""
+        src, dst, direction, destroy_input = self._fftw_args()
+        self._generation = runtime.generation()
+        self._plan = _fftw(src, dst, self.nspatial, direction, self.settings, destroy_input,
+                           effort)
+
+    def _execute(self):
+        """Run the FFTW plan.  One made with threads before a fork is re-planned in
+        the child, on one thread and without touching the buffers (``FFTW_ESTIMATE``):
+        its OpenMP threads are gone (``fftconv.runtime``)."""
+        if self._generation != runtime.generation() and self.settings.threads > 1:
+            self._plan_fftw(effort="FFTW_ESTIMATE")
+        self._plan.execute()
+
 
 class ForwardTransform(_Transform):
     """Place a batch of operands into a zeroed buffer and transform it.
@@ -129,9 +147,11 @@ class ForwardTransform(_Transform):
     def __init__(self, batch_shape, fft_shape, dtype, settings: Settings):
         super().__init__(batch_shape, fft_shape, dtype, settings)
         if self._fftw_backend:
-            self._plan = _fftw(self.signal, self.spectrum, self.nspatial, "FFTW_FORWARD", settings,
-                               destroy_input=False)
+            self._plan_fftw()
         self.signal.fill(0)  # after planning: FFTW_MEASURE scribbles on the buffers
+
+    def _fftw_args(self) -> tuple:
+        return self.signal, self.spectrum, "FFTW_FORWARD", False
 
     def __call__(self, operand: np.ndarray, placement) -> np.ndarray:
         """Transform ``operand`` (``(*batch, *spatial)``) written at ``placement``.
@@ -148,7 +168,7 @@ class ForwardTransform(_Transform):
             self.signal[rows:][slots] = 0
         self.calls += 1
         if self._fftw_backend:
-            self._plan.execute()
+            self._execute()
         else:
             fft = scipy.fft.rfftn if self.real else scipy.fft.fftn
             self.spectrum[...] = fft(self.signal, axes=tuple(range(-self.nspatial, 0)),
@@ -169,8 +189,10 @@ class InverseTransform(_Transform):
                  frequency_major: bool = True):
         super().__init__(batch_shape, fft_shape, dtype, settings, frequency_major)
         if self._fftw_backend:
-            self._plan = _fftw(self._batch_major_spectrum(), self.signal, self.nspatial,
-                               "FFTW_BACKWARD", settings, destroy_input=True)
+            self._plan_fftw()
+
+    def _fftw_args(self) -> tuple:
+        return self._batch_major_spectrum(), self.signal, "FFTW_BACKWARD", True
 
     def _batch_major_spectrum(self) -> np.ndarray:
         return (_batch_axes_first(self.spectrum, self.nspatial) if self.frequency_major
@@ -185,7 +207,7 @@ class InverseTransform(_Transform):
         self.calls += 1
         slots = (slice(rows),) + (Ellipsis,) + tuple(crop)
         if self._fftw_backend:
-            self._plan.execute()  # unnormalised; the 1/L rides on the crop copy below
+            self._execute()  # unnormalised; the 1/L rides on the crop copy below
             cropped, scale = self.signal[slots], 1.0 / prod(self.fft_shape)
         else:
             axes = tuple(range(-self.nspatial, 0))

@@ -87,14 +87,18 @@ def test_cache_is_bounded_and_reuses_engines():
     from fftconv.planner import engine_for
     import fftconv.planner as planner
     old, planner.ENGINE_CACHE = planner.ENGINE_CACHE, cache
+
+    def lend(geom, dtype, algorithm, tile=None):
+        with engine_for("t", geom, dtype, algorithm, get_settings(), tile) as entry:
+            return entry
     try:
-        a = engine_for("t", geoms[0], np.float64, "fft", get_settings(), None)
-        assert engine_for("t", geoms[0], np.float64, "fft", get_settings(), None) is a
-        assert engine_for("t", geoms[0], np.float32, "fft", get_settings(), None) is not a
-        assert engine_for("t", geoms[0], np.float64, "overlap_add", get_settings(), (2,)) is not a
+        a = lend(geoms[0], np.float64, "fft")
+        assert lend(geoms[0], np.float64, "fft") is a
+        assert lend(geoms[0], np.float32, "fft") is not a
+        assert lend(geoms[0], np.float64, "overlap_add", (2,)) is not a
         assert len(cache) == 2  # bounded: the first one was evicted
-        engine_for("t", geoms[1], np.float64, "fft", get_settings(), None)
-        engine_for("t", geoms[2], np.float64, "fft", get_settings(), None)
+        lend(geoms[1], np.float64, "fft")
+        lend(geoms[2], np.float64, "fft")
         assert len(cache) == 2
     finally:
         planner.ENGINE_CACHE = old
@@ -203,7 +207,7 @@ def test_workspace_bytes_matches_the_buffers_actually_allocated(kw):
     y = p.forward(x, w)
     p.backward(y)
     engine = p._engine
-    saved = p._last._saved  # the kept X spectrum lives in the pullback, not the engine
+    saved = p._last.pullback._saved  # the kept X spectrum lives in the pullback, not the engine
     kept = saved.array.nbytes if saved.kind == "spectrum" else 0
     allocated = (sum(t.nbytes for t in engine._transforms.values()) + p._weights._state.nbytes
                  + sum(a.nbytes for a in engine._unfolded.values()) + kept)
