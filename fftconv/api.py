@@ -86,7 +86,7 @@ def _shared(func, layer, compute, algorithm):
     resolved = resolve(layer, choice.algorithm)
     with engine_for(func, resolved.conv, compute, choice.algorithm, settings,
                     choice.tile) as shared, shared.engine.lock:
-        yield LayerRunner(resolved, shared.engine), shared
+        yield LayerRunner(resolved, shared.engine, settings.threads), shared
 
 
 def _operands(func, layer, compute, x, w, b):
@@ -310,7 +310,8 @@ def plan(x_shape, w_shape, *, dtype, algorithm="auto", max_workspace_bytes=None,
     settings = get_settings()
     max_workspace_bytes, measure, tile = check_plan_options(
         func, max_workspace_bytes, measure, tile, algorithm, geom.ndim, settings)
-    choice = choose_algorithm(func, geom, compute, algorithm, settings, measure)
+    choice = choose_algorithm(func, geom, compute, algorithm, settings, measure,
+                              budget=max_workspace_bytes)
     return Plan(layer, result, choice.algorithm, settings, max_workspace_bytes=max_workspace_bytes,
                 explain=choice.explain, tile=tile or choice.tile)
 

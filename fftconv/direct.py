@@ -32,6 +32,7 @@ functions take arrays already checked and cast to the compute dtype, and a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from math import prod
 from typing import Tuple
@@ -113,33 +114,97 @@ def weight_grad(dy: np.ndarray, xpad: np.ndarray, geom: ConvGeometry) -> np.ndar
     return _flat_backward(_ShiftedDy(dy, geom), xc, w, geom)[1]
 
 
+def workspace_bytes(geom: ConvGeometry, dtype, chunk: int) -> int:
+    """Bytes a pass over ``chunk`` samples allocates beyond its inputs and outputs
+    (an upper bound): the padded input, the channels-first copies and per-tap
+    patches of the patch path, the piece's result before it is copied out, and,
+    with stride 1, :func:`_correlate`'s cache-sized stacked operands and sums.
+    Checked against tracemalloc's peak (``tests/test_reliability_runtime.py``)."""
+    if chunk == 0:
+        return 0
+    itemsize = np.dtype(dtype).itemsize
+    ci, co = geom.in_channels, geom.out_channels
+    pad, inp, out = prod(geom.padded_size), prod(geom.in_size), prod(geom.out_size)
+    if not _flat(geom):
+        return chunk * (3 * ci * pad + 2 * ci * inp + 2 * ci * out + 4 * co * out) * itemsize
+    return chunk * (ci * pad + max(co * out, ci * inp)) * itemsize + max(
+        _correlate_bytes(geom, src, dst, size, chunk, itemsize)
+        for src, dst, size in ((ci, co, geom.out_size), (co, ci, geom.in_size)))
+
+
+def _correlate_bytes(geom: ConvGeometry, src: int, dst: int, size, n: int, itemsize: int) -> int:
+    """Bytes :func:`_correlate` allocates for ``n`` samples from ``src`` channels to
+    ``dst``: its chunk's stacked operand and two partial outputs, the shifted
+    ``dy`` buffer and the weight-gradient sums."""
+    g, strides = geom.groups, _flat_strides(geom)
+    c, o = src // g, dst // g
+    taps = _taps(geom, c)
+    length = _flat_length(size, strides)
+    span = length + taps.looped[-1]
+    per_sample = _sample_bytes(g, c, o, taps, span, length, itemsize)
+    chunk = _chunk(n, per_sample)
+    shifted = g * max(c, o) * (_max_offset(geom) + prod(geom.padded_size)) * itemsize
+    sums = len(taps.looped) * g * max(c, o) * c * len(taps.stacked) * itemsize
+    return chunk * (per_sample + shifted) + 2 * sums
+
+
 class DirectEngine:
     """The direct algorithm behind the engine protocol (``fftconv.protocol``).
 
     No buffers, no transforms: the weight state is the private ``w`` it is
     given and a saved input is the zero-padded ``x`` (:func:`prepare`, a new array).
     Nothing is shared between calls, so its ``lock`` is a no-op and calls on one
-    geometry from many threads run concurrently.
+    geometry from many threads run concurrently.  The batch runs ``chunk``
+    samples at a time (all of it unless a workspace budget asks for less,
+    :func:`workspace_bytes`), the weight gradient summed over the chunks.
     """
 
     fft_shape = None
     tile = None
-    workspace_bytes = 0
 
-    def __init__(self, geom: ConvGeometry, dtype, settings=None):
-        self.geom, self.dtype, self.chunk = geom, np.dtype(dtype), geom.batch
+    def __init__(self, geom: ConvGeometry, dtype, settings=None, chunk=None):
+        self.geom, self.dtype = geom, np.dtype(dtype)
+        self.chunk = min(chunk or geom.batch, geom.batch)
         self.lock = contextlib.nullcontext()
+
+    @property
+    def workspace_bytes(self) -> int:
+        return workspace_bytes(self.geom, self.dtype, self.chunk)
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes a forward pass keeps for the backward pass: the padded input."""
+        g = self.geom
+        return g.batch * g.in_channels * prod(g.padded_size) * self.dtype.itemsize
 
     @property
     def transform_counts(self) -> dict:
         return {"forward": 0, "inverse": 0}
 
-    @staticmethod
-    def _into(out, a):
-        if out is None:
-            return a
-        out[...] = a
-        return out
+    def _pieces(self):
+        """``(rows, geometry of those rows)`` per batch chunk."""
+        g, step = self.geom, max(self.chunk, 1)
+        for n0 in range(0, g.batch, step):
+            rows = slice(n0, min(n0 + step, g.batch))
+            yield rows, dataclasses.replace(g, batch=rows.stop - n0)
+
+    def _run(self, shape, out, piece):
+        """``out`` (a new array of ``shape`` if ``None``) filled piece by piece:
+        ``piece(rows, geometry)`` returns those rows.  One piece is returned as is."""
+        if self.chunk >= self.geom.batch and out is None:
+            return piece(slice(None), self.geom)
+        result = np.empty(shape, self.dtype) if out is None else out
+        for rows, g in self._pieces():
+            result[rows] = piece(rows, g)
+        return result
+
+    def _summed(self, piece):
+        """The sum over pieces of ``piece(rows, geometry)`` (the weight gradient)."""
+        total = None
+        for rows, g in self._pieces():
+            part = piece(rows, g)
+            total = part if total is None else np.add(total, part, out=total)
+        return total
 
     @staticmethod
     def weights(w: np.ndarray) -> np.ndarray:
@@ -155,25 +220,47 @@ class DirectEngine:
         return Saved("signal", dy)
 
     def forward(self, x, w, keep=False, out=None) -> tuple:
-        saved = self.save_input(x)
-        return self._into(out, forward(saved.array, w, self.geom)), saved if keep else None
+        saved = self.save_input(x) if keep else None
+        y = self._run(self.geom.y_shape, out, lambda rows, g: forward(
+            saved.array[rows] if keep else prepare(x[rows], g), w, g))
+        return y, saved
 
     def input_grad(self, dy, w, keep=False, out=None) -> tuple:
-        dx = self._into(out, input_grad(dy, w, self.geom))
+        dx = self._run(self.geom.x_shape, out, lambda rows, g: input_grad(dy[rows], w, g))
         return dx, Saved("signal", dy.copy()) if keep else None
 
     def backward(self, dy, saved_x, w, need_dx=True, need_dw=True, out=None) -> tuple:
+        xpad = None if saved_x is None else saved_x.array
         if not need_dw:
-            return self._into(out, input_grad(dy, w, self.geom)), None
+            return self.input_grad(dy, w, out=out)[0], None
         if not need_dx:
-            return None, weight_grad(dy, saved_x.array, self.geom)
-        dx, dw = gradients(dy, saved_x.array, w, self.geom)
-        return self._into(out, dx), dw
+            return None, self._summed(lambda rows, g: weight_grad(dy[rows], xpad[rows], g))
+        if self.chunk >= self.geom.batch:
+            dx, dw = gradients(dy, xpad, w, self.geom)
+            return (dx if out is None else self._copy(out, dx)), dw
+        dw = np.zeros(self.geom.w_shape, self.dtype)
+        dx = np.empty(self.geom.x_shape, self.dtype) if out is None else out
+        for rows, g in self._pieces():
+            dx[rows], part = gradients(dy[rows], xpad[rows], w, g)
+            dw += part
+        return dx, dw
+
+    @staticmethod
+    def _copy(out, a):
+        out[...] = a
+        return out
 
     def transposed_backward(self, x, saved_dy, w, need_y=True, need_dw=True, out=None) -> tuple:
-        xpad = prepare(x, self.geom)
-        y = self._into(out, forward(xpad, w, self.geom)) if need_y else None
-        return y, weight_grad(saved_dy.array, xpad, self.geom) if need_dw else None
+        y = (np.empty(self.geom.y_shape, self.dtype) if out is None else out) if need_y else None
+        dw = None
+        for rows, g in self._pieces():
+            xpad = prepare(x[rows], g)
+            if need_y:
+                y[rows] = forward(xpad, w, g)
+            if need_dw:
+                part = weight_grad(saved_dy.array[rows], xpad, g)
+                dw = part if dw is None else np.add(dw, part, out=dw)
+        return y, dw
 
 
 def _flat(geom: ConvGeometry) -> bool:

@@ -8,12 +8,13 @@ entry here, and nothing else branches on algorithm names.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from . import costs
+from . import costs, direct, overlap_add
 from .config import Settings
 from .direct import DirectEngine
 from .fftpath import FFTEngine, workspace_bytes
@@ -44,19 +45,57 @@ class Algorithm:
     tiled: bool = False
 
 
-def choose_chunk(func: str, geom: ConvGeometry, dtype, budget: Optional[int]) -> int:
-    """Largest number of samples per pass whose FFT workspace fits in ``budget`` bytes."""
-    if budget is None or geom.batch == 0 or workspace_bytes(geom, dtype, geom.batch) <= budget:
+def largest_chunk(func: str, geom: ConvGeometry, budget: Optional[int], bytes_of,
+                  what: str) -> int:
+    """Largest number of samples per pass whose workspace ``bytes_of(chunk)`` fits
+    in ``budget`` bytes (the whole batch without a budget)."""
+    if budget is None or geom.batch == 0 or bytes_of(geom.batch) <= budget:
         return geom.batch
-    one = workspace_bytes(geom, dtype, 1)
+    one = bytes_of(1)
     if one > budget:
         raise ValueError(f"{func}: max_workspace_bytes={budget} is too small: one sample needs "
-                         f"{one} bytes of FFT workspace")
+                         f"{one} bytes of {what} workspace")
     lo, hi = 1, geom.batch  # workspace grows with the chunk: bisect
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if workspace_bytes(geom, dtype, mid) <= budget else (lo, mid - 1)
+        lo, hi = (mid, hi) if bytes_of(mid) <= budget else (lo, mid - 1)
     return lo
+
+
+def choose_chunk(func: str, geom: ConvGeometry, dtype, budget: Optional[int]) -> int:
+    """Largest number of samples per pass whose FFT workspace fits in ``budget`` bytes."""
+    return largest_chunk(func, geom, budget, lambda c: workspace_bytes(geom, dtype, c), "FFT")
+
+
+def direct_chunk(func: str, geom: ConvGeometry, dtype, budget: Optional[int]) -> int:
+    """Largest number of samples per direct pass whose workspace fits in ``budget``."""
+    return largest_chunk(func, geom, budget,
+                         lambda c: direct.workspace_bytes(geom, dtype, c), "direct")
+
+
+def fitting_tile(func: str, geom: ConvGeometry, dtype, budget: Optional[int], tile=None) -> tuple:
+    """Overlap-add's output tile: ``tile`` if given, else the cost model's best
+    (``costs.best_tile``) or, when its workspace exceeds ``budget``, the
+    cheapest candidate tile that fits."""
+    def fits(t):
+        return budget is None or overlap_add.workspace_bytes(geom, dtype, t) <= budget
+    if tile is not None:
+        chosen = tuple(tile)
+    else:
+        chosen = tuple(costs.best_tile(geom, dtype)[0])
+        if not fits(chosen):
+            per_axis = 8 if geom.ndim <= 2 else 5 if geom.ndim == 3 else 3
+            candidates = [tuple(t) for t in itertools.product(
+                *costs.tile_candidates(geom, per_axis))] + [(1,) * geom.ndim]
+            fitting = [t for t in candidates if fits(t)]
+            if fitting:
+                chosen = min(fitting, key=lambda t: costs.seconds(
+                    costs.overlap_add_work(geom, dtype, t)))
+    if not fits(chosen):
+        raise ValueError(f"{func}: max_workspace_bytes={budget} is too small: overlap-add "
+                         f"with tile={chosen} needs "
+                         f"{overlap_add.workspace_bytes(geom, dtype, chosen)} bytes of workspace")
+    return chosen
 
 
 def _fft_estimate(geom, dtype) -> Tuple[float, None]:
@@ -79,15 +118,17 @@ REGISTRY: Dict[str, Algorithm] = {a.name: a for a in (
               work=lambda geom, dtype, option=None: costs.fft_work(geom, dtype),
               estimate=_fft_estimate, circular_fast=True),
     Algorithm("direct",
-              build=lambda geom, dtype, settings, option: DirectEngine(geom, dtype, settings),
-              option=lambda func, geom, dtype, budget, tile: None,
+              build=lambda geom, dtype, settings, chunk: DirectEngine(geom, dtype, settings,
+                                                                      chunk),
+              option=lambda func, geom, dtype, budget, tile: direct_chunk(func, geom, dtype,
+                                                                          budget),
               work=lambda geom, dtype, option=None: costs.direct_work(geom, dtype),
               estimate=_direct_estimate),
     Algorithm("overlap_add",
               build=lambda geom, dtype, settings, tile: OverlapAddEngine(geom, dtype, settings,
                                                                          tile),
-              option=lambda func, geom, dtype, budget, tile: tuple(tile or
-                                                             costs.best_tile(geom, dtype)[0]),
+              option=lambda func, geom, dtype, budget, tile: fitting_tile(func, geom, dtype,
+                                                                          budget, tile),
               work=lambda geom, dtype, tile=None: costs.overlap_add_work(
                   geom, dtype, tile or costs.best_tile(geom, dtype)[0]),
               estimate=_overlap_add_estimate, tiled=True),

@@ -136,6 +136,14 @@ class FFTEngine:
         """Bytes this engine needs for a whole training step (allocated or not)."""
         return workspace_bytes(self.geom, self.dtype, self.chunk)
 
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes a forward pass keeps beyond :attr:`workspace_bytes`: none unchunked
+        (the kept spectrum is one of its buffers), else a copy of the input."""
+        g = self.geom
+        return 0 if self.keeps_x_spectrum else g.batch * g.in_channels * int(
+            np.prod(g.in_size)) * self.dtype.itemsize
+
     def _spectrum(self, name: str, operand, placement) -> np.ndarray:
         """Transform ``operand`` on its grid; the spectrum tiled to the full grid,
         batch-major ``(rows, cols, F)``."""

@@ -17,14 +17,20 @@ the caller asked for (``geometry.LayerGeometry``), without a second engine:
   through views into channels-last arrays, so no whole array is copied to
   change layout.
 
+Around every engine call the runner also keeps the pass inside the dtype's
+range (operands scaled by powers of two, ``fftconv.scaling``) and bounds
+BLAS's threads by the ``threads`` setting (``fftconv.runtime``).
+
 Every function takes arrays already checked and cast to the compute dtype.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
+from . import runtime, scaling
+from .config import get_settings
 from .geometry import PADDING_FILLS, LayerGeometry, padding_source
 from .protocol import Saved
 
@@ -79,13 +85,33 @@ def fold_padding(dxpad: np.ndarray, layer: LayerGeometry, out: np.ndarray) -> np
     return out
 
 
+class Weights(NamedTuple):
+    """A weight state: the engine's ``state`` of ``w * 2**-scale`` (``fftconv.scaling``)."""
+
+    state: object
+    scale: int
+
+
 class LayerRunner:
     """The passes of one layer on one engine; stateless, so plans, pullbacks and
-    the stateless functions all share it."""
+    the stateless functions all share it.  ``threads`` bounds BLAS inside the
+    passes (default: the setting in force at each call)."""
 
-    def __init__(self, layer: LayerGeometry, engine):
-        self.layer, self.engine = layer, engine
+    def __init__(self, layer: LayerGeometry, engine, threads: Optional[int] = None):
+        self.layer, self.engine, self._threads = layer, engine, threads
         self.dtype = np.dtype(engine.dtype)
+        self._most = scaling.limit(self.dtype, scaling.growth_bits(engine.geom, engine.fft_shape))
+
+    def _blas(self):
+        """BLAS bounded by the ``threads`` setting for one pass."""
+        return runtime.blas_threads(self._threads or get_settings().threads)
+
+    def _scaled_input(self, x_cf: np.ndarray) -> tuple:
+        """``(engine input * 2**-e, e)`` (:meth:`_engine_input`; scaled in place
+        when that is a new array)."""
+        xe = self._engine_input(x_cf)
+        e = scaling.scale_for(xe, self._most)
+        return scaling.scaled(xe, e, owned=xe is not x_cf), e
 
     # -- arrays between the caller's layout and the engine's ----------------------------
     def _new(self, shape_cf) -> tuple:
@@ -112,15 +138,17 @@ class LayerRunner:
         layers that differ here must not share a weight state."""
         return self.layer.layout, self.layer.transposed and self.dtype.kind == "c"
 
-    def weights(self, w: np.ndarray):
-        """The engine's weight state for the caller's ``w``."""
+    def weights(self, w: np.ndarray) -> Weights:
+        """The engine's weight state for the caller's ``w`` (scaled where needed)."""
         w = weights_first(w, self.layer.layout)
         if self.layer.transposed and self.dtype.kind == "c":
             w = np.conj(w)
-        return self.engine.weights(w)
+        e = scaling.scale_for(w, self._most)
+        with self._blas():
+            return Weights(self.engine.weights(scaling.scaled(w, e)), e)
 
     # -- passes ------------------------------------------------------------------------
-    def forward(self, x: np.ndarray, weights, b: Optional[np.ndarray],
+    def forward(self, x: np.ndarray, weights: Weights, b: Optional[np.ndarray],
                 keep: bool) -> tuple:
         """``(y, saved)``: ``y`` in the caller's layout; ``saved`` for :meth:`backward`
         when ``keep`` (else ``None``)."""
@@ -130,20 +158,24 @@ class LayerRunner:
         if layer.conv.batch == 0:
             y_cf.fill(0)
         else:
-            xe = self._engine_input(channels_first(x, layer.layout))
+            xe, e = self._scaled_input(channels_first(x, layer.layout))
             run = self.engine.input_grad if layer.transposed else self.engine.forward
-            _, saved = run(xe, weights, keep=keep, out=y_cf)
+            with self._blas():
+                _, saved = run(xe, weights.state, keep=keep, out=y_cf)
+            scaling.rescale(y_cf, e + weights.scale)
+            saved = None if saved is None else saved._replace(scale=e)
         if b is not None:
             y_cf += b.reshape((-1,) + (1,) * layer.ndim)
         return y, saved
 
     def save(self, x: np.ndarray) -> Saved:
         """What :meth:`backward` needs of ``x`` without a forward pass (may share ``x``)."""
-        xe = self._engine_input(channels_first(x, self.layer.layout))
-        return (self.engine.save_output if self.layer.transposed else self.engine.save_input)(xe)
+        xe, e = self._scaled_input(channels_first(x, self.layer.layout))
+        save = self.engine.save_output if self.layer.transposed else self.engine.save_input
+        return save(xe)._replace(scale=e)
 
-    def backward(self, dy: np.ndarray, saved: Optional[Saved], weights, need_dx: bool = True,
-                 need_dw: bool = True) -> tuple:
+    def backward(self, dy: np.ndarray, saved: Optional[Saved], weights: Weights,
+                 need_dx: bool = True, need_dw: bool = True) -> tuple:
         """``(dx, dw, db)`` in the caller's layout; ``dx``/``dw`` ``None`` when not needed."""
         layer = self.layer
         dy_cf = channels_first(dy, layer.layout)
@@ -153,17 +185,31 @@ class LayerRunner:
             if need_dx:
                 dx.fill(0)
             dw = np.zeros(layer.conv.w_shape, self.dtype) if need_dw else None
-        elif layer.transposed:
-            dw = self._transposed_backward(dy_cf, saved, weights, dx_cf, need_dw)
         else:
-            direct_out = need_dx and not layer.pads_input
-            dxe, dw = self.engine.backward(dy_cf, saved, weights, need_dx=need_dx,
-                                           need_dw=need_dw, out=dx_cf if direct_out else None)
-            if need_dx and not direct_out:
-                fold_padding(dxe, layer, dx_cf)
+            e = scaling.scale_for(dy_cf, self._most)
+            dy_cf = scaling.scaled(dy_cf, e)
+            with self._blas():
+                dw = self._engine_backward(dy_cf, saved, weights.state, dx_cf, need_dw)
+            scaling.rescale(dx_cf, e + weights.scale)
+            if dw is not None:
+                scaling.rescale(dw, e + saved.scale)
         if dw is not None:
             dw = weights_last(dw, layer.layout)
         return dx, dw, db
+
+    def _engine_backward(self, dy_cf, saved, state, dx_cf, need_dw):
+        """The engine's gradients: ``dx`` into ``dx_cf`` (when not ``None``, padding
+        folded back), ``dw`` returned."""
+        layer = self.layer
+        if layer.transposed:
+            return self._transposed_backward(dy_cf, saved, state, dx_cf, need_dw)
+        need_dx = dx_cf is not None
+        direct_out = need_dx and not layer.pads_input
+        dxe, dw = self.engine.backward(dy_cf, saved, state, need_dx=need_dx,
+                                       need_dw=need_dw, out=dx_cf if direct_out else None)
+        if need_dx and not direct_out:
+            fold_padding(dxe, layer, dx_cf)
+        return dw
 
     def _transposed_backward(self, dy_cf, saved, weights, dx_cf, need_dw):
         """The engine's forward pass of ``dy`` is ``dx`` (cropped by ``extra``) and

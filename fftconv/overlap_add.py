@@ -28,8 +28,18 @@ import numpy as np
 
 from .config import Settings
 from .fftpath import FFTEngine
+from .fftpath import workspace_bytes as fft_workspace_bytes
 from .geometry import ConvGeometry, tile_geometry, window_clip
 from .protocol import Saved
+
+
+def workspace_bytes(geom: ConvGeometry, dtype, tile) -> int:
+    """Bytes of an overlap-add engine with output tiles ``tile``: the tile engine's
+    buffers plus the input, output and gradient windows of one tile."""
+    tile = tuple(min(t, o) for t, o in zip(tile, geom.out_size))
+    t = tile_geometry(geom, tile)
+    window = np.prod(t.x_shape) + np.prod(t.y_shape)
+    return fft_workspace_bytes(t, dtype, t.batch) + int(window) * 2 * np.dtype(dtype).itemsize
 
 
 class OverlapAddEngine:
@@ -57,9 +67,12 @@ class OverlapAddEngine:
     @property
     def workspace_bytes(self) -> int:
         """The tile engine's buffers plus the input, output and gradient windows."""
-        t = self.tile_geom
-        window = np.prod(t.x_shape) + np.prod(t.y_shape)
-        return self.inner.workspace_bytes + int(window) * 2 * self.dtype.itemsize
+        return workspace_bytes(self.geom, self.dtype, self.tile)
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes a forward pass keeps for the backward pass: a copy of its input."""
+        return int(np.prod(self.geom.x_shape)) * self.dtype.itemsize
 
     def tiles(self):
         """Output start index per axis of every tile."""

@@ -28,7 +28,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import engines, runtime, selection
+from . import costs, engines, runtime, selection
 from .checks import check_bool, check_operand, dtypes_for, fail
 from .config import Settings, available_cores, get_settings
 from .geometry import ConvGeometry, LayerGeometry
@@ -215,22 +215,62 @@ def engine_for(func: str, geom: ConvGeometry, dtype, algorithm: str, settings: S
     :class:`SharedEngine`) to one stateless call."""
     option = engines.option(func, algorithm, geom, dtype, settings.max_workspace_bytes, tile)
     key = (algorithm, geom, np.dtype(dtype).str, settings, option)
-    return ENGINE_CACHE.checkout(key, lambda: engines.build(algorithm, geom, dtype, settings,
-                                                             option))
+    return ENGINE_CACHE.checkout(key, lambda: _build(func, algorithm, geom, dtype, settings,
+                                                      option))
+
+
+def _build(func: str, algorithm: str, geom: ConvGeometry, dtype, settings: Settings, option):
+    """``engines.build``, refused with a ``MemoryError`` (before any buffer is
+    allocated: engines allocate lazily) when its workspace and what a forward pass
+    keeps exceed the memory available."""
+    engine = engines.build(algorithm, geom, dtype, settings, option)
+    runtime.check_memory(func, f"the layer x{geom.x_shape} * w{geom.w_shape} "
+                               f"(algorithm={algorithm!r})",
+                         engine.workspace_bytes + engine.kept_bytes)
+    return engine
 
 
 def choose_algorithm(func: str, geom: ConvGeometry, dtype, algorithm: str, settings: Settings,
-                     measure: bool) -> selection.Choice:
-    """Resolve ``"auto"`` by the cost model or, with ``measure``, by timing."""
+                     measure: bool, budget: Optional[int] = None) -> selection.Choice:
+    """Resolve ``"auto"`` by the cost model or, with ``measure``, by timing, among the
+    algorithms whose workspace fits in ``budget`` bytes (default: the setting)."""
     if algorithm != "auto":
         return selection.Choice(algorithm, None, f"algorithm {algorithm!r} was requested")
     if geom.batch == 0:
         return selection.Choice("direct", None, "auto chose 'direct': the batch is empty")
+    budget = settings.max_workspace_bytes if budget is None else budget
     if measure:
         return selection.measure(geom, dtype, settings,
                                  lambda name, tile: Plan(LayerGeometry(geom), dtype, name,
-                                                         settings, tile=tile))
-    return selection.estimate(geom, dtype, settings)
+                                                         settings, tile=tile,
+                                                         max_workspace_bytes=budget))
+    choice = selection.estimate(geom, dtype, settings)
+    return choice if budget is None else _within(func, geom, dtype, choice, budget)
+
+
+def _within(func: str, geom: ConvGeometry, dtype, choice: selection.Choice,
+            budget: int) -> selection.Choice:
+    """``choice`` if its engine fits ``budget`` as the model priced it, else the
+    algorithm cheapest at the option (batch chunk, tile) that fits it."""
+    fitted, needs = {}, {}
+    for name, entry in engines.REGISTRY.items():
+        try:
+            fitted[name] = engines.option(func, name, geom, dtype, budget)
+        except ValueError as exc:
+            needs[name] = str(exc).split(": ", 1)[-1]
+    unchanged = fitted.get(choice.algorithm, ()) in (geom.batch, choice.tile)
+    if unchanged:
+        return choice
+    if not fitted:
+        raise ValueError(f"{func}: max_workspace_bytes={budget} is too small for every "
+                         f"algorithm: " + "; ".join(f"{n}: {m}" for n, m in needs.items()))
+    price = {name: costs.seconds(engines.REGISTRY[name].work(geom, dtype, option))
+             for name, option in fitted.items()}
+    best = min(price, key=price.get)
+    tile = fitted[best] if engines.REGISTRY[best].tiled else None
+    return selection.Choice(best, tile, f"auto chose {best!r}: the cheapest by the cost model "
+                                        f"within max_workspace_bytes={budget} "
+                                        f"({choice.algorithm!r} does not fit as estimated)")
 
 
 class Pullback:
@@ -306,10 +346,10 @@ class Plan:
         if engine is None:
             option = engines.option("fftconv.plan", algorithm, self.geometry, self.compute_dtype,
                                     max_workspace_bytes, tile)
-            engine = engines.build(algorithm, self.geometry, self.compute_dtype, self.settings,
-                                   option)
+            engine = _build("fftconv.plan", algorithm, self.geometry, self.compute_dtype,
+                            self.settings, option)
         self._engine = engine
-        self._runner = LayerRunner(self.layer, engine)
+        self._runner = LayerRunner(self.layer, engine, self.settings.threads)
         self._weights = WeightCache()
         self._last = threading.local()   # .pullback: this thread's last forward
 
@@ -340,8 +380,12 @@ class Plan:
 
     @property
     def workspace_bytes(self) -> int:
-        """Bytes of FFT buffers one training step with this plan uses."""
-        return self._engine.workspace_bytes
+        """Bytes of every buffer a training step with this plan owns: the engine's
+        workspace (what ``max_workspace_bytes`` bounds: transform buffers, spectra,
+        tiles, batch chunks) plus what a forward pass keeps for its backward pass
+        when that is not one of those buffers (a copy of ``x``, or the padded ``x``
+        for direct)."""
+        return self._engine.workspace_bytes + self._engine.kept_bytes
 
     @property
     def chunk(self) -> int:

@@ -25,11 +25,14 @@ class Saved(NamedTuple):
 
     ``kind`` is the engine's own word for ``array``: ``"spectrum"`` (the FFT
     engine's frequency-major spectrum), ``"signal"`` (the operand itself) or
-    ``"padded"`` (the direct engine's zero-padded input).
+    ``"padded"`` (the direct engine's zero-padded input).  ``scale``: the
+    operand was saved multiplied by ``2**-scale`` (``fftconv.scaling``; set by
+    the layer, never by an engine).
     """
 
     kind: str
     array: np.ndarray
+    scale: int = 0
 
 
 class Engine(Protocol):

@@ -165,7 +165,8 @@ def test_workspace_budget_chunks_the_batch_with_the_same_results(dtype, tol):
     whole = fftconv.plan(x.shape, w.shape, algorithm="fft", dtype=dtype, **kw)
     budget = whole.workspace_bytes // 2
     chunked = fftconv.plan(x.shape, w.shape, algorithm="fft", dtype=dtype, max_workspace_bytes=budget, **kw)
-    assert 1 <= chunked.chunk < 7 and chunked.workspace_bytes <= budget
+    assert 1 <= chunked.chunk < 7 and chunked._engine.workspace_bytes <= budget
+    assert chunked.workspace_bytes == chunked._engine.workspace_bytes + x.nbytes  # x kept
     assert whole.chunk == 7 and "chunk=" in repr(chunked)
     y0, y1 = whole.forward(x, w, b), chunked.forward(x, w, b)
     dy = make(y0.shape, dtype)
@@ -208,8 +209,8 @@ def test_workspace_bytes_matches_the_buffers_actually_allocated(kw):
     p.backward(y)
     engine = p._engine
     saved = p._last.pullback._saved  # the kept X spectrum lives in the pullback, not the engine
-    kept = saved.array.nbytes if saved.kind == "spectrum" else 0
-    allocated = (sum(t.nbytes for t in engine._transforms.values()) + p._weights._state.nbytes
+    kept = saved.array.nbytes  # the X spectrum, or a copy of x when chunked
+    allocated = (sum(t.nbytes for t in engine._transforms.values()) + p._weights._state.state.nbytes
                  + sum(a.nbytes for a in engine._unfolded.values()) + kept)
     # the spectra of w and dy tiled to the full grid exist only during a pass
     transient = 0
