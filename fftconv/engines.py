@@ -84,10 +84,7 @@ def fitting_tile(func: str, geom: ConvGeometry, dtype, budget: Optional[int], ti
     else:
         chosen = tuple(costs.best_tile(geom, dtype)[0])
         if not fits(chosen):
-            per_axis = 8 if geom.ndim <= 2 else 5 if geom.ndim == 3 else 3
-            candidates = [tuple(t) for t in itertools.product(
-                *costs.tile_candidates(geom, per_axis))] + [(1,) * geom.ndim]
-            fitting = [t for t in candidates if fits(t)]
+            fitting = [t for t in _tiles(geom) if fits(t)]
             if fitting:
                 chosen = min(fitting, key=lambda t: costs.seconds(
                     costs.overlap_add_work(geom, dtype, t)))
@@ -96,6 +93,15 @@ def fitting_tile(func: str, geom: ConvGeometry, dtype, budget: Optional[int], ti
                          f"with tile={chosen} needs "
                          f"{overlap_add.workspace_bytes(geom, dtype, chosen)} bytes of workspace")
     return chosen
+
+
+def _tiles(geom: ConvGeometry) -> list:
+    """Overlap-add tiles to try under a budget: the cost model's candidates and,
+    per axis, every power of two below the output (down to one sample)."""
+    per_axis = 8 if geom.ndim <= 2 else 5 if geom.ndim == 3 else 3
+    lengths = [sorted(set(c) | {1 << i for i in range(o.bit_length()) if (1 << i) < o})
+               for c, o in zip(costs.tile_candidates(geom, per_axis), geom.out_size)]
+    return [tuple(t) for t in itertools.product(*lengths)]
 
 
 def _fft_estimate(geom, dtype) -> Tuple[float, None]:

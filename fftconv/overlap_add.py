@@ -26,20 +26,25 @@ import itertools
 
 import numpy as np
 
+from . import contraction
 from .config import Settings
 from .fftpath import FFTEngine
 from .fftpath import workspace_bytes as fft_workspace_bytes
 from .geometry import ConvGeometry, tile_geometry, window_clip
 from .protocol import Saved
+from .transforms import spectrum_bytes
 
 
 def workspace_bytes(geom: ConvGeometry, dtype, tile) -> int:
     """Bytes of an overlap-add engine with output tiles ``tile``: the tile engine's
-    buffers plus the input, output and gradient windows of one tile."""
+    buffers, the input, output and gradient windows of one tile, and the channel
+    contraction's frequency block (small tiles make it count)."""
     tile = tuple(min(t, o) for t, o in zip(tile, geom.out_size))
     t = tile_geometry(geom, tile)
     window = np.prod(t.x_shape) + np.prod(t.y_shape)
-    return fft_workspace_bytes(t, dtype, t.batch) + int(window) * 2 * np.dtype(dtype).itemsize
+    rows = t.batch * max(t.in_channels, t.out_channels)
+    block = min(contraction.BLOCK_BYTES, spectrum_bytes(rows, t.fft_shape, dtype))
+    return fft_workspace_bytes(t, dtype, t.batch) + int(window) * 2 * np.dtype(dtype).itemsize + block
 
 
 class OverlapAddEngine:

@@ -1,0 +1,151 @@
+"""Issue 13's runtime figures: ``python -m bench.reliability [--only threads|budget|pools]``.
+
+* ``threads``: throughput of one layer's stateless training steps (forward +
+  backward) from 2 Python threads against the same steps run serially, with
+  fftconv's ``threads=1`` so that the parallelism is the callers' (each call
+  gets an engine of its own from the cache's pool);
+* ``budget``: per algorithm, a plan under ``max_workspace_bytes``: its engine
+  workspace, ``workspace_bytes`` (with the kept ``x``) and tracemalloc's peak of
+  one training step, beside the bytes of its inputs and outputs;
+* ``pools``: a forked child and ``multiprocessing`` pools (fork, forkserver,
+  spawn) running FFT steps after the parent ran a 2-thread FFT, each killed
+  after a timeout.
+
+Timings on a shared machine are noisy: compare the ratios within one run.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import threading
+import time
+import tracemalloc
+
+import numpy as np
+
+import fftconv
+
+LAYER = dict(x=(8, 16, 64, 64), w=(16, 16, 7, 7), padding="same")
+
+
+def _arrays(dtype=np.float32):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(LAYER["x"]).astype(dtype)
+    w = rng.standard_normal(LAYER["w"]).astype(dtype)
+    return x, w
+
+
+def _step(x, w, algorithm):
+    y = fftconv.forward(x, w, padding=LAYER["padding"], algorithm=algorithm)
+    fftconv.backward(y, x, w, padding=LAYER["padding"], algorithm=algorithm)
+
+
+def threads(steps: int = 12, rounds: int = 3) -> None:
+    """Steps per second from 2 threads against serial, best of ``rounds``."""
+    fftconv.configure(threads=1)
+    x, w = _arrays()
+    print(f"layer x{LAYER['x']} * w{LAYER['w']} float32, fftconv threads=1, {steps} steps")
+    for algorithm in ("fft", "overlap_add", "direct"):
+        _step(x, w, algorithm)
+        serial = parallel = float("inf")
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(steps):
+                _step(x, w, algorithm)
+            serial = min(serial, time.perf_counter() - start)
+            workers = [threading.Thread(target=lambda: [_step(x, w, algorithm)
+                                                        for _ in range(steps // 2)])
+                       for _ in range(2)]
+            start = time.perf_counter()
+            for t in workers:
+                t.start()
+            for t in workers:
+                t.join()
+            parallel = min(parallel, time.perf_counter() - start)
+        print(f"  {algorithm:12s} serial {steps / serial:6.2f} steps/s, 2 threads "
+              f"{steps / parallel:6.2f} steps/s: {serial / parallel:.2f}x")
+
+
+def budget() -> None:
+    """Workspace figures per algorithm, without and with a budget."""
+    x, w = _arrays()
+    dy = None
+    print(f"layer x{LAYER['x']} * w{LAYER['w']} float32; bytes: x {x.nbytes}")
+    print("algorithm | budget | chose | chunk/tile | engine workspace | workspace_bytes | "
+          "traced peak | peak - inputs/outputs")
+    for limit in (None, 8 << 20, 2 << 20):
+        for algorithm in ("fft", "direct", "overlap_add", "auto"):
+            try:
+                p = fftconv.plan(x.shape, w.shape, dtype=np.float32, algorithm=algorithm,
+                                 padding=LAYER["padding"], max_workspace_bytes=limit)
+            except ValueError as exc:
+                print(f"{algorithm} | {limit} | refused: {str(exc).split(': ', 1)[1]}")
+                continue
+            y = p.forward(x, w)
+            dy = np.ones_like(y)
+            p.backward(dy)
+            tracemalloc.start()
+            y = p.forward(x, w)
+            g = p.backward(dy)
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            io = x.nbytes + w.nbytes + 2 * y.nbytes + g.dx.nbytes + g.dw.nbytes
+            option = p.tile or p.chunk
+            print(f"{algorithm} | {limit} | {p.algorithm} | {option} | {p._engine.workspace_bytes}"
+                  f" | {p.workspace_bytes} | {peak} | {peak - io}")
+
+
+def _pool_step(seed: int) -> float:
+    x, w = _arrays()
+    _step(x, w, "fft")
+    return seed
+
+
+def pools(timeout: float = 300) -> None:
+    """A fork and three kinds of pools after a 2-thread FFT in this process."""
+    fftconv.configure(threads=2)
+    x, w = _arrays()
+    _step(x, w, "fft")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _step(x, w, "fft")
+        finally:
+            os._exit(0)
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            print(f"os.fork child: exit {os.waitstatus_to_exitcode(status)} after "
+                  f"{time.perf_counter() - start:.1f} s")
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        print(f"os.fork child: HUNG (killed after {timeout} s)")
+    for method in ("fork", "forkserver", "spawn"):
+        start = time.perf_counter()
+        with multiprocessing.get_context(method).Pool(2) as pool:
+            result = pool.map_async(_pool_step, range(4))
+            try:
+                ok = result.get(timeout) == list(range(4))
+                print(f"Pool(2) {method}: 4 FFT steps {'ok' if ok else 'WRONG'} in "
+                      f"{time.perf_counter() - start:.1f} s")
+            except multiprocessing.TimeoutError:
+                pool.terminate()
+                print(f"Pool(2) {method}: HUNG (terminated after {timeout} s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=("threads", "budget", "pools"))
+    args = parser.parse_args()
+    for name, run in (("threads", threads), ("budget", budget), ("pools", pools)):
+        if args.only in (None, name):
+            print(f"== {name}")
+            run()
+
+
+if __name__ == "__main__":
+    main()
