@@ -3,7 +3,7 @@
 * ``threads``: throughput of one layer's stateless training steps (forward +
   backward) from 2 Python threads against the same steps run serially, with
   fftconv's ``threads=1`` so that the parallelism is the callers' (each call
-  gets an engine of its own from the cache's pool);
+  gets an engine of its own from the cache's pool), for the FFT engines;
 * ``budget``: per algorithm, a plan under ``max_workspace_bytes``: its engine
   workspace, ``workspace_bytes`` (with the kept ``x``) and tracemalloc's peak of
   one training step, beside the bytes of its inputs and outputs;
@@ -46,7 +46,9 @@ def threads(steps: int = 12, rounds: int = 3) -> None:
     fftconv.configure(threads=1)
     x, w = _arrays()
     print(f"layer x{LAYER['x']} * w{LAYER['w']} float32, fftconv threads=1, {steps} steps")
-    for algorithm in ("fft", "overlap_add", "direct"):
+    # direct holds no engine state (it never took a lock); its GEMMs from two Python
+    # threads contend inside BLAS: 0.06x of serial on the loaded 2-core VM, main too
+    for algorithm in ("fft", "overlap_add"):
         _step(x, w, algorithm)
         serial = parallel = float("inf")
         for _ in range(rounds):
