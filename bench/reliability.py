@@ -9,7 +9,10 @@
   one training step, beside the bytes of its inputs and outputs;
 * ``pools``: a forked child and ``multiprocessing`` pools (fork, forkserver,
   spawn) running FFT steps after the parent ran a 2-thread FFT, each killed
-  after a timeout.
+  after a timeout;
+* ``omp``: a direct step right after an FFT step (x 8x16x64x64, w 16x16x3x3),
+  with ``threads`` 1 and 2 and ``OMP_WAIT_POLICY`` PASSIVE and ACTIVE, each in
+  a fresh process (the policy is read when OpenMP starts).
 
 Timings on a shared machine are noisy: compare the ratios within one run.
 """
@@ -18,6 +21,9 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import statistics
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
@@ -41,7 +47,7 @@ def _step(x, w, algorithm):
     fftconv.backward(y, x, w, padding=LAYER["padding"], algorithm=algorithm)
 
 
-def threads(steps: int = 12, rounds: int = 3) -> None:
+def threads(steps: int = 12, rounds: int = 5) -> None:
     """Steps per second from 2 threads against serial, best of ``rounds``."""
     fftconv.configure(threads=1)
     x, w = _arrays()
@@ -49,7 +55,11 @@ def threads(steps: int = 12, rounds: int = 3) -> None:
     # direct holds no engine state (it never took a lock); its GEMMs from two Python
     # threads contend inside BLAS: 0.06x of serial on the loaded 2-core VM, main too
     for algorithm in ("fft", "overlap_add"):
-        _step(x, w, algorithm)
+        warm = [threading.Thread(target=_step, args=(x, w, algorithm)) for _ in range(2)]
+        for t in warm:   # both engines of the pool built before timing
+            t.start()
+        for t in warm:
+            t.join()
         serial = parallel = float("inf")
         for _ in range(rounds):
             start = time.perf_counter()
@@ -139,11 +149,40 @@ def pools(timeout: float = 300) -> None:
                 print(f"Pool(2) {method}: HUNG (terminated after {timeout} s)")
 
 
+def direct_after_fft(threads: int, steps: int = 7) -> None:
+    """Median and best of a direct step timed right after an FFT step."""
+    fftconv.configure(threads=threads)
+    x, _ = _arrays()
+    w = np.random.default_rng(1).standard_normal((16, 16, 3, 3)).astype(np.float32)
+    _step(x, w, "fft")
+    _step(x, w, "direct")
+    times = []
+    for _ in range(steps):
+        _step(x, w, "fft")
+        start = time.perf_counter()
+        _step(x, w, "direct")
+        times.append(time.perf_counter() - start)
+    print(f"  OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} threads={threads}: "
+          f"median {1e3 * statistics.median(times):.1f} ms, best {1e3 * min(times):.1f} ms")
+
+
+def omp() -> None:
+    """:func:`direct_after_fft` per thread count and wait policy, in fresh processes."""
+    for policy in ("PASSIVE", "ACTIVE"):
+        for n in (1, 2):
+            subprocess.run([sys.executable, "-m", "bench.reliability", "--direct-after-fft",
+                            str(n)], env={**os.environ, "OMP_WAIT_POLICY": policy}, check=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("threads", "budget", "pools"))
+    parser.add_argument("--only", choices=("threads", "budget", "pools", "omp"))
+    parser.add_argument("--direct-after-fft", type=int, metavar="THREADS", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    for name, run in (("threads", threads), ("budget", budget), ("pools", pools)):
+    if args.direct_after_fft:
+        direct_after_fft(args.direct_after_fft)
+        return
+    for name, run in (("threads", threads), ("budget", budget), ("pools", pools), ("omp", omp)):
         if args.only in (None, name):
             print(f"== {name}")
             run()
