@@ -260,9 +260,11 @@ def plan(x_shape, w_shape, *, dtype, algorithm="auto", max_workspace_bytes=None,
     dtype : dtype
         dtype of ``x`` and ``w`` (float16/32/64, complex64/128).{params}
     max_workspace_bytes : int, optional
-        Bound on the FFT buffers (``p.workspace_bytes``); above it the batch is
-        processed in chunks, with the same results.  Defaults to the
-        ``max_workspace_bytes`` setting (no bound).
+        Bound on the working buffers of every algorithm, with the same results:
+        the FFT path and direct process the batch in chunks, overlap-add takes a
+        tile that fits, ``"auto"`` the cheapest algorithm that fits.
+        ``p.workspace_bytes`` counts these and the ``x`` a forward pass keeps.
+        Defaults to the ``max_workspace_bytes`` setting (no bound).
     tile : sequence of int, optional
         With ``algorithm="overlap_add"``: output samples per tile and axis
         (default: the cost model's best).  For a transposed layer the tiles
