@@ -11,9 +11,9 @@ built under another one.
 * ``backend`` (``FFTCONV_BACKEND``): ``"pyfftw"`` if importable, else
   ``"scipy"``.
 * ``threads`` (``FFTCONV_THREADS``): all cores this process may use.  It is
-  the knob for FFTW and pocketfft; BLAS (the channel contraction and the
-  direct path) follows its own settings (``OPENBLAS_NUM_THREADS`` or
-  threadpoolctl).
+  the knob for FFTW and pocketfft, and it bounds BLAS (the channel
+  contraction and the direct path) inside each fftconv call
+  (``fftconv.runtime``, threadpoolctl).
 * ``planner_effort`` (``FFTCONV_PLANNER_EFFORT``): ``"FFTW_MEASURE"``.
 * ``planning_timelimit`` (``FFTCONV_PLANNING_TIME``): 2.0 seconds per FFTW
   plan, so that planning never takes minutes; wisdom makes later processes
