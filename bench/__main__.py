@@ -16,7 +16,8 @@ import numpy as np
 import fftconv
 
 from . import competitors, decisions, report, torch_suite
-from .cases import SUITES, custom_suite
+from .cases import SUITES, custom_suite, parse_case
+from .profile import profile, profile_text
 from .runner import Options, run_cases
 from .targets import check_targets
 from .threads import all_cores, load_warning, set_threads
@@ -46,6 +47,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--case", "--shape", action="append", dest="cases", metavar="SPEC",
                         help='custom case instead of a suite, e.g. "N=8,C=16,O=16,size=128x128,'
                              'k=15" (repeatable)')
+    parser.add_argument("--profile", metavar="SPEC",
+                        help="time one training step of a --case SPEC layer per part "
+                             "(transforms, placement, products, transposes, crops) beside "
+                             "the transform floor, then exit (see bench/profile.py)")
+    parser.add_argument("--algorithm", default="fft", choices=("fft", "overlap_add", "auto"),
+                        help="the plan's algorithm under --profile (default: %(default)s)")
     parser.add_argument("--dims", type=int, nargs="+", choices=(1, 2, 3),
                         help="only cases with these numbers of spatial axes")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
@@ -73,6 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     try:
         suite = SUITES[args.suite]
         suite = custom_suite(suite, args.cases) if args.cases else suite
+        args.profile = parse_case(args.profile) if args.profile else None
     except ValueError as exc:
         parser.error(str(exc))
     args.suite = suite.restricted(set(args.dims) if args.dims else None, args.full)
@@ -184,6 +192,10 @@ def main(argv=None) -> int:
     options = Options(dtype=args.dtype, threads=args.threads, repeat=args.repeat,
                       budget=args.budget, skip_limits=suite.skip_limits, memory=args.memory)
     print(header(args, suite, threads))
+    if args.profile:
+        print(profile_text(args.profile, profile(args.profile, args.dtype, args.threads,
+                                                 max(args.repeat, 10), args.algorithm)))
+        return 0
     warning = load_warning(args.threads)
     if warning:
         print(warning)

@@ -31,6 +31,7 @@ class Case:
     out_channels: int
     size: Tuple[int, ...]
     kernel: Tuple[int, ...]
+    padding: str = "valid"
 
     @property
     def ndim(self) -> int:
@@ -39,8 +40,16 @@ class Case:
 
     @property
     def out_size(self) -> Tuple[int, ...]:
-        """Spatial size of ``y`` ("valid": ``n - k + 1`` per axis)."""
-        return tuple(n - k + 1 for n, k in zip(self.size, self.kernel))
+        """Spatial size of ``y``: ``n - k + 1`` per axis ("valid"), ``n`` ("same"),
+        ``n + k - 1`` ("full")."""
+        extra = {"valid": 0, "same": None, "full": 2}[self.padding]
+        return tuple(n if extra is None else n + (extra - 1) * (k - 1)
+                     for n, k in zip(self.size, self.kernel))
+
+    @property
+    def layer(self) -> dict:
+        """The layer keywords of ``fftconv.plan`` beyond the shapes."""
+        return {"padding": self.padding}
 
     @property
     def x_shape(self) -> Tuple[int, ...]:
@@ -76,7 +85,8 @@ class Case:
         """Short label, e.g. ``"2d N8 16>16 128x128 k15"``."""
         kernel = (str(self.kernel[0]) if len(set(self.kernel)) == 1
                   else "x".join(map(str, self.kernel)))
-        return f"{self.layer_name} k{kernel}"
+        padding = "" if self.padding == "valid" else f" {self.padding}"
+        return f"{self.layer_name} k{kernel}{padding}"
 
 
 class CaseData(NamedTuple):
@@ -227,9 +237,11 @@ def _ints(text: str, ndim: Optional[int] = None) -> Tuple[int, ...]:
 
 
 def parse_case(spec: str) -> Case:
-    """Parse ``"N=8,C=16,O=16,size=128x128,k=15"`` (``O`` defaults to ``C``).
+    """Parse ``"N=8,C=16,O=16,size=128x128,k=15,padding=same"`` (``O`` defaults to
+    ``C``, ``padding`` to ``valid``).
 
-    ``k`` is one int (a cubic kernel) or one per axis (``"15x7"``).
+    ``k`` is one int (a cubic kernel) or one per axis (``"15x7"``); ``padding`` is
+    ``valid``, ``same`` or ``full``.
 
     Raises
     ------
@@ -239,15 +251,19 @@ def parse_case(spec: str) -> Case:
     fields = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         key, sep, value = item.partition("=")
-        if not sep or key.strip() not in ("N", "C", "O", "size", "k"):
-            raise ValueError(f"bad case field {item!r} in {spec!r}: expected N=, C=, O=, size=, k=")
+        if not sep or key.strip() not in ("N", "C", "O", "size", "k", "padding"):
+            raise ValueError(f"bad case field {item!r} in {spec!r}: expected N=, C=, O=, size=, "
+                             f"k=, padding=")
         fields[key.strip()] = value.strip()
     missing = {"N", "C", "size", "k"} - fields.keys()
     if missing:
         raise ValueError(f"case {spec!r} lacks {', '.join(sorted(missing))}")
     size = _ints(fields["size"])
+    padding = fields.get("padding", "valid")
+    if padding not in ("valid", "same", "full"):
+        raise ValueError(f"case {spec!r}: padding must be valid, same or full, got {padding!r}")
     case = Case(int(fields["N"]), int(fields["C"]), int(fields.get("O", fields["C"])), size,
-                _ints(fields["k"], len(size)))
+                _ints(fields["k"], len(size)), padding)
     if len(case.kernel) != case.ndim or min(case.out_size) < 1:
         raise ValueError(f"case {spec!r}: kernel {case.kernel} does not fit input {size}")
     return case

@@ -105,7 +105,8 @@ def _plan_step(algorithm: str):
     """``prepare`` for an fftconv plan of the given algorithm (``"auto"`` reports its pick)."""
 
     def prepare(case, data, threads) -> Prepared:
-        p = fftconv.plan(case.x_shape, case.w_shape, dtype=data.x.dtype, algorithm=algorithm)
+        p = fftconv.plan(case.x_shape, case.w_shape, dtype=data.x.dtype, algorithm=algorithm,
+                         **case.layer)
 
         def run(w):
             y = p.forward(data.x, w, data.b)
@@ -137,10 +138,11 @@ def _torch_prepare(case, data, threads) -> Prepared:
     x = torch.from_numpy(data.x).requires_grad_(True)
     b = torch.from_numpy(data.b).requires_grad_(True)
     dy = torch.from_numpy(data.dy)
+    padding = tuple(k - 1 for k in case.kernel) if case.padding == "full" else case.padding
 
     def run(w):
         wt = torch.from_numpy(w).requires_grad_(True)
-        y = conv(x, wt, b)
+        y = conv(x, wt, b, padding=padding)
         dx, dw, _ = torch.autograd.grad(y, (x, wt, b), dy)
         return Outputs(y.detach().numpy(), dx.numpy(), dw.numpy())
 
@@ -170,7 +172,10 @@ def _scipy_prepare(case, data, threads) -> Prepared:
 
 
 def _scipy_seconds(case) -> float:
-    """``3 N O C`` calls, each three real FFTs of the full-convolution size."""
+    """``3 N O C`` calls, each three real FFTs of the full-convolution size; infinite
+    (never run) for padded layers, which the loop does not implement."""
+    if case.padding != "valid":
+        return float("inf")
     length = prod(scipy.fft.next_fast_len(n + k - 1, real=True)
                   for n, k in zip(case.size, case.kernel))
     per_call = 7.5 * length * log2(max(length, 2)) / (RATES["scipy"] * 1e9)
@@ -225,7 +230,8 @@ def _random_like(a: np.ndarray) -> np.ndarray:
 
 
 def _floor_prepare(case, data, threads) -> Prepared:
-    geom = fftconv.plan(case.x_shape, case.w_shape, dtype=data.x.dtype).geometry
+    geom = fftconv.plan(case.x_shape, case.w_shape, dtype=data.x.dtype, algorithm="fft",
+                        **case.layer).geometry
     make = _pyfftw_transform if fftconv.get_settings().backend == "pyfftw" else _scipy_transform
     pairs = [make(batch, geom.fft_shape, data.x.dtype, inverse, threads)
              for batch, inverse in _floor_batches(geom).values()]

@@ -60,7 +60,8 @@ class Decision(NamedTuple):
 def decide(case, dtype) -> Decision:
     """The cost model's choice, estimates and units of work for ``case``."""
     dtype = np.dtype(dtype)
-    p = fftconv.plan(case.x_shape, case.w_shape, dtype=dtype, algorithm="auto", measure=False)
+    p = fftconv.plan(case.x_shape, case.w_shape, dtype=dtype, algorithm="auto", measure=False,
+                     **case.layer)
     geom = p.geometry
     priced = fftconv.engines.estimates(geom, dtype)
     work = {name: fftconv.engines.REGISTRY[name].work(geom, dtype, option)

@@ -127,7 +127,7 @@ def run_case(case: Case, competitors, options: Options, progress: Progress) -> C
     outputs = {}
     for comp in competitors:
         estimate = comp.estimate(case)
-        if estimate > options.skip_limits.get(comp.key, float("inf")):
+        if estimate == float("inf") or estimate > options.skip_limits.get(comp.key, estimate):
             result.skipped[comp.key] = estimate
             progress.advance(f"{case.name} {comp.key} skipped")
             continue

@@ -1,0 +1,189 @@
+"""``python -m bench --profile CASE``: where one training step of a plan spends its time.
+
+The step (``p.forward(x, w, b)`` then ``p.backward(dy)``, weights changed
+before every step) runs with timers wrapped, for the duration of the profile
+only, around the functions that do each kind of work in the FFT path:
+
+============  ==============================================================
+part          what is timed (exclusive of the parts nested inside)
+============  ==============================================================
+transforms    the batched FFT executions (``pyfftw.FFTW.execute`` or ``scipy.fft``)
+placement     copying operands into the zeroed transform buffers
+products      the per-frequency channel products (``contraction.*_product*``)
+transposes    the frequency-block and kernel-spectrum transposes
+crops         cropping, scaling and flipping the inverse transforms' results
+resampling    spectrum tiling and folding (stride, dilation)
+other         the rest of the step: Python, argument checks, the weight cache, bias
+============  ==============================================================
+
+Each part is the median over the profiled steps, beside the uninstrumented
+step (min and median of as many steps) and the transform floor (the six bare
+batched transforms of ``bench.competitors``, at the plan's FFT size).  The
+parts add up to the instrumented step, which the timers make a little slower
+than the uninstrumented one.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+import types
+from typing import Callable, Dict, List
+
+import numpy as np
+
+import fftconv
+from fftconv import contraction, fftpath, resampling, transforms
+
+from .cases import Case, make_data
+from .competitors import _floor_prepare
+
+PARTS = ("transforms", "placement", "products", "transposes", "crops", "resampling", "other")
+
+
+class PartTimer:
+    """Exclusive seconds per part: time spent in a timed call minus its timed callees."""
+
+    def __init__(self):
+        self.seconds: Dict[str, float] = dict.fromkeys(PARTS, 0.0)
+        self._children: List[float] = []
+
+    def wrap(self, part: str, fn: Callable) -> Callable:
+        """``fn`` with its exclusive time added to ``part``."""
+
+        def timed(*args, **kwargs):
+            self._children.append(0.0)
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - start
+                nested = self._children.pop()
+                self.seconds[part] += elapsed - nested
+                if self._children:
+                    self._children[-1] += elapsed
+
+        return timed
+
+    def reset(self):
+        self.seconds = dict.fromkeys(PARTS, 0.0)
+
+
+class _TimedPlan:
+    """Stands for a ``pyfftw.FFTW`` plan; its ``execute`` is timed as ``transforms``."""
+
+    def __init__(self, plan, timer: PartTimer):
+        self._plan = plan
+        self.execute = timer.wrap("transforms", plan.execute)
+
+    def __getattr__(self, name):
+        return getattr(self._plan, name)
+
+
+#: ``(owner, attribute, part)`` of every function the profile times.
+_TIMED = (
+    (transforms.ForwardTransform, "__call__", "placement"),
+    (transforms.InverseTransform, "__call__", "crops"),
+    (fftpath.FFTEngine, "weight_grad", "crops"),
+    (contraction, "forward_product", "products"),
+    (contraction, "backward_products", "products"),
+    (contraction, "transposed_products", "products"),
+    (contraction, "_frequency_major", "transposes"),
+    (contraction, "kernel_spectrum", "transposes"),
+    (resampling, "tile", "resampling"),
+    (resampling, "fold", "resampling"),
+)
+
+
+@contextlib.contextmanager
+def instrumented(timer: PartTimer):
+    """Wrap the timed functions (and the FFT executions) for the duration of the block."""
+    saved = [(owner, name, owner.__dict__[name]) for owner, name, _ in _TIMED]
+    fftw, scipy_fft = transforms._fftw, transforms.scipy
+    try:
+        for owner, name, part in _TIMED:
+            setattr(owner, name, timer.wrap(part, owner.__dict__[name]))
+        transforms._fftw = lambda *a, **k: _TimedPlan(fftw(*a, **k), timer)
+        fft = types.SimpleNamespace(**{f: timer.wrap("transforms", getattr(scipy_fft.fft, f))
+                                       for f in ("rfftn", "irfftn", "fftn", "ifftn")})
+        transforms.scipy = types.SimpleNamespace(fft=fft)
+        yield timer
+    finally:
+        for owner, name, fn in saved:
+            setattr(owner, name, fn)
+        transforms._fftw, transforms.scipy = fftw, scipy_fft
+
+
+def _step(p, data) -> Callable:
+    w = data.w.copy()
+
+    def run():
+        w[...] += 1e-3
+        p.forward(data.x, w, data.b)
+        p.backward(data.dy)
+
+    return run
+
+
+def _times(run: Callable, steps: int) -> np.ndarray:
+    out = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        run()
+        out.append(time.perf_counter() - start)
+    return np.array(out)
+
+
+def profile(case: Case, dtype: str, threads: int, steps: int = 10,
+            algorithm: str = "fft") -> dict:
+    """Profile ``steps`` training steps of ``case``; see the module docstring.
+
+    Returns ``{"parts": {part: median s}, "instrumented": median s,
+    "step": (min s, median s), "floor": (min s, median s), "fft_shape": ...,
+    "algorithm": ...}``.
+    """
+    data = make_data(case, dtype)
+    timer = PartTimer()
+    with instrumented(timer):  # the plan is built inside: its FFTW plans get timed proxies
+        p = fftconv.plan(case.x_shape, case.w_shape, dtype=data.x.dtype, algorithm=algorithm,
+                         **case.layer)
+        run = _step(p, data)
+        run()
+        per_step, totals = [], []
+        for _ in range(steps):
+            timer.reset()
+            start = time.perf_counter()
+            run()
+            totals.append(time.perf_counter() - start)
+            nested = sum(timer.seconds.values())
+            timer.seconds["other"] += totals[-1] - nested
+            per_step.append(dict(timer.seconds))
+    plain = _times(run, steps)
+    floor = _floor_prepare(case, data, threads)
+    floor.run(None)
+    floor_times = []
+    for _ in range(steps):
+        floor.reset()
+        floor_times.append(_times(lambda: floor.run(None), 1)[0])
+    return {"parts": {k: float(np.median([s[k] for s in per_step])) for k in PARTS},
+            "instrumented": float(np.median(totals)),
+            "step": (float(plain.min()), float(np.median(plain))),
+            "floor": (float(min(floor_times)), float(np.median(floor_times))),
+            "fft_shape": getattr(p, "fft_shape", None), "algorithm": p.algorithm}
+
+
+def profile_text(case: Case, result: dict) -> str:
+    """The profile as a small table, ms per step, with each part's share of the step."""
+    ms = 1e3
+    total = result["instrumented"]
+    lines = [f"profile of {case.name} ({result['algorithm']}, FFT shape {result['fft_shape']}), "
+             f"ms per training step",
+             f"{'part':<12} {'median':>8} {'share':>6}"]
+    for part, sec in result["parts"].items():
+        lines.append(f"{part:<12} {sec * ms:8.2f} {sec / total:6.0%}")
+    lines.append(f"{'(sum)':<12} {total * ms:8.2f}   instrumented step, median")
+    step, floor = result["step"], result["floor"]
+    lines.append(f"step         {step[0] * ms:8.2f} min, {step[1] * ms:.2f} median (uninstrumented)")
+    lines.append(f"floor        {floor[0] * ms:8.2f} min, {floor[1] * ms:.2f} median "
+                 f"(six bare batched transforms)")
+    lines.append(f"step/floor   {step[0] / floor[0]:8.2f} (min over min)")
+    return "\n".join(lines)
