@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from fftconv.geometry import (effective_kernel, fft_length, is_smooth, make_geometry,
+from fftconv.geometry import (LENGTH_SLACK, effective_kernel, fast_fft_shape, fft_length, is_smooth,
+                              length_penalty, make_geometry,
                               next_fast_length, output_length, resolve_padding, same_padding)
 
 
@@ -99,3 +100,22 @@ def test_geometry_is_hashable_and_complete():
     assert a == b and hash(a) == hash(b) and a != c
     assert a.x_shape == (2, 4, 9, 9) and a.w_shape == (4, 2, 3, 3)
     assert a.y_shape == (2, 4, 5, 9)
+
+
+@pytest.mark.parametrize("padded", [1, 2, 7, 13, 60, 113, 134, 250, 1000, 4099])
+@pytest.mark.parametrize("unit", [1, 2, 3])
+@pytest.mark.parametrize("even", [False, True])
+def test_fast_fft_shape_keeps_the_length_rules(padded, unit, even):
+    (n,) = fast_fft_shape((padded,), (even,), (unit,))
+    assert n >= padded and n % unit == 0 and is_smooth(n // unit)
+    assert not (even and n % 2)
+    assert n <= LENGTH_SLACK * fft_length(padded, even, unit)
+
+
+def test_fast_fft_shape_prefers_fast_lengths_to_small_ones():
+    # "same" k7 on 128x128 pads to 134: 135 = 3**3 * 5 is odd and slow, 144 = 2**4 * 3**2 fast
+    assert fft_length(134) == 135
+    assert fast_fft_shape((134, 134), (False, True), (1, 1)) == (144, 144)
+    # small gains keep the smallest shape (memory): 60 stays 60, not 64
+    assert fast_fft_shape((100, 60), (False, True), (1, 1)) == (100, 60)
+    assert length_penalty(128) == 0 and length_penalty(135) > length_penalty(144) > 0
