@@ -16,7 +16,8 @@ replaces estimates by timings.
   the spectrum traffic of transposes and folds), and copying operands in and
   results out.
 * ``overlap_add``: the FFT work of one tile (its input transformed twice)
-  times the number of tiles, plus the weight transform, done once.
+  times the number of tiles, plus the weight transform, done once; the fixed
+  costs once per pass of tiles (``overlap_add.tiles_per_pass``), not per tile.
 
 float64 and complex128 work is priced at twice the single-precision rate.
 """
@@ -28,7 +29,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from . import direct
+from . import direct, overlap_add
 from .geometry import ConvGeometry, next_fast_length, tile_geometry
 
 #: Seconds per unit of work.  Fitted by ``python -m bench.calibrate`` (non-negative
@@ -53,13 +54,6 @@ RATES = {
     "spectrum_element": 1.39e-09,
     "spectrum_mac": 5.64e-11,
 }
-
-#: Overlap-add's estimate is multiplied by this: per-tile Python work and window
-#: copies that the unit counts miss.  Chosen with ``python -m bench --suite
-#: decisions`` (55 layers): without it the model picked overlap-add over a
-#: faster FFT in near-ties and matched the measured-fastest algorithm in 87% of
-#: layers; with 1/0.9 it matched in 94.5% (0.95: 93%, 0.85: 93%).
-OVERLAP_ADD_OVERHEAD = 1 / 0.9
 
 #: Overlap-add takes the smallest tile whose estimated cost is within this
 #: factor of the cheapest tile's: memory bounded by the tile is the point of
@@ -134,11 +128,14 @@ def overlap_add_work(geom: ConvGeometry, dtype, tile) -> Work:
     """Units of work of one ``overlap_add`` training step with output tiles ``tile``."""
     tg = tile_geometry(geom, tile)
     n_tiles = math.prod(-(-o // b) for o, b in zip(geom.out_size, tile))
+    n_passes = -(-n_tiles // overlap_add.tiles_per_pass(geom, dtype, tile))
     per_tile = fft_work(tg, dtype, weight_transforms=False, input_transforms=2)
+    fixed = {k: per_tile.pop(k) for k in ("call", "fft_call")}
     w_rows = tg.out_channels * (tg.in_channels // tg.groups)
     weights = _transform_work(w_rows, tg.dilation_fft_shape, tg.real)
-    return _add({k: v * n_tiles for k, v in per_tile.items()}, weights,
-                scale=2 * _precision(dtype))
+    work = _add({k: v * n_tiles for k, v in per_tile.items()},
+                {k: v * n_passes for k, v in fixed.items()})
+    return _add(work, weights, scale=2 * _precision(dtype))
 
 
 def tile_candidates(geom: ConvGeometry, per_axis: int) -> list:
@@ -169,4 +166,4 @@ def best_tile(geom: ConvGeometry, dtype) -> Tuple[Tuple[int, ...], float]:
     cheapest = min(cost for cost, _ in priced)
     cost, tile = min((math.prod(t), c, t) for c, t in priced
                      if c <= TILE_COST_SLACK * cheapest)[1:]
-    return tile, cost * OVERLAP_ADD_OVERHEAD
+    return tile, cost

@@ -3,8 +3,10 @@
 The output is cut into tiles of ``tile`` samples per axis.  Output tile
 ``[t, t + B)`` reads the padded-input window ``[t*s, t*s + (B-1)*s + ke)``,
 so each tile is an ordinary "valid" layer of window size ``W = (B-1)*s + ke``
-(``geometry.tile_geometry``), run by one :class:`~fftconv.fftpath.FFTEngine`
-built for that window:
+(``geometry.tile_geometry``).  As in scipy's ``oaconvolve``, the tiles go into
+the batch axis: one :class:`~fftconv.fftpath.FFTEngine`, built for that window
+and a batch of ``N * P`` rows, runs ``P`` tiles of all samples per pass (one
+batched transform per operand and one product), :func:`tiles_per_pass` of them:
 
 * forward: each tile's ``y`` is written to its place in ``y``;
 * input gradient: each tile's ``dx`` window is *added* into ``dx`` (windows
@@ -13,8 +15,11 @@ built for that window:
   inverts once.
 
 The weights are transformed once per weight update, at the tile's FFT size.
-FFT workspace is bounded by the tile, not by the input: the engine holds
-buffers for one window of the whole batch, plus the window being copied in.
+FFT workspace is bounded by the pass, not by the input: the engine holds
+buffers for ``P`` windows of the whole batch, plus the windows being copied
+in, and ``P`` keeps that below :data:`PASS_BYTES` and a :data:`PASS_SHARE`-th
+of the whole-input FFT's workspace (one tile per pass when a tile alone is
+larger).
 Edge tiles read zeros beyond the padded input and their outputs beyond ``out``
 are dropped, so every tile has the same geometry.  The engine never keeps a
 spectrum between passes: a saved operand is the operand itself, and the
@@ -22,7 +27,9 @@ backward pass transforms its tiles again.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import math
 
 import numpy as np
 
@@ -36,15 +43,35 @@ from .transforms import spectrum_bytes
 
 
 def workspace_bytes(geom: ConvGeometry, dtype, tile) -> int:
-    """Bytes of an overlap-add engine with output tiles ``tile``: the tile engine's
-    buffers, the input, output and gradient windows of one tile, and the channel
-    contraction's frequency block (small tiles make it count)."""
+    """Bytes of an overlap-add engine with output tiles ``tile``: the pass engine's
+    buffers (:func:`tiles_per_pass` tiles), the input, output and gradient windows
+    of one pass, and the channel contraction's frequency block (small tiles make
+    it count)."""
     tile = tuple(min(t, o) for t, o in zip(tile, geom.out_size))
-    t = tile_geometry(geom, tile)
+    per_pass = tiles_per_pass(geom, dtype, tile)
+    t = dataclasses.replace(tile_geometry(geom, tile), batch=geom.batch * per_pass)
     window = np.prod(t.x_shape) + np.prod(t.y_shape)
     rows = t.batch * max(t.in_channels, t.out_channels)
     block = min(contraction.BLOCK_BYTES, spectrum_bytes(rows, t.fft_shape, dtype))
     return fft_workspace_bytes(t, dtype, t.batch) + int(window) * 2 * np.dtype(dtype).itemsize + block
+
+#: Most FFT workspace bytes of one pass of tiles.  With one tile per pass, a
+#: Python loop ran one small batched problem per tile (the 1-D 2**20 k65 bench
+#: layer: about a thousand of them per pass); a few MiB of tiles per pass
+#: amortises the per-call costs while the buffers stay in the last-level cache's
+#: neighbourhood, far below the whole input's.
+PASS_BYTES = 1 << 24
+#: A pass takes at most this fraction (1/PASS_SHARE) of the workspace the FFT
+#: path would need for the whole input: bounded memory is what tiling is for.
+PASS_SHARE = 16
+
+
+def tiles_per_pass(geom: ConvGeometry, dtype, tile) -> int:
+    """How many output tiles one pass runs as one batch (see :data:`PASS_BYTES`)."""
+    n_tiles = math.prod(-(-o // b) for o, b in zip(geom.out_size, tile))
+    one = fft_workspace_bytes(tile_geometry(geom, tile), dtype, geom.batch)
+    budget = min(PASS_BYTES, fft_workspace_bytes(geom, dtype, geom.batch) // PASS_SHARE)
+    return max(1, min(n_tiles, budget // max(one, 1)))
 
 
 class OverlapAddEngine:
@@ -56,7 +83,10 @@ class OverlapAddEngine:
         self.dtype = np.dtype(dtype)
         self.tile = tuple(min(t, o) for t, o in zip(tile, geom.out_size))
         self.tile_geom = tile_geometry(geom, self.tile)
-        self.inner = FFTEngine(self.tile_geom, dtype, settings)
+        self.per_pass = tiles_per_pass(geom, self.dtype, self.tile)
+        self.inner = FFTEngine(dataclasses.replace(self.tile_geom,
+                                                   batch=geom.batch * self.per_pass),
+                               dtype, settings)
         self.lock = self.inner.lock
         self.chunk = geom.batch
 
@@ -71,7 +101,7 @@ class OverlapAddEngine:
 
     @property
     def workspace_bytes(self) -> int:
-        """The tile engine's buffers plus the input, output and gradient windows."""
+        """The pass engine's buffers plus the input, output and gradient windows."""
         return workspace_bytes(self.geom, self.dtype, self.tile)
 
     @property
@@ -83,6 +113,48 @@ class OverlapAddEngine:
         """Output start index per axis of every tile."""
         return itertools.product(*(range(0, o, b) for o, b in zip(self.geom.out_size, self.tile)))
 
+    def passes(self):
+        """The tiles' start indices, :attr:`per_pass` tiles at a time."""
+        tiles = list(self.tiles())
+        return [tiles[i:i + self.per_pass] for i in range(0, len(tiles), self.per_pass)]
+
+    def _rows(self, i: int) -> slice:
+        """Rows of the ``i``-th tile of a pass in the pass's batch (tile-major)."""
+        return slice(i * self.geom.batch, (i + 1) * self.geom.batch)
+
+    def _buffer(self, shape) -> np.ndarray:
+        """A zeroed array of one pass of tile-shaped operands, ``shape`` per tile."""
+        return np.zeros((self.per_pass * shape[0],) + tuple(shape[1:]), self.dtype)
+
+    def _input_windows(self, x: np.ndarray, group, buffer: np.ndarray) -> np.ndarray:
+        """Padded-input windows of the tiles of ``group`` in ``buffer``'s rows, zero
+        outside ``x``; only the rows of the group's tiles are returned."""
+        buffer.fill(0)
+        for i, starts in enumerate(group):
+            src, dst = self._window_slices(starts)
+            buffer[self._rows(i)][dst] = x[src]
+        return buffer[:len(group) * self.geom.batch]
+
+    def _output_tiles(self, dy: np.ndarray, group, buffer: np.ndarray) -> np.ndarray:
+        """The tiles of ``group`` of an output-shaped ``dy``, zero beyond ``out``."""
+        buffer.fill(0)
+        for i, starts in enumerate(group):
+            into_y, into_tile = self._output_slices(starts)
+            buffer[self._rows(i)][into_tile] = dy[into_y]
+        return buffer[:len(group) * self.geom.batch]
+
+    def _scatter(self, tiles: np.ndarray, group, y: np.ndarray):
+        """Write the output tiles of ``group`` into ``y``."""
+        for i, starts in enumerate(group):
+            into_y, into_tile = self._output_slices(starts)
+            y[into_y] = tiles[self._rows(i)][into_tile]
+
+    def _overlap_add(self, windows: np.ndarray, group, dx: np.ndarray):
+        """Add the input-gradient windows of ``group`` into ``dx``."""
+        for i, starts in enumerate(group):
+            src, dst = self._window_slices(starts)
+            dx[src] += windows[self._rows(i)][dst]
+
     def _window_slices(self, starts) -> tuple:
         """``(slices into x, slices into the window)`` where a tile's padded-input
         window meets ``x``."""
@@ -91,26 +163,12 @@ class OverlapAddEngine:
                  zip(starts, g.stride, t.in_size, g.padding, g.in_size)]
         return (Ellipsis,) + tuple(c[0] for c in clips), (Ellipsis,) + tuple(c[1] for c in clips)
 
-    def _input_window(self, x: np.ndarray, starts) -> np.ndarray:
-        """Padded-input window of a tile, zero outside ``x``."""
-        window = np.zeros(self.tile_geom.x_shape, self.dtype)
-        src, dst = self._window_slices(starts)
-        window[dst] = x[src]
-        return window
-
     def _output_slices(self, starts) -> tuple:
         """``(slices into y, slices into the tile's y)`` for a tile."""
         stops = [min(st + b, o) for st, b, o in zip(starts, self.tile, self.geom.out_size)]
         into_y = (Ellipsis,) + tuple(slice(a, b) for a, b in zip(starts, stops))
         into_tile = (Ellipsis,) + tuple(slice(0, b - a) for a, b in zip(starts, stops))
         return into_y, into_tile
-
-    def _output_tile(self, dy: np.ndarray, starts, buffer: np.ndarray) -> np.ndarray:
-        """A tile's part of an output-shaped ``dy`` in ``buffer``, zero beyond ``out``."""
-        into_y, into_tile = self._output_slices(starts)
-        buffer.fill(0)
-        buffer[into_tile] = dy[into_y]
-        return buffer
 
     # -- the engine protocol ----------------------------------------------------------
     def weights(self, w: np.ndarray) -> np.ndarray:
@@ -124,12 +182,11 @@ class OverlapAddEngine:
 
     def forward(self, x, k, keep=False, out=None) -> tuple:
         y = np.empty(self.geom.y_shape, self.dtype) if out is None else out
-        y_tile = np.empty(self.tile_geom.y_shape, self.dtype)
-        for starts in self.tiles():
-            window = self._input_window(x, starts)
-            self.inner.forward_piece(window, k, out=y_tile)
-            into_y, into_tile = self._output_slices(starts)
-            y[into_y] = y_tile[into_tile]
+        x_buf, y_buf = self._buffer(self.tile_geom.x_shape), self._buffer(self.tile_geom.y_shape)
+        for group in self.passes():
+            windows = self._input_windows(x, group, x_buf)
+            self.inner.forward_piece(windows, k, out=y_buf[:len(windows)])
+            self._scatter(y_buf, group, y)
         return y, Saved("signal", x.copy()) if keep else None
 
     def input_grad(self, dy, k, keep=False, out=None) -> tuple:
@@ -142,28 +199,31 @@ class OverlapAddEngine:
         if need_dx:
             dx = np.zeros(self.geom.x_shape, self.dtype) if out is None else out
             dx.fill(0)
-        dy_tile = np.zeros(self.tile_geom.y_shape, self.dtype)
-        dx_tile = np.empty(self.tile_geom.x_shape, self.dtype) if need_dx else None
-        for i, starts in enumerate(self.tiles()):
-            window = self._input_window(saved_x.array, starts) if need_dw else None
-            self.inner.backward_piece(self._output_tile(dy, starts, dy_tile), k, out=dx_tile,
-                                      x_piece=window, accumulate=i > 0)
+        dy_buf = self._buffer(self.tile_geom.y_shape)
+        x_buf = self._buffer(self.tile_geom.x_shape) if need_dw else None
+        dx_buf = self._buffer(self.tile_geom.x_shape) if need_dx else None
+        for i, group in enumerate(self.passes()):
+            dy_tiles = self._output_tiles(dy, group, dy_buf)
+            windows = self._input_windows(saved_x.array, group, x_buf) if need_dw else None
+            self.inner.backward_piece(dy_tiles, k,
+                                      out=dx_buf[:len(dy_tiles)] if need_dx else None,
+                                      x_piece=windows, accumulate=i > 0)
             if need_dx:
-                src, dst = self._window_slices(starts)
-                dx[src] += dx_tile[dst]
+                self._overlap_add(dx_buf, group, dx)
         return dx, self.inner.weight_grad() if need_dw else None
 
     def transposed_backward(self, x, saved_dy, k, need_y=True, need_dw=True, out=None) -> tuple:
         """Each input window transformed once for its ``y`` tile and its share of ``dw``."""
         y = None if not need_y else np.empty(self.geom.y_shape, self.dtype) if out is None else out
-        y_tile = np.empty(self.tile_geom.y_shape, self.dtype) if need_y else None
-        dy_tile = np.zeros(self.tile_geom.y_shape, self.dtype)
-        for i, starts in enumerate(self.tiles()):
-            window = self._input_window(x, starts)
-            dy_piece = self._output_tile(saved_dy.array, starts, dy_tile) if need_dw else None
-            self.inner.transposed_piece(window, k, out=y_tile, dy_piece=dy_piece,
-                                        accumulate=i > 0)
+        x_buf = self._buffer(self.tile_geom.x_shape)
+        y_buf = self._buffer(self.tile_geom.y_shape) if need_y else None
+        dy_buf = self._buffer(self.tile_geom.y_shape) if need_dw else None
+        for i, group in enumerate(self.passes()):
+            windows = self._input_windows(x, group, x_buf)
+            dy_tiles = self._output_tiles(saved_dy.array, group, dy_buf) if need_dw else None
+            self.inner.transposed_piece(windows, k,
+                                        out=y_buf[:len(windows)] if need_y else None,
+                                        dy_piece=dy_tiles, accumulate=i > 0)
             if need_y:
-                into_y, into_tile = self._output_slices(starts)
-                y[into_y] = y_tile[into_tile]
+                self._scatter(y_buf, group, y)
         return y, self.inner.weight_grad() if need_dw else None

@@ -81,3 +81,60 @@ def test_tile_needs_overlap_add():
         fftconv.plan((1, 1, 64), (1, 1, 3), dtype=np.float64, algorithm="fft", tile=(8,))
     with pytest.raises(ValueError, match=r"fftconv\.plan: tile must be >= 1 on every axis"):
         fftconv.plan((1, 1, 64), (1, 1, 3), dtype=np.float64, algorithm="overlap_add", tile=(0,))
+
+
+@pytest.mark.parametrize("seed", range(16))
+@pytest.mark.parametrize("per_pass", [2, 3, 1000])
+def test_tiles_batched_into_passes_match_the_oracle(seed, per_pass, monkeypatch):
+    """Several tiles per pass in the batch axis, a short last pass included."""
+    from fftconv import overlap_add
+    monkeypatch.setattr(overlap_add, "tiles_per_pass",
+                        lambda geom, dtype, tile: min(per_pass, int(np.prod(
+                            [-(-o // b) for o, b in zip(geom.out_size, tile)]))))
+    rng = np.random.default_rng(seed)
+    x, w, kw, tile = random_case(rng)
+    transposed = bool(seed % 2)
+    try:
+        check_layer("t", x.shape, w.shape, real=True, **kw)
+    except ValueError:
+        pytest.skip("kernel larger than padded input")
+    if transposed:  # the transposed layer over this layer's output: the roles exchanged
+        y = fftconv.forward(x, w, algorithm="fft", **kw)
+        layer = dict(kw, transposed=True, padding=0 if isinstance(kw["padding"], str)
+                     else kw["padding"])
+        try:
+            ref = fftconv.plan(y.shape, w.shape, dtype=y.dtype, algorithm="direct", **layer)
+        except ValueError:
+            pytest.skip("no transposed layer of this geometry")
+        p = fftconv.plan(y.shape, w.shape, dtype=y.dtype, algorithm="overlap_add", tile=tile,
+                         **layer)
+        got, want = p.forward(y, w), ref.forward(y, w)
+        assert np.abs(got - want).max() <= 1e-10 * np.abs(want).max()
+        g = rng.standard_normal(want.shape)
+        for a, r in zip(p.backward(g)[:2], ref.backward(g)[:2]):
+            assert np.abs(a - r).max() <= 1e-10 * np.abs(r).max()
+        return
+    p = fftconv.plan(x.shape, w.shape, dtype=x.dtype, algorithm="overlap_add", tile=tile, **kw)
+    n_tiles = int(np.prod([-(-o // b) for o, b in zip(p.out_shape[2:], p.tile)]))
+    y = p.forward(x, w)
+    assert p.transform_counts["forward"] == 1 + -(-n_tiles // min(per_pass, n_tiles))
+    dy = rng.standard_normal(y.shape)
+    if np.iscomplexobj(x):
+        dy = dy + 1j * rng.standard_normal(y.shape)
+    dx, dw, _ = p.backward(dy)
+    refs = [oracle_forward(x, w, None, **kw)] + list(oracle_backward(dy, x, w, **kw))[:2]
+    for got, want in zip((y, dx, dw), refs):
+        assert np.abs(got - want).max() <= 1e-10 * np.abs(want).max()
+
+
+def test_tiles_per_pass_bounds_the_pass_workspace():
+    from fftconv import overlap_add
+    from fftconv.fftpath import workspace_bytes
+    from fftconv.geometry import tile_geometry
+    geom = fftconv.plan((2, 4, 1 << 16), (4, 4, 65), dtype=np.float32,
+                        algorithm="overlap_add", tile=(512,)).geometry
+    per_pass = overlap_add.tiles_per_pass(geom, np.float32, (512,))
+    one = workspace_bytes(tile_geometry(geom, (512,)), np.float32, geom.batch)
+    whole = workspace_bytes(geom, np.float32, geom.batch)
+    assert 1 < per_pass < -(-geom.out_size[0] // 512)
+    assert per_pass * one <= min(overlap_add.PASS_BYTES, whole // overlap_add.PASS_SHARE)
