@@ -19,7 +19,7 @@ from typing import Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from .targets import PERF_TARGETS, Target, algorithm_targets
+from .targets import Target, algorithm_targets, perf_targets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,10 +111,11 @@ def make_data(case: Case, dtype, seed: int = 0) -> CaseData:
                     b=normal((case.out_channels,)), dy=normal(case.y_shape))
 
 
-def layers(ndim: int, batch: int, channels: int, size: int, kernels, out_channels=None):
+def layers(ndim: int, batch: int, channels: int, size: int, kernels, out_channels=None,
+           padding: str = "valid"):
     """Cases of one layer shape (cubic input ``size``) for several cubic kernels."""
     out = channels if out_channels is None else out_channels
-    return [Case(batch, channels, out, (size,) * ndim, (k,) * ndim) for k in kernels]
+    return [Case(batch, channels, out, (size,) * ndim, (k,) * ndim, padding) for k in kernels]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +184,17 @@ SWEEP_QUICK = tuple(layers(2, 2, 4, 24, (1, 3, 5, 7)))
 
 PERF_CASES = tuple(layers(2, 8, 16, 128, (3, 7, 15, 31)) + layers(3, 2, 8, 40, (3, 5, 9))
                    + layers(1, 4, 16, 16384, (1023,)))
+#: Issue 11: "same" padding, where PyTorch is the rival of mid-sized kernels, and
+#: a 64-channel layer of small images.
+SAME_CASES = tuple(layers(2, 8, 16, 128, (5, 7, 9, 15, 31), padding="same")
+                   + layers(3, 2, 8, 32, (5,), padding="same"))
+WIDE_CASE = Case(32, 64, 64, (32, 32), (3, 3), "same")
+PERF_ALL = PERF_CASES + SAME_CASES + (WIDE_CASE,)
+PERF_TARGETS = perf_targets(
+    floor_cases=[c for c in PERF_ALL if (c.ndim == 2 and c.kernel_size in (7, 15, 31))
+                 or (c.ndim == 3 and c.kernel_size == 9) or c.ndim == 1],
+    torch_bounds=tuple(zip(SAME_CASES[:3], (1.3, 1.0, 0.8))) + ((SAME_CASES[5], 1.0),
+                                                               (WIDE_CASE, 1.4)))
 #: Large inputs and small kernels, where overlap-add should beat one big FFT.
 OVERLAP_CASES = (Case(1, 4, 4, (2 ** 20,), (65,)), Case(1, 1, 1, (2048, 2048), (9, 9)))
 #: Where the direct path should win (and, for the first, stay close to PyTorch).
@@ -208,7 +220,7 @@ SUITES = {
         cases=tuple(layers(2, 8, 16, 128, (3, 7, 15)) + layers(3, 2, 8, 32, (3, 5, 9))
                     + layers(1, 4, 16, 16384, (255,))),
         sweep=SWEEP_DEFAULT, skip_limits=SKIP_DEFAULT),
-    "perf": Suite("perf", cases=PERF_CASES, sweep=SWEEP_DEFAULT, skip_limits=SKIP_PERF,
+    "perf": Suite("perf", cases=PERF_ALL, sweep=SWEEP_DEFAULT, skip_limits=SKIP_PERF,
                   targets=PERF_TARGETS),
     "algorithms": Suite(
         "algorithms", cases=unique(PERF_CASES + OVERLAP_CASES + SMALL_KERNEL_CASES),

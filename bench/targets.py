@@ -76,14 +76,28 @@ def _speedup(numerator, bound, ndim, k, and_up=False):
                   max_kernel=None if and_up else k)
 
 
-PERF_TARGETS = (
-    Target("fft", "floor", 1.5, at_least=False, min_kernel=7),
+SPEEDUP_TARGETS = (
     _speedup("torch", 15, 2, 15),
     _speedup("torch", 40, 2, 31),
     _speedup("torch", 6, 3, 9),
     _speedup("torch", 30, 1, 1023),
     _speedup("scipy", 20, 2, 15, and_up=True),
 )
+
+
+def perf_targets(floor_cases: tuple, torch_bounds: tuple) -> tuple:
+    """Targets of the ``perf`` suite (issue 11).
+
+    The FFT path within 1.6x of its transform floor on ``floor_cases``; ``auto``
+    over PyTorch at most ``bound`` on each ``(case, bound)`` of ``torch_bounds``;
+    ``auto`` within 1.2x of the fastest of fftconv's own algorithms on every case;
+    and the speed-ups over PyTorch and the scipy loop of :data:`SPEEDUP_TARGETS`.
+    """
+    return ((Target("fft", "floor", 1.6, at_least=False, cases=tuple(floor_cases)),)
+            + tuple(Target("auto", "torch", bound, at_least=False, cases=(case,))
+                    for case, bound in torch_bounds)
+            + (Target("auto", BEST, 1.2, at_least=False),)
+            + SPEEDUP_TARGETS)
 
 
 def algorithm_targets(overlap_cases: tuple, direct_case) -> tuple:
