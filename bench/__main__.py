@@ -28,6 +28,8 @@ DEFAULT_CSV = RESULTS / "decisions.csv"
 #: Largest relative error (to the largest magnitude) accepted against the FFT path.
 TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
 SWEEP_KEYS = ("fft", "direct", "overlap_add", "torch")
+#: Samples per point of the kernel sweep at least: the plot shows their spread.
+SWEEP_REPEAT = 9
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -137,8 +139,10 @@ def run_main(suite, options: Options) -> bool:
 def run_sweep(suite, options: Options, plot_path: str):
     """The 2-D kernel sweep: table with auto's picks, crossovers and the PNG."""
     comps = competitors.available(list(SWEEP_KEYS))
-    options = dataclasses.replace(options, memory=False)
+    options = dataclasses.replace(options, memory=False, repeat=max(options.repeat, SWEEP_REPEAT))
+    busy = load_warning(options.threads)
     results = run_cases(suite.sweep, comps, options, "sweep")
+    busy = busy or load_warning(options.threads)
     decisions.decide_all(results, options.dtype)
     layer = suite.sweep[0].layer_name
     print(f"\nkernel sweep ({layer}, k = {', '.join(str(c.kernel_size) for c in suite.sweep)})")
@@ -147,7 +151,7 @@ def run_sweep(suite, options: Options, plot_path: str):
         print("  " + report.crossover_text(results, rival))
     Path(plot_path).parent.mkdir(parents=True, exist_ok=True)
     title = f"one training step, {layer}, {options.dtype}, {options.threads} threads"
-    print(f"plot: {report.plot_sweep(results, plot_path, title)}")
+    print(f"plot: {report.plot_sweep(results, plot_path, title, busy)}")
 
 
 def run_decisions(suite, options: Options, csv_path: str) -> bool:

@@ -7,6 +7,7 @@ as ``-``; skipped competitors as ``skip`` with a note under the table.
 from __future__ import annotations
 
 from math import floor, log, log10
+from textwrap import fill
 from typing import List, Optional, Sequence
 
 from .competitors import BEST, COMPETITORS, OWN
@@ -177,11 +178,14 @@ PLOT_STYLES = {"fft": ("C0", "o"), "direct": ("C1", "s"), "overlap_add": ("C3", 
                "torch": ("C2", "^")}
 
 
-def plot_sweep(results, path: str, title: str) -> str:
+def plot_sweep(results, path: str, title: str, warning: str = "") -> str:
     """Time per training step against kernel size (log y), crossovers and the
     cost model's pick at each kernel size marked.
 
-    Returns the path of the PNG written.
+    Each line is the best (minimum) step time; a shaded band reaches up to the
+    median of the same samples, so a point that moved under load shows as a
+    wide band.  A non-empty ``warning`` (the machine was busy) is written on
+    the plot itself.  Returns the path of the PNG written.
     """
     import matplotlib
     matplotlib.use("Agg")
@@ -193,6 +197,10 @@ def plot_sweep(results, path: str, title: str) -> str:
         points = [(r.case.kernel_size, r.seconds[key] * 1e3) for r in results if key in r.seconds]
         if points:
             ax.plot(*zip(*points), marker=marker, color=color, label=COMPETITORS[key].title)
+            medians = [r.medians.get(key, r.seconds[key]) * 1e3 for r in results
+                       if key in r.seconds]
+            ax.fill_between([k for k, _ in points], [t for _, t in points], medians,
+                            color=color, alpha=0.2, linewidth=0)
         if key in CROSSOVER_RIVALS and points:
             _mark_crossover(ax, sweep_crossover(results, key), ks[0], key, color)
     _mark_choices(ax, results)
@@ -201,6 +209,12 @@ def plot_sweep(results, path: str, title: str) -> str:
     ax.set_xlabel("kernel size k (k x k)")
     ax.set_ylabel("ms per training step (forward + backward)")
     ax.set_title(title)
+    ax.annotate("lines: best of the samples; bands: up to their median", (0.01, 0.01),
+                xycoords="axes fraction", fontsize=7, color="0.4")
+    if warning:
+        ax.annotate(fill(warning, 70), (0.5, 0.5), xycoords="axes fraction", ha="center",
+                    va="center", fontsize=9, color="red", alpha=0.8,
+                    bbox=dict(facecolor="white", edgecolor="red", alpha=0.7))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()

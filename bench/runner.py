@@ -39,6 +39,9 @@ class CaseResult:
     errors : dict
         Competitor key -> ``{"y": e, "dx": e, "dw": e}``, the max abs difference
         to the FFT path divided by the largest magnitude of the FFT result.
+    medians : dict
+        Competitor key -> median seconds per step over the same samples (the
+        spread beside ``seconds``, the best).
     peak_bytes : dict
         Competitor key -> peak traced bytes of one step, plan built inside
         (the competitors with ``traced`` set).
@@ -50,6 +53,7 @@ class CaseResult:
     seconds: Dict[str, float] = dataclasses.field(default_factory=dict)
     skipped: Dict[str, float] = dataclasses.field(default_factory=dict)
     errors: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)
+    medians: Dict[str, float] = dataclasses.field(default_factory=dict)
     peak_bytes: Dict[str, int] = dataclasses.field(default_factory=dict)
     choice: Optional[str] = None
 
@@ -105,6 +109,8 @@ def measure(comp, case: Case, data, options: Options):
     -------
     seconds : float
         Best seconds per step.
+    median : float
+        Median seconds per step over the same samples.
     outputs : Outputs
         Those of the warm-up step.
     choice : str or None
@@ -112,7 +118,8 @@ def measure(comp, case: Case, data, options: Options):
     """
     prepared = comp.prepare(case, data, options.threads)
     timed = Timed(prepared.run, prepared.reset, data.w.copy(), comp.first_call_counts)
-    return best_of(timed, options.repeat, options.budget), timed.outputs, prepared.choice
+    best = best_of(timed, options.repeat, options.budget)
+    return best, float(np.median(timed.samples)), timed.outputs, prepared.choice
 
 
 def run_case(case: Case, competitors, options: Options, progress: Progress) -> CaseResult:
@@ -132,7 +139,8 @@ def run_case(case: Case, competitors, options: Options, progress: Progress) -> C
             progress.advance(f"{case.name} {comp.key} skipped")
             continue
         progress.show(f"{case.name} {comp.key}")
-        result.seconds[comp.key], outputs[comp.key], choice = measure(comp, case, data, options)
+        result.seconds[comp.key], result.medians[comp.key], outputs[comp.key], choice = measure(
+            comp, case, data, options)
         result.choice = choice or result.choice
         progress.advance(f"{case.name} {comp.key}")
     reference = outputs[competitors[0].key]

@@ -31,3 +31,18 @@ def test_profile_parts_add_up_and_wrappers_are_removed():
             transforms._fftw) == before
     text = profile_text(case, result)
     assert "transforms" in text and "step/floor" in text
+
+
+def test_sweep_plot_shows_spread_and_busy_warning(tmp_path):
+    pytest.importorskip("matplotlib")
+    from bench.report import plot_sweep
+    from bench.runner import CaseResult
+    results = []
+    for k in (1, 3, 5):
+        r = CaseResult(parse_case(f"N=1,C=1,size=16x16,k={k}"))
+        r.seconds = {"fft": 1e-3 * k, "direct": 2e-4 * k * k}
+        r.medians = {"fft": 2e-3 * k, "direct": 3e-4 * k * k}
+        r.choice = "fft"
+        results.append(r)
+    path = plot_sweep(results, str(tmp_path / "sweep.png"), "t", warning="machine busy")
+    assert (tmp_path / "sweep.png").stat().st_size > 0 and path.endswith("sweep.png")
