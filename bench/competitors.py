@@ -132,19 +132,62 @@ def torch_available() -> bool:
     return True
 
 
+def _torch_padding(case):
+    """``padding=`` for torch's functional convolution of ``case``, or None where
+    torch has no equivalent call (non-zero padding modes, strided "same",
+    transposed string paddings)."""
+    opts = case.opts
+    stride, dilation = opts.get("stride", 1), opts.get("dilation", 1)
+    if opts.get("padding_mode", "zeros") != "zeros":
+        return None
+    if opts.get("transposed", False):
+        return case.padding if not isinstance(case.padding, str) else (
+            0 if case.padding == "valid" else None)
+    if case.padding == "full":
+        dil = dilation if isinstance(dilation, tuple) else (dilation,) * case.ndim
+        return tuple(d * (k - 1) for d, k in zip(dil, case.kernel))
+    if case.padding == "same" and stride not in (1, (1,) * case.ndim):
+        return None
+    return case.padding
+
+
+def _torch_seconds(case) -> float:
+    """The skip estimate: infinite where :func:`_torch_padding` has no torch call."""
+    return float("inf") if _torch_padding(case) is None else _direct_seconds(case, RATES["torch"])
+
+
 def _torch_prepare(case, data, threads) -> Prepared:
     import torch
-    conv = getattr(torch.nn.functional, f"conv{case.ndim}d")
-    x = torch.from_numpy(data.x).requires_grad_(True)
+    opts = case.opts
+    transposed = opts.get("transposed", False)
+    conv = getattr(torch.nn.functional,
+                   f"conv_transpose{case.ndim}d" if transposed else f"conv{case.ndim}d")
+    last = case.channels_last
+    nd = case.ndim
+
+    def first(a):  # channels-last arrays as torch's channels-first
+        return np.ascontiguousarray(np.moveaxis(a, -1, 1)) if last else a
+
+    def back(a):
+        return np.moveaxis(a, 1, -1) if last else a
+
+    def w_first(w):  # HWIO (*k, Cg, O) -> (O, Cg, *k)
+        return np.ascontiguousarray(np.moveaxis(w, (nd + 1, nd), (0, 1))) if last else w
+
+    def w_back(w):
+        return np.moveaxis(w, (0, 1), (nd + 1, nd)) if last else w
+
+    x = torch.from_numpy(first(data.x)).requires_grad_(True)
     b = torch.from_numpy(data.b).requires_grad_(True)
-    dy = torch.from_numpy(data.dy)
-    padding = tuple(k - 1 for k in case.kernel) if case.padding == "full" else case.padding
+    dy = torch.from_numpy(first(data.dy))
+    layer = dict(stride=opts.get("stride", 1), dilation=opts.get("dilation", 1),
+                 groups=opts.get("groups", 1), padding=_torch_padding(case))
 
     def run(w):
-        wt = torch.from_numpy(w).requires_grad_(True)
-        y = conv(x, wt, b, padding=padding)
+        wt = torch.from_numpy(w_first(w)).requires_grad_(True)
+        y = conv(x, wt, b, **layer)
         dx, dw, _ = torch.autograd.grad(y, (x, wt, b), dy)
-        return Outputs(y.detach().numpy(), dx.numpy(), dw.numpy())
+        return Outputs(back(y.detach().numpy()), back(dx.numpy()), w_back(dw.numpy()))
 
     return Prepared(run)
 
@@ -174,7 +217,7 @@ def _scipy_prepare(case, data, threads) -> Prepared:
 def _scipy_seconds(case) -> float:
     """``3 N O C`` calls, each three real FFTs of the full-convolution size; infinite
     (never run) for padded layers, which the loop does not implement."""
-    if case.padding != "valid":
+    if not case.plain or case.padding != "valid":
         return float("inf")
     length = prod(scipy.fft.next_fast_len(n + k - 1, real=True)
                   for n, k in zip(case.size, case.kernel))
@@ -255,8 +298,7 @@ COMPETITORS = {c.key: c for c in (
                lambda case: _direct_seconds(case, RATES["direct"]), first_call_counts=True),
     Competitor("overlap_add", "fftconv overlap-add", _plan_step("overlap_add"), traced=True),
     Competitor("auto", "fftconv auto", _plan_step("auto")),
-    Competitor("torch", "PyTorch CPU", _torch_prepare,
-               lambda case: _direct_seconds(case, RATES["torch"]), first_call_counts=True),
+    Competitor("torch", "PyTorch CPU", _torch_prepare, _torch_seconds, first_call_counts=True),
     Competitor("scipy", "fftconvolve loop", _scipy_prepare, _scipy_seconds,
                first_call_counts=True),
 )}

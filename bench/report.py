@@ -113,9 +113,11 @@ def decisions_summary(summary, target: float, close: float) -> List[str]:
 
 
 def skip_notes(results, limits) -> List[str]:
-    """One line per skipped run: ``case: direct skipped (est. >45s, limit 20s; --full runs it)``."""
-    return [f"{r.case.name}: {key} skipped (est. >{est:.0f}s per step, limit "
-            f"{limits[key]:.0f}s; --full runs it)"
+    """One line per skipped run: ``case: direct skipped (est. >45s, limit 20s; --full runs it)``,
+    or ``case: scipy not run (no equivalent of this layer)`` (an infinite estimate)."""
+    return [f"{r.case.name}: {key} not run (no equivalent of this layer)" if est == float("inf")
+            else f"{r.case.name}: {key} skipped (est. >{est:.0f}s per step, limit "
+                 f"{limits[key]:.0f}s; --full runs it)"
             for r in results for key, est in r.skipped.items()]
 
 

@@ -12,7 +12,7 @@ def test_parse_case_takes_padding():
     assert case.padding == "same" and case.out_size == (20, 18) and case.y_shape == (2, 4, 20, 18)
     assert parse_case("N=1,C=1,size=20,k=5,padding=full").out_size == (24,)
     assert parse_case("N=1,C=1,size=20,k=5").out_size == (16,)
-    with pytest.raises(ValueError, match="padding must be valid, same or full"):
+    with pytest.raises(ValueError, match="padding must be valid, same, full or ints"):
         parse_case("N=1,C=1,size=20,k=5,padding=reflect")
 
 
@@ -46,3 +46,33 @@ def test_sweep_plot_shows_spread_and_busy_warning(tmp_path):
         results.append(r)
     path = plot_sweep(results, str(tmp_path / "sweep.png"), "t", warning="machine busy")
     assert (tmp_path / "sweep.png").stat().st_size > 0 and path.endswith("sweep.png")
+
+
+def test_parse_case_takes_a_whole_layer():
+    case = parse_case("N=2,C=4,O=6,size=20,k=3,transposed=true,stride=2,padding=1,"
+                      "layout=channels_last,dtype=float64")
+    assert case.layer == {"padding": 1, "stride": 2, "transposed": True,
+                          "layout": "channels_last"}
+    assert case.x_shape == (2, 20, 4) and case.w_shape == (3, 6, 4) and case.dtype == "float64"
+    assert case.y_shape == (2, 39, 6)  # (20 - 1) * 2 - 2 * 1 + 3, as conv_transpose1d
+    grouped = parse_case("N=2,C=4,O=6,size=20x18,k=3,stride=2x1,groups=2,padding=same")
+    assert grouped.w_shape == (6, 2, 3, 3) and grouped.y_shape == (2, 6, 10, 18)
+    with pytest.raises(ValueError, match="groups must divide"):
+        parse_case("N=1,C=3,size=16,k=3,groups=2")
+    with pytest.raises(ValueError, match="transposed must be true or false"):
+        parse_case("N=1,C=2,size=16,k=3,transposed=maybe")
+
+
+def test_whole_layer_case_runs_every_competitor_that_has_its_layer():
+    from bench.competitors import available
+    from bench.progress import Progress
+    from bench.runner import Options, run_case
+    case = parse_case("N=2,C=4,O=6,size=16x12,k=3,padding=same,groups=2,dilation=2,"
+                      "layout=channels_last")
+    comps = available(["fft", "floor", "direct", "overlap_add", "torch", "scipy"])
+    with Progress(len(comps), "t") as progress:
+        result = run_case(case, comps, Options(repeat=1, budget=0.0, memory=False), progress)
+    assert "scipy" in result.skipped and "fft" in result.seconds and "direct" in result.seconds
+    for key, errors in result.errors.items():
+        assert max(errors.values()) < 1e-5, key
+    assert {"direct", "overlap_add"} <= set(result.errors)
