@@ -196,13 +196,13 @@ def main(argv=None) -> int:
     options = Options(dtype=args.dtype, threads=args.threads, repeat=args.repeat,
                       budget=args.budget, skip_limits=suite.skip_limits, memory=args.memory)
     print(header(args, suite, threads))
+    warning = load_warning(args.threads)
+    if warning:
+        print(warning)
     if args.profile:
         print(profile_text(args.profile, profile(args.profile, args.dtype, args.threads,
                                                  max(args.repeat, 10), args.algorithm)))
         return 0
-    warning = load_warning(args.threads)
-    if warning:
-        print(warning)
     if not suite.cases:
         print("no case left after --dims")
         accurate = True
