@@ -37,22 +37,23 @@ from .geometry import ConvGeometry, next_fast_length, tile_geometry
 #: with all three algorithms and, on large inputs, overlap-add with several
 #: tiles; 2 threads, on the 2-core AMD EPYC reference VM with pyFFTW 0.15 and
 #: OpenBLAS 0.3.31).  The fit folds per-element costs into the terms that
-#: explain them best (``signal_element`` came out 0, ``spectrum_mac`` small:
-#: the products are priced mostly by their memory traffic), so read them as a
-#: model, not as hardware rates.  With these rates the model picked the
-#: measured-fastest algorithm on 93% of the calibration layers (the rates
-#: fitted before the direct path stacked its taps: 71%).
+#: explain them best (``signal_element`` and ``spectrum_mac`` came out 0: the
+#: products are priced by their memory traffic), so read them as a model, not
+#: as hardware rates.  Refitted after overlap-add went batched and FFT lengths
+#: were chosen by speed (the older rates picked the measured-fastest algorithm
+#: on 59% of the calibration layers with the new code; these on 76%;
+#: estimate/measured median 0.89, range 0.45-1.52 over 142 runs).
 RATES = {
-    "call": 4.88e-05,
-    "direct_element": 1.62e-10,
-    "direct_offset": 6.64e-07,
-    "fft_call": 1.41e-04,
-    "fft_element_log": 2.65e-10,
-    "fft_large_element_log": 4.88e-10,
-    "gemm_flop": 4.52e-12,
+    "call": 0.000282,
+    "direct_element": 3.17e-10,
+    "direct_offset": 9.67e-07,
+    "fft_call": 0.000161,
+    "fft_element_log": 3.56e-10,
+    "fft_large_element_log": 2.94e-10,
+    "gemm_flop": 9.07e-12,
     "signal_element": 0.0,
-    "spectrum_element": 1.39e-09,
-    "spectrum_mac": 5.64e-11,
+    "spectrum_element": 5.69e-09,
+    "spectrum_mac": 0.0,
 }
 
 #: Overlap-add takes the smallest tile whose estimated cost is within this

@@ -34,13 +34,15 @@ from ..config import Settings, get_settings
 #: Seconds per unit of :func:`native_work`.  Fitted by ``python -m bench.calibrate``
 #: (non-negative least squares on the relative error of PyTorch 2.13's CPU
 #: convolution, float32 training steps on the calibration layers, 2 threads, on
-#: the 2-core reference VM).  Only float32 is fitted: float64 is assumed to cost
+#: the 2-core reference VM; estimate/measured median 0.86, range 0.20-1.64 over
+#: the 41 layers: a coarse model, hence :data:`NATIVE_MARGIN` and
+#: ``convert(model, example_input)``).  Only float32 is fitted: float64 is assumed to cost
 #: twice as much and complex four times the real flops, as in ``fftconv.costs``.
 NATIVE_RATES = {
-    "native_call": 0.000132,
-    "native_element": 2.95e-10,
-    "native_flop": 7.03e-12,
-    "native_patch": 1.02e-09,
+    "native_call": 0.000538,
+    "native_element": 1.61e-10,
+    "native_flop": 1.78e-12,
+    "native_patch": 2.38e-10,
 }
 
 #: fftconv's algorithms that the cost model weighs against "native".
