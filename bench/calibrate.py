@@ -85,22 +85,17 @@ def measure(layers, max_seconds: float):
     return rows
 
 
-def time_native(xs, ws, repeats=3) -> float:
-    """Best-of-``repeats`` seconds of one float32 training step of PyTorch's own
-    convolution ("valid", as the fftconv rows), after a warm-up."""
+def time_native(xs, ws) -> float:
+    """Best-of-3 seconds of one float32 training step of PyTorch's own convolution
+    ("valid", as the fftconv rows), after a warm-up, weights moving as in training
+    (the bridge's own measurement, ``fftconv.torch.selection.time_step``)."""
     import torch
     from fftconv.torch import native_conv
+    from fftconv.torch.selection import time_step as best_of, training_step
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(xs, generator=gen, requires_grad=True)
     w = torch.randn(ws, generator=gen, requires_grad=True)
-    best = float("inf")
-    for i in range(repeats + 1):
-        x.grad = w.grad = None
-        start = time.perf_counter()
-        native_conv(x, w).sum().backward()
-        if i:
-            best = min(best, time.perf_counter() - start)
-    return best
+    return best_of(training_step(native_conv, x, w, None))
 
 
 def measure_native(layers):

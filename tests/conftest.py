@@ -62,6 +62,22 @@ def assert_close(a, ref, dtype, what=""):
     assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.0e} for {np.dtype(dtype)}"
 
 
+PADDING_KINDS = ("valid", "same", "full", "int", "ints", "pairs")
+
+
+def random_padding(rng, nd, kinds=PADDING_KINDS, high=3):
+    """A random padding of one of ``kinds``: a string, an int, one int per axis or a
+    ``(lo, hi)`` pair per axis, amounts below ``high``."""
+    kind = rng.choice(list(kinds))
+    if kind in ("valid", "same", "full"):
+        return str(kind)
+    if kind == "int":
+        return int(rng.integers(0, high))
+    if kind == "ints":
+        return [int(v) for v in rng.integers(0, high, size=nd)]
+    return [(int(a), int(b)) for a, b in rng.integers(0, high, size=(nd, 2))]
+
+
 def random_array(rng, shape, dtype):
     """Standard normal data of ``dtype`` (complex: independent real and imaginary parts)."""
     dtype = np.dtype(dtype)

@@ -18,7 +18,7 @@ import dask  # noqa: E402
 import fftconv  # noqa: E402
 import fftconv.dask as fd  # noqa: E402
 import oracle  # noqa: E402
-from conftest import assert_close, random_array  # noqa: E402
+from conftest import assert_close, random_array, random_padding  # noqa: E402
 from fftconv.dask.blocks import AxisBlocks, bounds_of, chunks_of  # noqa: E402
 from fftconv.geometry import PADDING_FILLS  # noqa: E402
 
@@ -100,17 +100,6 @@ def test_same_layer_keeps_chunks_and_stride_lines_up():
 
 
 # -- the seeded sweep -----------------------------------------------------------------------
-def _padding(rng, nd):
-    kind = rng.choice(["valid", "same", "full", "int", "ints", "pairs"])
-    if kind in ("valid", "same", "full"):
-        return str(kind)
-    if kind == "int":
-        return int(rng.integers(0, 4))
-    if kind == "ints":
-        return [int(v) for v in rng.integers(0, 4, size=nd)]
-    return [(int(a), int(b)) for a, b in rng.integers(0, 4, size=(nd, 2))]
-
-
 def _case(seed):
     """A random layer that the numpy functions accept, its arrays and a chunking."""
     rng = np.random.default_rng(seed)
@@ -120,7 +109,7 @@ def _case(seed):
         c_in, c_out = groups * int(rng.integers(1, 3)), groups * int(rng.integers(1, 3))
         spatial = tuple(int(v) for v in rng.integers(4, {1: 30, 2: 12, 3: 8}[nd], size=nd))
         kernel = tuple(int(v) for v in rng.integers(1, 5 if nd < 3 else 4, size=nd))
-        layer = dict(padding=_padding(rng, nd), groups=groups,
+        layer = dict(padding=random_padding(rng, nd, high=4), groups=groups,
                      stride=tuple(int(v) for v in rng.choice([1, 1, 2, 3], size=nd)),
                      dilation=tuple(int(v) for v in rng.choice([1, 1, 2], size=nd)),
                      flip_kernel=bool(rng.random() < 0.3),

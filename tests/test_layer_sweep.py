@@ -14,7 +14,7 @@ import pytest
 
 import fftconv
 import oracle
-from conftest import ALGORITHMS, assert_close, random_array
+from conftest import ALGORITHMS, assert_close, random_array, random_padding
 
 OPERATIONS = ("transposed", "circular", "reflect", "replicate")
 DTYPES = ("float64", "float32", "complex128", "complex64")
@@ -27,17 +27,6 @@ def _axis(rng, nd, choices):
 
 def _per_axis(v, nd):
     return (v,) * nd if isinstance(v, int) else tuple(v)
-
-
-def _padding(rng, nd, kinds):
-    kind = rng.choice(kinds)
-    if kind in ("valid", "same", "full"):
-        return str(kind)
-    if kind == "int":
-        return int(rng.integers(0, 3))
-    if kind == "ints":
-        return [int(v) for v in rng.integers(0, 3, size=nd)]
-    return [(int(a), int(b)) for a, b in rng.integers(0, 3, size=(nd, 2))]
 
 
 def _make_config(rng, idx, nd, operation, layout):
@@ -56,7 +45,7 @@ def _make_config(rng, idx, nd, operation, layout):
         kw = dict(stride=stride, dilation=dilation, groups=groups, flip_kernel=flip)
         s, d = _per_axis(stride, nd), _per_axis(dilation, nd)
         if operation == "transposed":
-            kw["padding"] = _padding(rng, nd, ["valid", "same", "full", "int", "ints", "pairs"])
+            kw["padding"] = random_padding(rng, nd)
             ops = (0,) * nd if kw["padding"] == "same" else tuple(
                 int(rng.integers(0, max(si, di))) for si, di in zip(s, d))
             kw.update(transposed=True, output_padding=ops)
@@ -67,7 +56,7 @@ def _make_config(rng, idx, nd, operation, layout):
                 continue  # empty output: draw again
             w_shape = (c_in, c_out // groups) + kernel
         else:
-            kw["padding"] = _padding(rng, nd, ["same", "int", "ints", "pairs"])
+            kw["padding"] = random_padding(rng, nd, ["same", "int", "ints", "pairs"])
             kw["padding_mode"] = operation
             try:
                 pads = oracle.resolve_padding(kw["padding"], spatial, kernel, stride, dilation,

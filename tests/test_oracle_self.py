@@ -450,6 +450,26 @@ def test_transposed_is_input_gradient_of_forward(padding, flip, s, d):
     assert rel_err(y, dx) < 1e-13
 
 
+def _check_transposed(torch, conv_transpose, x, w, b, tkw, okw, draw, skip_unsupported=False):
+    """The oracle's transposed forward and gradients (keywords ``okw``) against
+    ``conv_transpose`` (torch keywords ``tkw``) and autograd, for ``g = draw(y.shape)``."""
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    try:
+        ty = conv_transpose(tx, tw, tb, **tkw)
+    except (RuntimeError, NotImplementedError) as exc:
+        if not skip_unsupported:
+            raise
+        pytest.skip(f"torch has no complex {conv_transpose.__name__} here: {exc}")
+    y = oracle.oracle_transposed_forward(x, w, b, **okw)
+    assert rel_err(y, ty.detach().numpy()) < 1e-13
+    g = draw(y.shape)
+    ty.backward(torch.tensor(g))
+    dx, dw, db = oracle.oracle_transposed_backward(g, x, w, **okw)
+    assert rel_err(dx, tx.grad.numpy()) < 1e-13
+    assert rel_err(dw, tw.grad.numpy()) < 1e-13
+    assert rel_err(db, tb.grad.numpy()) < 1e-13
+
+
 @pytest.mark.parametrize("cfg", [
     dict(nd=1, stride=2, padding=1, dilation=1, groups=1, op=1, k=3),
     dict(nd=1, stride=1, padding=0, dilation=3, groups=2, op=2, k=2),   # op >= s, allowed: d > s
@@ -472,18 +492,8 @@ def test_transposed_matches_torch(cfg):
                groups=groups, dilation=cfg["dilation"])
     okw = dict(stride=cfg["stride"], padding=padding if isinstance(padding, int) else list(padding),
                output_padding=cfg["op"], groups=groups, dilation=cfg["dilation"])
-    tx = torch.tensor(x, requires_grad=True)
-    tw = torch.tensor(w, requires_grad=True)
-    tb = torch.tensor(b, requires_grad=True)
-    ty = getattr(F, f"conv_transpose{nd}d")(tx, tw, tb, **tkw)
-    y = oracle.oracle_transposed_forward(x, w, b, **okw)
-    assert rel_err(y, ty.detach().numpy()) < 1e-13
-    g = rng.standard_normal(y.shape)
-    ty.backward(torch.tensor(g))
-    dx, dw, db = oracle.oracle_transposed_backward(g, x, w, **okw)
-    assert rel_err(dx, tx.grad.numpy()) < 1e-13
-    assert rel_err(dw, tw.grad.numpy()) < 1e-13
-    assert rel_err(db, tb.grad.numpy()) < 1e-13
+    _check_transposed(torch, getattr(F, f"conv_transpose{nd}d"), x, w, b, tkw, okw,
+                      rng.standard_normal)
 
 
 def test_transposed_complex_matches_torch():
@@ -496,21 +506,7 @@ def test_transposed_complex_matches_torch():
 
     x, w, b = crnd((2, 4, 6)), crnd((4, 3, 3)), crnd(6)
     tkw = dict(stride=2, padding=1, output_padding=1, groups=2, dilation=2)
-    tx = torch.tensor(x, requires_grad=True)
-    tw = torch.tensor(w, requires_grad=True)
-    tb = torch.tensor(b, requires_grad=True)
-    try:
-        ty = F.conv_transpose1d(tx, tw, tb, **tkw)
-    except (RuntimeError, NotImplementedError) as exc:
-        pytest.skip(f"torch has no complex conv_transpose1d here: {exc}")
-    y = oracle.oracle_transposed_forward(x, w, b, **tkw)
-    assert rel_err(y, ty.detach().numpy()) < 1e-13
-    g = crnd(y.shape)
-    ty.backward(torch.tensor(g))
-    dx, dw, db = oracle.oracle_transposed_backward(g, x, w, **tkw)
-    assert rel_err(dx, tx.grad.numpy()) < 1e-13
-    assert rel_err(dw, tw.grad.numpy()) < 1e-13
-    assert rel_err(db, tb.grad.numpy()) < 1e-13
+    _check_transposed(torch, F.conv_transpose1d, x, w, b, tkw, tkw, crnd, skip_unsupported=True)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -131,7 +131,7 @@ def estimate_choice(geom, dtype) -> Verdict:
     return Verdict(best, f"auto chose {best!r} by the cost model; estimated {shown}")
 
 
-def _time_step(step, repeats: int = 3) -> float:
+def time_step(step, repeats: int = 3) -> float:
     """Best-of-``repeats`` seconds of ``step()`` after one warm-up."""
     best = float("inf")
     for i in range(repeats + 1):
@@ -147,7 +147,7 @@ def _time_step(step, repeats: int = 3) -> float:
 WEIGHT_STEP = 1e-3
 
 
-def _training_step(run, x, w, b):
+def training_step(run, x, w, b):
     """A closure: move the weights, then forward through ``run(x, w, b)`` and backward
     of its sum."""
     def step():
@@ -184,8 +184,8 @@ def measure_choice(x_shape, w_shape, dtype, compute, layer: dict, native, fft) -
     w = torch.randn(w_shape, generator=gen, dtype=dtype, requires_grad=True)
     with using(measure=True):
         engine = plan(x_shape, w_shape, dtype=compute, **layer).algorithm
-    timed = {"native": _time_step(_training_step(native, x, w, None)),
-             engine: _time_step(_training_step(lambda *a: fft(*a, algorithm=engine), x, w, None))}
+    timed = {"native": time_step(training_step(native, x, w, None)),
+             engine: time_step(training_step(lambda *a: fft(*a, algorithm=engine), x, w, None))}
     best = min(timed, key=timed.get)
     explain = (f"{best!r} by measurement; measured "
                + ", ".join(f"{name} {1e3 * t:.3g} ms" for name, t in timed.items()))
