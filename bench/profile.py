@@ -16,7 +16,10 @@ resampling    spectrum tiling and folding (stride, dilation)
 other         the rest of the step: Python, argument checks, the weight cache, bias
 ============  ==============================================================
 
-Each part is the median over the profiled steps, beside the uninstrumented
+Only the calling thread is timed: work that the contraction hands to worker
+threads (``threads`` > 1) counts in the wall time of the part that waits for
+it, so with two threads ``products`` includes the other thread's share of the
+block transposes.  Each part is the median over the profiled steps, beside the uninstrumented
 step (min and median of as many steps) and the transform floor (the six bare
 batched transforms of ``bench.competitors``, at the plan's FFT size).  The
 parts add up to the instrumented step, which the timers make a little slower
@@ -25,6 +28,7 @@ than the uninstrumented one.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import types
 from typing import Callable, Dict, List
@@ -46,11 +50,14 @@ class PartTimer:
     def __init__(self):
         self.seconds: Dict[str, float] = dict.fromkeys(PARTS, 0.0)
         self._children: List[float] = []
+        self._thread = threading.get_ident()
 
     def wrap(self, part: str, fn: Callable) -> Callable:
         """``fn`` with its exclusive time added to ``part``."""
 
         def timed(*args, **kwargs):
+            if threading.get_ident() != self._thread:
+                return fn(*args, **kwargs)  # a worker's share: inside its caller's wall time
             self._children.append(0.0)
             start = time.perf_counter()
             try:

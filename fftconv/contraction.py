@@ -27,13 +27,18 @@ are written frequency-major ``(F, rows, cols)`` and ``DW`` batch-major
 pass does both gradient products in one walk, so ``DY`` is read once, and
 reuses the frequency-major ``X`` the forward pass kept.
 
-The products are memory-bound (a 2-D step with 8x16 channels at 128x128 moves
-about 60 MB of spectra through them); a second thread measured no faster, so
-they run on one.
+The blocks are independent, so ``threads`` splits them into contiguous shares
+run at once (``runtime.run_shares``; numpy releases the GIL in the GEMMs and
+copies) wherever the GEMMs are not too small (:data:`PARALLEL_MIN_MACS`).  The GEMMs are tiny (8x16 by 16x16 on the bench case), so numpy's
+``matmul`` runs at its per-GEMM call rate, about 25 GFLOP/s on one core of the
+reference VM; two threads took the forward product of that case from 6.9 to
+4.5 ms.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from . import runtime
 
 #: Target working set of one frequency block.  Measured on the 2-D bench case
 #: (N=8, 16->16 channels, 128x128, float32): forward+backward products took
@@ -41,10 +46,32 @@ import numpy as np
 #: 1 MiB; 256 KiB keeps a block well inside L2 on smaller caches.
 BLOCK_BYTES = 1 << 18
 
+#: Smallest per-frequency GEMM (complex multiply-adds) whose blocks run on
+#: several threads.  Below it numpy makes one tiny BLAS call per frequency and
+#: two threads contend for it: a training step of the 3-D bench case (N=2,
+#: 8->8 channels, 128 multiply-adds) took 1.03-1.18x as long on two threads,
+#: while the 1-D k1023 (1024) and 2-D 128x128 (2048) cases took 0.70-0.95x
+#: (steps interleaved in one process, min of 12).
+PARALLEL_MIN_MACS = 512
+
 
 def _blocks(n_freq: int, bytes_per_frequency: int):
     step = max(8, BLOCK_BYTES // max(bytes_per_frequency, 1))
     return [slice(f, min(f + step, n_freq)) for f in range(0, n_freq, step)]
+
+
+def _walk(n_freq: int, bytes_per_frequency: int, body, threads: int,
+          gemm_macs: int = PARALLEL_MIN_MACS) -> None:
+    """``body(sl)`` for every frequency block, in up to ``threads`` shares at once
+    when each frequency's GEMM does at least :data:`PARALLEL_MIN_MACS`
+    multiply-adds (``gemm_macs``), else on the calling thread."""
+    threads = threads if gemm_macs >= PARALLEL_MIN_MACS else 1
+    runtime.run_shares(body, _blocks(n_freq, bytes_per_frequency), threads)
+
+
+def _macs(n: int, k: np.ndarray) -> int:
+    """Complex multiply-adds of one frequency's GEMM, per group: ``N x Og x Cg``."""
+    return n * k.shape[2] * k.shape[3]
 
 
 def _frequency_major(spec: np.ndarray, sl: slice, groups: int) -> np.ndarray:
@@ -66,16 +93,17 @@ def _bytes_per_frequency(n: int, k: np.ndarray, itemsize: int) -> int:
     return (2 * n * groups * cg + n * groups * og + groups * og * cg) * itemsize
 
 
-def kernel_spectrum(conj_k_spec: np.ndarray, groups: int) -> np.ndarray:
+def kernel_spectrum(conj_k_spec: np.ndarray, groups: int, threads: int = 1) -> np.ndarray:
     """``K = conj(FFT(conj w))`` frequency-major ``(F, groups, Og, Cg)``, from the
     batch-major spectrum of ``conj w`` ``(C_out, Cg, F)``, in one pass."""
     c_out, cg, f = conj_k_spec.shape
     k = np.empty((f, groups, c_out // groups, cg), conj_k_spec.dtype)
-    np.conjugate(conj_k_spec.reshape(groups, c_out // groups, cg, f).transpose(3, 0, 1, 2), out=k)
+    src = conj_k_spec.reshape(groups, c_out // groups, cg, f).transpose(3, 0, 1, 2)
+    _walk(f, 2 * c_out * cg * k.itemsize, lambda sl: np.conjugate(src[sl], out=k[sl]), threads)
     return k
 
 
-def forward_product(x_spec, k, groups, out, x_keep=None):
+def forward_product(x_spec, k, groups, out, x_keep=None, threads=1):
     """``out (F, N, C_out)``: ``Y = X K^T`` per frequency and group.
 
     ``x_keep``, if given, receives ``X`` frequency-major ``(F, groups, N, Cg)``
@@ -83,15 +111,20 @@ def forward_product(x_spec, k, groups, out, x_keep=None):
     """
     n, c, f = x_spec.shape
     out_g = _grouped(out, groups)
-    for sl in _blocks(f, (n * c + out.shape[1] * out.shape[2]) * x_spec.itemsize):
+
+    def block(sl):
         xb = _frequency_major(x_spec, sl, groups)
         if x_keep is not None:
             x_keep[sl] = xb
         np.matmul(xb, k[sl].transpose(0, 1, 3, 2), out=out_g[sl])
+
+    _walk(f, (n * c + out.shape[1] * out.shape[2]) * x_spec.itemsize, block, threads,
+          _macs(n, k))
     return out
 
 
-def backward_products(x_spec, dy_spec, k, groups, dx_out=None, dw_out=None, dy_keep=None):
+def backward_products(x_spec, dy_spec, k, groups, dx_out=None, dw_out=None, dy_keep=None,
+                      threads=1):
     """Both gradient products in one walk over the frequencies; either may be skipped.
 
     ``x_spec`` is ``X`` batch-major ``(N, C_in, F)`` or, as kept by
@@ -105,7 +138,8 @@ def backward_products(x_spec, dy_spec, k, groups, dx_out=None, dw_out=None, dy_k
     dx_g = None if dx_out is None else _grouped(dx_out, groups)
     want_dw = dw_out is not None and x_spec is not None
     dw_g = dw_out.reshape(groups, c_out // groups, dw_out.shape[1], f) if want_dw else None
-    for sl in _blocks(f, _bytes_per_frequency(n, k, dy_spec.itemsize)):
+
+    def block(sl):
         conj_dy = _frequency_major(dy_spec, sl, groups)
         np.conjugate(conj_dy, out=conj_dy)
         if dy_keep is not None:
@@ -116,10 +150,12 @@ def backward_products(x_spec, dy_spec, k, groups, dx_out=None, dw_out=None, dy_k
         if want_dw:
             xb = x_spec[sl] if x_spec.ndim == 4 else _frequency_major(x_spec, sl, groups)
             dw_g[..., sl] = np.matmul(conj_dy.transpose(0, 1, 3, 2), xb).transpose(1, 2, 3, 0)
+
+    _walk(f, _bytes_per_frequency(n, k, dy_spec.itemsize), block, threads, _macs(n, k))
     return dx_out, dw_out
 
 
-def transposed_products(x_spec, dy_spec, k, groups, y_out=None, dw_out=None):
+def transposed_products(x_spec, dy_spec, k, groups, y_out=None, dw_out=None, threads=1):
     """The forward product and the weight-gradient product from one ``X``.
 
     A transposed layer's backward pass: its input gradient is the forward
@@ -134,7 +170,8 @@ def transposed_products(x_spec, dy_spec, k, groups, y_out=None, dw_out=None):
     y_g = None if y_out is None else _grouped(y_out, groups)
     c_out = k.shape[1] * k.shape[2]
     dw_g = None if dw_out is None else dw_out.reshape(groups, c_out // groups, c // groups, f)
-    for sl in _blocks(f, _bytes_per_frequency(n, k, x_spec.itemsize)):
+
+    def block(sl):
         xb = _frequency_major(x_spec, sl, groups)
         if y_g is not None:
             np.matmul(xb, k[sl].transpose(0, 1, 3, 2), out=y_g[sl])
@@ -145,4 +182,6 @@ def transposed_products(x_spec, dy_spec, k, groups, y_out=None, dw_out=None):
                 conj_dy = _frequency_major(dy_spec, sl, groups)
                 np.conjugate(conj_dy, out=conj_dy)
             dw_g[..., sl] = np.matmul(conj_dy.transpose(0, 1, 3, 2), xb).transpose(1, 2, 3, 0)
+
+    _walk(f, _bytes_per_frequency(n, k, x_spec.itemsize), block, threads, _macs(n, k))
     return y_out, dw_out

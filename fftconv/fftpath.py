@@ -201,7 +201,7 @@ class FFTEngine:
             w = w[(Ellipsis,) + (FLIP,) * self.geom.ndim]
         conj_k = self._spectrum("w", np.conj(w) if self.dtype.kind == "c" else w,
                                 self.geom.w_placement)
-        return contraction.kernel_spectrum(conj_k, self.geom.groups)
+        return contraction.kernel_spectrum(conj_k, self.geom.groups, self.settings.threads)
 
     def dy_spectrum(self, dy_rows: np.ndarray) -> np.ndarray:
         """``DY`` of the zero-upsampled ``dy`` of up to ``chunk`` samples."""
@@ -291,7 +291,7 @@ class FFTEngine:
         g = self.geom
         product = self._product_buffer("y")
         contraction.forward_product(self.x_spectrum(x_piece), k, g.groups, out=product,
-                                    x_keep=x_keep)
+                                    x_keep=x_keep, threads=self.settings.threads)
         self._deliver("y", product)
         self._transform("y")(g.y_crop, rows=out.shape[0], out=out)
 
@@ -308,7 +308,8 @@ class FFTEngine:
         dw_product = None if xs is None else self._product_buffer("dw", scratch=accumulate)
         contraction.backward_products(xs, self.dy_spectrum(dy_piece), k, g.groups,
                                       dx_out=None if out is None else self._product_buffer("dx"),
-                                      dw_out=dw_product, dy_keep=dy_keep)
+                                      dw_out=dw_product, dy_keep=dy_keep,
+                                      threads=self.settings.threads)
         if out is not None:
             self._transform("dx")(g.dx_crop, rows=out.shape[0], out=out)
         if dw_product is not None:
@@ -326,7 +327,8 @@ class FFTEngine:
         y_product = None if out is None else self._product_buffer("y")
         dw_product = None if ds is None else self._product_buffer("dw", scratch=accumulate)
         contraction.transposed_products(self.x_spectrum(x_piece), ds, k, g.groups,
-                                        y_out=y_product, dw_out=dw_product)
+                                        y_out=y_product, dw_out=dw_product,
+                                        threads=self.settings.threads)
         if out is not None:
             self._deliver("y", y_product)
             self._transform("y")(g.y_crop, rows=out.shape[0], out=out)

@@ -12,6 +12,10 @@
   with :func:`at_fork_in_child` reset the process-wide state that threads of
   the parent may have held (the engine cache and its lock).  ``spawn`` and
   ``forkserver`` start fresh interpreters and need none of this.
+* **workers.**  :func:`run_shares` splits independent work (the channel
+  contraction's frequency blocks) into shares run at once by the calling
+  thread and a process-wide pool of worker threads, made on first use and
+  dropped in a forked child (its threads are gone there).
 * **BLAS.**  The channel contraction and the direct algorithm run GEMMs on
   BLAS's own thread pool; :func:`blas_threads` bounds it by the ``threads``
   setting for the duration of one call (threadpoolctl), and restores it after.
@@ -23,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence
 
 _generation = 0
 _threaded_fftw = False      # this process (or its parent) planned FFTW with threads > 1
@@ -57,12 +61,65 @@ def _after_fork_in_child() -> None:
     _generation += 1
     _single_fftw = _single_fftw or _threaded_fftw
     _blas_lock, _blas_depth = threading.Lock(), 0
+    _drop_pool()
     for hook in _child_hooks:
         hook()
 
 
 if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# -- worker threads ----------------------------------------------------------------------
+_pool = None                # ThreadPoolExecutor for run_shares, made on first use
+_pool_workers = 0
+_pool_lock = threading.Lock()
+
+
+def _drop_pool() -> None:
+    """Forget the pool (in a forked child: its threads did not come along)."""
+    global _pool, _pool_workers, _pool_lock
+    _pool, _pool_workers, _pool_lock = None, 0, threading.Lock()
+
+
+def _worker_pool(workers: int):
+    """The shared pool, with at least ``workers`` threads."""
+    global _pool, _pool_workers
+    with _pool_lock:
+        if _pool_workers < workers:
+            from concurrent.futures import ThreadPoolExecutor
+            old, _pool = _pool, ThreadPoolExecutor(workers, thread_name_prefix="fftconv")
+            _pool_workers = workers
+            if old is not None:
+                old.shutdown(wait=False)  # its queued shares still run
+        return _pool
+
+
+def _run_all(fn: Callable, items: Sequence) -> None:
+    for item in items:
+        fn(item)
+
+
+def run_shares(fn: Callable, items: Sequence, threads: int) -> None:
+    """``fn(item)`` for every item, the items split into up to ``threads``
+    contiguous shares that run at once: the calling thread runs the first, pool
+    threads the others.  Returns when every share has finished (also when one
+    raised, whose first exception is then re-raised), so no share outlives the
+    call.  ``fn`` must be safe to run on different items at once; the items'
+    heavy work should release the GIL (numpy's copies and GEMMs do)."""
+    shares = max(1, min(int(threads), len(items)))
+    if shares == 1:
+        return _run_all(fn, items)
+    bounds = [len(items) * i // shares for i in range(shares + 1)]
+    pool = _worker_pool(shares - 1)
+    futures = [pool.submit(_run_all, fn, items[a:b]) for a, b in zip(bounds[1:-1], bounds[2:])]
+    try:
+        _run_all(fn, items[:bounds[1]])
+    finally:
+        errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
 
 
 # -- BLAS threads ------------------------------------------------------------------------

@@ -135,7 +135,9 @@ import multiprocessing, os, sys
 import numpy as np
 sys.path.insert(0, {root!r})
 import fftconv
+from fftconv import contraction
 fftconv.configure(threads=2)
+contraction.PARALLEL_MIN_MACS = 0   # the products use the worker pool, before and after the fork
 rng = np.random.default_rng(0)
 x = rng.standard_normal((4, 8, 64, 64)).astype(np.float32)
 w = rng.standard_normal((8, 8, 5, 5)).astype(np.float32)

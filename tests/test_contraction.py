@@ -1,0 +1,149 @@
+"""The channel contraction (issue 11): every product against an einsum oracle,
+its frequency blocks run on several threads bit-identical to one, and the
+shared worker pool that runs them (``runtime.run_shares``)."""
+import threading
+
+import numpy as np
+import pytest
+
+import fftconv
+from fftconv import contraction, runtime
+from oracle import oracle_backward, oracle_forward
+
+
+def crand(rng, shape, dtype=np.complex128):
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+
+
+@pytest.fixture
+def many_small_blocks(monkeypatch):
+    """Blocks of a few frequencies, and every GEMM big enough to run in parallel."""
+    monkeypatch.setattr(contraction, "BLOCK_BYTES", 1024)
+    monkeypatch.setattr(contraction, "PARALLEL_MIN_MACS", 0)
+
+
+def spectra(groups, dtype=np.complex128, n=3, c=4, o=6, f=53):
+    rng = np.random.default_rng(groups)
+    x, dy = crand(rng, (n, c, f), dtype), crand(rng, (n, o, f), dtype)
+    conj_k = crand(rng, (o, c // groups, f), dtype)  # batch-major spectrum of conj(w)
+    return x, dy, conj_k
+
+
+def oracle_products(x, dy, conj_k, groups):
+    """``Y``, ``DX`` and ``DW`` per CONVENTIONS' frequency-domain identities, by einsum."""
+    n, c, f = x.shape
+    o = dy.shape[1]
+    k = np.conj(conj_k).reshape(groups, o // groups, c // groups, f)   # K = conj(FFT(conj w))
+    xg = x.reshape(n, groups, c // groups, f)
+    dyg = dy.reshape(n, groups, o // groups, f)
+    y = np.einsum("ngcf,gocf->ngof", xg, k).reshape(n, o, f)
+    dx = np.einsum("ngof,gocf->ngcf", dyg, np.conj(k)).reshape(n, c, f)
+    dw = np.einsum("ngof,ngcf->gocf", np.conj(dyg), xg).reshape(o, c // groups, f)
+    return y, dx, dw
+
+
+def run_products(x, dy, conj_k, groups, threads):
+    """All three products through ``contraction``, batch-major ``(rows, cols, F)``."""
+    n, c, f = x.shape
+    o = dy.shape[1]
+    k = contraction.kernel_spectrum(conj_k, groups, threads)
+    y = np.empty((f, n, o), x.dtype)
+    x_keep = np.empty((f, groups, n, c // groups), x.dtype)
+    contraction.forward_product(x, k, groups, y, x_keep=x_keep, threads=threads)
+    dx, dw = np.empty((f, n, c), x.dtype), np.empty((o, c // groups, f), x.dtype)
+    dy_keep = np.empty((f, groups, n, o // groups), x.dtype)
+    contraction.backward_products(x_keep, dy, k, groups, dx_out=dx, dw_out=dw, dy_keep=dy_keep,
+                                  threads=threads)
+    # the transposed layer's products, from the kept conj(DY) and from DY itself
+    y2, dw2 = np.empty_like(y), np.empty_like(dw)
+    contraction.transposed_products(x, dy_keep, k, groups, y_out=y2, dw_out=dw2, threads=threads)
+    dw3 = np.empty_like(dw)
+    contraction.transposed_products(x, dy, k, groups, dw_out=dw3, threads=threads)
+    return [y.transpose(1, 2, 0), dx.transpose(1, 2, 0), dw, y2.transpose(1, 2, 0), dw2, dw3]
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("dtype, tol", [(np.complex128, 1e-13), (np.complex64, 1e-5)])
+def test_products_match_the_oracle_and_two_threads_match_one(many_small_blocks, groups, dtype,
+                                                             tol):
+    x, dy, conj_k = spectra(groups, dtype)
+    y, dx, dw = oracle_products(*(a.astype(np.complex128) for a in (x, dy, conj_k)), groups)
+    serial = run_products(x, dy, conj_k, groups, threads=1)
+    for got, want in zip(serial, [y, dx, dw, y, dw, dw]):
+        assert np.abs(got - want).max() <= tol * np.abs(want).max()
+    parallel = run_products(x, dy, conj_k, groups, threads=3)
+    for got, want in zip(parallel, serial):
+        np.testing.assert_array_equal(got, want)   # the same GEMMs, shared out differently
+
+
+def test_small_gemms_stay_on_the_calling_thread(monkeypatch):
+    """Below PARALLEL_MIN_MACS the blocks run serially even with threads."""
+    shares = []
+    monkeypatch.setattr(contraction, "BLOCK_BYTES", 1024)
+    monkeypatch.setattr(runtime, "run_shares",
+                        lambda fn, items, threads: shares.append(threads) or [fn(i) for i in items])
+    x, dy, conj_k = spectra(1)       # 3 x 6 x 4 = 72 multiply-adds per frequency
+    run_products(x, dy, conj_k, 1, threads=2)
+    assert shares[0] == 2            # kernel_spectrum: a copy, always shared out
+    assert set(shares[1:]) == {1}
+    monkeypatch.setattr(contraction, "PARALLEL_MIN_MACS", 72)
+    shares.clear()
+    run_products(x, dy, conj_k, 1, threads=2)
+    assert set(shares) == {2}
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_a_layer_on_two_threads_is_bit_identical_to_one_and_exact(many_small_blocks, padding):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 4, 19, 17))
+    w = rng.standard_normal((6, 2, 5, 4))
+    dy = rng.standard_normal(oracle_forward(x, w, padding=padding, groups=2).shape)
+    results = {}
+    for threads in (1, 2):
+        with fftconv.using(threads=threads):
+            p = fftconv.plan(x.shape, w.shape, dtype=np.float64, algorithm="fft",
+                             padding=padding, groups=2)
+            results[threads] = (p.forward(x, w),) + tuple(p.backward(dy)[:2])
+    for got, want in zip(results[2], results[1]):
+        np.testing.assert_array_equal(got, want)
+    want = (oracle_forward(x, w, padding=padding, groups=2),) + tuple(
+        oracle_backward(dy, x, w, padding=padding, groups=2)[:2])
+    for got, ref in zip(results[2], want):
+        assert np.abs(got - ref).max() <= 1e-12 * np.abs(ref).max()
+
+
+# -- runtime.run_shares ----------------------------------------------------------------------
+@pytest.mark.parametrize("n_items, threads", [(0, 2), (1, 2), (5, 1), (5, 2), (7, 3), (2, 8)])
+def test_run_shares_calls_every_item_once(n_items, threads):
+    seen, lock = [], threading.Lock()
+
+    def fn(item):
+        with lock:
+            seen.append((item, threading.get_ident()))
+
+    runtime.run_shares(fn, list(range(n_items)), threads)
+    assert sorted(i for i, _ in seen) == list(range(n_items))
+    if n_items:  # the calling thread runs the first share, which starts at item 0
+        assert dict(seen)[0] == threading.get_ident()
+    assert len({t for _, t in seen}) <= max(1, min(threads, n_items))
+
+
+@pytest.mark.parametrize("failing", [0, 9])
+def test_run_shares_reraises_only_after_every_share_finished(failing):
+    """A failing share (the caller's own, or a worker's) does not leave another
+    share running after the call returns."""
+    done = []
+
+    def fn(item):
+        if item == failing:
+            raise ValueError(f"item {item}")
+        threading.Event().wait(0.002)
+        done.append(item)
+
+    with pytest.raises(ValueError, match=f"item {failing}"):
+        runtime.run_shares(fn, list(range(10)), 2)
+    finished = list(done)
+    threading.Event().wait(0.05)
+    assert done == finished                      # nothing ran on after the call
+    # shares [0..4] (the caller's) and [5..9]: the failing one stops at its item
+    assert sorted(done) == (list(range(5, 10)) if failing == 0 else list(range(9)))
