@@ -41,8 +41,10 @@ LAYERS = (
        ((1, 1, 2048, 2048), (1, 1, 9, 9))]
 )
 #: Overlap-add is also timed with these explicit tiles (besides the model's
-#: choice), so that the fit sees small tiles, which the model rarely picks.
-EXTRA_TILES = {1: [(2040,), (16320,)], 2: [(56, 56), (120, 120), (248, 248)]}
+#: choice), so that the fit sees small tiles, which the model rarely picks, and
+#: 2-D strips (tiles as wide as the output, clipped to it).
+EXTRA_TILES = {1: [(2040,), (16320,)],
+               2: [(56, 56), (120, 120), (248, 248), (120, 1 << 16), (248, 1 << 16)]}
 ALGORITHMS = fftconv.engines.NAMES
 
 

@@ -17,7 +17,9 @@ replaces estimates by timings.
   results out.
 * ``overlap_add``: the FFT work of one tile (its input transformed twice)
   times the number of tiles, plus the weight transform, done once; the fixed
-  costs once per pass of tiles (``overlap_add.tiles_per_pass``), not per tile.
+  costs once per pass of tiles (``overlap_add.tiles_per_pass``), not per tile,
+  and the per-tile window and tile copies, whose Python cost makes many small
+  tiles dear.
 
 float64 and complex128 work is priced at twice the single-precision rate.
 """
@@ -54,6 +56,7 @@ RATES = {
     "signal_element": 0.0,
     "spectrum_element": 5.69e-09,
     "spectrum_mac": 0.0,
+    "tile_copy": 1e-5,
 }
 
 #: Overlap-add takes the smallest tile whose estimated cost is within this
@@ -136,6 +139,9 @@ def overlap_add_work(geom: ConvGeometry, dtype, tile) -> Work:
     weights = _transform_work(w_rows, tg.dilation_fft_shape, tg.real)
     work = _add({k: v * n_tiles for k, v in per_tile.items()},
                 {k: v * n_passes for k, v in fixed.items()})
+    # each tile's slices copied by Python: window in, tile out; dy tile in, dx
+    # window added; x's window in again when several passes keep no spectrum
+    work["tile_copy"] = float(n_tiles * (4 if n_passes == 1 else 5))
     return _add(work, weights, scale=2 * _precision(dtype))
 
 

@@ -223,7 +223,7 @@ class FFTEngine:
 
     save_output = save_input
 
-    def _new_kept(self, channels: int, keep: bool) -> Optional[np.ndarray]:
+    def new_kept_spectrum(self, channels: int, keep: bool) -> Optional[np.ndarray]:
         """A new frequency-major ``(F, groups, N, channels // groups)`` spectrum to
         keep, when asked and unchunked; a chunked engine keeps the signal."""
         if not (keep and self.keeps_x_spectrum):
@@ -258,7 +258,7 @@ class FFTEngine:
         returns the result and, with ``keep``, the :class:`Saved` operand (its new
         spectrum of ``channels`` channels, or a copy when chunked)."""
         result = np.empty(shape, self.dtype) if out is None else out
-        kept = self._new_kept(channels, keep)
+        kept = self.new_kept_spectrum(channels, keep)
         for rows in self.chunks():
             piece(operand[rows], k, result[rows], kept)
         return result, self._saved(kept, operand, keep)

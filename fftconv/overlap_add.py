@@ -21,9 +21,11 @@ in, and ``P`` keeps that below :data:`PASS_BYTES` and a :data:`PASS_SHARE`-th
 of the whole-input FFT's workspace (one tile per pass when a tile alone is
 larger).
 Edge tiles read zeros beyond the padded input and their outputs beyond ``out``
-are dropped, so every tile has the same geometry.  The engine never keeps a
-spectrum between passes: a saved operand is the operand itself, and the
-backward pass transforms its tiles again.
+are dropped, so every tile has the same geometry.  When every tile fits in one
+pass (:attr:`OverlapAddEngine.single_pass`), a forward pass that keeps returns
+the tiles' spectrum, as the FFT engine does, and the backward pass reuses it.
+With several passes the engine keeps no spectrum between them: a saved operand
+is the operand itself, and the backward pass transforms its tiles again.
 """
 from __future__ import annotations
 
@@ -89,6 +91,9 @@ class OverlapAddEngine:
                                dtype, settings)
         self.lock = self.inner.lock
         self.chunk = geom.batch
+        n_tiles = math.prod(-(-o // b) for o, b in zip(geom.out_size, self.tile))
+        #: All tiles run in one pass, so the forward pass can keep their spectrum.
+        self.single_pass = self.per_pass >= n_tiles
 
     @property
     def fft_shape(self) -> tuple:
@@ -106,8 +111,10 @@ class OverlapAddEngine:
 
     @property
     def kept_bytes(self) -> int:
-        """Bytes a forward pass keeps for the backward pass: a copy of its input."""
-        return int(np.prod(self.geom.x_shape)) * self.dtype.itemsize
+        """Bytes a forward pass keeps beyond :attr:`workspace_bytes`: none in one
+        pass (the kept spectrum is one of the pass engine's buffers), else a copy
+        of its input."""
+        return 0 if self.single_pass else int(np.prod(self.geom.x_shape)) * self.dtype.itemsize
 
     def tiles(self):
         """Output start index per axis of every tile."""
@@ -183,11 +190,14 @@ class OverlapAddEngine:
     def forward(self, x, k, keep=False, out=None) -> tuple:
         y = np.empty(self.geom.y_shape, self.dtype) if out is None else out
         x_buf, y_buf = self._buffer(self.tile_geom.x_shape), self._buffer(self.tile_geom.y_shape)
+        kept = self.inner.new_kept_spectrum(self.geom.in_channels, keep and self.single_pass)
         for group in self.passes():
             windows = self._input_windows(x, group, x_buf)
-            self.inner.forward_piece(windows, k, out=y_buf[:len(windows)])
+            self.inner.forward_piece(windows, k, out=y_buf[:len(windows)], x_keep=kept)
             self._scatter(y_buf, group, y)
-        return y, Saved("signal", x.copy()) if keep else None
+        if not keep:
+            return y, None
+        return y, Saved("spectrum", kept) if kept is not None else Saved("signal", x.copy())
 
     def input_grad(self, dy, k, keep=False, out=None) -> tuple:
         dx, _ = self.backward(dy, None, k, need_dw=False, out=out)
@@ -199,15 +209,17 @@ class OverlapAddEngine:
         if need_dx:
             dx = np.zeros(self.geom.x_shape, self.dtype) if out is None else out
             dx.fill(0)
+        x_spec = saved_x.array if need_dw and saved_x.kind == "spectrum" else None
+        transform_x = need_dw and x_spec is None
         dy_buf = self._buffer(self.tile_geom.y_shape)
-        x_buf = self._buffer(self.tile_geom.x_shape) if need_dw else None
+        x_buf = self._buffer(self.tile_geom.x_shape) if transform_x else None
         dx_buf = self._buffer(self.tile_geom.x_shape) if need_dx else None
         for i, group in enumerate(self.passes()):
             dy_tiles = self._output_tiles(dy, group, dy_buf)
-            windows = self._input_windows(saved_x.array, group, x_buf) if need_dw else None
+            windows = self._input_windows(saved_x.array, group, x_buf) if transform_x else None
             self.inner.backward_piece(dy_tiles, k,
                                       out=dx_buf[:len(dy_tiles)] if need_dx else None,
-                                      x_piece=windows, accumulate=i > 0)
+                                      x_piece=windows, x_spec=x_spec, accumulate=i > 0)
             if need_dx:
                 self._overlap_add(dx_buf, group, dx)
         return dx, self.inner.weight_grad() if need_dw else None
