@@ -29,12 +29,15 @@ reuses the frequency-major ``X`` the forward pass kept.
 
 The blocks are independent, so ``threads`` splits them into contiguous shares
 run at once (``runtime.run_shares``; numpy releases the GIL in the GEMMs and
-copies) wherever the GEMMs are not too small (:data:`PARALLEL_MIN_MACS`).  The GEMMs are tiny (8x16 by 16x16 on the bench case), so numpy's
+copies) wherever the GEMMs are neither too small (:data:`PARALLEL_MIN_MACS`)
+nor large enough for BLAS to thread them itself (:data:`PARALLEL_MAX_MACS`).  The GEMMs are tiny (8x16 by 16x16 on the bench case), so numpy's
 ``matmul`` runs at its per-GEMM call rate, about 25 GFLOP/s on one core of the
 reference VM; two threads took the forward product of that case from 6.9 to
 4.5 ms.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import numpy as np
 
@@ -53,6 +56,11 @@ BLOCK_BYTES = 1 << 18
 #: while the 1-D k1023 (1024) and 2-D 128x128 (2048) cases took 0.70-0.95x
 #: (steps interleaved in one process, min of 12).
 PARALLEL_MIN_MACS = 512
+#: Largest per-frequency GEMM whose blocks run on several threads: from
+#: OpenBLAS's own threshold (``m * n * k`` of 65536 * 4, its
+#: ``GEMM_MULTITHREAD_THRESHOLD``) BLAS runs each GEMM on its threads, and
+#: sharing the blocks out as well would run threads x threads of them.
+PARALLEL_MAX_MACS = 1 << 18
 
 
 def _blocks(n_freq: int, bytes_per_frequency: int):
@@ -61,11 +69,13 @@ def _blocks(n_freq: int, bytes_per_frequency: int):
 
 
 def _walk(n_freq: int, bytes_per_frequency: int, body, threads: int,
-          gemm_macs: int = PARALLEL_MIN_MACS) -> None:
-    """``body(sl)`` for every frequency block, in up to ``threads`` shares at once
-    when each frequency's GEMM does at least :data:`PARALLEL_MIN_MACS`
-    multiply-adds (``gemm_macs``), else on the calling thread."""
-    threads = threads if gemm_macs >= PARALLEL_MIN_MACS else 1
+          gemm_macs: Optional[int] = None) -> None:
+    """``body(sl)`` for every frequency block, in up to ``threads`` shares at once,
+    or on the calling thread when each frequency's GEMM (``gemm_macs``
+    multiply-adds; ``None`` for a plain copy) is outside
+    [:data:`PARALLEL_MIN_MACS`, :data:`PARALLEL_MAX_MACS`]."""
+    if gemm_macs is not None and not PARALLEL_MIN_MACS <= gemm_macs <= PARALLEL_MAX_MACS:
+        threads = 1
     runtime.run_shares(body, _blocks(n_freq, bytes_per_frequency), threads)
 
 

@@ -15,8 +15,8 @@ replaces estimates by timings.
   real data), the per-frequency channel products (complex multiply-adds plus
   the spectrum traffic of transposes and folds), and copying operands in and
   results out.
-* ``overlap_add``: the FFT work of one tile (its input transformed twice)
-  times the number of tiles, plus the weight transform, done once; the fixed
+* ``overlap_add``: the FFT work of one tile (its input transformed again in
+  the backward pass when the tiles take several passes) times the number of tiles, plus the weight transform, done once; the fixed
   costs once per pass of tiles (``overlap_add.tiles_per_pass``), not per tile,
   and the per-tile window and tile copies, whose Python cost makes many small
   tiles dear.
@@ -46,17 +46,17 @@ from .geometry import ConvGeometry, next_fast_length, tile_geometry
 #: on 59% of the calibration layers with the new code; these on 76%;
 #: estimate/measured median 0.89, range 0.45-1.52 over 142 runs).
 RATES = {
-    "call": 0.000282,
-    "direct_element": 3.17e-10,
-    "direct_offset": 9.67e-07,
-    "fft_call": 0.000161,
-    "fft_element_log": 3.56e-10,
-    "fft_large_element_log": 2.94e-10,
-    "gemm_flop": 9.07e-12,
+    "call": 0.000268,
+    "direct_element": 3.29e-10,
+    "direct_offset": 6.26e-08,
+    "fft_call": 0.000198,
+    "fft_element_log": 5.2e-10,
+    "fft_large_element_log": 5.73e-10,
+    "gemm_flop": 8.12e-12,
     "signal_element": 0.0,
-    "spectrum_element": 5.69e-09,
-    "spectrum_mac": 0.0,
-    "tile_copy": 1e-5,
+    "spectrum_element": 1.58e-09,
+    "spectrum_mac": 3.53e-10,
+    "tile_copy": 0.0,
 }
 
 #: Overlap-add takes the smallest tile whose estimated cost is within this
@@ -133,7 +133,8 @@ def overlap_add_work(geom: ConvGeometry, dtype, tile) -> Work:
     tg = tile_geometry(geom, tile)
     n_tiles = math.prod(-(-o // b) for o, b in zip(geom.out_size, tile))
     n_passes = -(-n_tiles // overlap_add.tiles_per_pass(geom, dtype, tile))
-    per_tile = fft_work(tg, dtype, weight_transforms=False, input_transforms=2)
+    per_tile = fft_work(tg, dtype, weight_transforms=False,
+                        input_transforms=1 if n_passes == 1 else 2)
     fixed = {k: per_tile.pop(k) for k in ("call", "fft_call")}
     w_rows = tg.out_channels * (tg.in_channels // tg.groups)
     weights = _transform_work(w_rows, tg.dilation_fft_shape, tg.real)

@@ -94,6 +94,10 @@ class OverlapAddEngine:
         n_tiles = math.prod(-(-o // b) for o, b in zip(geom.out_size, self.tile))
         #: All tiles run in one pass, so the forward pass can keep their spectrum.
         self.single_pass = self.per_pass >= n_tiles
+        # the slices of every tile, worked out once: (into x, into the window) and
+        # (into y, into the tile's y), by tile in the order of :meth:`tiles`
+        self._window_at = [self._window_slices(starts) for starts in self.tiles()]
+        self._output_at = [self._output_slices(starts) for starts in self.tiles()]
 
     @property
     def fft_shape(self) -> tuple:
@@ -121,9 +125,10 @@ class OverlapAddEngine:
         return itertools.product(*(range(0, o, b) for o, b in zip(self.geom.out_size, self.tile)))
 
     def passes(self):
-        """The tiles' start indices, :attr:`per_pass` tiles at a time."""
-        tiles = list(self.tiles())
-        return [tiles[i:i + self.per_pass] for i in range(0, len(tiles), self.per_pass)]
+        """The tiles' numbers (in the order of :meth:`tiles`), :attr:`per_pass` at a time."""
+        n_tiles = len(self._window_at)
+        return [range(i, min(i + self.per_pass, n_tiles))
+                for i in range(0, n_tiles, self.per_pass)]
 
     def _rows(self, i: int) -> slice:
         """Rows of the ``i``-th tile of a pass in the pass's batch (tile-major)."""
@@ -137,29 +142,29 @@ class OverlapAddEngine:
         """Padded-input windows of the tiles of ``group`` in ``buffer``'s rows, zero
         outside ``x``; only the rows of the group's tiles are returned."""
         buffer.fill(0)
-        for i, starts in enumerate(group):
-            src, dst = self._window_slices(starts)
+        for i, tile in enumerate(group):
+            src, dst = self._window_at[tile]
             buffer[self._rows(i)][dst] = x[src]
         return buffer[:len(group) * self.geom.batch]
 
     def _output_tiles(self, dy: np.ndarray, group, buffer: np.ndarray) -> np.ndarray:
         """The tiles of ``group`` of an output-shaped ``dy``, zero beyond ``out``."""
         buffer.fill(0)
-        for i, starts in enumerate(group):
-            into_y, into_tile = self._output_slices(starts)
+        for i, tile in enumerate(group):
+            into_y, into_tile = self._output_at[tile]
             buffer[self._rows(i)][into_tile] = dy[into_y]
         return buffer[:len(group) * self.geom.batch]
 
     def _scatter(self, tiles: np.ndarray, group, y: np.ndarray):
         """Write the output tiles of ``group`` into ``y``."""
-        for i, starts in enumerate(group):
-            into_y, into_tile = self._output_slices(starts)
+        for i, tile in enumerate(group):
+            into_y, into_tile = self._output_at[tile]
             y[into_y] = tiles[self._rows(i)][into_tile]
 
     def _overlap_add(self, windows: np.ndarray, group, dx: np.ndarray):
         """Add the input-gradient windows of ``group`` into ``dx``."""
-        for i, starts in enumerate(group):
-            src, dst = self._window_slices(starts)
+        for i, tile in enumerate(group):
+            src, dst = self._window_at[tile]
             dx[src] += windows[self._rows(i)][dst]
 
     def _window_slices(self, starts) -> tuple:

@@ -72,26 +72,25 @@ if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
 
 # -- worker threads ----------------------------------------------------------------------
 _pool = None                # ThreadPoolExecutor for run_shares, made on first use
-_pool_workers = 0
 _pool_lock = threading.Lock()
 
 
 def _drop_pool() -> None:
     """Forget the pool (in a forked child: its threads did not come along)."""
-    global _pool, _pool_workers, _pool_lock
-    _pool, _pool_workers, _pool_lock = None, 0, threading.Lock()
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
 
 
-def _worker_pool(workers: int):
-    """The shared pool, with at least ``workers`` threads."""
-    global _pool, _pool_workers
+def _worker_pool():
+    """The shared pool: one thread fewer than the cores (the caller is the other),
+    never resized, so a pool in use is never shut down under a caller."""
+    global _pool
     with _pool_lock:
-        if _pool_workers < workers:
+        if _pool is None:
             from concurrent.futures import ThreadPoolExecutor
-            old, _pool = _pool, ThreadPoolExecutor(workers, thread_name_prefix="fftconv")
-            _pool_workers = workers
-            if old is not None:
-                old.shutdown(wait=False)  # its queued shares still run
+            from .config import available_cores
+            _pool = ThreadPoolExecutor(max(1, available_cores() - 1),
+                                       thread_name_prefix="fftconv")
         return _pool
 
 
@@ -100,26 +99,61 @@ def _run_all(fn: Callable, items: Sequence) -> None:
         fn(item)
 
 
+def _submit(fn: Callable, pieces: list) -> list:
+    """``(future or None, piece)`` per piece; ``None`` where the pool takes no more
+    work (the interpreter is shutting down): the caller runs that piece itself."""
+    submitted = []
+    for piece in pieces:
+        try:
+            submitted.append((_worker_pool().submit(_run_all, fn, piece), piece))
+        except RuntimeError:
+            submitted.append((None, piece))
+    return submitted
+
+
+def _wait(future) -> Optional[BaseException]:
+    """Wait until a started share has ended, also through interruptions of the
+    wait (a ``KeyboardInterrupt``); returns the first interruption."""
+    interrupted = None
+    while not future.done():
+        try:
+            future.exception()
+        except BaseException as exc:  # noqa: BLE001 - returned, raised by the caller
+            interrupted = interrupted or exc
+    return interrupted
+
+
 def run_shares(fn: Callable, items: Sequence, threads: int) -> None:
     """``fn(item)`` for every item, the items split into up to ``threads``
-    contiguous shares that run at once: the calling thread runs the first, pool
-    threads the others.  Returns when every share has finished (also when one
-    raised, whose first exception is then re-raised), so no share outlives the
-    call.  ``fn`` must be safe to run on different items at once; the items'
-    heavy work should release the GIL (numpy's copies and GEMMs do)."""
+    contiguous shares that run at once: the calling thread runs the first, the
+    shared pool's threads the others (the caller runs any that no worker has
+    started by the time it gets to them).  Returns when every started share
+    has ended, also when one raised or the wait was interrupted (the first
+    error is re-raised then, and unstarted shares are dropped), so no share
+    outlives the call.  ``fn`` must be safe to run on different items at once,
+    must not call :func:`run_shares` itself, and its heavy work should release
+    the GIL (numpy's copies and GEMMs do).
+    """
     shares = max(1, min(int(threads), len(items)))
     if shares == 1:
         return _run_all(fn, items)
     bounds = [len(items) * i // shares for i in range(shares + 1)]
-    pool = _worker_pool(shares - 1)
-    futures = [pool.submit(_run_all, fn, items[a:b]) for a, b in zip(bounds[1:-1], bounds[2:])]
-    try:
-        _run_all(fn, items[:bounds[1]])
-    finally:
-        errors = [f.exception() for f in futures]
-    for error in errors:
-        if error is not None:
-            raise error
+    pieces = [items[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    first_error = None
+    for future, piece in [(None, pieces[0])] + _submit(fn, pieces[1:]):
+        try:
+            if future is None or future.cancel():   # not started: run it here
+                if first_error is None:
+                    _run_all(fn, piece)
+                continue
+            interrupted = _wait(future)
+            if interrupted is not None:
+                raise interrupted
+            future.result()                          # the share's own error, if any
+        except BaseException as exc:  # noqa: BLE001 - the first is re-raised below
+            first_error = first_error or exc
+    if first_error is not None:
+        raise first_error
 
 
 # -- BLAS threads ------------------------------------------------------------------------

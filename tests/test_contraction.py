@@ -93,23 +93,46 @@ def test_small_gemms_stay_on_the_calling_thread(monkeypatch):
 
 
 @pytest.mark.parametrize("padding", ["valid", "same"])
-def test_a_layer_on_two_threads_is_bit_identical_to_one_and_exact(many_small_blocks, padding):
+def test_a_layer_with_shared_out_products_is_bit_identical_and_exact(monkeypatch, padding):
+    """One plan (the same FFTW plans), its products serial and then shared out."""
+    monkeypatch.setattr(contraction, "BLOCK_BYTES", 1024)
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3, 4, 19, 17))
     w = rng.standard_normal((6, 2, 5, 4))
     dy = rng.standard_normal(oracle_forward(x, w, padding=padding, groups=2).shape)
+    with fftconv.using(threads=2):
+        p = fftconv.plan(x.shape, w.shape, dtype=np.float64, algorithm="fft", padding=padding,
+                         groups=2)
+    shares = []
+    original = runtime.run_shares
+    monkeypatch.setattr(runtime, "run_shares",
+                        lambda fn, items, threads: shares.append(threads) or original(
+                            fn, items, threads))
     results = {}
-    for threads in (1, 2):
-        with fftconv.using(threads=threads):
-            p = fftconv.plan(x.shape, w.shape, dtype=np.float64, algorithm="fft",
-                             padding=padding, groups=2)
-            results[threads] = (p.forward(x, w),) + tuple(p.backward(dy)[:2])
-    for got, want in zip(results[2], results[1]):
+    for low in (10 ** 9, 0):        # every GEMM below, then above, PARALLEL_MIN_MACS
+        monkeypatch.setattr(contraction, "PARALLEL_MIN_MACS", low)
+        shares.clear()
+        results[low] = (p.forward(x, w),) + tuple(p.backward(dy)[:2])
+        # shares[0]: the kernel-spectrum copy (always shared out), or the forward
+        # product where the weights' spectrum is cached from the first round
+        assert set(shares[1:]) == ({1} if low else {2})
+    for got, want in zip(results[0], results[10 ** 9]):
         np.testing.assert_array_equal(got, want)
     want = (oracle_forward(x, w, padding=padding, groups=2),) + tuple(
         oracle_backward(dy, x, w, padding=padding, groups=2)[:2])
-    for got, ref in zip(results[2], want):
+    for got, ref in zip(results[0], want):
         assert np.abs(got - ref).max() <= 1e-12 * np.abs(ref).max()
+
+
+def test_gemms_large_enough_for_blas_threads_are_not_shared_out(monkeypatch):
+    shares = []
+    monkeypatch.setattr(runtime, "run_shares",
+                        lambda fn, items, threads: shares.append(threads) or [fn(i) for i in items])
+    monkeypatch.setattr(contraction, "PARALLEL_MAX_MACS", 71)
+    x, dy, conj_k = spectra(1)       # 72 multiply-adds per frequency
+    monkeypatch.setattr(contraction, "PARALLEL_MIN_MACS", 0)
+    run_products(x, dy, conj_k, 1, threads=2)
+    assert shares[0] == 2 and set(shares[1:]) == {1}
 
 
 # -- runtime.run_shares ----------------------------------------------------------------------
@@ -128,13 +151,32 @@ def test_run_shares_calls_every_item_once(n_items, threads):
     assert len({t for _, t in seen}) <= max(1, min(threads, n_items))
 
 
-@pytest.mark.parametrize("failing", [0, 9])
-def test_run_shares_reraises_only_after_every_share_finished(failing):
-    """A failing share (the caller's own, or a worker's) does not leave another
-    share running after the call returns."""
-    done = []
+def test_run_shares_runs_two_shares_at_once():
+    """Each share's first item waits for the other's: only concurrent shares pass."""
+    meet = threading.Barrier(2, timeout=10)
+    threads_seen = set()
 
     def fn(item):
+        threads_seen.add(threading.get_ident())
+        if item in (0, 2):
+            meet.wait()
+
+    runtime.run_shares(fn, list(range(4)), 2)
+    assert len(threads_seen) == 2
+
+
+@pytest.mark.parametrize("failing", [0, 9])
+def test_run_shares_reraises_only_after_every_started_share_ended(failing):
+    """A failing share (the caller's own, or a worker's) re-raises, and no share
+    runs on after the call has returned."""
+    done = []
+    started = threading.Event()
+
+    def fn(item):
+        if item == 5:
+            started.set()        # the worker's share has begun
+        if item == 0 and failing == 0:
+            started.wait(10)     # fail only once the worker's share is running
         if item == failing:
             raise ValueError(f"item {item}")
         threading.Event().wait(0.002)
@@ -147,3 +189,15 @@ def test_run_shares_reraises_only_after_every_share_finished(failing):
     assert done == finished                      # nothing ran on after the call
     # shares [0..4] (the caller's) and [5..9]: the failing one stops at its item
     assert sorted(done) == (list(range(5, 10)) if failing == 0 else list(range(9)))
+
+
+def test_run_shares_runs_an_unstarted_share_itself(monkeypatch):
+    """Shares the pool has not started (busy, or shut down at interpreter exit)
+    run on the calling thread."""
+    from concurrent.futures import ThreadPoolExecutor
+    closed = ThreadPoolExecutor(1)
+    closed.shutdown()
+    monkeypatch.setattr(runtime, "_worker_pool", lambda: closed)   # submit raises
+    seen = []
+    runtime.run_shares(lambda i: seen.append((i, threading.get_ident())), list(range(6)), 2)
+    assert sorted(seen) == [(i, threading.get_ident()) for i in range(6)]

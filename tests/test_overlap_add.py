@@ -60,7 +60,8 @@ def test_memory_is_bounded_by_the_tile():
     small = fftconv.plan(shape_x, shape_w, dtype=np.float32, algorithm="overlap_add", tile=(128,))
     big = fftconv.plan(shape_x, shape_w, dtype=np.float32, algorithm="overlap_add", tile=(1024,))
     assert small.workspace_bytes < big.workspace_bytes < whole.workspace_bytes
-    # the working buffers; workspace_bytes also counts the copy of x a forward keeps
+    # the working buffers; workspace_bytes also counts what a forward keeps (a copy of x
+    # with several passes of tiles)
     assert small._engine.workspace_bytes * 10 < whole.workspace_bytes
     assert small.fft_shape[0] >= 128 + 32 and small.fft_shape[0] < 256
 
