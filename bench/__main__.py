@@ -64,6 +64,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, metavar="K",
                         help="timed steps per competitor, best kept (default: the suite's, "
                              "5; algorithms 10, decisions 15)")
+    parser.add_argument("--rounds", type=int, metavar="R",
+                        help="measure every competitor of a case R times, alternating their "
+                             "order, and keep the best: steadier ratios on a shared machine "
+                             "(default: the suite's, 1; perf 3)")
     parser.add_argument("--budget", type=float, metavar="SECONDS",
                         help="stop sampling a competitor once its timed steps add up to this "
                              "(default: the suite's, 1; algorithms and decisions 2)")
@@ -88,8 +92,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.suite = suite.restricted(set(args.dims) if args.dims else None, args.full)
     args.repeat = suite.repeat if args.repeat is None else args.repeat
     args.budget = suite.budget if args.budget is None else args.budget
-    if args.threads < 1 or args.repeat < 1:
-        parser.error("--threads and --repeat must be >= 1")
+    args.rounds = suite.rounds if args.rounds is None else args.rounds
+    if args.threads < 1 or args.repeat < 1 or args.rounds < 1:
+        parser.error("--threads, --repeat and --rounds must be >= 1")
     return args
 
 
@@ -103,7 +108,8 @@ def header(args, suite, threads: str) -> str:
     count = (f"{len(torch_suite.rows())} rows" if suite.mode == "torch"
              else f"{len(suite.cases)} cases")
     return (f"suite {suite.name}: {count}, dtype {args.dtype}, "
-            f"best of {args.repeat} (budget {args.budget:g}s)\nthreads: {threads}\n"
+            f"best of {args.repeat} (budget {args.budget:g}s) x {args.rounds} round(s)\n"
+            f"threads: {threads}\n"
             f"fftconv {fftconv.__version__} (backend {settings.backend}, "
             f"{settings.planner_effort}, auto {auto}), numpy {np.__version__}, "
             f"torch {torch_version}, python {platform.python_version()}")
@@ -194,7 +200,8 @@ def main(argv=None) -> int:
     suite = args.suite
     threads = set_threads(args.threads)
     options = Options(dtype=args.dtype, threads=args.threads, repeat=args.repeat,
-                      budget=args.budget, skip_limits=suite.skip_limits, memory=args.memory)
+                      budget=args.budget, skip_limits=suite.skip_limits, memory=args.memory,
+                      rounds=args.rounds)
     print(header(args, suite, threads))
     warning = load_warning(args.threads)
     if warning:

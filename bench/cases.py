@@ -196,6 +196,9 @@ class Suite:
     repeat, budget : int, float
         Default timed steps per competitor and seconds of sampling
         (``--repeat``, ``--budget``).
+    rounds : int
+        Default times every competitor of a case is measured, in alternating
+        order, the best kept (``--rounds``).
     """
 
     name: str
@@ -208,6 +211,7 @@ class Suite:
     mode: str = "table"
     repeat: int = 5
     budget: float = 1.0
+    rounds: int = 1
 
     def restricted(self, dims=None, full: bool = False) -> "Suite":
         """This suite keeping only cases with ``ndim in dims``; no skip limits if ``full``."""
@@ -271,7 +275,7 @@ SUITES = {
                     + layers(1, 4, 16, 16384, (255,))),
         sweep=SWEEP_DEFAULT, skip_limits=SKIP_DEFAULT),
     "perf": Suite("perf", cases=PERF_ALL, sweep=SWEEP_DEFAULT, skip_limits=SKIP_PERF,
-                  targets=PERF_TARGETS),
+                  targets=PERF_TARGETS, rounds=3),
     "algorithms": Suite(
         "algorithms", cases=unique(PERF_CASES + OVERLAP_CASES + SMALL_KERNEL_CASES),
         sweep=SWEEP_DEFAULT, skip_limits=SKIP_DEFAULT,

@@ -95,7 +95,7 @@ def rematch(results, competitors, options) -> int:
         data = make_data(result.case, options.dtype, options.seed)
         for _ in range(REMATCH_ROUNDS):
             for _, key in ranked[:2]:
-                seconds = measure(by_key[key], result.case, data, options)[0]
+                seconds = min(measure(by_key[key], result.case, data, options)[0])
                 result.seconds[key] = min(result.seconds[key], seconds)
         retimed += 1
     return retimed

@@ -23,6 +23,7 @@ class Options:
     skip_limits: Dict[str, float] = dataclasses.field(default_factory=dict)
     memory: bool = True
     seed: int = 0
+    rounds: int = 1
 
 
 @dataclasses.dataclass
@@ -107,10 +108,8 @@ def measure(comp, case: Case, data, options: Options):
 
     Returns
     -------
-    seconds : float
-        Best seconds per step.
-    median : float
-        Median seconds per step over the same samples.
+    samples : list of float
+        Seconds of each timed step.
     outputs : Outputs
         Those of the warm-up step.
     choice : str or None
@@ -118,31 +117,40 @@ def measure(comp, case: Case, data, options: Options):
     """
     prepared = comp.prepare(case, data, options.threads)
     timed = Timed(prepared.run, prepared.reset, data.w.copy(), comp.first_call_counts)
-    best = best_of(timed, options.repeat, options.budget)
-    return best, float(np.median(timed.samples)), timed.outputs, prepared.choice
+    best_of(timed, options.repeat, options.budget)
+    return timed.samples, timed.outputs, prepared.choice
 
 
 def run_case(case: Case, competitors, options: Options, progress: Progress) -> CaseResult:
     """Measure every competitor on ``case``, one after the other; the first is the reference.
 
-    Competitors whose estimate is above their skip limit are not run.  The
-    ``auto`` competitor's pick becomes ``choice``; with ``options.memory`` the
-    ``traced`` competitors that ran get a tracemalloc run.
+    With ``options.rounds`` > 1 the competitors are measured that many times,
+    in alternating order (forward, backward, ...), so that a slow spell of a
+    shared machine does not fall on one competitor only; each keeps its best
+    step and the median of all its samples.  Competitors whose estimate is
+    above their skip limit are not run.  The ``auto`` competitor's pick becomes
+    ``choice``; with ``options.memory`` the ``traced`` competitors that ran get
+    a tracemalloc run.
     """
     result = CaseResult(case)
     data = make_data(case, options.dtype, options.seed)
-    outputs = {}
+    outputs, samples = {}, {}
     for comp in competitors:
         estimate = comp.estimate(case)
         if estimate == float("inf") or estimate > options.skip_limits.get(comp.key, estimate):
             result.skipped[comp.key] = estimate
             progress.advance(f"{case.name} {comp.key} skipped")
-            continue
-        progress.show(f"{case.name} {comp.key}")
-        result.seconds[comp.key], result.medians[comp.key], outputs[comp.key], choice = measure(
-            comp, case, data, options)
-        result.choice = choice or result.choice
-        progress.advance(f"{case.name} {comp.key}")
+    running = [c for c in competitors if c.key not in result.skipped]
+    for r in range(options.rounds):
+        for comp in running if r % 2 == 0 else running[::-1]:
+            progress.show(f"{case.name} {comp.key}")
+            taken, outputs[comp.key], choice = measure(comp, case, data, options)
+            samples.setdefault(comp.key, []).extend(taken)
+            result.choice = choice or result.choice
+            if r == options.rounds - 1:
+                progress.advance(f"{case.name} {comp.key}")
+    for key, taken in samples.items():
+        result.seconds[key], result.medians[key] = min(taken), float(np.median(taken))
     reference = outputs[competitors[0].key]
     result.errors = {key: compare(out, reference) for key, out in outputs.items()
                      if COMPETITORS[key].checked and key != competitors[0].key}

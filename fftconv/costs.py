@@ -37,32 +37,27 @@ from .geometry import ConvGeometry, next_fast_length, tile_geometry
 #: Seconds per unit of work.  Fitted by ``python -m bench.calibrate`` (non-negative
 #: least squares on the relative error of 41 float32 layers, 1-D to 3-D, timed
 #: with all three algorithms and, on large inputs, overlap-add with several
-#: tiles; 2 threads, on the 2-core AMD EPYC reference VM with pyFFTW 0.15 and
-#: OpenBLAS 0.3.31).  The fit folds per-element costs into the terms that
-#: explain them best (``signal_element`` and ``spectrum_mac`` came out 0: the
-#: products are priced by their memory traffic), so read them as a model, not
-#: as hardware rates.  Refitted after overlap-add went batched and FFT lengths
-#: were chosen by speed (the older rates picked the measured-fastest algorithm
-#: on 59% of the calibration layers with the new code; these on 76%;
-#: estimate/measured median 0.89, range 0.45-1.52 over 142 runs).
+#: tiles, 2-D strips included; 2 threads, on the 2-core AMD EPYC reference VM
+#: with pyFFTW 0.15 and OpenBLAS 0.3.31).  The fit folds per-element costs into
+#: the terms that explain them best (``signal_element`` and ``tile_copy`` came
+#: out 0), so read them as a model, not as hardware rates.  Refitted after the
+#: products went onto two threads and single-pass overlap-add kept its
+#: spectrum: the model picks the measured-fastest algorithm on 83% of the
+#: calibration layers (80% with the previous rates on the same code);
+#: estimate/measured median 0.93, range 0.55-1.65 over 148 runs.
 RATES = {
-    "call": 0.000268,
-    "direct_element": 3.29e-10,
-    "direct_offset": 6.26e-08,
-    "fft_call": 0.000198,
-    "fft_element_log": 5.2e-10,
-    "fft_large_element_log": 5.73e-10,
-    "gemm_flop": 8.12e-12,
+    "call": 0.000228,
+    "direct_element": 2.8e-10,
+    "direct_offset": 2.38e-07,
+    "fft_call": 0.000204,
+    "fft_element_log": 4.38e-10,
+    "fft_large_element_log": 4.7e-10,
+    "gemm_flop": 7.55e-12,
     "signal_element": 0.0,
-    "spectrum_element": 1.58e-09,
-    "spectrum_mac": 3.53e-10,
+    "spectrum_element": 2.84e-09,
+    "spectrum_mac": 6.24e-11,
     "tile_copy": 0.0,
 }
-
-#: Overlap-add takes the smallest tile whose estimated cost is within this
-#: factor of the cheapest tile's: memory bounded by the tile is the point of
-#: tiling, and the estimates are not sharper than this.
-TILE_COST_SLACK = 1.1
 
 Work = Dict[str, float]
 
@@ -166,12 +161,16 @@ def tile_candidates(geom: ConvGeometry, per_axis: int) -> list:
 
 
 def best_tile(geom: ConvGeometry, dtype) -> Tuple[Tuple[int, ...], float]:
-    """The overlap-add output tile to use, and its estimated cost: the smallest
-    tile (in samples) within :data:`TILE_COST_SLACK` of the cheapest."""
+    """The overlap-add output tile to use, and its estimated cost: the cheapest.
+
+    Not the smallest of the near-cheapest, as before: with the rates fitted
+    by ``bench.calibrate`` that rule took 1954 tiles of 671 samples at 1-D
+    2**20 k65 (239 ms a step, against 161 ms for the cheapest estimate's 642
+    tiles) and 551 tiles of 100x100 at 2-D 2048x2048 k9 (317 ms against 263
+    ms for 361 tiles), timed in one calibration run.  A memory budget picks
+    its own tile (``engines.fitting_tile``).
+    """
     per_axis = 8 if geom.ndim <= 2 else 5 if geom.ndim == 3 else 3
-    priced = [(seconds(overlap_add_work(geom, dtype, tile)), tuple(tile))
-              for tile in itertools.product(*tile_candidates(geom, per_axis))]
-    cheapest = min(cost for cost, _ in priced)
-    cost, tile = min((math.prod(t), c, t) for c, t in priced
-                     if c <= TILE_COST_SLACK * cheapest)[1:]
+    cost, tile = min((seconds(overlap_add_work(geom, dtype, tile)), tuple(tile))
+                     for tile in itertools.product(*tile_candidates(geom, per_axis)))
     return tile, cost
