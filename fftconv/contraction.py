@@ -84,11 +84,18 @@ def _macs(n: int, k: np.ndarray) -> int:
     return n * k.shape[2] * k.shape[3]
 
 
-def _frequency_major(spec: np.ndarray, sl: slice, groups: int) -> np.ndarray:
-    """Block ``sl`` of ``(R, C, F)`` as a contiguous ``(Fb, groups, R, C // groups)``."""
+def _frequency_major(spec: np.ndarray, sl: slice, groups: int, out=None,
+                     conjugate: bool = False) -> np.ndarray:
+    """Block ``sl`` of ``(R, C, F)`` as a contiguous ``(Fb, groups, R, C // groups)``,
+    conjugated if asked, in one pass, into ``out`` if given (a block of a kept
+    spectrum: no second copy)."""
     r, c = spec.shape[:2]
-    block = spec[:, :, sl].reshape(r, groups, c // groups, -1)
-    return np.ascontiguousarray(block.transpose(3, 1, 0, 2))
+    block = spec[:, :, sl].reshape(r, groups, c // groups, -1).transpose(3, 1, 0, 2)
+    out = np.empty(block.shape, spec.dtype) if out is None else out
+    if conjugate:
+        return np.conjugate(block, out=out)
+    np.copyto(out, block)
+    return out
 
 
 def _grouped(out: np.ndarray, groups: int) -> np.ndarray:
@@ -123,9 +130,7 @@ def forward_product(x_spec, k, groups, out, x_keep=None, threads=1):
     out_g = _grouped(out, groups)
 
     def block(sl):
-        xb = _frequency_major(x_spec, sl, groups)
-        if x_keep is not None:
-            x_keep[sl] = xb
+        xb = _frequency_major(x_spec, sl, groups, out=None if x_keep is None else x_keep[sl])
         np.matmul(xb, k[sl].transpose(0, 1, 3, 2), out=out_g[sl])
 
     _walk(f, (n * c + out.shape[1] * out.shape[2]) * x_spec.itemsize, block, threads,
@@ -150,10 +155,8 @@ def backward_products(x_spec, dy_spec, k, groups, dx_out=None, dw_out=None, dy_k
     dw_g = dw_out.reshape(groups, c_out // groups, dw_out.shape[1], f) if want_dw else None
 
     def block(sl):
-        conj_dy = _frequency_major(dy_spec, sl, groups)
-        np.conjugate(conj_dy, out=conj_dy)
-        if dy_keep is not None:
-            dy_keep[sl] = conj_dy
+        conj_dy = _frequency_major(dy_spec, sl, groups, conjugate=True,
+                                   out=None if dy_keep is None else dy_keep[sl])
         if dx_g is not None:
             dx = np.matmul(conj_dy, k[sl], out=dx_g[sl])
             np.conjugate(dx, out=dx)
@@ -189,8 +192,7 @@ def transposed_products(x_spec, dy_spec, k, groups, y_out=None, dw_out=None, thr
             if dy_spec.ndim == 4:
                 conj_dy = dy_spec[sl]
             else:
-                conj_dy = _frequency_major(dy_spec, sl, groups)
-                np.conjugate(conj_dy, out=conj_dy)
+                conj_dy = _frequency_major(dy_spec, sl, groups, conjugate=True)
             dw_g[..., sl] = np.matmul(conj_dy.transpose(0, 1, 3, 2), xb).transpose(1, 2, 3, 0)
 
     _walk(f, _bytes_per_frequency(n, k, x_spec.itemsize), block, threads, _macs(n, k))
