@@ -45,9 +45,9 @@ class Progress:
         if self._live:
             self._write(self._line(label))
 
-    def advance(self, label: str):
-        """One more item done."""
-        self.done = min(self.done + 1, self.total)
+    def advance(self, label: str, items: int = 1):
+        """``items`` more items done."""
+        self.done = min(self.done + items, self.total)
         if self._live:
             self._write(self._line(label))
         else:

@@ -139,7 +139,7 @@ def run_case(case: Case, competitors, options: Options, progress: Progress) -> C
         estimate = comp.estimate(case)
         if estimate == float("inf") or estimate > options.skip_limits.get(comp.key, estimate):
             result.skipped[comp.key] = estimate
-            progress.advance(f"{case.name} {comp.key} skipped")
+            progress.advance(f"{case.name} {comp.key} skipped", options.rounds)
     running = [c for c in competitors if c.key not in result.skipped]
     for r in range(options.rounds):
         for comp in running if r % 2 == 0 else running[::-1]:
@@ -147,8 +147,7 @@ def run_case(case: Case, competitors, options: Options, progress: Progress) -> C
             taken, outputs[comp.key], choice = measure(comp, case, data, options)
             samples.setdefault(comp.key, []).extend(taken)
             result.choice = choice or result.choice
-            if r == options.rounds - 1:
-                progress.advance(f"{case.name} {comp.key}")
+            progress.advance(f"{case.name} {comp.key}")
     for key, taken in samples.items():
         result.seconds[key], result.medians[key] = min(taken), float(np.median(taken))
     reference = outputs[competitors[0].key]
@@ -175,5 +174,5 @@ def run_cases(cases, competitors, options: Options, title: str,
         return comp.key not in only or case in only[comp.key]
 
     plans = [(case, [c for c in competitors if runs_on(c, case)]) for case in cases]
-    with Progress(sum(len(comps) for _, comps in plans), title) as progress:
+    with Progress(sum(len(comps) for _, comps in plans) * options.rounds, title) as progress:
         return [run_case(case, comps, options, progress) for case, comps in plans]

@@ -76,3 +76,31 @@ def test_whole_layer_case_runs_every_competitor_that_has_its_layer():
     for key, errors in result.errors.items():
         assert max(errors.values()) < 1e-5, key
     assert {"direct", "overlap_add"} <= set(result.errors)
+
+
+def test_rounds_alternate_the_order_and_keep_each_competitor_best(monkeypatch):
+    """``--rounds``: every competitor measured once per round, in alternating order,
+    its best and the median of all its samples kept; skipped ones never run."""
+    import io
+    from bench import runner
+    from bench.competitors import COMPETITORS
+    from bench.progress import Progress
+    order, times = [], {"fft": iter([[0.3, 0.5], [0.2, 0.4]]),
+                        "direct": iter([[0.6], [0.7]])}
+    out = runner.Outputs(np.zeros(1), np.zeros(1), np.zeros(1))
+
+    def fake_measure(comp, case, data, options):
+        order.append(comp.key)
+        return next(times[comp.key]), out, None
+
+    monkeypatch.setattr(runner, "measure", fake_measure)
+    comps = [COMPETITORS["fft"], COMPETITORS["direct"], COMPETITORS["torch"]]
+    options = runner.Options(rounds=2, memory=False, skip_limits={"torch": -1.0})
+    case = parse_case("N=1,C=1,size=8,k=3")
+    with Progress(len(comps) * 2, stream=io.StringIO()) as progress:
+        result = runner.run_case(case, comps, options, progress)
+        assert progress.done == progress.total
+    assert order == ["fft", "direct", "direct", "fft"]
+    assert result.seconds == {"fft": 0.2, "direct": 0.6}
+    assert result.medians == pytest.approx({"fft": 0.35, "direct": 0.65})
+    assert set(result.skipped) == {"torch"}
