@@ -124,7 +124,10 @@ def fft_work(geom: ConvGeometry, dtype, weight_transforms: bool = True,
 
 
 def overlap_add_work(geom: ConvGeometry, dtype, tile) -> Work:
-    """Units of work of one ``overlap_add`` training step with output tiles ``tile``."""
+    """Units of work of one ``overlap_add`` training step with output tiles ``tile``
+    (a single tile runs the FFT path: :func:`fftconv.overlap_add.engine`)."""
+    if overlap_add.single_tile(geom, tile):
+        return fft_work(geom, dtype)
     tg = tile_geometry(geom, tile)
     n_tiles = math.prod(-(-o // b) for o, b in zip(geom.out_size, tile))
     n_passes = -(-n_tiles // overlap_add.tiles_per_pass(geom, dtype, tile))

@@ -19,7 +19,6 @@ from .config import Settings
 from .direct import DirectEngine
 from .fftpath import FFTEngine, workspace_bytes
 from .geometry import ConvGeometry
-from .overlap_add import OverlapAddEngine
 
 
 @dataclass(frozen=True)
@@ -131,8 +130,8 @@ REGISTRY: Dict[str, Algorithm] = {a.name: a for a in (
               work=lambda geom, dtype, option=None: costs.direct_work(geom, dtype),
               estimate=_direct_estimate),
     Algorithm("overlap_add",
-              build=lambda geom, dtype, settings, tile: OverlapAddEngine(geom, dtype, settings,
-                                                                         tile),
+              build=lambda geom, dtype, settings, tile: overlap_add.engine(geom, dtype,
+                                                                           settings, tile),
               option=lambda func, geom, dtype, budget, tile: fitting_tile(func, geom, dtype,
                                                                           budget, tile),
               work=lambda geom, dtype, tile=None: costs.overlap_add_work(

@@ -44,11 +44,32 @@ from .protocol import Saved
 from .transforms import spectrum_bytes
 
 
+def single_tile(geom: ConvGeometry, tile) -> bool:
+    """Whether one tile covers the whole output: then overlap-add is the FFT path
+    itself, and :func:`engine` builds that, with no windows to copy."""
+    return all(t >= o for t, o in zip(tile, geom.out_size))
+
+
+def engine(geom: ConvGeometry, dtype, settings: Settings, tile):
+    """The engine of overlap-add with output tiles ``tile``: an
+    :class:`OverlapAddEngine`, or for a :func:`single_tile` the
+    :class:`~fftconv.fftpath.FFTEngine` of the whole layer (the same transforms
+    and products; measured 1.09-1.27x slower through the tile windows, 2-D
+    2048x2048 k9)."""
+    if single_tile(geom, tile):
+        whole = FFTEngine(geom, dtype, settings)
+        whole.tile = tuple(geom.out_size)  # what the plan reports: the one tile
+        return whole
+    return OverlapAddEngine(geom, dtype, settings, tile)
+
+
 def workspace_bytes(geom: ConvGeometry, dtype, tile) -> int:
     """Bytes of an overlap-add engine with output tiles ``tile``: the pass engine's
     buffers (:func:`tiles_per_pass` tiles), the input, output and gradient windows
     of one pass, and the channel contraction's frequency block (small tiles make
-    it count)."""
+    it count); for a :func:`single_tile`, the FFT path's."""
+    if single_tile(geom, tile):
+        return fft_workspace_bytes(geom, dtype, geom.batch)
     tile = tuple(min(t, o) for t, o in zip(tile, geom.out_size))
     per_pass = tiles_per_pass(geom, dtype, tile)
     t = dataclasses.replace(tile_geometry(geom, tile), batch=geom.batch * per_pass)

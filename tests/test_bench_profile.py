@@ -104,3 +104,13 @@ def test_rounds_alternate_the_order_and_keep_each_competitor_best(monkeypatch):
     assert result.seconds == {"fft": 0.2, "direct": 0.6}
     assert result.medians == pytest.approx({"fft": 0.35, "direct": 0.65})
     assert set(result.skipped) == {"torch"}
+
+
+def test_the_single_tile_cases_are_single_tile_and_the_others_are_not():
+    """The perf suite's overlap-add/fft <= 1.15 target is about single tiles."""
+    import fftconv
+    from bench.cases import PERF_ALL, SINGLE_TILE_CASES
+    for case in PERF_ALL:
+        p = fftconv.plan(case.x_shape, case.w_shape, dtype=np.float32, algorithm="overlap_add",
+                         **case.layer)
+        assert (p.tile == p.out_shape[2:]) == (case in SINGLE_TILE_CASES), case.name

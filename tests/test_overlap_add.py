@@ -144,3 +144,26 @@ def test_tiles_per_pass_bounds_the_pass_workspace():
     whole = workspace_bytes(geom, np.float32, geom.batch)
     assert 1 < per_pass < -(-geom.out_size[0] // 512)
     assert per_pass * one <= min(overlap_add.PASS_BYTES, whole // overlap_add.PASS_SHARE)
+
+
+@pytest.mark.parametrize("padding, transposed", [("valid", False), ("same", False),
+                                                 (0, True)])
+def test_a_single_tile_is_the_fft_path(padding, transposed):
+    """One tile covering the output runs the FFT path's engine: the same results,
+    bit for bit, and the same workspace, with no tile windows copied."""
+    from fftconv.fftpath import FFTEngine
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((2, 4, 30, 26)), rng.standard_normal((4, 4, 5, 3))
+    layer = dict(padding=padding, transposed=transposed)
+    fft = fftconv.plan(x.shape, w.shape, dtype=np.float64, algorithm="fft", **layer)
+    one = fftconv.plan(x.shape, w.shape, dtype=np.float64, algorithm="overlap_add",
+                       tile=(100, 100), **layer)
+    assert isinstance(one._engine, FFTEngine) and one.workspace_bytes == fft.workspace_bytes
+    y = one.forward(x, w)
+    np.testing.assert_array_equal(y, fft.forward(x, w))
+    dy = rng.standard_normal(y.shape)
+    for got, want in zip(one.backward(dy), fft.backward(dy)):
+        np.testing.assert_array_equal(got, want)
+    geom = fft.geometry
+    assert costs.overlap_add_work(geom, np.float64, (100, 100)) == costs.fft_work(geom,
+                                                                                  np.float64)
