@@ -20,8 +20,8 @@ Layout (see ``transforms``): ``X`` and ``DY`` arrive batch-major
 ``(rows, cols, F)`` from the forward transforms; ``K`` is kept frequency-major
 ``(F, groups, Og, Cg)``, transposed once per weight update; ``Y`` and ``DX``
 are written frequency-major ``(F, rows, cols)`` and ``DW`` batch-major
-``(C_out, Cg, F)``, straight into the inverse transforms' buffers.  The products walk the frequencies in blocks of about
-:data:`BLOCK_BYTES`: each block of ``X``/``DY`` is transposed to
+``(C_out, Cg, F)``, straight into the inverse transforms' buffers.  The products
+walk the frequencies in blocks of about :data:`BLOCK_BYTES`: each block of ``X``/``DY`` is transposed to
 ``(Fb, groups, N, C)`` while it sits in cache and multiplied with one
 ``np.matmul`` (a batched BLAS GEMM over frequencies and groups).  The backward
 pass does both gradient products in one walk, so ``DY`` is read once, and
@@ -30,10 +30,14 @@ reuses the frequency-major ``X`` the forward pass kept.
 The blocks are independent, so ``threads`` splits them into contiguous shares
 run at once (``runtime.run_shares``; numpy releases the GIL in the GEMMs and
 copies) wherever the GEMMs are neither too small (:data:`PARALLEL_MIN_MACS`)
-nor large enough for BLAS to thread them itself (:data:`PARALLEL_MAX_MACS`).  The GEMMs are tiny (8x16 by 16x16 on the bench case), so numpy's
-``matmul`` runs at its per-GEMM call rate, about 25 GFLOP/s on one core of the
-reference VM; two threads took the forward product of that case from 6.9 to
-4.5 ms.
+nor large (:data:`PARALLEL_MAX_MACS`).  The GEMMs are tiny (8x16 by 16x16 on
+the bench case), so numpy's ``matmul`` runs at its per-GEMM call rate, about
+25 GFLOP/s on one core of the reference VM; two threads took the forward
+product of that case from 6.9 to 4.5 ms, and a whole training step 0.83-1.05x
+(``python -m bench.shares``).  A compiled kernel was tried and not kept: three
+numba kernels (frequency-innermost, interleaved or planar complex) ran that
+forward product in 13.5-33 ms on one thread against ``matmul``'s 4.9-6.9 ms;
+OpenBLAS 0.3.31's ``cblas_cgemm_batch_strided`` crashed in numpy's build.
 """
 from __future__ import annotations
 
@@ -51,16 +55,18 @@ BLOCK_BYTES = 1 << 18
 
 #: Smallest per-frequency GEMM (complex multiply-adds) whose blocks run on
 #: several threads.  Below it numpy makes one tiny BLAS call per frequency and
-#: two threads contend for it: a training step of the 3-D bench case (N=2,
-#: 8->8 channels, 128 multiply-adds) took 1.03-1.18x as long on two threads,
-#: while the 1-D k1023 (1024) and 2-D 128x128 (2048) cases took 0.70-0.95x
-#: (steps interleaved in one process, min of 12).
+#: two threads contend for it: a training step of the 3-D perf cases (N=2,
+#: 8->8 channels, 128 multiply-adds) took 0.97-1.43x as long (min) on two
+#: threads, while the 1-D k1023 (1024) and 2-D 128x128 (2048) cases took
+#: 0.83-1.05x (``python -m bench.shares``).
 PARALLEL_MIN_MACS = 512
-#: Largest per-frequency GEMM whose blocks run on several threads: from
-#: OpenBLAS's own threshold (``m * n * k`` of 65536 * 4, its
-#: ``GEMM_MULTITHREAD_THRESHOLD``) BLAS runs each GEMM on its threads, and
-#: sharing the blocks out as well would run threads x threads of them.
-PARALLEL_MAX_MACS = 1 << 18
+#: Largest per-frequency GEMM whose blocks run on several threads.  Measured by
+#: ``python -m bench.shares`` (2-D layers, step shared/serial, min and median):
+#: 8192 multiply-adds 0.65/0.79, 32768 0.71/0.84, but 65536 1.08/1.34 and 131072
+#: 1.02-1.11/1.18-1.22: a block then holds only a few frequencies of large
+#: matrices, and two threads of them contend for the cache.  (OpenBLAS threads
+#: a GEMM itself only from 262144, its ``GEMM_MULTITHREAD_THRESHOLD``.)
+PARALLEL_MAX_MACS = 1 << 15
 
 
 def _blocks(n_freq: int, bytes_per_frequency: int):
