@@ -9,65 +9,25 @@ state of a shared machine; the table gives each one's best step and the ratio.
 """
 from __future__ import annotations
 
-import argparse
-import time
-
-import numpy as np
-
-import fftconv
-
-from .cases import PERF_ALL, make_data, parse_case
 from .report import table
-from .threads import all_cores, load_warning, set_threads
+from .sidebyside import alternating, parse, timed_step
 
 TARGET = 2.0
 ALGORITHMS = ("fft", "auto")
 
 
-def _step(case, dtype: str, algorithm: str):
-    """A training step of ``case`` in ``dtype`` on a new plan; returns it and the plan."""
-    data = make_data(case, dtype)
-    p = fftconv.plan(case.x_shape, case.w_shape, dtype=data.x.dtype, algorithm=algorithm,
-                     **case.layer)
-    w = data.w.copy()
-
-    def run():
-        w[...] += 1e-3
-        start = time.perf_counter()
-        p.forward(data.x, w, data.b)
-        p.backward(data.dy)
-        return time.perf_counter() - start
-
-    run()  # warm-up: plans, caches
-    return run, p
-
-
 def compare(case, algorithm: str, rounds: int, steps: int) -> dict:
     """Best seconds per step in float32 and float64, measured in alternating order."""
-    runs = {dtype: _step(case, dtype, algorithm) for dtype in ("float32", "float64")}
-    samples = {dtype: [] for dtype in runs}
-    for r in range(rounds):
-        for dtype in ("float32", "float64") if r % 2 == 0 else ("float64", "float32"):
-            samples[dtype] += [runs[dtype][0]() for _ in range(steps)]
+    steps_of = {dtype: timed_step(case, dtype, algorithm) for dtype in ("float32", "float64")}
+    samples = alternating({d: run for d, (run, _) in steps_of.items()}, rounds, steps)
     return {"float32": min(samples["float32"]), "float64": min(samples["float64"]),
-            "chose": {d: runs[d][1].algorithm for d in runs}}
+            "chose": {d: p.algorithm for d, (_, p) in steps_of.items()}}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.precision", description=__doc__)
-    parser.add_argument("--case", action="append", dest="cases", metavar="SPEC",
-                        help="a layer instead of the perf suite's cases (repeatable)")
-    parser.add_argument("--threads", type=int, default=all_cores())
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=2)
-    args = parser.parse_args(argv)
-    print("threads: " + set_threads(args.threads))
-    warning = load_warning(args.threads)
-    if warning:
-        print(warning)
-    cases = [parse_case(s) for s in args.cases] if args.cases else list(PERF_ALL)
+    args = parse("python -m bench.precision", __doc__, argv, rounds=3, steps=2)
     rows, worst = [], 0.0
-    for case in cases:
+    for case in args.cases:
         for algorithm in ALGORITHMS:
             got = compare(case, algorithm, args.rounds, args.steps)
             ratio = got["float64"] / got["float32"]

@@ -12,65 +12,33 @@ would do, including those below the threshold (marked).
 """
 from __future__ import annotations
 
-import argparse
-import time
-
 import numpy as np
 
-import fftconv
 from fftconv import contraction
 
-from .cases import PERF_ALL, make_data, parse_case
 from .report import table
-from .threads import all_cores, load_warning, set_threads
-
-
-def _runner(case):
-    data = make_data(case, "float32")
-    p = fftconv.plan(case.x_shape, case.w_shape, dtype=data.x.dtype, algorithm="fft",
-                     **case.layer)
-    w = data.w.copy()
-
-    def run():
-        w[...] += 1e-3
-        start = time.perf_counter()
-        p.forward(data.x, w, data.b)
-        p.backward(data.dy)
-        return time.perf_counter() - start
-
-    run()
-    return run
+from .sidebyside import alternating, parse, timed_step
 
 
 def compare(case, rounds: int, steps: int) -> dict:
     """``{"serial": (best, median), "shared": (best, median)}`` seconds per step."""
-    run, low = _runner(case), contraction.PARALLEL_MIN_MACS
-    samples = {"serial": [], "shared": []}
+    run, _ = timed_step(case, "float32", "fft")
+    low = contraction.PARALLEL_MIN_MACS
+
+    def mode(key):
+        contraction.PARALLEL_MIN_MACS = 10 ** 12 if key == "serial" else 0
+
     try:
-        for r in range(rounds):
-            for mode in ("serial", "shared") if r % 2 == 0 else ("shared", "serial"):
-                contraction.PARALLEL_MIN_MACS = 10 ** 12 if mode == "serial" else 0
-                samples[mode] += [run() for _ in range(steps)]
+        samples = alternating({"serial": run, "shared": run}, rounds, steps, before=mode)
     finally:
         contraction.PARALLEL_MIN_MACS = low
     return {m: (min(t), float(np.median(t))) for m, t in samples.items()}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.shares", description=__doc__)
-    parser.add_argument("--case", action="append", dest="cases", metavar="SPEC",
-                        help="a layer instead of the perf suite's cases (repeatable)")
-    parser.add_argument("--threads", type=int, default=all_cores())
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=3)
-    args = parser.parse_args(argv)
-    print("threads: " + set_threads(args.threads))
-    warning = load_warning(args.threads)
-    if warning:
-        print(warning)
-    cases = [parse_case(s) for s in args.cases] if args.cases else list(PERF_ALL)
+    args = parse("python -m bench.shares", __doc__, argv, rounds=4, steps=3)
     rows = []
-    for case in cases:
+    for case in args.cases:
         got = compare(case, args.rounds, args.steps)
         groups = case.opts.get("groups", 1)
         macs = case.batch * (case.out_channels // groups) * (case.in_channels // groups)

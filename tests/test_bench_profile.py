@@ -114,3 +114,14 @@ def test_the_single_tile_cases_are_single_tile_and_the_others_are_not():
         p = fftconv.plan(case.x_shape, case.w_shape, dtype=np.float32, algorithm="overlap_add",
                          **case.layer)
         assert (p.tile == p.out_shape[2:]) == (case in SINGLE_TILE_CASES), case.name
+
+
+@pytest.mark.parametrize("tool", ["precision", "shares"])
+def test_the_side_by_side_tools_run_a_case(tool, capsys):
+    import importlib
+    module = importlib.import_module(f"bench.{tool}")
+    assert module.main(["--case", "N=1,C=2,O=3,size=12x10,k=3", "--rounds", "2",
+                        "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "2d N1 2>3 12x10 k3" in out
+    assert ("f64/f32" in out) if tool == "precision" else ("shared/serial" in out)
