@@ -244,15 +244,11 @@ SAME_CASES = tuple(layers(2, 8, 16, 128, (5, 7, 9, 15, 31), padding="same")
                    + layers(3, 2, 8, 32, (5,), padding="same"))
 WIDE_CASE = Case(32, 64, 64, (32, 32), (3, 3), "same")
 PERF_ALL = PERF_CASES + SAME_CASES + (WIDE_CASE,)
-#: The perf cases where the cost model's overlap-add tile is the whole output
-#: (a test keeps this list true).
-SINGLE_TILE_CASES = PERF_CASES[1:4] + PERF_CASES[6:] + SAME_CASES[2:]
 PERF_TARGETS = perf_targets(
     floor_cases=[c for c in PERF_ALL if (c.ndim == 2 and c.kernel_size in (7, 15, 31))
                  or (c.ndim == 3 and c.kernel_size == 9) or c.ndim == 1],
     torch_bounds=tuple(zip(SAME_CASES[:3], (1.3, 1.0, 0.8))) + ((SAME_CASES[5], 1.0),
-                                                               (WIDE_CASE, 1.4)),
-    single_tile_cases=SINGLE_TILE_CASES)
+                                                               (WIDE_CASE, 1.4)))
 #: Large inputs and small kernels, where overlap-add should beat one big FFT.
 OVERLAP_CASES = (Case(1, 4, 4, (2 ** 20,), (65,)), Case(1, 1, 1, (2048, 2048), (9, 9)))
 #: Where the direct path should win (and, for the first, stay close to PyTorch).
@@ -269,8 +265,8 @@ def decision_cases() -> Tuple[Case, ...]:
     return tuple(c for c in one + two + three if min(c.out_size) >= 1)
 
 
-# algorithms and decisions compare close algorithms (the FFT path and a one-tile
-# overlap-add do nearly the same work), where a best of 5 moved by 30% between
+# algorithms and decisions compare close algorithms (the FFT path and overlap-add
+# with a few tiles do nearly the same work), where a best of 5 moved by 30% between
 # runs on 2 shared cores: they sample more.
 SUITES = {
     "default": Suite(

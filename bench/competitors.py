@@ -48,6 +48,7 @@ import scipy.fft
 import scipy.signal
 
 import fftconv
+from fftconv import overlap_add
 
 #: Rough sustained rates on a 2-core machine, for the skip estimates only:
 #: GFLOP/s of a direct step (2 flops per multiply-add, 3 passes) and of the
@@ -71,12 +72,15 @@ class Outputs(NamedTuple):
 
 
 class Prepared(NamedTuple):
-    """A ready step: ``run(w) -> Outputs or None``, untimed ``reset()`` and, for an
-    ``"auto"`` plan, the algorithm it chose."""
+    """A ready step: ``run(w) -> Outputs or None``, untimed ``reset()``, for an
+    ``"auto"`` plan the algorithm it chose, and ``same_as``: the key of another
+    competitor whose computation this one runs (a single overlap-add tile runs
+    the FFT path's engine), so that the two are not ranked against each other."""
 
     run: Callable
     reset: Callable[[], None] = lambda: None
     choice: Optional[str] = None
+    same_as: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +117,9 @@ def _plan_step(algorithm: str):
             dx, dw, _ = p.backward(data.dy)
             return Outputs(y, dx, dw)
 
-        return Prepared(run, choice=p.algorithm if algorithm == "auto" else None)
+        single = algorithm == "overlap_add" and overlap_add.single_tile(p.geometry, p.tile)
+        return Prepared(run, choice=p.algorithm if algorithm == "auto" else None,
+                        same_as="fft" if single else None)
 
     return prepare
 

@@ -89,7 +89,8 @@ def rematch(results, competitors, options) -> int:
     by_key = {c.key: c for c in competitors}
     retimed = 0
     for result in results:
-        ranked = sorted((t, k) for k, t in result.seconds.items() if k in OWN)
+        ranked = sorted((t, k) for k, t in result.seconds.items()
+                        if k in OWN and result.same_as.get(k) not in result.seconds)
         if len(ranked) < 2 or ranked[1][0] > REMATCH * ranked[0][0]:
             continue
         data = make_data(result.case, options.dtype, options.seed)

@@ -48,6 +48,9 @@ class CaseResult:
         (the competitors with ``traced`` set).
     choice : str or None
         The algorithm ``algorithm="auto"`` chose for this case.
+    same_as : dict
+        Competitor key -> the key whose computation it ran (see
+        :class:`~bench.competitors.Prepared`).
     """
 
     case: Case
@@ -57,10 +60,14 @@ class CaseResult:
     medians: Dict[str, float] = dataclasses.field(default_factory=dict)
     peak_bytes: Dict[str, int] = dataclasses.field(default_factory=dict)
     choice: Optional[str] = None
+    same_as: Dict[str, str] = dataclasses.field(default_factory=dict)
 
     def fastest_own(self) -> Optional[str]:
-        """The fastest of fftconv's own algorithms measured here (None if none was)."""
-        measured = [k for k in OWN if k in self.seconds]
+        """The fastest of fftconv's own algorithms measured here (None if none was);
+        one that ran another's computation (``same_as``, e.g. a single overlap-add
+        tile, which is the FFT path) is not a candidate of its own."""
+        measured = [k for k in OWN if k in self.seconds
+                    and self.same_as.get(k) not in self.seconds]
         return min(measured, key=self.seconds.__getitem__) if measured else None
 
     def time(self, key: str) -> Optional[float]:
@@ -112,13 +119,14 @@ def measure(comp, case: Case, data, options: Options):
         Seconds of each timed step.
     outputs : Outputs
         Those of the warm-up step.
-    choice : str or None
-        The algorithm an ``"auto"`` plan chose.
+    prepared : Prepared
+        The prepared step (``choice``: the algorithm an ``"auto"`` plan chose;
+        ``same_as``).
     """
     prepared = comp.prepare(case, data, options.threads)
     timed = Timed(prepared.run, prepared.reset, data.w.copy(), comp.first_call_counts)
     best_of(timed, options.repeat, options.budget)
-    return timed.samples, timed.outputs, prepared.choice
+    return timed.samples, timed.outputs, prepared
 
 
 def run_case(case: Case, competitors, options: Options, progress: Progress) -> CaseResult:
@@ -144,9 +152,11 @@ def run_case(case: Case, competitors, options: Options, progress: Progress) -> C
     for r in range(options.rounds):
         for comp in running if r % 2 == 0 else running[::-1]:
             progress.show(f"{case.name} {comp.key}")
-            taken, outputs[comp.key], choice = measure(comp, case, data, options)
+            taken, outputs[comp.key], prepared = measure(comp, case, data, options)
             samples.setdefault(comp.key, []).extend(taken)
-            result.choice = choice or result.choice
+            result.choice = prepared.choice or result.choice
+            if prepared.same_as:
+                result.same_as[comp.key] = prepared.same_as
             progress.advance(f"{case.name} {comp.key}")
     for key, taken in samples.items():
         result.seconds[key], result.medians[key] = min(taken), float(np.median(taken))

@@ -83,7 +83,7 @@ def test_rounds_alternate_the_order_and_keep_each_competitor_best(monkeypatch):
     its best and the median of all its samples kept; skipped ones never run."""
     import io
     from bench import runner
-    from bench.competitors import COMPETITORS
+    from bench.competitors import COMPETITORS, Prepared
     from bench.progress import Progress
     order, times = [], {"fft": iter([[0.3, 0.5], [0.2, 0.4]]),
                         "direct": iter([[0.6], [0.7]])}
@@ -91,7 +91,7 @@ def test_rounds_alternate_the_order_and_keep_each_competitor_best(monkeypatch):
 
     def fake_measure(comp, case, data, options):
         order.append(comp.key)
-        return next(times[comp.key]), out, None
+        return next(times[comp.key]), out, Prepared(lambda w: None)
 
     monkeypatch.setattr(runner, "measure", fake_measure)
     comps = [COMPETITORS["fft"], COMPETITORS["direct"], COMPETITORS["torch"]]
@@ -106,14 +106,22 @@ def test_rounds_alternate_the_order_and_keep_each_competitor_best(monkeypatch):
     assert set(result.skipped) == {"torch"}
 
 
-def test_the_single_tile_cases_are_single_tile_and_the_others_are_not():
-    """The perf suite's overlap-add/fft <= 1.15 target is about single tiles."""
-    import fftconv
-    from bench.cases import PERF_ALL, SINGLE_TILE_CASES
-    for case in PERF_ALL:
-        p = fftconv.plan(case.x_shape, case.w_shape, dtype=np.float32, algorithm="overlap_add",
-                         **case.layer)
-        assert (p.tile == p.out_shape[2:]) == (case in SINGLE_TILE_CASES), case.name
+def test_a_single_overlap_add_tile_is_not_ranked_against_the_fft_path_it_runs():
+    """It runs the FFT engine: the fastest of fftconv's own is chosen without it."""
+    from bench.competitors import BEST, COMPETITORS
+    from bench.runner import CaseResult, Options, run_case
+    from bench.progress import Progress
+    import io
+    case = parse_case("N=1,C=2,size=24x24,k=5")
+    with Progress(2, stream=io.StringIO()) as progress:
+        result = run_case(case, [COMPETITORS["fft"], COMPETITORS["overlap_add"]],
+                          Options(repeat=1, memory=False), progress)
+    assert result.same_as == {"overlap_add": "fft"}
+    result.seconds = {"fft": 2.0, "overlap_add": 1.0, "direct": 3.0}
+    assert result.fastest_own() == "fft" and result.time(BEST) == 2.0
+    del result.seconds["fft"]       # without the FFT path, its stand-in counts
+    assert result.fastest_own() == "overlap_add"
+    assert CaseResult(case).same_as == {}
 
 
 @pytest.mark.parametrize("tool", ["precision", "shares"])

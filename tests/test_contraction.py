@@ -124,7 +124,7 @@ def test_a_layer_with_shared_out_products_is_bit_identical_and_exact(monkeypatch
         assert np.abs(got - ref).max() <= 1e-12 * np.abs(ref).max()
 
 
-def test_gemms_large_enough_for_blas_threads_are_not_shared_out(monkeypatch):
+def test_large_gemms_are_not_shared_out(monkeypatch):
     shares = []
     monkeypatch.setattr(runtime, "run_shares",
                         lambda fn, items, threads: shares.append(threads) or [fn(i) for i in items])
