@@ -35,11 +35,11 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-import fftconv
 from fftconv import contraction, fftpath, resampling, transforms
 
 from .cases import Case, make_data
 from .competitors import _floor_prepare
+from .sidebyside import timed_step
 
 PARTS = ("transforms", "placement", "products", "transposes", "crops", "resampling", "other")
 
@@ -120,17 +120,6 @@ def instrumented(timer: PartTimer):
         transforms._fftw, transforms.scipy = fftw, scipy_fft
 
 
-def _step(p, data) -> Callable:
-    w = data.w.copy()
-
-    def run():
-        w[...] += 1e-3
-        p.forward(data.x, w, data.b)
-        p.backward(data.dy)
-
-    return run
-
-
 def _times(run: Callable, steps: int) -> np.ndarray:
     out = []
     for _ in range(steps):
@@ -148,24 +137,18 @@ def profile(case: Case, dtype: str, threads: int, steps: int = 10,
     "step": (min s, median s), "floor": (min s, median s), "fft_shape": ...,
     "algorithm": ...}``.
     """
-    data = make_data(case, dtype)
     timer = PartTimer()
     with instrumented(timer):  # the plan is built inside: its FFTW plans get timed proxies
-        p = fftconv.plan(case.x_shape, case.w_shape, dtype=data.x.dtype, algorithm=algorithm,
-                         **case.layer)
-        run = _step(p, data)
-        run()
+        run, p = timed_step(case, dtype, algorithm)
         per_step, totals = [], []
         for _ in range(steps):
             timer.reset()
-            start = time.perf_counter()
-            run()
-            totals.append(time.perf_counter() - start)
+            totals.append(run())
             nested = sum(timer.seconds.values())
             timer.seconds["other"] += totals[-1] - nested
             per_step.append(dict(timer.seconds))
-    plain = _times(run, steps)
-    floor = _floor_prepare(case, data, threads)
+    plain = np.array([run() for _ in range(steps)])
+    floor = _floor_prepare(case, make_data(case, dtype), threads)
     floor.run(None)
     floor_times = []
     for _ in range(steps):

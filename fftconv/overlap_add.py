@@ -233,8 +233,8 @@ class OverlapAddEngine:
         """Tiles' input gradients overlap-added, weight gradients summed."""
         dx = None
         if need_dx:
-            dx = np.zeros(self.geom.x_shape, self.dtype) if out is None else out
-            dx.fill(0)
+            dx = np.empty(self.geom.x_shape, self.dtype) if out is None else out
+            dx.fill(0)  # the tiles' windows are added into it
         x_spec = saved_x.array if need_dw and saved_x.kind == "spectrum" else None
         transform_x = need_dw and x_spec is None
         dy_buf = self._buffer(self.tile_geom.y_shape)

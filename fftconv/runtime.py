@@ -102,10 +102,10 @@ def _run_all(fn: Callable, items: Sequence) -> None:
 def _submit(fn: Callable, pieces: list) -> list:
     """``(future or None, piece)`` per piece; ``None`` where the pool takes no more
     work (the interpreter is shutting down): the caller runs that piece itself."""
-    submitted = []
+    pool, submitted = _worker_pool(), []
     for piece in pieces:
         try:
-            submitted.append((_worker_pool().submit(_run_all, fn, piece), piece))
+            submitted.append((pool.submit(_run_all, fn, piece), piece))
         except RuntimeError:
             submitted.append((None, piece))
     return submitted
