@@ -10,7 +10,7 @@ often the fitted model then picks the measured-fastest algorithm.
 
 With PyTorch installed it also times PyTorch's own convolution (``"native"``,
 the extra candidate of ``fftconv.torch``'s ``algorithm="auto"``) on the same
-layers and fits ``fftconv.torch.selection.NATIVE_RATES`` the same way
+layers and fits ``fftconv.torch.autoselect.NATIVE_RATES`` the same way
 (``--only native`` times and fits that alone; ``--only fftconv`` skips it).
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ LAYERS = (
 #: 2-D strips (tiles as wide as the output, clipped to it).
 EXTRA_TILES = {1: [(2040,), (16320,)],
                2: [(56, 56), (120, 120), (248, 248), (120, 1 << 16), (248, 1 << 16)]}
-ALGORITHMS = fftconv.engines.NAMES
+ALGORITHMS = fftconv.registry.NAMES
 
 
 def time_step(plan, x, w, dy, repeats=3) -> float:
@@ -78,7 +78,7 @@ def measure(layers, max_seconds: float):
         for name, tile in candidates(xs, ws):
             plan = fftconv.plan(xs, ws, dtype=np.float32, algorithm=name, tile=tile)
             g = plan.geometry
-            units = fftconv.engines.REGISTRY[name].work(g, np.float32, plan.tile)
+            units = fftconv.registry.REGISTRY[name].work(g, np.float32, plan.tile)
             if costs.seconds(units) > max_seconds:
                 continue  # far too slow to be chosen; timing it would only cost minutes
             dy = rng.standard_normal(g.y_shape).astype(np.float32)
@@ -90,10 +90,11 @@ def measure(layers, max_seconds: float):
 def time_native(xs, ws) -> float:
     """Best-of-3 seconds of one float32 training step of PyTorch's own convolution
     ("valid", as the fftconv rows), after a warm-up, weights moving as in training
-    (the bridge's own measurement, ``fftconv.torch.selection.time_step``)."""
+    (the bridge's own measurement, ``fftconv.torch.autoselect.time_step``)."""
     import torch
     from fftconv.torch import native_conv
-    from fftconv.torch.selection import time_step as best_of, training_step
+    from fftconv.torch.autoselect import training_step
+    from fftconv.timing import best_of
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(xs, generator=gen, requires_grad=True)
     w = torch.randn(ws, generator=gen, requires_grad=True)
@@ -102,7 +103,7 @@ def time_native(xs, ws) -> float:
 
 def measure_native(layers):
     """Rows ``("native", units, seconds, geometry)`` for every layer."""
-    from fftconv.torch.selection import native_work
+    from fftconv.torch.autoselect import native_work
     rows = []
     for i, (xs, ws) in enumerate(layers):
         g = fftconv.plan(xs, ws, dtype=np.float32, algorithm="direct").geometry
@@ -114,7 +115,7 @@ def measure_native(layers):
 def price(name: str, units: dict) -> float:
     """Estimated seconds of a row: fftconv's rates, or the native model's."""
     if name == "native":
-        from fftconv.torch.selection import native_seconds_of
+        from fftconv.torch.autoselect import native_seconds_of
         return native_seconds_of(units)
     return costs.seconds(units)
 
@@ -143,7 +144,7 @@ def bridge_agreement(rows, native_rows) -> float:
     """Fraction of layers where ``fftconv.torch``'s cost-model rule (native unless an
     fftconv transform algorithm is estimated ``NATIVE_MARGIN`` times cheaper) picks
     the measured faster of PyTorch's convolution and fftconv's fastest algorithm."""
-    from fftconv.torch.selection import ENGINE_CANDIDATES, NATIVE_MARGIN
+    from fftconv.torch.autoselect import ENGINE_CANDIDATES, NATIVE_MARGIN
     native = {g: (price(name, units), t) for name, units, t, g in native_rows}
     hits = []
     for g, (native_est, native_t) in native.items():
@@ -173,9 +174,9 @@ def main(argv=None):
         native_rows = measure_native(LAYERS)
     fits = [(rows, costs.RATES, "RATES", "fftconv/costs.py")]
     if native_rows:
-        from fftconv.torch import selection
+        from fftconv.torch import autoselect as selection
         fits.append((native_rows, selection.NATIVE_RATES, "NATIVE_RATES",
-                     "fftconv/torch/selection.py"))
+                     "fftconv/torch/autoselect.py"))
     print(f"current rates: model picks the measured fastest on "
           f"{agreement(rows + native_rows):.0%} of layers")
     for subset, rates, name, where in fits:

@@ -48,7 +48,7 @@ import scipy.fft
 import scipy.signal
 
 import fftconv
-from fftconv import overlap_add
+from fftconv.algorithms import overlap_add
 
 #: Rough sustained rates on a 2-core machine, for the skip estimates only:
 #: GFLOP/s of a direct step (2 flops per multiply-add, 3 passes) and of the
@@ -58,7 +58,7 @@ from fftconv import overlap_add
 RATES = {"direct": 20.0, "torch": 10.0, "scipy": 5.0, "scipy_call_s": 20e-6}
 
 #: fftconv's own algorithms, the candidates of ``algorithm="auto"``.
-OWN = fftconv.engines.NAMES
+OWN = fftconv.registry.NAMES
 #: Pseudo-key of ratios and targets: the fastest of :data:`OWN` measured in a case.
 BEST = "best"
 

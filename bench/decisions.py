@@ -46,7 +46,7 @@ class Decision(NamedTuple):
     tile : tuple of int
         The overlap-add output tile the model prices (its best).
     estimates : dict
-        Algorithm -> estimated seconds per step (``fftconv.engines.estimates``).
+        Algorithm -> estimated seconds per step (``fftconv.registry.estimates``).
     work : dict
         Algorithm -> ``{unit: count}`` (``fftconv.costs.*_work``).
     """
@@ -63,8 +63,8 @@ def decide(case, dtype) -> Decision:
     p = fftconv.plan(case.x_shape, case.w_shape, dtype=dtype, algorithm="auto", measure=False,
                      **case.layer)
     geom = p.geometry
-    priced = fftconv.engines.estimates(geom, dtype)
-    work = {name: fftconv.engines.REGISTRY[name].work(geom, dtype, option)
+    priced = fftconv.registry.estimates(geom, dtype)
+    work = {name: fftconv.registry.REGISTRY[name].work(geom, dtype, option)
             for name, (_, option) in priced.items()}
     return Decision(p.algorithm, priced["overlap_add"][1],
                     {name: seconds for name, (seconds, _) in priced.items()}, work)

@@ -35,7 +35,8 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-from fftconv import contraction, fftpath, resampling, transforms
+from fftconv import contraction, resampling, transforms
+from fftconv.algorithms import fft as fftpath
 
 from .cases import Case, make_data
 from .competitors import _floor_prepare

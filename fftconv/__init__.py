@@ -6,26 +6,29 @@
 >>> y, pullback = fftconv.vjp(x, w, b, padding="same")        # doctest: +SKIP
 >>> p = fftconv.plan(x.shape, w.shape, dtype=x.dtype)         # doctest: +SKIP
 
-Modules, one per kind of work: ``checks`` (arguments), ``geometry`` (integer
-padding/size/crop arithmetic), ``transforms`` (the only FFT calls),
-``contraction`` (channel sums per frequency), ``resampling`` (stride and
-dilation on spectra), ``fftpath`` (the FFT algorithm), ``overlap_add``
-(tiling), ``direct`` (the spatial-domain algorithm), ``protocol`` (what
-every engine provides), ``engines`` (the one registry of algorithms),
-``layer`` (transposed, padding modes and layout around an engine), ``layers``
-(``Conv``, a numpy layer with weights, gradients and a tape), ``costs``
-(the cost model), ``selection`` (``algorithm="auto"``), ``planner`` (plans,
-pullbacks and caches),
-``wisdom`` (FFTW wisdom), ``cachefile`` (the cache directory's files),
-``config`` (settings) and ``api`` (the public functions).
+The package's layers, each importing only from those below it (checked by
+``lint-imports`` and ``tests/test_architecture.py``; ``docs/architecture.md``):
+
+1. integrations: ``torch``, ``dask``;
+2. the public surface: ``api`` (functions), ``nn`` (``Conv`` layers);
+3. ``planner`` (plans, pullbacks, the engine cache);
+4. ``autoselect`` (``algorithm="auto"``), ``runner`` (transposed, padding
+   modes and layout around an engine);
+5. ``registry`` (the algorithm plugins by name);
+6. ``algorithms`` (``fft``, ``direct``, ``overlap_add``: engine, cost terms,
+   partition search);
+7. ``protocol`` (the engine protocol and the plugin spec), ``transforms``
+   (the only FFT calls), ``contraction``, ``resampling``;
+8. ``budget``, ``costs``, ``runtime``, ``scaling``, ``timing``, ``wisdom``;
+9. ``config`` (settings);
+10. ``checks`` (argument rules), ``cachefile``;
+11. ``geometry`` (integer arithmetic), ``_version``.
 """
-from . import direct
+from ._version import __version__
 from .api import backward, forward, plan, vjp
 from .config import configure, get_settings, using
-from .engines import REGISTRY
-from .layers import Conv
-from .planner import ENGINE_CACHE, Gradients, Plan, Pullback
+from .nn import Conv
+from .planner import Gradients, Plan, Pullback
 
-__all__ = ["forward", "backward", "vjp", "plan", "Plan", "Pullback", "Gradients", "Conv", "configure",
-           "get_settings", "using", "direct", "ENGINE_CACHE", "REGISTRY"]
-__version__ = "0.1.0"
+__all__ = ["forward", "backward", "vjp", "plan", "Plan", "Pullback", "Gradients", "Conv",
+           "configure", "get_settings", "using", "__version__"]

@@ -9,68 +9,21 @@ from .checks import (SHAPES, check_algorithm, check_array, check_bias, check_dty
                      check_layer_keywords, check_plan_options, check_shape, check_shape_tuple,
                      dtypes_for)
 from .config import get_settings
-from .layer import LayerRunner
+from .docstrings import PARAMETERS, SIZES
+from .registry import NAMES, REGISTRY
+from .runner import Runner
 from .planner import Gradients, Plan, Pullback, choose_algorithm, engine_for, resolve
 
-#: The output-size table of the public docstrings (a constant, not sliced out of a
-#: docstring: ``python -OO`` strips docstrings).
-_SIZES = """\
-=========  ==========================  =======================================
-padding    per-axis ``(lo, hi)``       output length (``ke = d*(k-1)+1``)
-=========  ==========================  =======================================
-"valid"    ``(0, 0)``                  ``(n - ke) // s + 1``
-"same"     see CONVENTIONS §2          ``ceil(n / s)``
-"full"     ``(ke-1, ke-1)``            ``(n + ke - 2) // s + 1``
-int ``p``  ``(p, p)``                  ``(n + 2p - ke) // s + 1``
-pairs      ``(lo, hi)``                ``(n + lo + hi - ke) // s + 1``
-=========  ==========================  =======================================
-"""
+#: The algorithms that take an output tile (``tile=``).
+TILED = tuple(name for name, entry in REGISTRY.items() if entry.tiled)
 
-_PARAMETERS = """
-    padding : {"valid", "same", "full"}, int, sequence of int or of (lo, hi) pairs
-        Zero padding per spatial axis.  ``"same"`` gives ``ceil(n / stride)``
-        outputs; for even kernels the extra pad goes after the input for
-        correlation (like PyTorch/TF) and before it with ``flip_kernel=True``
-        (like ``scipy.signal.convolve(mode="same")``).
-    stride, dilation : int or sequence of int, optional
-        Per spatial axis, each >= 1.
-    groups : int, optional
-        Split channels into ``groups`` independent convolutions; must divide
-        ``C_in`` and ``C_out`` (``groups == C_in`` is depthwise).
-    flip_kernel : bool, optional
-        False (default): cross-correlation, as ``torch.nn.functional.conv*d``.
-        True: true convolution, as ``scipy.signal.convolve``.
-    algorithm : {"auto", "fft", "direct", "overlap_add"}, optional
-        ``"auto"`` (default) picks the fastest of the others for this layer by
-        a calibrated cost model (or by timing, see ``measure``); ``"fft"``
-        computes in the frequency domain; ``"direct"`` runs the vectorised
-        spatial-domain implementation; ``"overlap_add"`` tiles the output and
-        runs a small FFT per tile.  All give the same results.
-    transposed : bool, optional
-        Transposed convolution, exactly ``torch.nn.functional.conv_transpose*d``:
-        ``w`` is ``(C_in, C_out // groups, *kernel)``, the output length is
-        ``(n-1)*s - lo - hi + d*(k-1) + 1 + output_padding`` (``"same"``:
-        ``n * s``, the adjoint of a "same" convolution over that length;
-        ``"valid"``: no padding).  It is the input gradient of the matching
-        forward convolution, computed by the same engine.
-    output_padding : int or sequence of int, optional
-        Transposed only: extra output samples at the end of each axis, each
-        smaller than the stride or the dilation (PyTorch's rule).
-    padding_mode : {"zeros", "circular", "reflect", "replicate"}, optional
-        What fills the padding, with PyTorch's names and meaning; the amounts
-        are those of ``padding``.  The gradients fold the halo back onto the
-        input.  Circular padding with stride 1 and an output as long as the
-        input runs as one FFT at the input size, with no padding copy.
-    layout : {"channels_first", "channels_last"}, optional
-        ``"channels_last"``: ``x`` is ``(N, *spatial, C_in)``, ``w`` is
-        ``(*kernel, C_in // groups, C_out)`` (TensorFlow's HWIO; transposed:
-        ``(*kernel, C_out // groups, C_in)``) and ``y`` is ``(N, *out, C_out)``."""
+
 
 
 def _layer_for(func, x, w, arrays, algorithm, options) -> tuple:
     """Check every argument; returns ``(layer, compute dtype, result dtype, keywords)``,
     the keywords with their defaults filled in."""
-    check_algorithm(func, algorithm)
+    check_algorithm(func, algorithm, NAMES)
     compute, result = dtypes_for(x, w, *arrays)
     keywords = check_layer_keywords(func, options)
     layer = check_layer(func, x.shape, w.shape, real=compute.kind == "f", **keywords)
@@ -86,7 +39,7 @@ def _shared(func, layer, compute, algorithm):
     resolved = resolve(layer, choice.algorithm)
     with engine_for(func, resolved.conv, compute, choice.algorithm, settings,
                     choice.tile) as shared, shared.engine.lock:
-        yield LayerRunner(resolved, shared.engine, settings.threads), shared
+        yield Runner(resolved, shared.engine, settings.threads), shared
 
 
 def _operands(func, layer, compute, x, w, b):
@@ -302,7 +255,7 @@ def plan(x_shape, w_shape, *, dtype, algorithm="auto", max_workspace_bytes=None,
     (dtype('float32'), (2, 3, 16, 16), (4, 3, 5, 5), (4,))
     """
     func = "fftconv.plan"
-    check_algorithm(func, algorithm)
+    check_algorithm(func, algorithm, NAMES)
     compute, result = dtypes_for(np.empty(0, check_dtype(func, dtype)))
     x_shape, w_shape = check_shape_tuple(func, "x_shape", x_shape), check_shape_tuple(
         func, "w_shape", w_shape)
@@ -311,7 +264,8 @@ def plan(x_shape, w_shape, *, dtype, algorithm="auto", max_workspace_bytes=None,
     geom = layer.conv
     settings = get_settings()
     max_workspace_bytes, measure, tile = check_plan_options(
-        func, max_workspace_bytes, measure, tile, algorithm, geom.ndim, settings)
+        func, max_workspace_bytes, measure, tile, algorithm, geom.ndim, settings,
+        TILED)
     choice = choose_algorithm(func, geom, compute, algorithm, settings, measure,
                               budget=max_workspace_bytes)
     return Plan(layer, result, choice.algorithm, settings, max_workspace_bytes=max_workspace_bytes,
@@ -320,5 +274,5 @@ def plan(x_shape, w_shape, *, dtype, algorithm="auto", max_workspace_bytes=None,
 
 for _f in (forward, vjp, backward, plan):
     if _f.__doc__:  # None under python -OO
-        _f.__doc__ = _f.__doc__.format(params=_PARAMETERS,
-                                       sizes=_SIZES.replace("\n", "\n        "))
+        _f.__doc__ = _f.__doc__.format(params=PARAMETERS,
+                                       sizes=SIZES.replace("\n", "\n        "))

@@ -28,18 +28,6 @@ LAYER_DEFAULTS = dict(padding="valid", stride=1, dilation=1, groups=1, flip_kern
                       layout="channels_first")
 
 
-def _registry():
-    """``engines.REGISTRY``, imported on first use: ``config`` imports this module
-    and ``engines`` imports ``config``, so a top-level import would be circular."""
-    from .engines import REGISTRY
-    return REGISTRY
-
-
-def algorithms() -> tuple:
-    """The accepted ``algorithm=`` values: ``"auto"`` and every registered name."""
-    return ("auto",) + tuple(_registry())
-
-
 def fail(func: str, message: str, kind=ValueError):
     """Raise ``kind`` with the house prefix ``"<func>: "``."""
     raise kind(f"{func}: {message}")
@@ -140,8 +128,9 @@ def check_padding(func: str, padding, ndim: int):
     return tuple(out)
 
 
-def check_algorithm(func: str, algorithm) -> str:
-    return check_choice(func, "algorithm", algorithm, algorithms())
+def check_algorithm(func: str, algorithm, names) -> str:
+    """``"auto"`` or one of the registered algorithm ``names`` (the caller's registry)."""
+    return check_choice(func, "algorithm", algorithm, ("auto",) + tuple(names))
 
 
 def check_choice(func: str, name: str, value, choices):
@@ -401,15 +390,14 @@ def check_shape_tuple(func: str, name: str, shape) -> tuple:
 
 
 def check_plan_options(func: str, max_workspace_bytes, measure, tile, algorithm, ndim: int,
-                       settings) -> tuple:
+                       settings, tiled) -> tuple:
     """``(max_workspace_bytes, measure, tile)`` of ``fftconv.plan``, defaults filled
-    in from ``settings``; ``tile`` only for an algorithm that tiles."""
+    in from ``settings``; ``tile`` only for an algorithm named in ``tiled``."""
     max_workspace_bytes = check_budget(func, max_workspace_bytes)
     if max_workspace_bytes is None:
         max_workspace_bytes = settings.max_workspace_bytes
     measure = settings.measure if measure is None else check_bool(func, "measure", measure)
     if tile is not None:
-        tiled = tuple(name for name, entry in _registry().items() if entry.tiled)
         if algorithm not in tiled:
             fail(func, f"tile is for algorithm={' or '.join(map(repr, tiled))}, "
                        f"got algorithm={algorithm!r}")

@@ -17,7 +17,7 @@ two calls with unchanged weights share one weight spectrum.
 The stateless ``fftconv.forward``/``backward``/``vjp`` share engines (and
 their weight caches) through :data:`ENGINE_CACHE`, a thread-safe LRU bounded
 in entries and in bytes.  Nothing here branches on algorithm names: engines
-come from ``engines.REGISTRY``.
+come from ``registry.REGISTRY``.
 """
 from __future__ import annotations
 
@@ -28,11 +28,11 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import costs, engines, runtime, selection
+from . import autoselect, costs, registry, runtime
 from .checks import check_bool, check_operand, dtypes_for, fail
 from .config import Settings, available_cores, get_settings
 from .geometry import ConvGeometry, LayerGeometry
-from .layer import LayerRunner
+from .runner import Runner
 
 
 class Gradients(NamedTuple):
@@ -69,7 +69,7 @@ class WeightCache:
 
 class SharedEngine(NamedTuple):
     """An engine shared by the stateless functions, with one weight cache per way
-    of turning the caller's ``w`` into the engine's (``LayerRunner.weight_form``:
+    of turning the caller's ``w`` into the engine's (``Runner.weight_form``:
     layouts and transposed complex layers share an engine, not a weight state)."""
 
     engine: object
@@ -91,7 +91,7 @@ class EngineCache:
     The key (see :func:`engine_for`) covers everything that changes the result
     or the buffers: the algorithm, the whole geometry (shapes, padding,
     stride, dilation, groups, flip, FFT size), the compute dtype, the settings
-    (backend, threads, planner effort) and the engine's option (chunk size or
+    (backend, threads, planner effort) and the engine's partition (chunk size or
     tile).  Buffer strides and alignment follow from these.
 
     :meth:`checkout` lends an idle engine of the key, or builds another one
@@ -206,24 +206,24 @@ runtime.at_fork_in_child(lambda: ENGINE_CACHE._reset())
 def resolve(layer: LayerGeometry, algorithm: str) -> LayerGeometry:
     """``layer`` as algorithm ``algorithm``'s engine runs it (circular padding as
     one FFT at the input size where the engine can)."""
-    return layer.for_engine(engines.REGISTRY[algorithm].circular_fast)
+    return layer.for_engine(registry.REGISTRY[algorithm].circular_fast)
 
 
 def engine_for(func: str, geom: ConvGeometry, dtype, algorithm: str, settings: Settings,
                tile):
     """Context manager lending an engine from :data:`ENGINE_CACHE` (a
     :class:`SharedEngine`) to one stateless call."""
-    option = engines.option(func, algorithm, geom, dtype, settings.max_workspace_bytes, tile)
-    key = (algorithm, geom, np.dtype(dtype).str, settings, option)
+    partition = registry.partition(func, algorithm, geom, dtype, settings.max_workspace_bytes, tile)
+    key = (algorithm, geom, np.dtype(dtype).str, settings, partition)
     return ENGINE_CACHE.checkout(key, lambda: _build(func, algorithm, geom, dtype, settings,
-                                                      option))
+                                                      partition))
 
 
-def _build(func: str, algorithm: str, geom: ConvGeometry, dtype, settings: Settings, option):
-    """``engines.build``, refused with a ``MemoryError`` (before any buffer is
+def _build(func: str, algorithm: str, geom: ConvGeometry, dtype, settings: Settings, partition):
+    """``registry.build``, refused with a ``MemoryError`` (before any buffer is
     allocated: engines allocate lazily) when its workspace and what a forward pass
     keeps exceed the memory available."""
-    engine = engines.build(algorithm, geom, dtype, settings, option)
+    engine = registry.build(algorithm, geom, dtype, settings, partition)
     runtime.check_memory(func, f"the layer x{geom.x_shape} * w{geom.w_shape} "
                                f"(algorithm={algorithm!r})",
                          engine.workspace_bytes + engine.kept_bytes)
@@ -231,31 +231,31 @@ def _build(func: str, algorithm: str, geom: ConvGeometry, dtype, settings: Setti
 
 
 def choose_algorithm(func: str, geom: ConvGeometry, dtype, algorithm: str, settings: Settings,
-                     measure: bool, budget: Optional[int] = None) -> selection.Choice:
+                     measure: bool, budget: Optional[int] = None) -> autoselect.Choice:
     """Resolve ``"auto"`` by the cost model or, with ``measure``, by timing, among the
     algorithms whose workspace fits in ``budget`` bytes (default: the setting)."""
     if algorithm != "auto":
-        return selection.Choice(algorithm, None, f"algorithm {algorithm!r} was requested")
-    if geom.batch == 0:
-        return selection.Choice("direct", None, "auto chose 'direct': the batch is empty")
+        return autoselect.Choice(algorithm, None, f"algorithm {algorithm!r} was requested")
+    if geom.batch == 0:  # nothing to time or to fit: the cost model decides
+        return autoselect.estimate(geom, dtype, settings)
     budget = settings.max_workspace_bytes if budget is None else budget
     if measure:
-        return selection.measure(geom, dtype, settings,
+        return autoselect.measure(geom, dtype, settings,
                                  lambda name, tile: Plan(LayerGeometry(geom), dtype, name,
                                                          settings, tile=tile,
                                                          max_workspace_bytes=budget))
-    choice = selection.estimate(geom, dtype, settings)
+    choice = autoselect.estimate(geom, dtype, settings)
     return choice if budget is None else _within(func, geom, dtype, choice, budget)
 
 
-def _within(func: str, geom: ConvGeometry, dtype, choice: selection.Choice,
-            budget: int) -> selection.Choice:
+def _within(func: str, geom: ConvGeometry, dtype, choice: autoselect.Choice,
+            budget: int) -> autoselect.Choice:
     """``choice`` if its engine fits ``budget`` as the model priced it, else the
-    algorithm cheapest at the option (batch chunk, tile) that fits it."""
+    algorithm cheapest at the partition (batch chunk, tile) that fits it."""
     fitted, needs = {}, {}
-    for name, entry in engines.REGISTRY.items():
+    for name, entry in registry.REGISTRY.items():
         try:
-            fitted[name] = engines.option(func, name, geom, dtype, budget)
+            fitted[name] = registry.partition(func, name, geom, dtype, budget)
         except ValueError as exc:
             needs[name] = str(exc).split(": ", 1)[-1]
     unchanged = fitted.get(choice.algorithm, ()) in (geom.batch, choice.tile)
@@ -264,11 +264,11 @@ def _within(func: str, geom: ConvGeometry, dtype, choice: selection.Choice,
     if not fitted:
         raise ValueError(f"{func}: max_workspace_bytes={budget} is too small for every "
                          f"algorithm: " + "; ".join(f"{n}: {m}" for n, m in needs.items()))
-    price = {name: costs.seconds(engines.REGISTRY[name].work(geom, dtype, option))
-             for name, option in fitted.items()}
+    price = {name: costs.seconds(registry.REGISTRY[name].work(geom, dtype, partition))
+             for name, partition in fitted.items()}
     best = min(price, key=price.get)
-    tile = fitted[best] if engines.REGISTRY[best].tiled else None
-    return selection.Choice(best, tile, f"auto chose {best!r}: the cheapest by the cost model "
+    tile = fitted[best] if registry.REGISTRY[best].tiled else None
+    return autoselect.Choice(best, tile, f"auto chose {best!r}: the cheapest by the cost model "
                                         f"within max_workspace_bytes={budget} "
                                         f"({choice.algorithm!r} does not fit as estimated)")
 
@@ -283,7 +283,7 @@ class Pullback:
     were at its call.  Dropping it frees them.
     """
 
-    def __init__(self, runner: LayerRunner, saved, weights, result_dtype, lock,
+    def __init__(self, runner: Runner, saved, weights, result_dtype, lock,
                  func: str):
         self._runner, self._saved, self._weights = runner, saved, weights
         self._result, self._lock, self._func = np.dtype(result_dtype), lock, func
@@ -332,7 +332,7 @@ class Plan:
         FFT length per spatial axis (of one tile for overlap-add; ``None`` when
         no FFT runs).
     algorithm : str
-        A name from ``fftconv.engines.REGISTRY``.
+        A name from ``fftconv.registry.REGISTRY``.
     """
 
     def __init__(self, layer: LayerGeometry, dtype, algorithm: str,
@@ -344,12 +344,12 @@ class Plan:
         self.explain = explain or f"algorithm {algorithm!r} was requested"
         self.settings = settings or get_settings()
         if engine is None:
-            option = engines.option("fftconv.plan", algorithm, self.geometry, self.compute_dtype,
+            partition = registry.partition("fftconv.plan", algorithm, self.geometry, self.compute_dtype,
                                     max_workspace_bytes, tile)
             engine = _build("fftconv.plan", algorithm, self.geometry, self.compute_dtype,
-                            self.settings, option)
+                            self.settings, partition)
         self._engine = engine
-        self._runner = LayerRunner(self.layer, engine, self.settings.threads)
+        self._runner = Runner(self.layer, engine, self.settings.threads)
         self._weights = WeightCache()
         self._last = threading.local()   # .pullback: this thread's last forward
 

@@ -1,23 +1,36 @@
-"""The engine protocol: what every algorithm (FFT, overlap-add, direct, a future
-GPU backend) provides, so that plans, pullbacks and layers never ask which
-algorithm they hold.
+"""The engine protocol and the algorithm plugin: what every algorithm provides.
 
-An engine computes one zero-padded correlation geometry
+An :class:`Engine` computes one zero-padded correlation geometry
 (:class:`~fftconv.geometry.ConvGeometry`) and its two gradients, in the
 compute dtype, on arrays already checked.  Every other operation is one of
 these with roles exchanged (JAX's ``_conv_general_dilated_transpose_*``): a
 transposed layer runs :meth:`Engine.input_grad` forward and
-:meth:`Engine.transposed_backward` backward (``fftconv.layer``).
+:meth:`Engine.transposed_backward` backward (``fftconv.runner``).
 
 What an engine keeps for a backward pass is a :class:`Saved`, owned by the
 caller (a plan or a pullback), never by the engine: any number can be
 outstanding, and each stays valid however the engine is used afterwards.
+
+An :class:`Algorithm` is one plugin (a module of ``fftconv.algorithms``): how
+to build its engine, how to split its work under a workspace budget (its
+*partition*: a batch chunk or an output tile), and what a training step
+costs.  ``fftconv.registry`` lists the plugins; nothing else names them.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Protocol, Tuple
+from dataclasses import dataclass
+from typing import (Any, Callable, ContextManager, Dict, NamedTuple, Optional, Protocol,
+                    Tuple, Union)
 
 import numpy as np
+
+from .config import Settings
+from .costs import Work
+from .geometry import ConvGeometry
+
+#: An engine's partition: samples per pass (an int) or output samples per tile
+#: and axis (a tuple).
+Partition = Union[int, Tuple[int, ...]]
 
 
 class Saved(NamedTuple):
@@ -27,7 +40,7 @@ class Saved(NamedTuple):
     engine's frequency-major spectrum), ``"signal"`` (the operand itself) or
     ``"padded"`` (the direct engine's zero-padded input).  ``scale``: the
     operand was saved multiplied by ``2**-scale`` (``fftconv.scaling``; set by
-    the layer, never by an engine).
+    the runner, never by an engine).
     """
 
     kind: str
@@ -35,25 +48,45 @@ class Saved(NamedTuple):
     scale: int = 0
 
 
+Pair = Tuple[Optional[np.ndarray], Optional[np.ndarray]]
+
+
 class Engine(Protocol):
     """One geometry, one compute dtype, one algorithm.
-
-    Attributes: ``geom``, ``chunk`` (samples per pass), ``fft_shape`` (``None``
-    when no FFT runs), ``tile`` (overlap-add's output tile, else ``None``),
-    ``workspace_bytes``, ``transform_counts`` (``{"forward": n, "inverse":
-    n}``) and ``lock`` (held by callers that share the engine between threads).
 
     ``out=`` arguments take any array of the result's shape (a strided view
     of a channels-last array, say): the result is written there, not copied
     afterwards.
     """
 
-    geom: object
+    #: The correlation this engine computes.
+    geom: ConvGeometry
+    #: The compute dtype.
+    dtype: np.dtype
+    #: Samples per pass.
     chunk: int
-    fft_shape: Optional[Tuple[int, ...]]
+    #: Overlap-add's output tile, else ``None``.
     tile: Optional[Tuple[int, ...]]
+    #: Held by callers that share the engine between threads.
+    lock: ContextManager[Any]
 
-    def weights(self, w: np.ndarray):
+    @property
+    def fft_shape(self) -> Optional[Tuple[int, ...]]:
+        """The transforms' size, ``None`` when no FFT runs."""
+
+    @property
+    def workspace_bytes(self) -> int:
+        """Bytes the engine allocates beyond its inputs and outputs."""
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes a forward pass keeps for the backward pass."""
+
+    @property
+    def transform_counts(self) -> Dict[str, int]:
+        """``{"forward": n, "inverse": n}`` transforms run so far."""
+
+    def weights(self, w: np.ndarray) -> Any:
         """The weight state the passes read (the FFT engines' spectrum ``K``, the
         direct engine's ``w`` itself): never changed afterwards.  ``w`` is a private
         array no one changes (``planner.WeightCache`` passes its copy), so a state
@@ -65,19 +98,50 @@ class Engine(Protocol):
     def save_output(self, dy: np.ndarray) -> Saved:
         """``dy`` as :meth:`transposed_backward` reads it (may share ``dy``)."""
 
-    def forward(self, x, weights, keep: bool = False, out=None) -> Tuple[np.ndarray, Optional[Saved]]:
+    def forward(self, x: np.ndarray, weights: Any, keep: bool = False,
+                out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Optional[Saved]]:
         """``(y, saved x)``: the correlation (no bias); with ``keep``, what
         :meth:`backward` needs of ``x``, independent of the caller's ``x``."""
 
-    def input_grad(self, dy, weights, keep: bool = False, out=None) -> Tuple[np.ndarray, Optional[Saved]]:
+    def input_grad(self, dy: np.ndarray, weights: Any, keep: bool = False,
+                   out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Optional[Saved]]:
         """``(dx, saved dy)``: the input gradient alone; with ``keep``, what
         :meth:`transposed_backward` needs of ``dy``."""
 
-    def backward(self, dy, saved_x: Saved, weights, need_dx: bool = True, need_dw: bool = True,
-                 out=None) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    def backward(self, dy: np.ndarray, saved_x: Saved, weights: Any, need_dx: bool = True,
+                 need_dw: bool = True, out: Optional[np.ndarray] = None) -> Pair:
         """``(dx, dw)`` for output gradient ``dy``; either may be skipped (``None``)."""
 
-    def transposed_backward(self, x, saved_dy: Saved, weights, need_y: bool = True,
-                            need_dw: bool = True, out=None) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    def transposed_backward(self, x: np.ndarray, saved_dy: Saved, weights: Any,
+                            need_y: bool = True, need_dw: bool = True,
+                            out: Optional[np.ndarray] = None) -> Pair:
         """``(y, dw)``: the correlation of ``x`` and the weight gradient of ``x``
         against the saved ``dy``, from one pass over ``x``."""
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """One algorithm plugin.
+
+    ``partition(func, geom, dtype, budget, tile)`` is the engine's one free
+    parameter for a workspace budget (``tile``: the caller's own tile, for a
+    ``tiled`` algorithm), part of the engine cache key; ``build(geom, dtype,
+    settings, partition)`` makes the engine; ``work(geom, dtype, partition)``
+    counts the units of one training step (``fftconv.costs`` prices them) and
+    ``estimate(geom, dtype)`` gives ``(seconds, partition)`` without a budget.
+    ``circular_fast``: the engine can run circular padding as one transform at
+    the input size (``geometry.circular_geometry``); ``tiled``: its partition is
+    an output tile the caller may set (``tile=``); ``spatial``: it computes in
+    the spatial domain, as a framework's own convolution does (the PyTorch
+    bridge weighs only the others against that).
+    """
+
+    name: str
+    build: Callable[[ConvGeometry, np.dtype, Settings, Partition], Engine]
+    partition: Callable[[str, ConvGeometry, np.dtype, Optional[int], Optional[Tuple[int, ...]]],
+                        Partition]
+    work: Callable[[ConvGeometry, np.dtype, Optional[Partition]], Work]
+    estimate: Callable[[ConvGeometry, np.dtype], Tuple[float, Optional[Partition]]]
+    circular_fast: bool = False
+    tiled: bool = False
+    spatial: bool = False

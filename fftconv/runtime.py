@@ -29,6 +29,8 @@ import os
 import threading
 from typing import Callable, List, Optional, Sequence
 
+from .config import available_cores
+
 _generation = 0
 _threaded_fftw = False      # this process (or its parent) planned FFTW with threads > 1
 _single_fftw = False        # we are a forked child of such a process: FFTW on one thread
@@ -88,7 +90,6 @@ def _worker_pool():
     with _pool_lock:
         if _pool is None:
             from concurrent.futures import ThreadPoolExecutor
-            from .config import available_cores
             _pool = ThreadPoolExecutor(max(1, available_cores() - 1),
                                        thread_name_prefix="fftconv")
         return _pool

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fftconv
-from fftconv import costs, engines, selection
+from fftconv import autoselect as selection, costs, registry as engines
 from fftconv.checks import check_layer
 from oracle import oracle_backward, oracle_forward
 

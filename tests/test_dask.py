@@ -190,13 +190,13 @@ def test_complex_input_gradient(rng):
 # -- plans, vjp, distributed -----------------------------------------------------------------
 def test_plans_built_once_per_block_shape(rng, monkeypatch):
     built = []
-    real_build = fftconv.engines.build
+    real_build = fftconv.registry.build
 
     def counting(algorithm, geom, *args, **kwargs):
         built.append(geom)
         return real_build(algorithm, geom, *args, **kwargs)
-    monkeypatch.setattr(fftconv.engines, "build", counting)
-    fftconv.ENGINE_CACHE.clear()
+    monkeypatch.setattr(fftconv.registry, "build", counting)
+    fftconv.planner.ENGINE_CACHE.clear()
     x = da.from_array(rng.standard_normal((1, 2, 64, 40)), chunks=(1, 2, 8, 8))  # 40 blocks
     w = rng.standard_normal((2, 2, 5, 5))
     with dask.config.set(scheduler="synchronous"):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fftconv
-from fftconv import direct
+from fftconv.algorithms import direct
 from fftconv.checks import check_layer
 from conftest import assert_close, random_array
 from oracle import oracle_backward, oracle_forward

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fftconv
-from fftconv import costs
+from fftconv.algorithms import fft as fft_path, overlap_add
 from fftconv.checks import check_layer
 from oracle import oracle_backward, oracle_forward
 
@@ -69,11 +69,11 @@ def test_memory_is_bounded_by_the_tile():
 def test_cost_model_tiles_long_inputs_and_not_short_ones():
     long_geom = check_layer("t", (1, 4, 1 << 20), (4, 4, 65), padding="valid", stride=1,
                             dilation=1, groups=1, flip_kernel=False, real=True).conv
-    tile, _ = costs.best_tile(long_geom, np.float32)
+    tile, _ = overlap_add.best_tile(long_geom, np.float32)
     assert tile[0] < long_geom.out_size[0] // 4
     short_geom = check_layer("t", (8, 16, 64, 64), (16, 16, 5, 5), padding="valid", stride=1,
                              dilation=1, groups=1, flip_kernel=False, real=True).conv
-    assert costs.tile_candidates(short_geom, 8)[0][-1] == short_geom.out_size[0]
+    assert overlap_add.tile_candidates(short_geom, 8)[0][-1] == short_geom.out_size[0]
 
 
 def test_tile_needs_overlap_add():
@@ -88,7 +88,6 @@ def test_tile_needs_overlap_add():
 @pytest.mark.parametrize("per_pass", [2, 3, 1000])
 def test_tiles_batched_into_passes_match_the_oracle(seed, per_pass, monkeypatch):
     """Several tiles per pass in the batch axis, a short last pass included."""
-    from fftconv import overlap_add
     monkeypatch.setattr(overlap_add, "tiles_per_pass",
                         lambda geom, dtype, tile: min(per_pass, int(np.prod(
                             [-(-o // b) for o, b in zip(geom.out_size, tile)]))))
@@ -134,8 +133,7 @@ def test_tiles_batched_into_passes_match_the_oracle(seed, per_pass, monkeypatch)
 
 
 def test_tiles_per_pass_bounds_the_pass_workspace():
-    from fftconv import overlap_add
-    from fftconv.fftpath import workspace_bytes
+    from fftconv.algorithms.fft import workspace_bytes
     from fftconv.geometry import tile_geometry
     geom = fftconv.plan((2, 4, 1 << 16), (4, 4, 65), dtype=np.float32,
                         algorithm="overlap_add", tile=(512,)).geometry
@@ -151,7 +149,7 @@ def test_tiles_per_pass_bounds_the_pass_workspace():
 def test_a_single_tile_is_the_fft_path(padding, transposed):
     """One tile covering the output runs the FFT path's engine: the same results,
     bit for bit, and the same workspace, with no tile windows copied."""
-    from fftconv.fftpath import FFTEngine
+    from fftconv.algorithms.fft import FFTEngine
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal((2, 4, 30, 26)), rng.standard_normal((4, 4, 5, 3))
     layer = dict(padding=padding, transposed=transposed)
@@ -165,5 +163,4 @@ def test_a_single_tile_is_the_fft_path(padding, transposed):
     for got, want in zip(one.backward(dy), fft.backward(dy)):
         np.testing.assert_array_equal(got, want)
     geom = fft.geometry
-    assert costs.overlap_add_work(geom, np.float64, (100, 100)) == costs.fft_work(geom,
-                                                                                  np.float64)
+    assert overlap_add.work(geom, np.float64, (100, 100)) == fft_path.work(geom, np.float64)

@@ -351,7 +351,7 @@ def test_a_workspace_beyond_the_memory_available_is_a_clear_memory_error(monkeyp
 # -- BLAS threads --------------------------------------------------------------------------
 def test_threads_bounds_blas_inside_a_call_and_restores_it(monkeypatch):
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    from fftconv import direct
+    from fftconv.algorithms import direct
 
     def blas_threads():
         return [lib["num_threads"] for lib in threadpoolctl.threadpool_info()

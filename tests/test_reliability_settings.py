@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 import fftconv  # noqa: E402
 import oracle  # noqa: E402
 from conftest import rel_err  # noqa: E402
-from fftconv import cachefile, config, selection, wisdom  # noqa: E402
+from fftconv import autoselect as selection, cachefile, config, wisdom  # noqa: E402
 
 try:
     import pyfftw
@@ -164,7 +164,7 @@ def test_a_corrupt_choices_file_is_ignored_and_replaced(cache, fake_timing, monk
 
 
 def test_the_torch_bridge_choices_are_validated_too(cache, monkeypatch):
-    ts = pytest.importorskip("fftconv.torch.selection")
+    ts = pytest.importorskip("fftconv.torch.autoselect")
     good = {"algorithm": "native", "engine": "fft", "explain": "'native' by measurement",
             "seconds": {"native": 1e-3, "fft": 2e-3}}
     choices = {"a": good, "b": {**good, "explain": None}, "c": {**good, "seconds": {}},
@@ -211,7 +211,7 @@ def test_a_read_only_cache_directory_works(cache, fake_timing):
 def test_concurrent_processes_lose_no_choices(cache):
     """Three processes store 50 choices each at the same moment: all 150 are in the file."""
     code = """
-        from fftconv import selection
+        from fftconv import autoselect as selection
         wait()
         for i in range(50):
             selection.STORE.put(f"layer {sys.argv[1]}-{i}", {"algorithm": "fft", "tile": None,
@@ -657,10 +657,10 @@ def check_call(problem):
                       dtype) if problem["bias"] and isinstance(layer["groups"], int) else None
     originals = [a.copy() for a in (x, w)]
     work = []
-    real_build, real_forward = fftconv.engines.build, fftconv.layer.LayerRunner.forward
-    with mock.patch.object(fftconv.engines, "build",
+    real_build, real_forward = fftconv.registry.build, fftconv.runner.Runner.forward
+    with mock.patch.object(fftconv.registry, "build",
                            lambda *a, **k: work.append("build") or real_build(*a, **k)), \
-            mock.patch.object(fftconv.layer.LayerRunner, "forward",
+            mock.patch.object(fftconv.runner.Runner, "forward",
                               lambda *a, **k: work.append("forward") or real_forward(*a, **k)):
         try:
             y = fftconv.forward(x, w, b, algorithm=problem["algorithm"], **layer)

@@ -187,7 +187,7 @@ def fresh_choices(tmp_path, monkeypatch):
     """An empty choices cache (on disk and in memory) for this test."""
     monkeypatch.setenv("FFTCONV_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(ft.bridge, "_choices", {})
-    monkeypatch.setattr(ft.selection, "STORE", ft.selection.new_store())
+    monkeypatch.setattr(ft.autoselect, "STORE", ft.autoselect.new_store())
     return tmp_path
 
 
@@ -214,9 +214,9 @@ def test_auto_runs_pytorch_for_small_kernels_and_fftconv_for_long_ones(fresh_cho
 def test_native_work_counts_channel_blocks():
     layer = ft.bridge._layer(torch.empty(8, 64, 32, 32), torch.empty(64, 64, 3, 3),
                              dict(padding=1)).conv
-    assert ft.selection.native_work(layer, np.float32)["native_flop"] == 6 * 8 * 64 * 64 * 32 * 32 * 9
+    assert ft.autoselect.native_work(layer, np.float32)["native_flop"] == 6 * 8 * 64 * 64 * 32 * 32 * 9
     narrow = ft.bridge._layer(torch.empty(1, 3, 10), torch.empty(4, 3, 3), {}).conv
-    assert ft.selection.native_work(narrow, np.float32)["native_flop"] == 6 * 16 * 16 * 8 * 3
+    assert ft.autoselect.native_work(narrow, np.float32)["native_flop"] == 6 * 16 * 16 * 8 * 3
 
 
 def test_measured_choice_is_persisted_and_reused(fresh_choices):
@@ -226,7 +226,7 @@ def test_measured_choice_is_persisted_and_reused(fresh_choices):
         assert "by measurement" in first.explain and "(stored)" not in first.explain
         assert (fresh_choices / "torch_choices.json").exists()
         ft.bridge._choices.clear()
-        ft.selection.STORE = ft.selection.new_store()
+        ft.autoselect.STORE = ft.autoselect.new_store()
         again = ft.bridge.auto_choice(x, w, dict(padding=2))
         y = ft.conv(x, w, padding=2)
     assert again.algorithm == first.algorithm and "(stored)" in again.explain
@@ -367,7 +367,7 @@ def test_convert_with_example_input_leaves_no_trace(fresh_choices):
                                    {"algorithm": "native"}])                   # no explain
 def test_a_bad_stored_verdict_is_ignored_and_measured_again(fresh_choices, entry):
     x, w = torch.randn(1, 2, 32), torch.randn(2, 2, 3)
-    key = ft.selection._key(tuple(x.shape), tuple(w.shape), x.dtype,
+    key = ft.autoselect._key(tuple(x.shape), tuple(w.shape), x.dtype,
                             {**ft.bridge.LAYER_DEFAULTS}, fftconv.get_settings())
     (fresh_choices / "torch_choices.json").write_text(__import__("json").dumps(
         {"format": 1, "fftconv": fftconv.__version__, "choices": {key: entry}}))

@@ -185,7 +185,7 @@ def test_direct_calls_on_one_geometry_do_not_wait_for_each_other():
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((2, 3, 16)), rng.standard_normal((4, 3, 3))
     fftconv.forward(x, w, algorithm="direct")
-    shared = [e for e in fftconv.ENGINE_CACHE.entries()
+    shared = [e for e in fftconv.planner.ENGINE_CACHE.entries()
               if type(e.engine).__name__ == "DirectEngine"][-1]
     done = []
     with shared.engine.lock:   # another caller is inside a direct pass

@@ -17,7 +17,7 @@ block: numpy and the stateless functions), ``graph`` (the explicit Dask
 graphs), ``checks`` (arguments and chunks) and ``api`` (the public functions).
 It runs on Dask's threaded scheduler and on ``dask.distributed``.
 """
-from .api import backward, forward, vjp
-from .checks import ChunkWarning
+from .functions import backward, forward, vjp
+from .inputs import ChunkWarning
 
 __all__ = ["forward", "backward", "vjp", "ChunkWarning"]

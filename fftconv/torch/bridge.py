@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from .. import api
 from ..checks import check_layer, dtypes_for
 from ..config import get_settings
-from . import selection
+from . import autoselect
 
 #: dtypes the engine computes (float16 is computed in float32 and returned as float16).
 ENGINE_DTYPES = (torch.float16, torch.float32, torch.float64, torch.complex64, torch.complex128)
@@ -140,10 +140,10 @@ _choices: dict = {}
 _MAX_CHOICES = 4096
 
 
-def auto_choice(x, w, layer: dict) -> selection.Verdict:
+def auto_choice(x, w, layer: dict) -> Choice:
     """``algorithm="auto"`` for this call: ``"native"`` or an fftconv algorithm,
     by the cost model or, with the ``measure`` setting, by timing (which runs
-    here, once per shape; :mod:`fftconv.torch.selection`); remembered per
+    here, once per shape; :mod:`fftconv.torch.autoselect`); remembered per
     shapes, dtypes, layer and settings."""
     settings = get_settings()
     key = (tuple(x.shape), tuple(w.shape), x.dtype, w.dtype, repr(sorted(layer.items())),
@@ -154,7 +154,7 @@ def auto_choice(x, w, layer: dict) -> selection.Verdict:
         if settings.measure:
             verdict = measure(x, w, layer)
         else:
-            verdict = selection.estimate_choice(geometry.conv, compute_dtype(x, w))
+            verdict = autoselect.estimate_choice(geometry.conv, compute_dtype(x, w))
         if len(_choices) >= _MAX_CHOICES:
             _choices.clear()
         _choices[key] = verdict
@@ -166,10 +166,10 @@ def compute_dtype(*tensors) -> np.dtype:
     return dtypes_for(*(torch.empty(0, dtype=t.dtype).numpy() for t in tensors))[0]
 
 
-def measure(x, w, layer: dict) -> selection.Verdict:
+def measure(x, w, layer: dict) -> Choice:
     """Time this call's layer natively and on fftconv's engine, at the shapes and
-    dtypes of ``x`` and ``w`` (:func:`fftconv.torch.selection.measure_choice`)."""
-    return selection.measure_choice(
+    dtypes of ``x`` and ``w`` (:func:`fftconv.torch.autoselect.measure_choice`)."""
+    return autoselect.measure_choice(
         tuple(x.shape), tuple(w.shape), x.dtype, compute_dtype(x, w), layer,
         native=lambda *t: native_conv(*t, **layer),
         fft=lambda *t, algorithm: engine_conv(*t, layer, algorithm))

@@ -135,7 +135,7 @@ def convert(model: nn.Module, example_input=None, *, algorithm: str = "auto") ->
     arguments), the model runs once on it, in eval mode and without touching
     the global random state, and every swapped ``"auto"`` layer is timed at
     the input it saw, natively and with fftconv's measured best algorithm
-    (:func:`fftconv.torch.selection.measure_choice`, persisted); its
+    (:func:`fftconv.torch.autoselect.measure_choice`, persisted); its
     ``algorithm`` becomes the faster one, for every later input shape too.
     """
     if example_input is not None and not isinstance(example_input, (torch.Tensor, tuple)):

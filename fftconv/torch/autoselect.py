@@ -22,14 +22,15 @@ the shape it really sees (:func:`measure_choice`).
 from __future__ import annotations
 
 import math
-import time
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from .. import engines, selection as core_selection
-from ..config import Settings, get_settings
+from .. import autoselect as core_autoselect, registry
+from ..autoselect import Choice
+from ..timing import WEIGHT_STEP, best_of
+from ..api import plan
+from ..config import Settings, get_settings, using
 
 #: Seconds per unit of :func:`native_work`.  Fitted by ``python -m bench.calibrate``
 #: (non-negative least squares on the relative error of PyTorch 2.13's CPU
@@ -46,32 +47,24 @@ NATIVE_RATES = {
 }
 
 #: fftconv's algorithms that the cost model weighs against "native".
-ENGINE_CANDIDATES = tuple(name for name in engines.NAMES if name != "direct")
+ENGINE_CANDIDATES = tuple(name for name, entry in registry.REGISTRY.items() if not entry.spatial)
 
 
 
 def valid_entry(entry: dict) -> bool:
     """A persisted verdict names native, or fftconv with a registered engine, and why."""
     return (entry.get("algorithm") == "native"
-            or (entry.get("algorithm") == "fftconv" and entry.get("engine") in engines.NAMES)
+            or (entry.get("algorithm") == "fftconv" and entry.get("engine") in registry.NAMES)
             ) and isinstance(entry.get("explain"), str)
 
 
-def new_store() -> core_selection.ChoiceStore:
+def new_store() -> core_autoselect.ChoiceStore:
     """The store of measured verdicts, ``torch_choices.json`` beside the wisdom."""
-    return core_selection.ChoiceStore(file_name="torch_choices.json",
+    return core_autoselect.ChoiceStore(file_name="torch_choices.json",
                                       candidates=("native", "fftconv"), valid=valid_entry)
 
 
 STORE = new_store()
-
-
-class Verdict(NamedTuple):
-    """What a bridged call runs: ``"native"``, or an fftconv algorithm (``"auto"``
-    leaves the engine choice to fftconv), and why."""
-
-    algorithm: str
-    explain: str
 
 
 #: PyTorch's CPU convolution (oneDNN) computes channels in blocks of this many
@@ -118,33 +111,17 @@ def native_seconds(geom, dtype) -> float:
 NATIVE_MARGIN = 1.5
 
 
-def estimate_choice(geom, dtype) -> Verdict:
+def estimate_choice(geom, dtype) -> Choice:
     """The cost model's verdict: native against the cheapest of :data:`ENGINE_CANDIDATES`
     (which must win by :data:`NATIVE_MARGIN`)."""
-    priced = {name: seconds for name, (seconds, _) in engines.estimates(geom, dtype).items()
+    priced = {name: seconds for name, (seconds, _) in registry.estimates(geom, dtype).items()
               if name in ENGINE_CANDIDATES}
     best = min(priced, key=priced.get)
     native = native_seconds(geom, dtype)
     shown = f"native {1e3 * native:.3g} ms, {best} {1e3 * priced[best]:.3g} ms"
     if native <= NATIVE_MARGIN * priced[best]:
-        return Verdict("native", f"auto chose 'native' by the cost model; estimated {shown}")
-    return Verdict(best, f"auto chose {best!r} by the cost model; estimated {shown}")
-
-
-def time_step(step, repeats: int = 3) -> float:
-    """Best-of-``repeats`` seconds of ``step()`` after one warm-up."""
-    best = float("inf")
-    for i in range(repeats + 1):
-        start = time.perf_counter()
-        step()
-        if i:
-            best = min(best, time.perf_counter() - start)
-    return best
-
-
-#: Weights move by this before every timed step, as in training, so that no
-#: cached weight spectrum is reused (fftconv shares it while ``w`` is unchanged).
-WEIGHT_STEP = 1e-3
+        return Choice("native", None, f"auto chose 'native' by the cost model; estimated {shown}")
+    return Choice(best, None, f"auto chose {best!r} by the cost model; estimated {shown}")
 
 
 def training_step(run, x, w, b):
@@ -166,29 +143,27 @@ def _key(x_shape, w_shape, dtype, layer: dict, settings: Settings) -> str:
                  torch.get_num_threads()))
 
 
-def measure_choice(x_shape, w_shape, dtype, compute, layer: dict, native, fft) -> Verdict:
+def measure_choice(x_shape, w_shape, dtype, compute, layer: dict, native, fft) -> Choice:
     """Time a training step natively and through fftconv at these shapes, with
     tensors of torch ``dtype`` (fftconv computes in numpy ``compute``); persist
     the verdict.  ``native(x, w, b)`` and ``fft(x, w, b, algorithm)`` run a call;
     fftconv's own algorithm is chosen by measurement too (its ``measure=True``)."""
-    from .. import using
-    from ..api import plan   # fftconv's measured choice, persisted by its own store
     settings = get_settings()
     key = _key(x_shape, w_shape, dtype, layer, settings)
     stored = STORE.get(key)
     if stored is not None:
         name = "native" if stored["algorithm"] == "native" else stored["engine"]
-        return Verdict(name, "auto chose " + stored["explain"] + " (stored)")
+        return Choice(name, None, "auto chose " + stored["explain"] + " (stored)")
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(x_shape, generator=gen, dtype=dtype, requires_grad=True)
     w = torch.randn(w_shape, generator=gen, dtype=dtype, requires_grad=True)
     with using(measure=True):
         engine = plan(x_shape, w_shape, dtype=compute, **layer).algorithm
-    timed = {"native": time_step(training_step(native, x, w, None)),
-             engine: time_step(training_step(lambda *a: fft(*a, algorithm=engine), x, w, None))}
+    timed = {"native": best_of(training_step(native, x, w, None)),
+             engine: best_of(training_step(lambda *a: fft(*a, algorithm=engine), x, w, None))}
     best = min(timed, key=timed.get)
     explain = (f"{best!r} by measurement; measured "
                + ", ".join(f"{name} {1e3 * t:.3g} ms" for name, t in timed.items()))
     STORE.put(key, {"algorithm": "native" if best == "native" else "fftconv",
                     "engine": engine, "explain": explain, "seconds": timed})
-    return Verdict(best, "auto chose " + explain)
+    return Choice(best, None, "auto chose " + explain)

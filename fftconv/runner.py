@@ -1,7 +1,7 @@
 """The layer around an engine: layout, padding modes and transposed roles.
 
 An engine (``fftconv.protocol``) computes one zero-padded correlation and its
-gradients, channels-first.  :class:`LayerRunner` turns that into the layer
+gradients, channels-first.  :class:`Runner` turns that into the layer
 the caller asked for (``geometry.LayerGeometry``), without a second engine:
 
 * **transposed**: the forward pass is the engine's input gradient and the
@@ -92,7 +92,7 @@ class Weights(NamedTuple):
     scale: int
 
 
-class LayerRunner:
+class Runner:
     """The passes of one layer on one engine; stateless, so plans, pullbacks and
     the stateless functions all share it.  ``threads`` bounds BLAS inside the
     passes (default: the setting in force at each call)."""

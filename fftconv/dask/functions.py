@@ -12,13 +12,14 @@ import dask
 import numpy as np
 
 from .. import api as core
-from ..layer import channels_first, weights_first, weights_last
+from ..docstrings import PARAMETERS, SIZES
+from ..runner import channels_first, weights_first, weights_last
 from ..planner import Gradients
 from . import graph
 from .blocks import layer_blocks
-from .checks import channel_axis, check_call, check_dask, matching_chunks, whole_channels
+from .inputs import channel_axis, check_call, check_dask, matching_chunks, whole_channels
 
-_SIZES = core._SIZES.replace("\n", "\n        ")
+_SIZES = SIZES.replace("\n", "\n        ")
 
 _DASK = """
     max_workspace_bytes : int, optional
@@ -210,5 +211,5 @@ def vjp(x, w, b=None, *, algorithm="auto", max_workspace_bytes=None, **layer):
 
 for _f in (forward, backward, vjp):
     if _f.__doc__:  # None under python -OO
-        _f.__doc__ = _f.__doc__.format(params=core._PARAMETERS, sizes=_SIZES, dask=_DASK,
+        _f.__doc__ = _f.__doc__.format(params=PARAMETERS, sizes=_SIZES, dask=_DASK,
                                        chunks=_CHUNKS)

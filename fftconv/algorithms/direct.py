@@ -35,12 +35,14 @@ import contextlib
 import dataclasses
 from dataclasses import dataclass
 from math import prod
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
-from .geometry import ConvGeometry
-from .protocol import Saved
+from .. import budget, costs
+from ..costs import Work
+from ..geometry import ConvGeometry
+from ..protocol import Algorithm, Saved
 
 
 def _kernel_offsets(geom: ConvGeometry):
@@ -576,3 +578,37 @@ def _patch_weight_grad(dy: np.ndarray, xc: np.ndarray, geom: ConvGeometry) -> np
         dw[(Ellipsis,) + j] = np.matmul(dyt, patch.transpose(0, 2, 1))
     dw = dw.reshape((geom.out_channels,) + dw.shape[2:])
     return np.ascontiguousarray(_oriented(dw, geom))
+
+
+# -- the plugin: cost terms, partition, registry entry ---------------------------------------
+def work(geom: ConvGeometry, dtype) -> Work:
+    """Units of work of one training step: ``3 * 2 * N * C_out * Cg * prod(out) *
+    prod(k)`` GEMM flops, the elements copied and accumulated (stacked operands
+    and per-tap sums for stride 1, :func:`flat_work`; patch copies otherwise)
+    and a fixed overhead per GEMM call."""
+    p = costs.precision(dtype)
+    taps, out = prod(geom.kernel), prod(geom.out_size)
+    flops = 6 * geom.batch * geom.out_channels * (geom.in_channels // geom.groups) * out * taps
+    flops *= 4 if np.dtype(dtype).kind == "c" else 1
+    if _flat(geom):
+        elements, calls = flat_work(geom, np.dtype(dtype).itemsize)
+    else:  # patches: a copy in and an accumulation out per tap and pass
+        elements = 3 * taps * geom.batch * (geom.in_channels + geom.out_channels) * out
+        calls = 3 * taps
+    return {"gemm_flop": flops * p, "direct_element": elements * p,
+            "direct_offset": float(calls), "call": 3.0}
+
+
+def largest_chunk(func: str, geom: ConvGeometry, dtype, limit: Optional[int]) -> int:
+    """Most samples per direct pass whose workspace fits in ``limit`` bytes."""
+    return budget.largest_chunk(func, geom.batch, limit,
+                                lambda c: workspace_bytes(geom, dtype, c), "direct")
+
+
+ALGORITHM = Algorithm(
+    "direct",
+    build=lambda geom, dtype, settings, chunk: DirectEngine(geom, dtype, settings, int(chunk)),
+    partition=lambda func, geom, dtype, limit, tile: largest_chunk(func, geom, dtype, limit),
+    work=lambda geom, dtype, chunk=None: work(geom, dtype),
+    estimate=lambda geom, dtype: (costs.seconds(work(geom, dtype)), None),
+    spatial=True)

@@ -24,13 +24,15 @@ from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from . import cachefile, engines
+from . import cachefile, registry
+from ._version import __version__
 from .config import Settings
 from .geometry import ConvGeometry
+from .timing import WEIGHT_STEP, best_of
 
 FORMAT_VERSION = 1
 FILE_NAME = "choices.json"
-CANDIDATES = engines.NAMES
+CANDIDATES = registry.NAMES
 
 
 class ChoiceCacheWarning(UserWarning):
@@ -43,11 +45,6 @@ class Choice(NamedTuple):
     algorithm: str
     tile: Optional[Tuple[int, ...]]
     explain: str
-
-
-def _version() -> str:
-    from . import __version__
-    return __version__
 
 
 def _key(geom: ConvGeometry, dtype, settings: Settings) -> str:
@@ -67,7 +64,7 @@ def entry_problem(entry, candidates=CANDIDATES) -> Optional[str]:
             isinstance(key, str) and isinstance(t, numbers.Real) and not isinstance(t, bool)
             and math.isfinite(t) and t >= 0 for key, t in seconds.items()):
         return f"malformed seconds {seconds!r}"
-    tiled = name in engines.REGISTRY and engines.REGISTRY[name].tiled
+    tiled = name in registry.REGISTRY and registry.REGISTRY[name].tiled
     if tiled != (tile is not None) or tile is not None and not (
             isinstance(tile, list) and tile and all(
                 isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in tile)):
@@ -89,7 +86,7 @@ def _usable(data, path, problem) -> tuple:
         return {}, None
     if not isinstance(data, dict) or not isinstance(data.get("choices"), dict):
         return {}, f"fftconv: ignoring algorithm choices file {path}: not a choices file"
-    if data.get("format") != FORMAT_VERSION or data.get("fftconv") != _version():
+    if data.get("format") != FORMAT_VERSION or data.get("fftconv") != __version__:
         return {}, (f"fftconv: ignoring algorithm choices file {path}: written by another "
                     f"version ({data.get('fftconv')!r})")
     problems = {key: problem(entry) for key, entry in data["choices"].items()}
@@ -140,7 +137,7 @@ class ChoiceStore:
         def merge(current):
             kept = {k: v for k, v in _usable(current, path, self._problem)[0].items()
                     if k not in drop}
-            return {"format": FORMAT_VERSION, "fftconv": _version(), "choices": {**kept, **new}}
+            return {"format": FORMAT_VERSION, "fftconv": __version__, "choices": {**kept, **new}}
         try:
             self._choices = cachefile.update(path, merge)["choices"]
         except OSError as exc:
@@ -176,10 +173,10 @@ _estimated: "OrderedDict[str, Choice]" = OrderedDict()
 _estimated_lock = threading.Lock()
 
 
-def _describe(seconds: dict, options: dict) -> str:
+def _describe(seconds: dict, partitions: dict) -> str:
     """``"direct 1.2 ms, overlap_add 3.4 ms (tile (64,)), ..."``, fastest first;
-    ``options`` maps a name to its engine option (a tile), shown where set."""
-    parts = [f"{name} {1e3 * t:.3g} ms" + (f" (tile {options[name]})" if options.get(name) else "")
+    ``partitions`` maps a name to its partition (a tile), shown where set."""
+    parts = [f"{name} {1e3 * t:.3g} ms" + (f" (tile {partitions[name]})" if partitions.get(name) else "")
              for name, t in sorted(seconds.items(), key=lambda kv: kv[1])]
     return ", ".join(parts)
 
@@ -191,12 +188,12 @@ def estimate(geom: ConvGeometry, dtype, settings: Settings) -> Choice:
         if key in _estimated:
             _estimated.move_to_end(key)
             return _estimated[key]
-    priced = engines.estimates(geom, dtype)
+    priced = registry.estimates(geom, dtype)
     est = {name: seconds for name, (seconds, _) in priced.items()}
     best = min(est, key=est.get)
-    options = {name: option for name, (_, option) in priced.items()}
-    choice = Choice(best, options[best],
-                    f"auto chose {best!r} by the cost model; estimated {_describe(est, options)}")
+    partitions = {name: partition for name, (_, partition) in priced.items()}
+    choice = Choice(best, partitions[best],
+                    f"auto chose {best!r} by the cost model; estimated {_describe(est, partitions)}")
     with _estimated_lock:
         _estimated[key] = choice
         while len(_estimated) > 256:
@@ -205,20 +202,16 @@ def estimate(geom: ConvGeometry, dtype, settings: Settings) -> Choice:
 
 
 def _time_step(plan_factory, geom: ConvGeometry, dtype, repeats: int = 3) -> float:
-    """Best-of-``repeats`` seconds of one training step (after a warm-up)."""
+    """Best-of-``repeats`` seconds of one training step, the weights moving."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal(geom.x_shape).astype(dtype)
     w = rng.standard_normal(geom.w_shape).astype(dtype)
     dy = rng.standard_normal(geom.y_shape).astype(dtype)
     plan = plan_factory()
-    best = float("inf")
-    for i in range(repeats + 1):
-        w += 1e-3  # weights change every step, as in training
-        start = time.perf_counter()
-        plan.vjp(x, w)[1](dy)
-        if i:
-            best = min(best, time.perf_counter() - start)
-    return best
+
+    def move_weights():
+        w[...] += WEIGHT_STEP
+    return best_of(lambda: plan.vjp(x, w)[1](dy), repeats, prepare=move_weights)
 
 
 def measure(geom: ConvGeometry, dtype, settings: Settings, plan_factory) -> Choice:
@@ -236,12 +229,12 @@ def measure(geom: ConvGeometry, dtype, settings: Settings, plan_factory) -> Choi
         return Choice(stored["algorithm"], tile,
                       f"auto chose {stored['algorithm']!r} by measurement (stored); measured "
                       f"{_describe(stored['seconds'], {stored['algorithm']: tile})}")
-    options = {name: option for name, (_, option) in engines.estimates(geom, dtype).items()}
-    timed = {name: _time_step(lambda: plan_factory(name, options[name]), geom, dtype)
+    partitions = {name: partition for name, (_, partition) in registry.estimates(geom, dtype).items()}
+    timed = {name: _time_step(lambda: plan_factory(name, partitions[name]), geom, dtype)
              for name in CANDIDATES}
     best = min(timed, key=timed.get)
-    tile = options[best]
+    tile = partitions[best]
     STORE.put(key, {"algorithm": best, "tile": None if tile is None else list(tile),
                     "seconds": timed})
     return Choice(best, tile, f"auto chose {best!r} by measurement; measured "
-                              f"{_describe(timed, options)}")
+                              f"{_describe(timed, partitions)}")

@@ -18,6 +18,7 @@ from dask.array import Array
 from ..checks import (check_algorithm, check_array, check_layer, check_layer_keywords,
                       check_plan_options, dtypes_for, fail)
 from ..config import get_settings
+from ..registry import NAMES
 
 
 class ChunkWarning(UserWarning):
@@ -70,7 +71,7 @@ def check_call(func: str, x, w, others, algorithm, options: dict, max_workspace_
     """
     check_dask(func, "x", x)
     w = check_array(func, "w", w)
-    check_algorithm(func, algorithm)
+    check_algorithm(func, algorithm, NAMES)
     compute, result = dtypes_for(x, w, *[a for a in others if a is not None])
     layer = check_layer(func, x.shape, w.shape, real=compute.kind == "f",
                         **check_layer_keywords(func, options))
@@ -79,6 +80,6 @@ def check_call(func: str, x, w, others, algorithm, options: dict, max_workspace_
                    "convolution's input gradient (fftconv.dask.backward) or the numpy "
                    "functions")
     workspace = check_plan_options(func, max_workspace_bytes, None, None, algorithm,
-                                   layer.ndim, get_settings())[0]
+                                   layer.ndim, get_settings(), ())[0]
     settings = {} if workspace is None else {"max_workspace_bytes": workspace}
     return layer, np.dtype(compute), np.dtype(result), w, settings

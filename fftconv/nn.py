@@ -16,6 +16,7 @@ import numpy as np
 
 from .api import plan as make_plan
 from .config import get_settings
+from .registry import NAMES
 from .checks import check_algorithm, check_bool, check_ints, check_layer, fail
 
 #: Plans kept per layer (one per input shape, least recently used dropped).
@@ -89,7 +90,7 @@ class Conv:
         # every option is checked now, on a one-sample input as large as the kernel reaches
         probe = tuple(d * (k - 1) + 1 for k, d in
                       zip(self.kernel_size, check_ints(func, "dilation", dilation, nd, 1)))
-        check_algorithm(func, algorithm)
+        check_algorithm(func, algorithm, NAMES)
         check_layer(func, (1, self.in_channels) + probe, w_shape, real=self.dtype.kind != "c",
                     flip_kernel=False, **self.layer)
         self.w, self.b = self._initial(w_shape, bool(bias), np.random.default_rng(rng))

@@ -4,7 +4,7 @@ The output is cut into tiles of ``tile`` samples per axis.  Output tile
 ``[t, t + B)`` reads the padded-input window ``[t*s, t*s + (B-1)*s + ke)``,
 so each tile is an ordinary "valid" layer of window size ``W = (B-1)*s + ke``
 (``geometry.tile_geometry``).  As in scipy's ``oaconvolve``, the tiles go into
-the batch axis: one :class:`~fftconv.fftpath.FFTEngine`, built for that window
+the batch axis: one :class:`~fftconv.algorithms.fft.FFTEngine`, built for that window
 and a batch of ``N * P`` rows, runs ``P`` tiles of all samples per pass (one
 batched transform per operand and one product), :func:`tiles_per_pass` of them:
 
@@ -35,13 +35,17 @@ import math
 
 import numpy as np
 
-from . import contraction
-from .config import Settings
-from .fftpath import FFTEngine
-from .fftpath import workspace_bytes as fft_workspace_bytes
-from .geometry import ConvGeometry, tile_geometry, window_clip
-from .protocol import Saved
-from .transforms import spectrum_bytes
+from typing import List, Optional, Tuple
+
+from .. import budget, contraction, costs
+from ..config import Settings
+from ..costs import Work
+from ..geometry import ConvGeometry, next_fast_length, tile_geometry, window_clip
+from ..protocol import Algorithm, Engine, Saved
+from ..transforms import spectrum_bytes
+from . import fft
+from .fft import FFTEngine
+from .fft import workspace_bytes as fft_workspace_bytes
 
 
 def single_tile(geom: ConvGeometry, tile) -> bool:
@@ -50,10 +54,10 @@ def single_tile(geom: ConvGeometry, tile) -> bool:
     return all(t >= o for t, o in zip(tile, geom.out_size))
 
 
-def engine(geom: ConvGeometry, dtype, settings: Settings, tile):
+def engine(geom: ConvGeometry, dtype, settings: Settings, tile) -> Engine:
     """The engine of overlap-add with output tiles ``tile``: an
     :class:`OverlapAddEngine`, or for a :func:`single_tile` the
-    :class:`~fftconv.fftpath.FFTEngine` of the whole layer (the same transforms
+    :class:`~fftconv.algorithms.fft.FFTEngine` of the whole layer (the same transforms
     and products; measured 1.09-1.27x slower through the tile windows, 2-D
     2048x2048 k9)."""
     if single_tile(geom, tile):
@@ -265,3 +269,96 @@ class OverlapAddEngine:
             if need_y:
                 self._scatter(y_buf, group, y)
         return y, self.inner.weight_grad() if need_dw else None
+
+
+# -- the plugin: cost terms, tile search, registry entry -------------------------------------
+def work(geom: ConvGeometry, dtype, tile) -> Work:
+    """Units of work of one training step with output tiles ``tile``: the FFT work
+    of one tile (its input transformed again in the backward pass when the tiles
+    take several passes) times the number of tiles, plus the weight transform,
+    done once; the fixed costs once per pass of tiles (:func:`tiles_per_pass`),
+    not per tile; and the per-tile window and tile copies, whose Python cost
+    makes many small tiles dear.  A :func:`single_tile` is the FFT path's work."""
+    if single_tile(geom, tile):
+        return fft.work(geom, dtype)
+    tg = tile_geometry(geom, tile)
+    n_tiles = math.prod(-(-o // b) for o, b in zip(geom.out_size, tile))
+    n_passes = -(-n_tiles // tiles_per_pass(geom, dtype, tile))
+    per_tile = fft.work(tg, dtype, weight_transforms=False,
+                        input_transforms=1 if n_passes == 1 else 2)
+    fixed = {k: per_tile.pop(k) for k in ("call", "fft_call")}
+    w_rows = tg.out_channels * (tg.in_channels // tg.groups)
+    weights = costs.transform_work(w_rows, tg.dilation_fft_shape, tg.real)
+    units = costs.add({k: v * n_tiles for k, v in per_tile.items()},
+                      {k: v * n_passes for k, v in fixed.items()})
+    # each tile's slices copied by Python: window in, tile out; dy tile in, dx
+    # window added; x's window in again when several passes keep no spectrum
+    units["tile_copy"] = float(n_tiles * (4 if n_passes == 1 else 5))
+    return costs.add(units, weights, scale=2 * costs.precision(dtype))
+
+
+def tile_candidates(geom: ConvGeometry, per_axis: int) -> List[List[int]]:
+    """Per axis, up to ``per_axis`` output tile lengths whose window is a fast length.
+
+    Windows run from about twice the effective kernel up to the padded size
+    in steps of about 1.5x; a tile as large as the whole output is always a
+    candidate.
+    """
+    options = []
+    for o, s, ke, p in zip(geom.out_size, geom.stride, geom.effective_kernel, geom.padded_size):
+        sizes, w = [], next_fast_length(2 * ke)
+        while w < p:
+            sizes.append((w - ke) // s + 1)
+            w = next_fast_length(int(w * 1.5) + 1)
+        sizes = sorted({b for b in sizes if 1 <= b < o})
+        step = max(1, -(-len(sizes) // max(per_axis - 1, 1)))
+        options.append(sizes[::step][:per_axis - 1] + [o])
+    return options
+
+
+def _per_axis(geom: ConvGeometry) -> int:
+    """Candidate tile lengths per axis: fewer in more dimensions (their product is searched)."""
+    return 8 if geom.ndim <= 2 else 5 if geom.ndim == 3 else 3
+
+
+def best_tile(geom: ConvGeometry, dtype) -> Tuple[Tuple[int, ...], float]:
+    """The cheapest output tile by the cost model, and its estimated seconds.
+
+    The cheapest, not the smallest of the near-cheapest: that rule was measured
+    slower at 1-D 2**20 k65 and 2-D 2048x2048 k9 (``docs/design-notes.md``).
+    """
+    cost, tile = min((costs.seconds(work(geom, dtype, tile)), tuple(tile))
+                     for tile in itertools.product(*tile_candidates(geom, _per_axis(geom))))
+    return tile, cost
+
+
+def _budget_tiles(geom: ConvGeometry) -> List[Tuple[int, ...]]:
+    """Tiles to try under a budget: the cost model's candidates and, per axis,
+    every power of two below the output (down to one sample)."""
+    lengths = [sorted(set(c) | {1 << i for i in range(o.bit_length()) if (1 << i) < o})
+               for c, o in zip(tile_candidates(geom, _per_axis(geom)), geom.out_size)]
+    return [tuple(t) for t in itertools.product(*lengths)]
+
+
+def fitting_tile(func: str, geom: ConvGeometry, dtype, limit: Optional[int],
+                 tile: Optional[Tuple[int, ...]] = None) -> Tuple[int, ...]:
+    """The output tile: ``tile`` if given, else :func:`best_tile` or, when its
+    workspace exceeds ``limit`` bytes, the cheapest candidate that fits."""
+    preferred = tuple(tile) if tile is not None else best_tile(geom, dtype)[0]
+    return budget.fitting_tile(
+        func, limit, preferred, [] if tile is not None else _budget_tiles(geom),
+        bytes_of=lambda t: workspace_bytes(geom, dtype, t),
+        seconds_of=lambda t: costs.seconds(work(geom, dtype, t)), what="overlap-add")
+
+
+def _estimate(geom: ConvGeometry, dtype) -> Tuple[float, Tuple[int, ...]]:
+    tile, seconds = best_tile(geom, dtype)
+    return seconds, tile
+
+
+ALGORITHM = Algorithm(
+    "overlap_add",
+    build=lambda geom, dtype, settings, tile: engine(geom, dtype, settings, tile),
+    partition=fitting_tile,
+    work=lambda geom, dtype, tile=None: work(geom, dtype, tile or best_tile(geom, dtype)[0]),
+    estimate=_estimate, tiled=True)

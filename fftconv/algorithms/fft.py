@@ -28,16 +28,18 @@ buffers.
 """
 from __future__ import annotations
 
+import math
 import threading
 from typing import Optional
 
 import numpy as np
 
-from . import contraction, resampling
-from .config import Settings
-from .geometry import ConvGeometry
-from .protocol import Saved
-from .transforms import COMPLEX_OF, ForwardTransform, InverseTransform, signal_bytes, spectrum_bytes
+from .. import budget, contraction, costs, resampling
+from ..config import Settings
+from ..costs import Work
+from ..geometry import ConvGeometry
+from ..protocol import Algorithm, Partition, Saved
+from ..transforms import COMPLEX_OF, ForwardTransform, InverseTransform, signal_bytes, spectrum_bytes
 
 FLIP = slice(None, None, -1)
 
@@ -344,3 +346,45 @@ class FFTEngine:
         if g.flip_kernel:
             dw = np.ascontiguousarray(dw[(Ellipsis,) + (FLIP,) * g.ndim])
         return dw
+
+
+# -- the plugin: cost terms, partition, registry entry ---------------------------------------
+def work(geom: ConvGeometry, dtype, weight_transforms: bool = True,
+         input_transforms: int = 1) -> Work:
+    """Units of work of one training step (``input_transforms=2`` when the
+    backward pass transforms ``x`` again): a fixed cost per pass (six transform
+    calls, the products' Python loop), six batched transforms (halved for real
+    data), the per-frequency channel products (complex multiply-adds plus the
+    spectrum traffic of transposes and folds), and copying operands in and
+    results out."""
+    g, p = geom, costs.precision(dtype)
+    x_rows, y_rows = g.batch * g.in_channels, g.batch * g.out_channels
+    w_rows = g.out_channels * (g.in_channels // g.groups)
+    transforms = {k: v * (1 + input_transforms) for k, v in
+                  costs.transform_work(x_rows, g.fft_shape, g.real).items()}
+    transforms = costs.add(transforms, costs.transform_work(y_rows, g.stride_fft_shape, g.real),
+                           scale=2)
+    if weight_transforms:
+        transforms = costs.add(transforms,
+                               costs.transform_work(w_rows, g.dilation_fft_shape, g.real), scale=2)
+    f = g.spectrum_size
+    units = {"spectrum_mac": 3.0 * f * g.batch * g.out_channels * (g.in_channels // g.groups) * p,
+             "spectrum_element": f * (3 * x_rows + 3 * y_rows + 2 * w_rows) * p,
+             "signal_element": (2 * x_rows + 2 * y_rows) * math.prod(g.fft_shape) * p,
+             "call": 3.0, "fft_call": 3.0}
+    return costs.add(units, transforms, scale=p)
+
+
+def largest_chunk(func: str, geom: ConvGeometry, dtype, limit: Optional[int]) -> int:
+    """Most samples per pass whose workspace fits in ``limit`` bytes."""
+    return budget.largest_chunk(func, geom.batch, limit,
+                                lambda c: workspace_bytes(geom, dtype, c), "FFT")
+
+
+ALGORITHM = Algorithm(
+    "fft",
+    build=lambda geom, dtype, settings, chunk: FFTEngine(geom, dtype, settings, int(chunk)),
+    partition=lambda func, geom, dtype, limit, tile: largest_chunk(func, geom, dtype, limit),
+    work=lambda geom, dtype, chunk=None: work(geom, dtype),
+    estimate=lambda geom, dtype: (costs.seconds(work(geom, dtype)), None),
+    circular_fast=True)

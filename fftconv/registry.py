@@ -1,0 +1,44 @@
+"""The one registry of algorithm plugins: name -> :class:`~fftconv.protocol.Algorithm`.
+
+Every algorithm is a module of ``fftconv.algorithms`` that owns its engine,
+its cost terms and its partition search, and exports ``ALGORITHM``; adding one
+is that module plus one line in :data:`REGISTRY`.  Callers above (argument
+checks, ``autoselect``, the planner, the PyTorch bridge, the bench) take the
+names from here; nothing else names an algorithm.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from .algorithms import direct, fft, overlap_add
+from .config import Settings
+from .geometry import ConvGeometry
+from .protocol import Algorithm, Engine, Partition
+
+REGISTRY: Dict[str, Algorithm] = {a.name: a for a in (
+    fft.ALGORITHM,
+    direct.ALGORITHM,
+    overlap_add.ALGORITHM,
+)}
+
+#: Algorithm names, in registry order; ``"auto"`` chooses among them.
+NAMES: Tuple[str, ...] = tuple(REGISTRY)
+
+
+def partition(func: str, name: str, geom: ConvGeometry, dtype, budget: Optional[int] = None,
+              tile: Optional[Tuple[int, ...]] = None) -> Partition:
+    """Algorithm ``name``'s partition of ``geom`` for a workspace budget."""
+    return REGISTRY[name].partition(func, geom, np.dtype(dtype), budget, tile)
+
+
+def build(name: str, geom: ConvGeometry, dtype, settings: Settings,
+          engine_partition: Partition) -> Engine:
+    """The engine of algorithm ``name`` for ``geom`` with its :func:`partition`."""
+    return REGISTRY[name].build(geom, np.dtype(dtype), settings, engine_partition)
+
+
+def estimates(geom: ConvGeometry, dtype) -> Dict[str, Tuple[float, Optional[Partition]]]:
+    """``{name: (estimated step seconds, partition)}`` for every registered algorithm."""
+    return {name: entry.estimate(geom, np.dtype(dtype)) for name, entry in REGISTRY.items()}
