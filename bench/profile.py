@@ -91,7 +91,7 @@ class _TimedPlan:
 _TIMED = (
     (transforms.ForwardTransform, "__call__", "placement"),
     (transforms.InverseTransform, "__call__", "crops"),
-    (fftpath.FFTEngine, "weight_grad", "crops"),
+    (fftpath.Passes, "weight_grad", "crops"),
     (contraction, "forward_product", "products"),
     (contraction, "backward_products", "products"),
     (contraction, "transposed_products", "products"),

@@ -65,10 +65,14 @@ class Engine(Protocol):
     dtype: np.dtype
     #: Samples per pass.
     chunk: int
-    #: Overlap-add's output tile, else ``None``.
-    tile: Optional[Tuple[int, ...]]
-    #: Held by callers that share the engine between threads.
-    lock: ContextManager[Any]
+
+    @property
+    def tile(self) -> Optional[Tuple[int, ...]]:
+        """Overlap-add's output tile, else ``None``."""
+
+    @property
+    def lock(self) -> ContextManager[Any]:
+        """Held by callers that share the engine between threads."""
 
     @property
     def fft_shape(self) -> Optional[Tuple[int, ...]]:

@@ -207,7 +207,7 @@ def test_workspace_bytes_matches_the_buffers_actually_allocated(kw):
     p = fftconv.plan(x.shape, w.shape, algorithm="fft", dtype=np.float32, groups=2, **kw)
     y = p.forward(x, w)
     p.backward(y)
-    engine = p._engine
+    engine = p._engine.passes
     saved = p._last.pullback._saved  # the kept X spectrum lives in the pullback, not the engine
     kept = saved.array.nbytes  # the X spectrum, or a copy of x when chunked
     allocated = (sum(t.nbytes for t in engine._transforms.values()) + p._weights._state.state.nbytes
@@ -217,7 +217,7 @@ def test_workspace_bytes_matches_the_buffers_actually_allocated(kw):
     if "dilation" in kw:
         transient += spectrum_bytes(6 * 2, p.fft_shape, np.float32)
     if "stride" in kw:
-        transient += spectrum_bytes(engine.chunk * 6, p.fft_shape, np.float32)
+        transient += spectrum_bytes(p.chunk * 6, p.fft_shape, np.float32)
     assert p.workspace_bytes == allocated + transient
     assert ("max_workspace_bytes" in kw) == (p.chunk < 3)
 
@@ -228,7 +228,7 @@ def test_stride_and_dilation_transform_on_coarse_grids():
     p = fftconv.plan(x.shape, w.shape, algorithm="fft", dtype=np.float32, stride=(2, 3), dilation=(3, 2))
     y = p.forward(x, w)
     p.backward(y)
-    grids = {name: t.fft_shape for name, t in p._engine._transforms.items()}
+    grids = {name: t.fft_shape for name, t in p._engine.passes._transforms.items()}
     full = p.fft_shape
     assert full[0] % 6 == 0 and full[1] % 6 == 0
     assert grids["x"] == grids["dx"] == full

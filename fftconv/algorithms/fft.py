@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Optional
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
@@ -74,45 +74,30 @@ def workspace_bytes(geom: ConvGeometry, dtype, chunk: int) -> int:
                for _, rows, grid, sig in buffer_list(geom, chunk))
 
 
-class FFTEngine:
-    """Frequency-domain forward and backward passes for one geometry and dtype.
+class Passes:
+    """The spectral passes of one geometry: its six batched transforms and their
+    buffers, and the forward, backward and transposed pass of one *piece* (a
+    chunk of the batch for :class:`FFTEngine`, a pass of tiles for
+    ``overlap_add``), the weight gradient summed over the pieces.
 
-    Not re-entrant: the spectra it returns live in its own buffers.  Callers
-    that share an engine between threads hold :attr:`lock` for the whole call.
+    Not re-entrant: the spectra it returns live in its own buffers.
     """
 
-    def __init__(self, geom: ConvGeometry, dtype, settings: Settings,
-                 chunk: Optional[int] = None):
+    def __init__(self, geom: ConvGeometry, dtype, settings: Settings, rows: int):
         self.geom = geom
         self.dtype = np.dtype(dtype)
         self.settings = settings
-        self.chunk = min(chunk or geom.batch, geom.batch)
-        self.lock = threading.Lock()
-        self._transforms = {}
-        self._unfolded = {}
-        c = self.chunk
+        self.rows = rows
+        self._transforms: Dict[str, Union[ForwardTransform, InverseTransform]] = {}
+        self._unfolded: Dict[str, np.ndarray] = {}
         weight_rows = (geom.out_channels, geom.in_channels // geom.groups)
-        self._layouts = {"x": ((c, geom.in_channels), geom.fft_shape),
-                         "dx": ((c, geom.in_channels), geom.fft_shape),
-                         "dy": ((c, geom.out_channels), geom.stride_fft_shape),
-                         "y": ((c, geom.out_channels), geom.stride_fft_shape),
+        self._layouts = {"x": ((rows, geom.in_channels), geom.fft_shape),
+                         "dx": ((rows, geom.in_channels), geom.fft_shape),
+                         "dy": ((rows, geom.out_channels), geom.stride_fft_shape),
+                         "y": ((rows, geom.out_channels), geom.stride_fft_shape),
                          "w": (weight_rows, geom.dilation_fft_shape),
                          "dw": (weight_rows, geom.dilation_fft_shape)}
 
-    @property
-    def chunked(self) -> bool:
-        return self.chunk < self.geom.batch
-
-    @property
-    def keeps_x_spectrum(self) -> bool:
-        """Whether :meth:`forward` returns ``X`` for :meth:`backward` (one chunk only)."""
-        return not self.chunked
-
-    def chunks(self):
-        """Row slices of the batch, ``chunk`` samples each."""
-        return [slice(i, i + self.chunk) for i in range(0, self.geom.batch, self.chunk)]
-
-    # -- transforms and their buffers --------------------------------------------------
     def _transform(self, name: str):
         """The transform for operand ``name``, built on first use."""
         if name not in self._transforms:
@@ -132,19 +117,6 @@ class FFTEngine:
         for t in self._transforms.values():
             counts["inverse" if isinstance(t, InverseTransform) else "forward"] += t.calls
         return counts
-
-    @property
-    def workspace_bytes(self) -> int:
-        """Bytes this engine needs for a whole training step (allocated or not)."""
-        return workspace_bytes(self.geom, self.dtype, self.chunk)
-
-    @property
-    def kept_bytes(self) -> int:
-        """Bytes a forward pass keeps beyond :attr:`workspace_bytes`: none unchunked
-        (the kept spectrum is one of its buffers), else a copy of the input."""
-        g = self.geom
-        return 0 if self.keeps_x_spectrum else g.batch * g.in_channels * int(
-            np.prod(g.in_size)) * self.dtype.itemsize
 
     def _spectrum(self, name: str, operand, placement) -> np.ndarray:
         """Transform ``operand`` on its grid; the spectrum tiled to the full grid,
@@ -209,83 +181,15 @@ class FFTEngine:
         """``DY`` of the zero-upsampled ``dy`` of up to ``chunk`` samples."""
         return self._spectrum("dy", dy_rows, self.geom.dy_placement)
 
-    # -- the engine protocol (fftconv.protocol) ---------------------------------------
-    tile = None
-
-    @property
-    def fft_shape(self) -> tuple:
-        return self.geom.fft_shape
-
-    def weights(self, w: np.ndarray) -> np.ndarray:
-        return self.weight_spectrum(w)
-
-    @staticmethod
-    def save_input(x: np.ndarray) -> Saved:
-        return Saved("signal", x)
-
-    save_output = save_input
-
-    def new_kept_spectrum(self, channels: int, keep: bool) -> Optional[np.ndarray]:
-        """A new frequency-major ``(F, groups, N, channels // groups)`` spectrum to
-        keep, when asked and unchunked; a chunked engine keeps the signal."""
-        if not (keep and self.keeps_x_spectrum):
-            return None
+    def new_kept_spectrum(self, channels: int) -> np.ndarray:
+        """A new frequency-major ``(F, groups, rows, channels // groups)`` spectrum
+        for a forward pass to keep."""
         g = self.geom
-        return np.empty((g.spectrum_size, g.groups, self.chunk, channels // g.groups),
+        return np.empty((g.spectrum_size, g.groups, self.rows, channels // g.groups),
                         COMPLEX_OF[self.dtype])
 
-    @staticmethod
-    def _saved(kept: Optional[np.ndarray], operand: np.ndarray, keep: bool) -> Optional[Saved]:
-        if not keep:
-            return None
-        return Saved("spectrum", kept) if kept is not None else Saved("signal", operand.copy())
 
-    @staticmethod
-    def _piece(saved: Optional[Saved], rows: slice) -> tuple:
-        """``(spectrum, signal rows)`` of a saved operand for one chunk; at most one set."""
-        if saved is None:
-            return None, None
-        return (saved.array, None) if saved.kind == "spectrum" else (None, saved.array[rows])
-
-    def forward(self, x, k, keep=False, out=None) -> tuple:
-        return self._keeping_walk(self.forward_piece, x, k, self.geom.y_shape,
-                                  self.geom.in_channels, keep, out)
-
-    def input_grad(self, dy, k, keep=False, out=None) -> tuple:
-        return self._keeping_walk(lambda *args: self.backward_piece(*args[:3], dy_keep=args[3]),
-                                  dy, k, self.geom.x_shape, self.geom.out_channels, keep, out)
-
-    def _keeping_walk(self, piece, operand, k, shape, channels, keep, out) -> tuple:
-        """Run ``piece(rows, k, out_rows, kept)`` over the batch chunks of ``operand``;
-        returns the result and, with ``keep``, the :class:`Saved` operand (its new
-        spectrum of ``channels`` channels, or a copy when chunked)."""
-        result = np.empty(shape, self.dtype) if out is None else out
-        kept = self.new_kept_spectrum(channels, keep)
-        for rows in self.chunks():
-            piece(operand[rows], k, result[rows], kept)
-        return result, self._saved(kept, operand, keep)
-
-    def backward(self, dy, saved_x, k, need_dx=True, need_dw=True, out=None) -> tuple:
-        return self._walk(self.backward_piece, dy, saved_x if need_dw else None, k,
-                          self.geom.x_shape if need_dx else None, out)
-
-    def transposed_backward(self, x, saved_dy, k, need_y=True, need_dw=True, out=None) -> tuple:
-        return self._walk(self.transposed_piece, x, saved_dy if need_dw else None, k,
-                          self.geom.y_shape if need_y else None, out)
-
-    def _walk(self, piece, operand, saved, k, shape, out) -> tuple:
-        """Run ``piece`` over the batch chunks of ``operand``, each with the matching
-        part of the ``saved`` other operand (kept spectrum or rows); its results go
-        to ``out`` (a new array of ``shape``; skipped when ``shape`` is ``None``).
-        Returns ``(result, dw)``, ``dw`` summed over the chunks when ``saved``."""
-        result = None if shape is None else np.empty(shape, self.dtype) if out is None else out
-        for i, rows in enumerate(self.chunks()):
-            spec, other_rows = self._piece(saved, rows)
-            piece(operand[rows], k, None if result is None else result[rows], other_rows, spec,
-                  i > 0)
-        return result, self.weight_grad() if saved is not None else None
-
-    # -- one piece: a chunk of the batch, or a tile (see overlap_add) -------------------
+    # -- one piece --------------------------------------------------------------------
     def forward_piece(self, x_piece: np.ndarray, k: np.ndarray, out: np.ndarray,
                       x_keep: Optional[np.ndarray] = None):
         """``out`` = ``y`` (no bias) of ``x_piece`` (up to ``chunk`` samples); ``x_keep``
@@ -347,6 +251,127 @@ class FFTEngine:
             dw = np.ascontiguousarray(dw[(Ellipsis,) + (FLIP,) * g.ndim])
         return dw
 
+
+
+
+class FFTEngine:
+    """The FFT algorithm behind the engine protocol (``fftconv.protocol``): the
+    batch in chunks of ``chunk`` samples, each run by :class:`Passes`.
+
+    Not re-entrant: the spectra it returns live in its buffers.  Callers that
+    share an engine between threads hold :attr:`lock` for the whole call.
+    """
+
+    def __init__(self, geom: ConvGeometry, dtype, settings: Settings,
+                 chunk: Optional[int] = None):
+        self.geom = geom
+        self.dtype = np.dtype(dtype)
+        self.settings = settings
+        self.chunk = min(chunk or geom.batch, geom.batch)
+        self.lock = threading.Lock()
+        #: The output tile when overlap-add runs a single tile on this engine.
+        self.tile: Optional[Tuple[int, ...]] = None
+        self.passes = Passes(geom, self.dtype, settings, self.chunk)
+
+    @property
+    def chunked(self) -> bool:
+        return self.chunk < self.geom.batch
+
+    @property
+    def keeps_x_spectrum(self) -> bool:
+        """Whether :meth:`forward` returns ``X`` for :meth:`backward` (one chunk only)."""
+        return not self.chunked
+
+    def chunks(self):
+        """Row slices of the batch, ``chunk`` samples each."""
+        return [slice(i, i + self.chunk) for i in range(0, self.geom.batch, self.chunk)]
+
+    @property
+    def workspace_bytes(self) -> int:
+        """Bytes this engine needs for a whole training step (allocated or not)."""
+        return workspace_bytes(self.geom, self.dtype, self.chunk)
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes a forward pass keeps beyond :attr:`workspace_bytes`: none unchunked
+        (the kept spectrum is one of its buffers), else a copy of the input."""
+        g = self.geom
+        return 0 if self.keeps_x_spectrum else g.batch * g.in_channels * int(
+            np.prod(g.in_size)) * self.dtype.itemsize
+
+    # -- the engine protocol (fftconv.protocol) ---------------------------------------
+    @property
+    def fft_shape(self) -> tuple:
+        return self.geom.fft_shape
+
+    @property
+    def transform_counts(self) -> Dict[str, int]:
+        return self.passes.transform_counts
+
+    def weights(self, w: np.ndarray) -> np.ndarray:
+        return self.passes.weight_spectrum(w)
+
+    @staticmethod
+    def save_input(x: np.ndarray) -> Saved:
+        return Saved("signal", x)
+
+    save_output = save_input
+
+    def _kept(self, channels: int, keep: bool) -> Optional[np.ndarray]:
+        """A spectrum for a forward pass to keep, when asked and unchunked (a
+        chunked engine keeps the signal)."""
+        return self.passes.new_kept_spectrum(channels) if keep and self.keeps_x_spectrum else None
+
+    @staticmethod
+    def _saved(kept: Optional[np.ndarray], operand: np.ndarray, keep: bool) -> Optional[Saved]:
+        if not keep:
+            return None
+        return Saved("spectrum", kept) if kept is not None else Saved("signal", operand.copy())
+
+    @staticmethod
+    def _piece(saved: Optional[Saved], rows: slice) -> tuple:
+        """``(spectrum, signal rows)`` of a saved operand for one chunk; at most one set."""
+        if saved is None:
+            return None, None
+        return (saved.array, None) if saved.kind == "spectrum" else (None, saved.array[rows])
+
+    def forward(self, x, k, keep=False, out=None) -> tuple:
+        return self._keeping_walk(self.passes.forward_piece, x, k, self.geom.y_shape,
+                                  self.geom.in_channels, keep, out)
+
+    def input_grad(self, dy, k, keep=False, out=None) -> tuple:
+        return self._keeping_walk(lambda *args: self.passes.backward_piece(*args[:3], dy_keep=args[3]),
+                                  dy, k, self.geom.x_shape, self.geom.out_channels, keep, out)
+
+    def _keeping_walk(self, piece, operand, k, shape, channels, keep, out) -> tuple:
+        """Run ``piece(rows, k, out_rows, kept)`` over the batch chunks of ``operand``;
+        returns the result and, with ``keep``, the :class:`Saved` operand (its new
+        spectrum of ``channels`` channels, or a copy when chunked)."""
+        result = np.empty(shape, self.dtype) if out is None else out
+        kept = self._kept(channels, keep)
+        for rows in self.chunks():
+            piece(operand[rows], k, result[rows], kept)
+        return result, self._saved(kept, operand, keep)
+
+    def backward(self, dy, saved_x, k, need_dx=True, need_dw=True, out=None) -> tuple:
+        return self._walk(self.passes.backward_piece, dy, saved_x if need_dw else None, k,
+                          self.geom.x_shape if need_dx else None, out)
+
+    def transposed_backward(self, x, saved_dy, k, need_y=True, need_dw=True, out=None) -> tuple:
+        return self._walk(self.passes.transposed_piece, x, saved_dy if need_dw else None, k,
+                          self.geom.y_shape if need_y else None, out)
+
+    def _walk(self, piece, operand, saved, k, shape, out) -> tuple:
+        """Run ``piece`` over the batch chunks of ``operand``, each with the matching
+        part of the ``saved`` other operand (kept spectrum or rows); its results go
+        to ``out`` (a new array of ``shape``; skipped when ``shape`` is ``None``).
+        Returns ``(result, dw)``, ``dw`` summed over the chunks when ``saved``."""
+        result = None if shape is None else np.empty(shape, self.dtype) if out is None else out
+        for i, rows in enumerate(self.chunks()):
+            spec, other_rows = self._piece(saved, rows)
+            piece(operand[rows], k, None if result is None else result[rows], other_rows, spec,
+                  i > 0)
+        return result, self.passes.weight_grad() if saved is not None else None
 
 # -- the plugin: cost terms, partition, registry entry ---------------------------------------
 def work(geom: ConvGeometry, dtype, weight_transforms: bool = True,

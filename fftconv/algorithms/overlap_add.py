@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import threading
 
 import numpy as np
 
@@ -44,7 +45,7 @@ from ..geometry import ConvGeometry, next_fast_length, tile_geometry, window_cli
 from ..protocol import Algorithm, Engine, Saved
 from ..transforms import spectrum_bytes
 from . import fft
-from .fft import FFTEngine
+from .fft import FFTEngine, Passes
 from .fft import workspace_bytes as fft_workspace_bytes
 
 
@@ -111,10 +112,9 @@ class OverlapAddEngine:
         self.tile = tuple(min(t, o) for t, o in zip(tile, geom.out_size))
         self.tile_geom = tile_geometry(geom, self.tile)
         self.per_pass = tiles_per_pass(geom, self.dtype, self.tile)
-        self.inner = FFTEngine(dataclasses.replace(self.tile_geom,
-                                                   batch=geom.batch * self.per_pass),
-                               dtype, settings)
-        self.lock = self.inner.lock
+        pass_geom = dataclasses.replace(self.tile_geom, batch=geom.batch * self.per_pass)
+        self.passes = Passes(pass_geom, self.dtype, settings, pass_geom.batch)
+        self.lock = threading.Lock()
         self.chunk = geom.batch
         n_tiles = math.prod(-(-o // b) for o, b in zip(geom.out_size, self.tile))
         #: All tiles run in one pass, so the forward pass can keep their spectrum.
@@ -131,7 +131,7 @@ class OverlapAddEngine:
 
     @property
     def transform_counts(self) -> dict:
-        return self.inner.transform_counts
+        return self.passes.transform_counts
 
     @property
     def workspace_bytes(self) -> int:
@@ -149,7 +149,7 @@ class OverlapAddEngine:
         """Output start index per axis of every tile."""
         return itertools.product(*(range(0, o, b) for o, b in zip(self.geom.out_size, self.tile)))
 
-    def passes(self):
+    def tile_groups(self):
         """The tiles' numbers (in the order of :meth:`tiles`), :attr:`per_pass` at a time."""
         n_tiles = len(self._window_at)
         return [range(i, min(i + self.per_pass, n_tiles))
@@ -209,7 +209,7 @@ class OverlapAddEngine:
 
     # -- the engine protocol ----------------------------------------------------------
     def weights(self, w: np.ndarray) -> np.ndarray:
-        return self.inner.weight_spectrum(w)
+        return self.passes.weight_spectrum(w)
 
     @staticmethod
     def save_input(x: np.ndarray) -> Saved:
@@ -220,10 +220,11 @@ class OverlapAddEngine:
     def forward(self, x, k, keep=False, out=None) -> tuple:
         y = np.empty(self.geom.y_shape, self.dtype) if out is None else out
         x_buf, y_buf = self._buffer(self.tile_geom.x_shape), self._buffer(self.tile_geom.y_shape)
-        kept = self.inner.new_kept_spectrum(self.geom.in_channels, keep and self.single_pass)
-        for group in self.passes():
+        kept = (self.passes.new_kept_spectrum(self.geom.in_channels)
+                if keep and self.single_pass else None)
+        for group in self.tile_groups():
             windows = self._input_windows(x, group, x_buf)
-            self.inner.forward_piece(windows, k, out=y_buf[:len(windows)], x_keep=kept)
+            self.passes.forward_piece(windows, k, out=y_buf[:len(windows)], x_keep=kept)
             self._scatter(y_buf, group, y)
         if not keep:
             return y, None
@@ -244,15 +245,15 @@ class OverlapAddEngine:
         dy_buf = self._buffer(self.tile_geom.y_shape)
         x_buf = self._buffer(self.tile_geom.x_shape) if transform_x else None
         dx_buf = self._buffer(self.tile_geom.x_shape) if need_dx else None
-        for i, group in enumerate(self.passes()):
+        for i, group in enumerate(self.tile_groups()):
             dy_tiles = self._output_tiles(dy, group, dy_buf)
             windows = self._input_windows(saved_x.array, group, x_buf) if transform_x else None
-            self.inner.backward_piece(dy_tiles, k,
+            self.passes.backward_piece(dy_tiles, k,
                                       out=dx_buf[:len(dy_tiles)] if need_dx else None,
                                       x_piece=windows, x_spec=x_spec, accumulate=i > 0)
             if need_dx:
                 self._overlap_add(dx_buf, group, dx)
-        return dx, self.inner.weight_grad() if need_dw else None
+        return dx, self.passes.weight_grad() if need_dw else None
 
     def transposed_backward(self, x, saved_dy, k, need_y=True, need_dw=True, out=None) -> tuple:
         """Each input window transformed once for its ``y`` tile and its share of ``dw``."""
@@ -260,15 +261,15 @@ class OverlapAddEngine:
         x_buf = self._buffer(self.tile_geom.x_shape)
         y_buf = self._buffer(self.tile_geom.y_shape) if need_y else None
         dy_buf = self._buffer(self.tile_geom.y_shape) if need_dw else None
-        for i, group in enumerate(self.passes()):
+        for i, group in enumerate(self.tile_groups()):
             windows = self._input_windows(x, group, x_buf)
             dy_tiles = self._output_tiles(saved_dy.array, group, dy_buf) if need_dw else None
-            self.inner.transposed_piece(windows, k,
+            self.passes.transposed_piece(windows, k,
                                         out=y_buf[:len(windows)] if need_y else None,
                                         dy_piece=dy_tiles, accumulate=i > 0)
             if need_y:
                 self._scatter(y_buf, group, y)
-        return y, self.inner.weight_grad() if need_dw else None
+        return y, self.passes.weight_grad() if need_dw else None
 
 
 # -- the plugin: cost terms, tile search, registry entry -------------------------------------
