@@ -20,7 +20,7 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from typing import NamedTuple, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -61,7 +61,7 @@ def entry_problem(entry, candidates=CANDIDATES) -> Optional[str]:
     if name not in candidates:
         return f"unknown algorithm {name!r}"
     if not isinstance(seconds, dict) or not seconds or not all(
-            isinstance(key, str) and isinstance(t, numbers.Real) and not isinstance(t, bool)
+            isinstance(key, str) and isinstance(t, (int, float)) and not isinstance(t, bool)
             and math.isfinite(t) and t >= 0 for key, t in seconds.items()):
         return f"malformed seconds {seconds!r}"
     tiled = name in registry.REGISTRY and registry.REGISTRY[name].tiled
@@ -106,7 +106,7 @@ class ChoiceStore:
         self.valid = valid or (lambda entry: True)   # more checks on an entry
         self._lock = threading.Lock()
         self._loaded_from = None
-        self._choices = {}
+        self._choices: Dict[str, dict] = {}
 
     def _path(self):
         return cachefile.cache_dir() / self.file_name
@@ -190,7 +190,7 @@ def estimate(geom: ConvGeometry, dtype, settings: Settings) -> Choice:
             return _estimated[key]
     priced = registry.estimates(geom, dtype)
     est = {name: seconds for name, (seconds, _) in priced.items()}
-    best = min(est, key=est.get)
+    best = min(est, key=lambda name: est[name])
     partitions = {name: partition for name, (_, partition) in priced.items()}
     choice = Choice(best, partitions[best],
                     f"auto chose {best!r} by the cost model; estimated {_describe(est, partitions)}")
@@ -232,7 +232,7 @@ def measure(geom: ConvGeometry, dtype, settings: Settings, plan_factory) -> Choi
     partitions = {name: partition for name, (_, partition) in registry.estimates(geom, dtype).items()}
     timed = {name: _time_step(lambda: plan_factory(name, partitions[name]), geom, dtype)
              for name in CANDIDATES}
-    best = min(timed, key=timed.get)
+    best = min(timed, key=lambda name: timed[name])
     tile = partitions[best]
     STORE.put(key, {"algorithm": best, "tile": None if tile is None else list(tile),
                     "seconds": timed})

@@ -21,7 +21,10 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
+from typing import Optional
 
+fcntl: Optional[ModuleType]
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows

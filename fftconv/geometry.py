@@ -36,7 +36,7 @@ import itertools
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from math import gcd, prod
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 PADDING_MODES = ("valid", "same", "full")
 #: ``padding_mode=``: PyTorch's names; the values are what ``np.pad`` calls them.
@@ -113,7 +113,8 @@ def next_fast_length(n: int, even: bool = False) -> int:
     ``even`` is used for the last axis of a real-to-complex transform, whose
     half-spectrum trick is cheapest on even lengths.
     """
-    target, best = max(int(n), 1), None
+    target = max(int(n), 1)
+    best = 1 << target.bit_length()  # an even 7-smooth bound; the loops find the smallest
     p7 = 1
     while p7 < 2 * target:  # enumerate 7^a 5^b 3^c, then the smallest power of 2 on top
         p5 = p7
@@ -122,7 +123,7 @@ def next_fast_length(n: int, even: bool = False) -> int:
             while p3 < 2 * target:
                 m = p3 if p3 >= target and (p3 % 2 == 0 or not even) else \
                     p3 << max((-(-target // p3) - 1).bit_length(), 1 if even else 0)
-                best = m if best is None or m < best else best
+                best = min(best, m)
                 p3 *= 3
             p5 *= 5
         p7 *= 7
@@ -179,7 +180,8 @@ def length_penalty(n: int) -> float:
 def length_candidates(padded: int, even: bool = False, unit: int = 1, keep: int = 4) -> tuple:
     """Up to ``keep`` valid FFT lengths for one axis (:func:`fft_length`'s rules, up
     to :data:`LENGTH_SLACK` times the smallest), cheapest per element first."""
-    lengths, m = [], fft_length(padded, even, unit)
+    lengths: List[int] = []
+    m = fft_length(padded, even, unit)
     while m <= LENGTH_SLACK * lengths[0] if lengths else True:
         lengths.append(m)
         m = fft_length(m + 1, even, unit)

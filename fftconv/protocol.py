@@ -132,7 +132,8 @@ class Algorithm:
     ``tiled`` algorithm), part of the engine cache key; ``build(geom, dtype,
     settings, partition)`` makes the engine; ``work(geom, dtype, partition)``
     counts the units of one training step (``fftconv.costs`` prices them) and
-    ``estimate(geom, dtype)`` gives ``(seconds, partition)`` without a budget.
+    ``estimate(geom, dtype)`` gives ``(seconds, tile)`` without a budget (the
+    tile ``None`` unless ``tiled``).
     ``circular_fast``: the engine can run circular padding as one transform at
     the input size (``geometry.circular_geometry``); ``tiled``: its partition is
     an output tile the caller may set (``tile=``); ``spatial``: it computes in
@@ -145,7 +146,7 @@ class Algorithm:
     partition: Callable[[str, ConvGeometry, np.dtype, Optional[int], Optional[Tuple[int, ...]]],
                         Partition]
     work: Callable[[ConvGeometry, np.dtype, Optional[Partition]], Work]
-    estimate: Callable[[ConvGeometry, np.dtype], Tuple[float, Optional[Partition]]]
+    estimate: Callable[[ConvGeometry, np.dtype], Tuple[float, Optional[Tuple[int, ...]]]]
     circular_fast: bool = False
     tiled: bool = False
     spatial: bool = False

@@ -39,6 +39,6 @@ def build(name: str, geom: ConvGeometry, dtype, settings: Settings,
     return REGISTRY[name].build(geom, np.dtype(dtype), settings, engine_partition)
 
 
-def estimates(geom: ConvGeometry, dtype) -> Dict[str, Tuple[float, Optional[Partition]]]:
-    """``{name: (estimated step seconds, partition)}`` for every registered algorithm."""
+def estimates(geom: ConvGeometry, dtype) -> Dict[str, Tuple[float, Optional[Tuple[int, ...]]]]:
+    """``{name: (estimated step seconds, tile)}`` for every registered algorithm."""
     return {name: entry.estimate(geom, np.dtype(dtype)) for name, entry in REGISTRY.items()}

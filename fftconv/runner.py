@@ -25,7 +25,7 @@ Every function takes arrays already checked and cast to the compute dtype.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -126,8 +126,8 @@ class Runner:
         by zeros (transposed), else the view itself."""
         layer = self.layer
         if layer.pads_input:
-            return np.pad(x_cf, ((0, 0), (0, 0)) + layer.mode_padding,
-                          mode=PADDING_FILLS[layer.padding_mode])
+            fill: Any = PADDING_FILLS[layer.padding_mode]  # numpy's stubs list literal modes
+            return np.pad(x_cf, ((0, 0), (0, 0)) + layer.mode_padding, mode=fill)
         if any(layer.extra):
             return np.pad(x_cf, ((0, 0), (0, 0)) + tuple((0, e) for e in layer.extra))
         return x_cf
@@ -191,7 +191,7 @@ class Runner:
             with self._blas():
                 dw = self._engine_backward(dy_cf, saved, weights.state, dx_cf, need_dw)
             scaling.rescale(dx_cf, e + weights.scale)
-            if dw is not None:
+            if dw is not None and saved is not None:
                 scaling.rescale(dw, e + saved.scale)
         if dw is not None:
             dw = weights_last(dw, layer.layout)

@@ -31,6 +31,7 @@ same slots of a zeroed buffer on every call, so the zeros around it stay.
 from __future__ import annotations
 
 from math import prod
+from typing import Dict
 
 import numpy as np
 import scipy.fft
@@ -39,7 +40,7 @@ from . import runtime, wisdom
 from .config import Settings
 from .geometry import half_spectrum_shape
 
-COMPLEX_OF = {np.dtype(np.float32): np.dtype(np.complex64),
+COMPLEX_OF: Dict[np.dtype, np.dtype] = {np.dtype(np.float32): np.dtype(np.complex64),
               np.dtype(np.float64): np.dtype(np.complex128),
               np.dtype(np.complex64): np.dtype(np.complex64),
               np.dtype(np.complex128): np.dtype(np.complex128)}

@@ -42,7 +42,8 @@ import numpy as np
 from .. import budget, costs
 from ..costs import Work
 from ..geometry import ConvGeometry
-from ..protocol import Algorithm, Saved
+from ..config import Settings
+from ..protocol import Algorithm, Engine, Partition, Saved
 
 
 def _kernel_offsets(geom: ConvGeometry):
@@ -222,19 +223,21 @@ class DirectEngine:
         return Saved("signal", dy)
 
     def forward(self, x, w, keep=False, out=None) -> tuple:
-        saved = self.save_input(x) if keep else None
-        y = self._run(self.geom.y_shape, out, lambda rows, g: forward(
-            saved.array[rows] if keep else prepare(x[rows], g), w, g))
-        return y, saved
+        if keep:
+            saved = self.save_input(x)
+            return self._run(self.geom.y_shape, out,
+                             lambda rows, g: forward(saved.array[rows], w, g)), saved
+        return self._run(self.geom.y_shape, out,
+                         lambda rows, g: forward(prepare(x[rows], g), w, g)), None
 
     def input_grad(self, dy, w, keep=False, out=None) -> tuple:
         dx = self._run(self.geom.x_shape, out, lambda rows, g: input_grad(dy[rows], w, g))
         return dx, Saved("signal", dy.copy()) if keep else None
 
     def backward(self, dy, saved_x, w, need_dx=True, need_dw=True, out=None) -> tuple:
-        xpad = None if saved_x is None else saved_x.array
         if not need_dw:
             return self.input_grad(dy, w, out=out)[0], None
+        xpad = saved_x.array
         if not need_dx:
             return None, self._summed(lambda rows, g: weight_grad(dy[rows], xpad[rows], g))
         if self.chunk >= self.geom.batch:
@@ -257,7 +260,7 @@ class DirectEngine:
         dw = None
         for rows, g in self._pieces():
             xpad = prepare(x[rows], g)
-            if need_y:
+            if y is not None:
                 y[rows] = forward(xpad, w, g)
             if need_dw:
                 part = weight_grad(saved_dy.array[rows], xpad, g)
@@ -411,7 +414,7 @@ def _on_grid(flat: np.ndarray, size, strides, writeable: bool = False) -> np.nda
 
 
 def _correlate(src, w: np.ndarray, taps: _Taps, start: int, out: np.ndarray,
-               strides, rows: np.ndarray = None):
+               strides, rows: Optional[np.ndarray] = None):
     """``out[n, g, o, *i] = sum_{c, j} w[g, o, c, j] src[n, g, c, start + p(i) + off_j]``.
 
     ``src`` is a flat ``(N, G, C, P)`` source (:class:`_FlatArray`,
@@ -443,7 +446,7 @@ def _correlate(src, w: np.ndarray, taps: _Taps, start: int, out: np.ndarray,
             product = np.matmul(wl[i], s_i, out=(term if i else acc)[:nc])
             if i:
                 acc[:nc] += product
-            if rows is not None:
+            if rows is not None and sums is not None:
                 # rows @ S^T: BLAS streams the long rows as a row-major operand,
                 # 2.5x faster than S @ rows^T (2-D N=8, 16 ch, 128^2: 5.7 vs 14.5 ms)
                 sums[i] += np.matmul(rows[n0:n0 + nc, ..., start:start + length],
@@ -605,10 +608,19 @@ def largest_chunk(func: str, geom: ConvGeometry, dtype, limit: Optional[int]) ->
                                 lambda c: workspace_bytes(geom, dtype, c), "direct")
 
 
+def _build(geom: ConvGeometry, dtype: np.dtype, settings: Settings, chunk: Partition) -> Engine:
+    assert isinstance(chunk, int), chunk
+    return DirectEngine(geom, dtype, settings, chunk)
+
+
+def _estimate(geom: ConvGeometry, dtype: np.dtype) -> Tuple[float, None]:
+    return costs.seconds(work(geom, dtype)), None
+
+
 ALGORITHM = Algorithm(
     "direct",
-    build=lambda geom, dtype, settings, chunk: DirectEngine(geom, dtype, settings, int(chunk)),
+    build=_build,
     partition=lambda func, geom, dtype, limit, tile: largest_chunk(func, geom, dtype, limit),
-    work=lambda geom, dtype, chunk=None: work(geom, dtype),
-    estimate=lambda geom, dtype: (costs.seconds(work(geom, dtype)), None),
+    work=lambda geom, dtype, chunk: work(geom, dtype),
+    estimate=_estimate,
     spatial=True)

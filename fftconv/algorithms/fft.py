@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
@@ -38,7 +38,7 @@ from .. import budget, contraction, costs, resampling
 from ..config import Settings
 from ..costs import Work
 from ..geometry import ConvGeometry
-from ..protocol import Algorithm, Partition, Saved
+from ..protocol import Algorithm, Engine, Partition, Saved
 from ..transforms import COMPLEX_OF, ForwardTransform, InverseTransform, signal_bytes, spectrum_bytes
 
 FLIP = slice(None, None, -1)
@@ -98,16 +98,17 @@ class Passes:
                          "w": (weight_rows, geom.dilation_fft_shape),
                          "dw": (weight_rows, geom.dilation_fft_shape)}
 
-    def _transform(self, name: str):
+    def _transform(self, name: str) -> Any:
         """The transform for operand ``name``, built on first use."""
         if name not in self._transforms:
             batch_shape, grid = self._layouts[name]
             if name in ("y", "dx", "dw"):  # dw batch-major: see transforms' docstring
-                t = InverseTransform(batch_shape, grid, self.dtype, self.settings,
-                                     frequency_major=name != "dw")
+                self._transforms[name] = InverseTransform(batch_shape, grid, self.dtype,
+                                                          self.settings,
+                                                          frequency_major=name != "dw")
             else:
-                t = ForwardTransform(batch_shape, grid, self.dtype, self.settings)
-            self._transforms[name] = t
+                self._transforms[name] = ForwardTransform(batch_shape, grid, self.dtype,
+                                                          self.settings)
         return self._transforms[name]
 
     @property
@@ -235,7 +236,7 @@ class Passes:
         contraction.transposed_products(self.x_spectrum(x_piece), ds, k, g.groups,
                                         y_out=y_product, dw_out=dw_product,
                                         threads=self.settings.threads)
-        if out is not None:
+        if out is not None and y_product is not None:
             self._deliver("y", y_product)
             self._transform("y")(g.y_crop, rows=out.shape[0], out=out)
         if dw_product is not None:
@@ -340,7 +341,8 @@ class FFTEngine:
                                   self.geom.in_channels, keep, out)
 
     def input_grad(self, dy, k, keep=False, out=None) -> tuple:
-        return self._keeping_walk(lambda *args: self.passes.backward_piece(*args[:3], dy_keep=args[3]),
+        return self._keeping_walk(lambda dy_rows, k_, out_rows, kept: self.passes.backward_piece(
+                                      dy_rows, k_, out_rows, dy_keep=kept),
                                   dy, k, self.geom.x_shape, self.geom.out_channels, keep, out)
 
     def _keeping_walk(self, piece, operand, k, shape, channels, keep, out) -> tuple:
@@ -406,10 +408,19 @@ def largest_chunk(func: str, geom: ConvGeometry, dtype, limit: Optional[int]) ->
                                 lambda c: workspace_bytes(geom, dtype, c), "FFT")
 
 
+def _build(geom: ConvGeometry, dtype: np.dtype, settings: Settings, chunk: Partition) -> Engine:
+    assert isinstance(chunk, int), chunk
+    return FFTEngine(geom, dtype, settings, chunk)
+
+
+def _estimate(geom: ConvGeometry, dtype: np.dtype) -> Tuple[float, None]:
+    return costs.seconds(work(geom, dtype)), None
+
+
 ALGORITHM = Algorithm(
     "fft",
-    build=lambda geom, dtype, settings, chunk: FFTEngine(geom, dtype, settings, int(chunk)),
+    build=_build,
     partition=lambda func, geom, dtype, limit, tile: largest_chunk(func, geom, dtype, limit),
-    work=lambda geom, dtype, chunk=None: work(geom, dtype),
-    estimate=lambda geom, dtype: (costs.seconds(work(geom, dtype)), None),
+    work=lambda geom, dtype, chunk: work(geom, dtype),
+    estimate=_estimate,
     circular_fast=True)

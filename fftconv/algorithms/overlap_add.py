@@ -42,7 +42,7 @@ from .. import budget, contraction, costs
 from ..config import Settings
 from ..costs import Work
 from ..geometry import ConvGeometry, next_fast_length, tile_geometry, window_clip
-from ..protocol import Algorithm, Engine, Saved
+from ..protocol import Algorithm, Engine, Partition, Saved
 from ..transforms import spectrum_bytes
 from . import fft
 from .fft import FFTEngine, Passes
@@ -236,38 +236,40 @@ class OverlapAddEngine:
 
     def backward(self, dy, saved_x, k, need_dx=True, need_dw=True, out=None) -> tuple:
         """Tiles' input gradients overlap-added, weight gradients summed."""
-        dx = None
+        dx = dx_buf = None
         if need_dx:
             dx = np.empty(self.geom.x_shape, self.dtype) if out is None else out
             dx.fill(0)  # the tiles' windows are added into it
+            dx_buf = self._buffer(self.tile_geom.x_shape)
         x_spec = saved_x.array if need_dw and saved_x.kind == "spectrum" else None
-        transform_x = need_dw and x_spec is None
+        x_buf = self._buffer(self.tile_geom.x_shape) if need_dw and x_spec is None else None
         dy_buf = self._buffer(self.tile_geom.y_shape)
-        x_buf = self._buffer(self.tile_geom.x_shape) if transform_x else None
-        dx_buf = self._buffer(self.tile_geom.x_shape) if need_dx else None
         for i, group in enumerate(self.tile_groups()):
             dy_tiles = self._output_tiles(dy, group, dy_buf)
-            windows = self._input_windows(saved_x.array, group, x_buf) if transform_x else None
+            windows = None if x_buf is None else self._input_windows(saved_x.array, group, x_buf)
             self.passes.backward_piece(dy_tiles, k,
-                                      out=dx_buf[:len(dy_tiles)] if need_dx else None,
-                                      x_piece=windows, x_spec=x_spec, accumulate=i > 0)
-            if need_dx:
+                                       out=None if dx_buf is None else dx_buf[:len(dy_tiles)],
+                                       x_piece=windows, x_spec=x_spec, accumulate=i > 0)
+            if dx is not None and dx_buf is not None:
                 self._overlap_add(dx_buf, group, dx)
         return dx, self.passes.weight_grad() if need_dw else None
 
     def transposed_backward(self, x, saved_dy, k, need_y=True, need_dw=True, out=None) -> tuple:
         """Each input window transformed once for its ``y`` tile and its share of ``dw``."""
-        y = None if not need_y else np.empty(self.geom.y_shape, self.dtype) if out is None else out
+        y = y_buf = None
+        if need_y:
+            y = np.empty(self.geom.y_shape, self.dtype) if out is None else out
+            y_buf = self._buffer(self.tile_geom.y_shape)
         x_buf = self._buffer(self.tile_geom.x_shape)
-        y_buf = self._buffer(self.tile_geom.y_shape) if need_y else None
         dy_buf = self._buffer(self.tile_geom.y_shape) if need_dw else None
         for i, group in enumerate(self.tile_groups()):
             windows = self._input_windows(x, group, x_buf)
-            dy_tiles = self._output_tiles(saved_dy.array, group, dy_buf) if need_dw else None
+            dy_tiles = (None if dy_buf is None
+                        else self._output_tiles(saved_dy.array, group, dy_buf))
             self.passes.transposed_piece(windows, k,
-                                        out=y_buf[:len(windows)] if need_y else None,
-                                        dy_piece=dy_tiles, accumulate=i > 0)
-            if need_y:
+                                         out=None if y_buf is None else y_buf[:len(windows)],
+                                         dy_piece=dy_tiles, accumulate=i > 0)
+            if y is not None and y_buf is not None:
                 self._scatter(y_buf, group, y)
         return y, self.passes.weight_grad() if need_dw else None
 
@@ -357,9 +359,17 @@ def _estimate(geom: ConvGeometry, dtype) -> Tuple[float, Tuple[int, ...]]:
     return seconds, tile
 
 
+def _tile(geom: ConvGeometry, dtype: np.dtype, partition: Optional[Partition]) -> Tuple[int, ...]:
+    """The output tile a partition stands for (the cost model's best for ``None``)."""
+    if partition is None:
+        return best_tile(geom, dtype)[0]
+    assert isinstance(partition, tuple), partition
+    return partition
+
+
 ALGORITHM = Algorithm(
     "overlap_add",
-    build=lambda geom, dtype, settings, tile: engine(geom, dtype, settings, tile),
+    build=lambda geom, dtype, settings, tile: engine(geom, dtype, settings, _tile(geom, dtype, tile)),
     partition=fitting_tile,
-    work=lambda geom, dtype, tile=None: work(geom, dtype, tile or best_tile(geom, dtype)[0]),
+    work=lambda geom, dtype, tile: work(geom, dtype, _tile(geom, dtype, tile)),
     estimate=_estimate, tiled=True)
