@@ -32,12 +32,8 @@ run at once (``runtime.run_shares``; numpy releases the GIL in the GEMMs and
 copies) wherever the GEMMs are neither too small (:data:`PARALLEL_MIN_MACS`)
 nor large (:data:`PARALLEL_MAX_MACS`).  The GEMMs are tiny (8x16 by 16x16 on
 the bench case), so numpy's ``matmul`` runs at its per-GEMM call rate, about
-25 GFLOP/s on one core of the reference VM; two threads took the forward
-product of that case from 6.9 to 4.5 ms, and a whole training step 0.83-1.05x
-(``python -m bench.shares``).  A compiled kernel was tried and not kept: three
-numba kernels (frequency-innermost, interleaved or planar complex) ran that
-forward product in 13.5-33 ms on one thread against ``matmul``'s 4.9-6.9 ms;
-OpenBLAS 0.3.31's ``cblas_cgemm_batch_strided`` crashed in numpy's build.
+25 GFLOP/s on one core of the reference VM.  How the thresholds were measured,
+and the compiled kernels tried, are in ``docs/design-notes.md``.
 """
 from __future__ import annotations
 
@@ -58,10 +54,11 @@ BLOCK_BYTES = 1 << 18
 #: two threads contend for it: a training step of the 3-D perf cases (N=2,
 #: 8->8 channels, 128 multiply-adds) took 0.97-1.43x as long (min) on two
 #: threads, while the 1-D k1023 (1024) and 2-D 128x128 (2048) cases took
-#: 0.83-1.05x (``python -m bench.shares``).
+#: 0.83-1.05x (a plan step timed serial against shared, side by side; see
+#: ``docs/design-notes.md``).
 PARALLEL_MIN_MACS = 512
-#: Largest per-frequency GEMM whose blocks run on several threads.  Measured by
-#: ``python -m bench.shares`` (2-D layers, step shared/serial, min and median):
+#: Largest per-frequency GEMM whose blocks run on several threads.  Measured on
+#: 2-D layers, a plan step shared/serial, min and median:
 #: 8192 multiply-adds 0.65/0.79, 32768 0.71/0.84, but 65536 1.08/1.34 and 131072
 #: 1.02-1.11/1.18-1.22: a block then holds only a few frequencies of large
 #: matrices, and two threads of them contend for the cache.  (OpenBLAS threads

@@ -22,7 +22,6 @@ import threading
 import warnings
 
 from . import cachefile
-from .cachefile import cache_dir  # noqa: F401  (fftconv.wisdom.cache_dir, as before)
 
 FORMAT_VERSION = 1
 FILE_NAME = "fftw-wisdom.json"

@@ -15,10 +15,9 @@ pixels.  Two strategies, chosen by stride:
   runs in chunks that stay in cache (:data:`CHUNK_BYTES`).  The gradients
   share one stacked operand: ``dy`` shifted on the padded grid gives ``dx``
   as a correlation with the flipped kernel and ``dw`` as its product with
-  ``x`` (:func:`_flat_backward`).  Measured on 2-D N=8, 16->16, 128x128,
-  k=3, float32, one run per version: fwd+bwd 19-20 ms against 32-37 ms for
-  one GEMM per tap over the whole batch (the previous version); k=5: 45 ms
-  against 75-86 ms.
+  ``x`` (:func:`_flat_backward`).  Stacking and cache-sized chunks took a
+  2-D N=8, 16->16, 128x128, k=3 float32 training step from 32-37 ms (one GEMM
+  per tap over the whole batch) to 19-20 ms, and k=5 from 75-86 ms to 45 ms.
 * **patches** (any stride): for offset ``j`` the strided patch
   ``xpad[..., j*d : j*d + (out-1)*s + 1 : s]`` is copied to a matrix and
   multiplied; a flat-shift version would compute ``prod(stride)`` times too
