@@ -1,18 +1,17 @@
 """Benchmarks of fftconv: one training step, side by side with its rivals.
 
-Run ``python -m bench`` (default suite, about a minute on 2 cores),
-``python -m bench --quick`` (CI, seconds), ``python -m bench --suite perf``
-(the performance targets), ``--suite algorithms`` (fftconv's algorithms and
-``auto`` against their targets) or ``--suite decisions`` (the cost model's
-picks against measurements).  ``bench/README.md`` explains what is measured.
+One command line, ``python -m bench [SUBCOMMAND]`` (``bench/README.md``):
+``run`` (the default: ``python -m bench``, ``--quick``, ``--suite NAME``,
+``--case SPEC``), ``profile SPEC``, ``calibrate``, ``compare
+{precision,torch}`` and ``experiment {threads,budget,pools,dask}``.
 
-Modules, one per kind of work: ``cases`` (layer shapes, suites, data),
-``competitors`` (the implementations timed), ``timing`` (warmed-up
-best-of-k and tracemalloc), ``runner`` (one case end to end), ``targets``
-(the performance targets), ``decisions`` (the cost model's picks and their
-CSV), ``threads`` (one thread count for every library), ``progress`` (the
-stderr bar), ``report`` (tables and the PNG), ``__main__`` (the command
-line) and ``calibrate`` (refits ``fftconv.costs.RATES``).
+Modules, one per kind of work: ``cases`` (layer shapes, ``--case``, data),
+``suites`` (the suites and their targets), ``competitors`` (the
+implementations timed), ``timing`` (the step timer on ``fftconv.timing``,
+peak memory, threads, progress), ``runner`` (one case end to end; the cost
+model's decisions), ``report`` (tables and the plot), ``profile``,
+``calibrate``, ``compare`` and ``experiment`` (one subcommand each) and
+``__main__`` (the command line).
 """
 import os
 

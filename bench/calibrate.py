@@ -1,6 +1,6 @@
 """Fit the cost model's rates (``fftconv.costs.RATES``) to this machine.
 
-``python -m bench.calibrate`` times one float32 training step (fresh plan,
+``python -m bench calibrate`` times one float32 training step (fresh plan,
 warm-up, best of 3, weights changing every step) with ``direct``, ``fft`` and
 ``overlap_add`` on a spread of 1-D to 3-D layers, counts each run's units of
 work with ``fftconv.costs.*_work``, and fits the rates by non-negative least
@@ -15,18 +15,16 @@ layers and fits ``fftconv.torch.autoselect.NATIVE_RATES`` the same way
 """
 from __future__ import annotations
 
-import argparse
 import itertools
-import time
 
 import numpy as np
 from scipy.optimize import nnls
 
 import fftconv
 from fftconv import costs
+from fftconv.timing import best_of
 
-from .competitors import torch_available
-from .threads import set_threads
+from .timing import set_threads, time_step, torch_available
 
 LAYERS = (
     [((2, 8, n), (8, 8, k)) for n, k in itertools.product((512, 8192, 65536), (3, 17, 129))]
@@ -48,16 +46,14 @@ EXTRA_TILES = {1: [(2040,), (16320,)],
 ALGORITHMS = fftconv.registry.NAMES
 
 
-def time_step(plan, x, w, dy, repeats=3) -> float:
-    best = float("inf")
-    for i in range(repeats + 1):
-        w += 1e-3
-        start = time.perf_counter()
+def step_seconds(plan, x, w, dy, repeats=3) -> float:
+    """Best seconds of one training step of ``plan`` (``bench.timing.time_step``)."""
+
+    def run(w):
         plan.forward(x, w)
-        plan.backward(dy)
-        if i:
-            best = min(best, time.perf_counter() - start)
-    return best
+        return plan.backward(dy)
+
+    return min(time_step(run, w, repeats)[0])
 
 
 def candidates(xs, ws):
@@ -82,7 +78,7 @@ def measure(layers, max_seconds: float):
             if costs.seconds(units) > max_seconds:
                 continue  # far too slow to be chosen; timing it would only cost minutes
             dy = rng.standard_normal(g.y_shape).astype(np.float32)
-            rows.append((name, units, time_step(plan, x, w, dy), g))
+            rows.append((name, units, step_seconds(plan, x, w, dy), g))
         print(f"[{i + 1}/{len(layers)}] {xs} * {ws}", flush=True)
     return rows
 
@@ -90,11 +86,10 @@ def measure(layers, max_seconds: float):
 def time_native(xs, ws) -> float:
     """Best-of-3 seconds of one float32 training step of PyTorch's own convolution
     ("valid", as the fftconv rows), after a warm-up, weights moving as in training
-    (the bridge's own measurement, ``fftconv.torch.autoselect.time_step``)."""
+    (the bridge's own measurement, ``fftconv.torch.autoselect.training_step``)."""
     import torch
     from fftconv.torch import native_conv
     from fftconv.torch.autoselect import training_step
-    from fftconv.timing import best_of
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(xs, generator=gen, requires_grad=True)
     w = torch.randn(ws, generator=gen, requires_grad=True)
@@ -112,12 +107,21 @@ def measure_native(layers):
     return rows
 
 
-def price(name: str, units: dict) -> float:
-    """Estimated seconds of a row: fftconv's rates, or the native model's."""
-    if name == "native":
-        from fftconv.torch.autoselect import native_seconds_of
-        return native_seconds_of(units)
-    return costs.seconds(units)
+def current_rates() -> dict:
+    """``{"fftconv": RATES, "native": NATIVE_RATES}`` as the library has them (copies;
+    ``NATIVE_RATES`` only with PyTorch installed)."""
+    rates = {"fftconv": dict(costs.RATES)}
+    if torch_available():
+        from fftconv.torch.autoselect import NATIVE_RATES
+        rates["native"] = dict(NATIVE_RATES)
+    return rates
+
+
+def price(name: str, units: dict, rates: dict) -> float:
+    """Estimated seconds of a row at ``rates`` (of :func:`current_rates`' form):
+    ``sum(units * rate)``, as ``fftconv.costs.seconds`` prices a step."""
+    table = rates["native" if name == "native" else "fftconv"]
+    return sum(n * table[unit] for unit, n in units.items())
 
 
 def fit(rows, rates: dict):
@@ -128,11 +132,11 @@ def fit(rows, rates: dict):
     return dict(zip(names, fitted))
 
 
-def agreement(rows) -> float:
+def agreement(rows, rates: dict) -> float:
     """Fraction of layers where the model's cheapest algorithm was the measured fastest."""
     by_layer = {}
     for name, units, t, g in rows:
-        est, best = price(name, units), by_layer.setdefault(g, {}).get(name)
+        est, best = price(name, units, rates), by_layer.setdefault(g, {}).get(name)
         if best is None or est < best[0]:  # the tile the model would pick among those timed
             by_layer[g][name] = (est, t)
     hits = [min(r, key=lambda n: r[n][0]) == min(r, key=lambda n: r[n][1])
@@ -140,15 +144,15 @@ def agreement(rows) -> float:
     return sum(hits) / max(len(hits), 1)
 
 
-def bridge_agreement(rows, native_rows) -> float:
+def bridge_agreement(rows, native_rows, rates: dict) -> float:
     """Fraction of layers where ``fftconv.torch``'s cost-model rule (native unless an
     fftconv transform algorithm is estimated ``NATIVE_MARGIN`` times cheaper) picks
     the measured faster of PyTorch's convolution and fftconv's fastest algorithm."""
     from fftconv.torch.autoselect import ENGINE_CANDIDATES, NATIVE_MARGIN
-    native = {g: (price(name, units), t) for name, units, t, g in native_rows}
+    native = {g: (price(name, units, rates), t) for name, units, t, g in native_rows}
     hits = []
     for g, (native_est, native_t) in native.items():
-        ours = [(price(name, units), t, name) for name, units, t, gg in rows if gg == g]
+        ours = [(price(name, units, rates), t, name) for name, units, t, gg in rows if gg == g]
         priced = [est for est, _, name in ours if name in ENGINE_CANDIDATES]
         if not ours or not priced:
             continue
@@ -157,47 +161,45 @@ def bridge_agreement(rows, native_rows) -> float:
     return sum(hits) / max(len(hits), 1)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.calibrate", description=__doc__)
-    parser.add_argument("--threads", type=int, default=None)
+def add_options(parser) -> None:
+    """The options of ``calibrate`` on the argparse parser ``parser``."""
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for fftconv, torch and BLAS (default: all cores)")
     parser.add_argument("--max-seconds", type=float, default=3.0,
-                        help="skip runs the current model prices above this")
+                        help="skip runs the current model prices above this "
+                             "(default: %(default)s)")
     parser.add_argument("--only", choices=("fftconv", "native"),
                         help="time and fit only fftconv's algorithms, or only PyTorch's "
                              "convolution (default: both, native if torch is installed)")
-    args = parser.parse_args(argv)
+
+
+def run_calibrate(args) -> int:
+    """Time, fit and print the rates; returns the exit status (0)."""
     set_threads(args.threads or fftconv.config.available_cores())
     rows, native_rows = [], []
     if args.only != "native":
         rows = measure(LAYERS, args.max_seconds)
     if args.only != "fftconv" and torch_available():
         native_rows = measure_native(LAYERS)
-    fits = [(rows, costs.RATES, "RATES", "fftconv/costs.py")]
-    if native_rows:
-        from fftconv.torch import autoselect as selection
-        fits.append((native_rows, selection.NATIVE_RATES, "NATIVE_RATES",
-                     "fftconv/torch/autoselect.py"))
+    rates = current_rates()
+    fits = [(rows, "fftconv", "RATES", "fftconv/costs.py"),
+            (native_rows, "native", "NATIVE_RATES", "fftconv/torch/autoselect.py")]
     print(f"current rates: model picks the measured fastest on "
-          f"{agreement(rows + native_rows):.0%} of layers")
-    for subset, rates, name, where in fits:
-        if subset:
-            rates.update(fit(subset, rates))
+          f"{agreement(rows + native_rows, rates):.0%} of layers")
+    fitted = {**rates, **{key: fit(subset, rates[key]) for subset, key, _, _ in fits if subset}}
     print(f"fitted rates:  model picks the measured fastest on "
-          f"{agreement(rows + native_rows):.0%} of layers")
+          f"{agreement(rows + native_rows, fitted):.0%} of layers")
     if rows and native_rows:
         print(f"fftconv.torch's rule (native unless fftconv is estimated NATIVE_MARGIN times "
-              f"faster) picks the measured faster on {bridge_agreement(rows, native_rows):.0%} "
-              f"of layers")
-    for subset, rates, name, where in fits:
+              f"faster) picks the measured faster on "
+              f"{bridge_agreement(rows, native_rows, fitted):.0%} of layers")
+    for subset, key, name, where in fits:
         if subset:
-            ratio = np.array([price(n, units) / t for n, units, t, _ in subset])
+            ratio = np.array([price(n, units, fitted) / t for n, units, t, _ in subset])
             print(f"{name}: estimate / measured over {len(subset)} runs: median "
                   f"{np.median(ratio):.2f}, range {ratio.min():.2f} to {ratio.max():.2f}")
             print(f"{name} = {{   # paste into {where}")
-            for key, value in sorted(rates.items()):
-                print(f'    "{key}": {value:.3g},')
+            for unit, value in sorted(fitted[key].items()):
+                print(f'    "{unit}": {value:.3g},')
             print("}")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

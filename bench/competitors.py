@@ -50,6 +50,8 @@ import scipy.signal
 import fftconv
 from fftconv.algorithms import overlap_add
 
+from .timing import torch_available
+
 #: Rough sustained rates on a 2-core machine, for the skip estimates only:
 #: GFLOP/s of a direct step (2 flops per multiply-add, 3 passes) and of the
 #: FFTs inside ``fftconvolve`` (plus a fixed cost per call).  On the 2-core
@@ -92,7 +94,7 @@ class Competitor:
     prepare: Callable
     estimate: Callable = lambda case: 0.0
     checked: bool = True  # its outputs are compared with the FFT path's
-    first_call_counts: bool = False  # see bench.timing.Timed
+    first_call_counts: bool = False  # see bench.timing.time_step
     traced: bool = False  # its peak memory is measured (tracemalloc)
 
 
@@ -130,14 +132,6 @@ def _direct_seconds(case, rate: float) -> float:
 
 
 # -- PyTorch ----------------------------------------------------------------------------------
-def torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _torch_padding(case):
     """``padding=`` for torch's functional convolution of ``case``, or None where
     torch has no equivalent call (non-zero padding modes, strided "same",

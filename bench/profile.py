@@ -1,4 +1,4 @@
-"""``python -m bench --profile CASE``: where one training step of a plan spends its time.
+"""``python -m bench profile CASE``: where one training step of a plan spends its time.
 
 The step (``p.forward(x, w, b)`` then ``p.backward(dy)``, weights changed
 before every step) runs with timers wrapped, for the duration of the profile
@@ -39,8 +39,8 @@ from fftconv import contraction, resampling, transforms
 from fftconv.algorithms import fft as fftpath
 
 from .cases import Case, make_data
-from .competitors import _floor_prepare
-from .sidebyside import timed_step
+from .competitors import COMPETITORS
+from .timing import plan_step, time_step
 
 PARTS = ("transforms", "placement", "products", "transposes", "crops", "resampling", "other")
 
@@ -121,15 +121,6 @@ def instrumented(timer: PartTimer):
         transforms._fftw, transforms.scipy = fftw, scipy_fft
 
 
-def _times(run: Callable, steps: int) -> np.ndarray:
-    out = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        run()
-        out.append(time.perf_counter() - start)
-    return np.array(out)
-
-
 def profile(case: Case, dtype: str, threads: int, steps: int = 10,
             algorithm: str = "fft") -> dict:
     """Profile ``steps`` training steps of ``case``; see the module docstring.
@@ -139,22 +130,21 @@ def profile(case: Case, dtype: str, threads: int, steps: int = 10,
     "algorithm": ...}``.
     """
     timer = PartTimer()
+    per_step: List[Dict[str, float]] = []
     with instrumented(timer):  # the plan is built inside: its FFTW plans get timed proxies
-        run, p = timed_step(case, dtype, algorithm)
-        per_step, totals = [], []
-        for _ in range(steps):
-            timer.reset()
-            totals.append(run())
-            nested = sum(timer.seconds.values())
-            timer.seconds["other"] += totals[-1] - nested
+        run, w, p = plan_step(case, dtype, algorithm)
+
+        def parted(w):
+            run(w)
             per_step.append(dict(timer.seconds))
-    plain = np.array([run() for _ in range(steps)])
-    floor = _floor_prepare(case, make_data(case, dtype), threads)
-    floor.run(None)
-    floor_times = []
-    for _ in range(steps):
-        floor.reset()
-        floor_times.append(_times(lambda: floor.run(None), 1)[0])
+
+        totals = time_step(parted, w, steps, reset=timer.reset)[0]
+    per_step = per_step[1:]  # the warm-up's parts
+    for parts, total in zip(per_step, totals):
+        parts["other"] += total - sum(parts.values())
+    plain = np.array(time_step(run, w, steps, warmups=0)[0])
+    floor = COMPETITORS["floor"].prepare(case, make_data(case, dtype), threads)
+    floor_times = time_step(floor.run, np.zeros(1), steps, reset=floor.reset)[0]
     return {"parts": {k: float(np.median([s[k] for s in per_step])) for k in PARTS},
             "instrumented": float(np.median(totals)),
             "step": (float(plain.min()), float(np.median(plain))),

@@ -55,17 +55,18 @@ def _megabytes(nbytes: Optional[int]) -> str:
     return fmt(None if nbytes is None else nbytes / 2 ** 20, ".1f")
 
 
-def results_table(results, keys: Sequence[str], memory: bool = True) -> str:
-    """Times (ms), auto's pick, ratios and peak traced memory (MB) per case.
-
-    ``auto/best`` divides auto's time by the fastest of fftconv's own
-    algorithms measured in the same case; ``pick/best`` divides the time of
-    the algorithm auto picked, from its own column, by the same (1 when the
-    pick was the fastest: an ``auto/best`` above 1 is then timing noise).
-    """
+def _results_columns(results, keys: Sequence[str], memory: bool):
+    """``(ratios, traced, chose)``: the ratio pairs, the memory columns and whether
+    auto's pick is shown, for :func:`results_table` and :func:`results_legend`."""
     ratios = [(n, d) for n, d in RATIOS if n in keys and (d in keys or d == BEST)]
     traced = [k for k in keys if COMPETITORS[k].traced] if memory else []
-    chose = any(r.choice for r in results)
+    return ratios, traced, any(r.choice for r in results)
+
+
+def results_table(results, keys: Sequence[str], memory: bool = True) -> str:
+    """Times (ms), auto's pick, ratios and peak traced memory (MB) per case
+    (:func:`results_legend` explains each column)."""
+    ratios, traced, chose = _results_columns(results, keys, memory)
     headers = (["case"] + [f"{k} ms" for k in keys] + (["auto chose"] if chose else [])
                + [f"{n}/{d}" for n, d in ratios] + (["pick/best"] if chose else [])
                + [f"{k} MB" for k in traced])
@@ -75,6 +76,32 @@ def results_table(results, keys: Sequence[str], memory: bool = True) -> str:
             + [_megabytes(r.peak_bytes.get(k)) for k in traced]
             for r in results]
     return table(headers, rows)
+
+
+#: What each ratio column of the main table means.
+RATIO_MEANINGS = {
+    "fft/floor": "the FFT path over the six bare transforms it needs (1 = the floor)",
+    "auto/best": "auto over the fastest of fftconv's own algorithms in this case",
+}
+
+
+def results_legend(results, keys: Sequence[str], memory: bool = True) -> List[str]:
+    """One plain line per column of :func:`results_table`."""
+    ratios, traced, chose = _results_columns(results, keys, memory)
+    lines = [f"{k + ' ms':<16} best ms per training step (forward + backward): "
+             f"{COMPETITORS[k].title}" for k in keys]
+    if chose:
+        lines.append(f"{'auto chose':<16} the algorithm auto picked (cost model, or measured "
+                     f"with FFTCONV_MEASURE=1)")
+    for n, d in ratios:
+        meaning = RATIO_MEANINGS.get(f"{n}/{d}", f"{n} over fft: > 1 means fft is faster")
+        lines.append(f"{n + '/' + d:<16} {meaning}")
+    if chose:
+        lines.append(f"{'pick/best':<16} auto's pick, from its own column, over the same "
+                     f"fastest (1: the pick was the fastest; auto/best above it is noise)")
+    lines += [f"{k + ' MB':<16} peak traced memory of one {k} step on a fresh plan"
+              for k in traced]
+    return lines
 
 
 def errors_table(results, keys: Sequence[str]) -> str:

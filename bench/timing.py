@@ -1,89 +1,115 @@
-"""Timers: best-of-k after a warm-up, and peak memory.
+"""How the bench measures: steps timed by ``fftconv.timing``, peak memory, threads, progress.
 
-Timing model.  Each competitor runs one untimed warm-up step (it builds FFTW
-plans, torch's kernels, caches...; its outputs are the ones checked for
-accuracy), then timed steps measured with :func:`time.perf_counter`.  Before
-every timed step, untimed, the weights move by ``WEIGHT_STEP`` in place (so no
-cache of weight spectra can be reused) and the competitor's ``reset`` runs.
-The figure is the best (minimum) of the samples, the usual estimate of the
-cost on a machine shared with other work.  Sampling stops after ``repeat``
-samples or once they add up to ``budget`` seconds, whichever comes first, but
-there is always at least one.  For competitors that build nothing on their
-first call (``first_call_counts``), a warm-up that alone reaches the budget
-is kept as the only sample, so a step of many seconds is run once, not twice.
+Timing model.  Every step is timed by :func:`fftconv.timing.samples`, the
+library's own timer: one warm-up call (it builds FFTW plans, torch's kernels,
+caches: planning never lands in a sample), then timed calls measured with
+:func:`time.perf_counter`.  Before every call, untimed, the weights move by
+``fftconv.timing.WEIGHT_STEP`` in place (so no cache of weight spectra can be
+reused) and the step's ``reset`` runs.  The figure is the best (minimum) of
+the samples, the usual estimate of the cost on a machine shared with other
+work.  Sampling stops after ``repeat`` samples or once they add up to
+``budget`` seconds, but never before :data:`MIN_SAMPLES` (or ``repeat``, if
+fewer), so that one stalled sample is never the figure.  For steps that build
+nothing on their first call (``first_call_counts``), a warm-up that alone
+reaches the budget is kept as the only sample, so a step of many seconds is
+run once, not four times.
 
-The samples of one competitor are taken back to back, right after its
-warm-up, never interleaved with another's: the libraries keep thread pools
-that spin for a while after each call (OpenMP in torch, OpenBLAS under numpy,
-FFTW's threads), and on a machine with few cores alternating between them
-makes each step wait for the other pool's spinning threads (100 ms per step
-was seen for a 0.3 ms torch step on 2 cores).
+The samples of one step are taken back to back, never interleaved with
+another's: the libraries keep thread pools that spin for a while after each
+call (OpenMP in torch, OpenBLAS under numpy, FFTW's threads), and on a machine
+with few cores alternating between them makes each step wait for the other
+pool's spinning threads (100 ms per step was seen for a 0.3 ms torch step on 2
+cores).  Side-by-side figures alternate whole blocks of samples instead
+(:func:`alternating`).
 
 Memory.  :func:`peak_memory` runs a callable under :mod:`tracemalloc`, which
 sees every numpy allocation (numpy reports its data buffers to it, and
 pyFFTW's aligned buffers are numpy arrays), so the peak covers the arrays a
 step allocates, plan buffers included when the plan is built inside.
+
+Threads.  :func:`set_threads` gives one count to fftconv's transforms (FFTW
+or pocketfft), PyTorch's intra-op pool and, when threadpoolctl is installed,
+the BLAS under numpy (without it BLAS keeps ``OPENBLAS_NUM_THREADS``, else all
+cores).  On a machine shared with other work a multi-threaded call can wait
+many milliseconds for a descheduled thread (steps 100x slower were seen on 2
+loaded cores), which :func:`load_warning` says before a run.
 """
 from __future__ import annotations
 
-import dataclasses
-import time
+import os
+import sys
 import tracemalloc
-from typing import Callable, List
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-WEIGHT_STEP = 1e-3
+import numpy as np
+
+import fftconv
+from fftconv.timing import WEIGHT_STEP, samples
+
+from .cases import make_data
+
+#: Fewest timed samples of a step (unless ``repeat`` asks for fewer).
+MIN_SAMPLES = 3
 
 
-@dataclasses.dataclass
-class Timed:
-    """A competitor's prepared step and its samples.
+def time_step(run: Callable, w: np.ndarray, repeat: int, budget: Optional[float] = None, *,
+              reset: Optional[Callable[[], None]] = None, first_call_counts: bool = False,
+              warmups: int = 1) -> Tuple[List[float], object]:
+    """``(seconds of each sample, outputs of the first call)`` of ``run(w)``.
 
-    Attributes
-    ----------
-    run : callable ``run(w) -> outputs``
-        One training step with weights ``w``.
-    reset : callable
-        Untimed work before each timed step (e.g. refill destroyed buffers).
-    w : ndarray
-        This competitor's private copy of the weights, moved in place.
-    first_call_counts : bool
-        The warm-up is a fair sample (nothing is planned or cached on it).
+    ``w`` is moved by ``WEIGHT_STEP`` in place and ``reset()`` runs before every
+    call, both untimed; the first call is the warm-up (unless ``warmups=0``).
     """
+    kept: list = []
 
-    run: Callable
-    reset: Callable[[], None]
-    w: object
-    first_call_counts: bool = False
-    samples: List[float] = dataclasses.field(default_factory=list)
-    outputs: object = None
+    def prepare():
+        w[...] += WEIGHT_STEP
+        if reset is not None:
+            reset()
 
-    @property
-    def best(self) -> float:
-        return min(self.samples)
+    def step():
+        out = run(w)
+        if not kept:
+            kept.append(out)
 
-    def warm_up(self) -> float:
-        """The first step; keeps its outputs and returns its seconds."""
-        start = time.perf_counter()
-        self.outputs = self.run(self.w)
-        return time.perf_counter() - start
-
-    def sample(self):
-        """Move the weights and reset (untimed), then time one step."""
-        self.w += WEIGHT_STEP
-        self.reset()
-        start = time.perf_counter()
-        self.run(self.w)
-        self.samples.append(time.perf_counter() - start)
+    taken = samples(step, repeats=repeat, warmups=warmups, prepare=prepare, budget=budget,
+                    min_samples=min(MIN_SAMPLES, repeat), warmup_counts=first_call_counts)
+    return taken, kept[0] if kept else None
 
 
-def best_of(timed: Timed, repeat: int, budget: float) -> float:
-    """Warm up, then sample until ``repeat`` samples or ``budget`` seconds; best seconds."""
-    first = timed.warm_up()
-    if timed.first_call_counts and first >= budget:
-        timed.samples.append(first)
-    while not timed.samples or (len(timed.samples) < repeat and sum(timed.samples) < budget):
-        timed.sample()
-    return timed.best
+def alternating(keys: Sequence[str], rounds: int) -> Iterator[Tuple[int, str]]:
+    """``(round, key)``: every key once per round, in alternating order from round to
+    round (forward, backward, ...), so a slow spell of a shared machine does not fall
+    on one key only."""
+    keys = list(keys)
+    for r in range(rounds):
+        for key in keys if r % 2 == 0 else keys[::-1]:
+            yield r, key
+
+
+def side_by_side(steps: Dict[str, Tuple[Callable, np.ndarray]], rounds: int,
+                 repeat: int) -> Dict[str, List[float]]:
+    """``{key: seconds}``: ``repeat`` samples of each ``run(w)`` of ``steps[key] = (run, w)``
+    per round, keys in :func:`alternating` order; each warms up in the first round."""
+    taken: Dict[str, List[float]] = {key: [] for key in steps}
+    for r, key in alternating(steps, rounds):
+        run, w = steps[key]
+        taken[key] += time_step(run, w, repeat, warmups=1 if r == 0 else 0)[0]
+    return taken
+
+
+def plan_step(case, dtype: str, algorithm: str):
+    """``(run, w, plan)``: ``run(w)`` is one training step of ``case`` (forward +
+    backward) on a new plan of ``algorithm``, to time with :func:`time_step`."""
+    data = make_data(case, dtype)
+    p = fftconv.plan(case.x_shape, case.w_shape, dtype=data.x.dtype, algorithm=algorithm,
+                     **case.layer)
+
+    def run(w):
+        p.forward(data.x, w, data.b)
+        return p.backward(data.dy)
+
+    return run, data.w.copy(), p
 
 
 def peak_memory(fn: Callable[[], object]) -> int:
@@ -99,3 +125,106 @@ def peak_memory(fn: Callable[[], object]) -> int:
     finally:
         if not was_tracing:
             tracemalloc.stop()
+
+
+# -- threads ----------------------------------------------------------------------------------
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def all_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def set_threads(n: int) -> str:
+    """Use ``n`` threads everywhere we can; returns a one-line description."""
+    fftconv.configure(threads=n)
+    done = [f"fftconv {n}"]
+    if torch_available():
+        import torch
+        torch.set_num_threads(n)
+        done.append(f"torch {n}")
+    try:
+        import threadpoolctl
+    except ImportError:
+        done.append("BLAS its default (no threadpoolctl)")
+    else:
+        threadpoolctl.threadpool_limits(limits=n, user_api="blas")
+        done.append(f"BLAS {n}")
+    done.append(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
+    return ", ".join(done)
+
+
+def load_warning(threads: int) -> str:
+    """A warning line if other work already keeps the cores busy, else ``""``."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover - Windows
+        return ""
+    cores = all_cores()
+    if threads > 1 and load > 0.5 * cores:
+        return (f"warning: load average {load:.1f} on {cores} cores before this run; "
+                f"multi-threaded steps can stall waiting for descheduled threads, so "
+                f"--threads 1 gives steadier figures")
+    return ""
+
+
+# -- progress ---------------------------------------------------------------------------------
+class Progress:
+    """A progress bar on stderr, ``[#####.....] 5/10 2d ... k15 fft``; a context manager.
+
+    On a terminal it redraws one line and erases it when done; otherwise (a log
+    file, CI) it writes one line per finished item and nothing for the rest.
+    """
+
+    def __init__(self, total: int, title: str = "", width: int = 20, stream=None):
+        self.total, self.title, self.width = max(total, 1), title, width
+        self.stream = stream or sys.stderr
+        self.done = 0
+        self._live = self.stream.isatty()
+        self._shown = 0
+
+    def _line(self, label: str) -> str:
+        filled = self.width * self.done // self.total
+        bar = "#" * filled + "." * (self.width - filled)
+        return f"{self.title} [{bar}] {self.done}/{self.total} {label}"
+
+    def _write(self, line: str):
+        pad = " " * max(self._shown - len(line), 0)
+        self.stream.write("\r" + line + pad)
+        self.stream.flush()
+        self._shown = len(line)
+
+    def show(self, label: str):
+        """Redraw with ``label`` describing the work in progress (terminal only)."""
+        if self._live:
+            self._write(self._line(label))
+
+    def advance(self, label: str, items: int = 1):
+        """``items`` more items done."""
+        self.done = min(self.done + items, self.total)
+        if self._live:
+            self._write(self._line(label))
+        else:
+            self.stream.write(self._line(label) + "\n")
+            self.stream.flush()
+
+    def close(self):
+        if self._live and self._shown:
+            self._write("")
+            self.stream.write("\r")
+            self.stream.flush()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,4 +1,4 @@
-"""The bench's per-part profile (``python -m bench --profile``) and padded cases."""
+"""The bench's per-part profile (``python -m bench profile``), cases, runner and comparisons."""
 import numpy as np
 import pytest
 
@@ -65,7 +65,7 @@ def test_parse_case_takes_a_whole_layer():
 
 def test_whole_layer_case_runs_every_competitor_that_has_its_layer():
     from bench.competitors import available
-    from bench.progress import Progress
+    from bench.timing import Progress
     from bench.runner import Options, run_case
     case = parse_case("N=2,C=4,O=6,size=16x12,k=3,padding=same,groups=2,dilation=2,"
                       "layout=channels_last")
@@ -84,7 +84,7 @@ def test_rounds_alternate_the_order_and_keep_each_competitor_best(monkeypatch):
     import io
     from bench import runner
     from bench.competitors import COMPETITORS, Prepared
-    from bench.progress import Progress
+    from bench.timing import Progress
     order, times = [], {"fft": iter([[0.3, 0.5], [0.2, 0.4]]),
                         "direct": iter([[0.6], [0.7]])}
     out = runner.Outputs(np.zeros(1), np.zeros(1), np.zeros(1))
@@ -110,7 +110,7 @@ def test_a_single_overlap_add_tile_is_not_ranked_against_the_fft_path_it_runs():
     """It runs the FFT engine: the fastest of fftconv's own is chosen without it."""
     from bench.competitors import BEST, COMPETITORS
     from bench.runner import CaseResult, Options, run_case
-    from bench.progress import Progress
+    from bench.timing import Progress
     import io
     case = parse_case("N=1,C=2,size=24x24,k=5")
     with Progress(2, stream=io.StringIO()) as progress:
@@ -124,12 +124,9 @@ def test_a_single_overlap_add_tile_is_not_ranked_against_the_fft_path_it_runs():
     assert CaseResult(case).same_as == {}
 
 
-@pytest.mark.parametrize("tool", ["precision", "shares"])
-def test_the_side_by_side_tools_run_a_case(tool, capsys):
-    import importlib
-    module = importlib.import_module(f"bench.{tool}")
-    assert module.main(["--case", "N=1,C=2,O=3,size=12x10,k=3", "--rounds", "2",
-                        "--steps", "1"]) == 0
+def test_compare_precision_runs_a_case(capsys):
+    from bench.__main__ import main
+    assert main(["compare", "precision", "--case", "N=1,C=2,O=3,size=12x10,k=3", "--rounds",
+                 "2", "--steps", "1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "2d N1 2>3 12x10 k3" in out
-    assert ("f64/f32" in out) if tool == "precision" else ("shared/serial" in out)
+    assert "2d N1 2>3 12x10 k3" in out and "f64/f32" in out

@@ -1,18 +1,27 @@
-"""``python -m bench --suite torch``: ``nn.Conv*d`` against the module ``fftconv.torch.convert`` makes.
+"""``python -m bench compare``: two ways of computing the same step, side by side.
 
-Each row is one PyTorch layer and the same layer converted twice, same
-weights, ``algorithm="auto"``: by ``ft.convert(model)`` (the cost model picks
-fftconv's engine or PyTorch's own convolution per layer) and by
-``ft.convert(model, example_input)`` (each layer measured at its input, the
-verdict persisted beside the other measured choices).  A step is the forward
-pass, ``loss = (y * dy).sum()`` and its backward pass (``dx``, ``dw``,
-``db``), float32 by default, on the threads of ``--threads`` (torch, FFTW and
-BLAS alike).  The two are timed side by side in one run: per round, each one
-warms up and is then sampled back to back (see ``bench.timing`` for why
-samples are not interleaved), and rounds alternate which goes first; the
-figure is the best sample, the spread the median.
+``compare precision`` (float64 against float32).  For every case of
+``--suite perf`` (or ``--case SPEC``) and each of the FFT path and
+``algorithm="auto"``, a float32 and a float64 plan take training steps
+(forward + backward, weights moving before every step) in alternating order,
+``--rounds`` times ``--steps`` steps each, so that both precisions see the same
+state of a shared machine; the table gives each one's best step and the ratio
+against the target, float64 within 2x of float32.
 
-The rows: the perf suite's layer table ("valid"), typical CNN layers
+``compare torch`` (also ``python -m bench --suite torch``): ``nn.Conv*d``
+against the module ``fftconv.torch.convert`` makes.  Each row is one PyTorch
+layer and the same layer converted twice, same weights, ``algorithm="auto"``:
+by ``ft.convert(model)`` (the cost model picks fftconv's engine or PyTorch's
+own convolution per layer) and by ``ft.convert(model, example_input)`` (each
+layer measured at its input, the verdict persisted beside the other measured
+choices).  A step is the forward pass, ``loss = (y * dy).sum()`` and its
+backward pass (``dx``, ``dw``, ``db``), float32 by default, on the threads of
+``--threads`` (torch, FFTW and BLAS alike).  Per round, each one warms up and
+is then sampled back to back (see ``bench.timing`` for why samples are not
+interleaved), and rounds alternate which goes first; the figure is the best
+sample, the spread the median.
+
+The torch rows: the perf suite's layer table ("valid"), typical CNN layers
 (2-D k3 with 64 channels, 1-D k3 and k9, "same"), and a small whole model
 with long 1-D kernels.  Targets (ratio = module time / ``nn`` time): at most
 1.1 on every row, at most 0.1 at 2-D k >= 15 (16 channels, 128x128), at most
@@ -26,12 +35,49 @@ from __future__ import annotations
 import copy
 import dataclasses
 import statistics
-import time
 from typing import Callable, List, Optional
 
-from .cases import PERF_CASES
-from .report import fmt, table
+from fftconv.timing import WEIGHT_STEP, samples
 
+from .report import fmt, table
+from .suites import PERF_CASES
+from .timing import MIN_SAMPLES, alternating, plan_step, side_by_side, torch_available
+
+# -- float64 against float32 ---------------------------------------------------------------
+#: float64 steps should take at most this many times the float32 steps.
+TARGET = 2.0
+ALGORITHMS = ("fft", "auto")
+
+
+def compare_precision(case, algorithm: str, rounds: int, steps: int) -> dict:
+    """Best seconds per step in float32 and float64, measured side by side."""
+    steps_of = {dtype: plan_step(case, dtype, algorithm) for dtype in ("float32", "float64")}
+    taken = side_by_side({d: (run, w) for d, (run, w, _) in steps_of.items()}, rounds, steps)
+    return {"float32": min(taken["float32"]), "float64": min(taken["float64"]),
+            "chose": {d: p.algorithm for d, (_, _, p) in steps_of.items()}}
+
+
+def run_precision(cases, rounds: int, steps: int) -> int:
+    """Print the float64/float32 table of ``cases``; returns the exit status (0)."""
+    rows, worst = [], 0.0
+    for case in cases:
+        for algorithm in ALGORITHMS:
+            got = compare_precision(case, algorithm, rounds, steps)
+            ratio = got["float64"] / got["float32"]
+            worst = max(worst, ratio)
+            chose = "/".join(dict.fromkeys(got["chose"].values()))
+            rows.append([case.name, algorithm, chose, f"{got['float32'] * 1e3:.1f}",
+                         f"{got['float64'] * 1e3:.1f}", f"{ratio:.2f}",
+                         "yes" if ratio <= TARGET else "NO"])
+            print(f"  {case.name} {algorithm}: {ratio:.2f}", flush=True)
+    print("\nms per training step (best of the alternating samples)")
+    print(table(["case", "algorithm", "ran", "float32 ms", "float64 ms", "f64/f32",
+                        f"<= {TARGET:g}"], rows))
+    print(f"\nworst float64/float32: {worst:.2f} (target <= {TARGET:g})")
+    return 0
+
+
+# -- nn.Conv against the converted module ----------------------------------------------------
 #: Rounds of (torch block, fftconv block), alternating which runs first.
 ROUNDS = 2
 #: Largest relative error of ``y`` (to its largest magnitude) accepted, per dtype.
@@ -102,37 +148,22 @@ class Timing:
         return statistics.median(self.samples)
 
 
-#: Parameters move by this before every step, as in training, so that no cached
-#: weight spectrum is reused (fftconv shares one while the weights are unchanged).
-WEIGHT_STEP = 1e-3
-
-
 def _step(model, x, dy):
-    """One training step: move the parameters, forward, ``(y * dy).sum()``, backward."""
+    """``(step, prepare)``: one training step (forward, ``(y * dy).sum()``, backward) and,
+    untimed before it, the parameters moved by ``WEIGHT_STEP`` and the gradients cleared."""
     import torch
 
-    def run():
+    def prepare():
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(WEIGHT_STEP)
         model.zero_grad(set_to_none=True)
         x.grad = None
-        y = model(x)
-        (y * dy).sum().backward()
-        return y
-    return run
 
+    def step():
+        (model(x) * dy).sum().backward()
 
-def _sample(run, timing: Timing, repeat: int, budget: float):
-    """Warm up, then sample ``run`` back to back until ``repeat`` samples or ``budget`` s."""
-    run()
-    taken, spent = 0, 0.0
-    while taken == 0 or (taken < repeat and spent < budget):
-        start = time.perf_counter()
-        run()
-        took = time.perf_counter() - start
-        timing.samples.append(took)
-        taken, spent = taken + 1, spent + took
+    return step, prepare
 
 
 def measure(row: Row, dtype: str, repeat: int, budget: float) -> dict:
@@ -153,10 +184,11 @@ def measure(row: Row, dtype: str, repeat: int, budget: float) -> dict:
     dy = torch.randn(y["torch"].shape, generator=gen, dtype=tdtype)
     runs = {key: _step(m, x, dy) for key, m in models.items()}
     timings = {key: Timing() for key in runs}
-    for r in range(ROUNDS):
-        order = list(runs) if r % 2 == 0 else list(runs)[::-1]
-        for key in order:
-            _sample(runs[key], timings[key], repeat, budget / ROUNDS)
+    for _, key in alternating(runs, ROUNDS):
+        step, prepare = runs[key]
+        timings[key].samples += samples(step, repeats=repeat, prepare=prepare,
+                                        budget=budget / ROUNDS,
+                                        min_samples=min(MIN_SAMPLES, repeat))
     picks = {key: [m.choice(i) for m, i in _inputs_of(models[key], x)]
              for key in ("model", "measured")}
     return {"timings": timings, "error": error, "picks": picks}
@@ -165,10 +197,11 @@ def measure(row: Row, dtype: str, repeat: int, budget: float) -> dict:
 def _inputs_of(model, x):
     """``(module, its input)`` for every fftconv module of ``model`` on input ``x``."""
     import torch
-    from fftconv.torch.modules import _FFTConvMixin
+    import fftconv.torch as ft
+    kinds = tuple(getattr(ft, f"FFTConv{t}{nd}d") for t in ("", "Transpose") for nd in (1, 2, 3))
     seen = []
     hooks = [m.register_forward_pre_hook(lambda mod, args: seen.append((mod, args[0])))
-             for m in model.modules() if isinstance(m, _FFTConvMixin)]
+             for m in model.modules() if isinstance(m, kinds)]
     try:
         with torch.no_grad():
             model(x)
@@ -178,7 +211,7 @@ def _inputs_of(model, x):
     return seen
 
 
-def run(dtype: str, threads: int, repeat: int, budget: float, dims=None) -> bool:
+def run_torch(dtype: str, threads: int, repeat: int, budget: float, dims=None) -> bool:
     """Print the table and the targets; True if every output agrees with PyTorch's.
 
     The measured verdicts go to a fresh cache directory, so every run measures
@@ -256,6 +289,5 @@ def rule_of_thumb(results) -> str:
 
 
 def skip_reason() -> Optional[str]:
-    """Why the suite cannot run here, or ``None``."""
-    from .competitors import torch_available
+    """Why the torch comparison cannot run here, or ``None``."""
     return None if torch_available() else "PyTorch is not installed (pip install '.[torch]')"
