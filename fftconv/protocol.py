@@ -24,6 +24,7 @@ from typing import (Any, Callable, ContextManager, Dict, NamedTuple, Optional, P
 
 import numpy as np
 
+from . import budget, costs
 from .config import Settings
 from .costs import Work
 from .geometry import ConvGeometry
@@ -150,3 +151,28 @@ class Algorithm:
     circular_fast: bool = False
     tiled: bool = False
     spatial: bool = False
+
+
+def batch_chunked(name: str, engine: Callable[[ConvGeometry, np.dtype, Settings, int], Engine],
+                  work: Callable[[ConvGeometry, np.dtype], Work],
+                  workspace_bytes: Callable[[ConvGeometry, np.dtype, int], int],
+                  workspace_kind: str, **flags: bool) -> Algorithm:
+    """The plugin of an algorithm whose partition is a batch chunk: the most samples
+    per pass whose ``workspace_bytes(geom, dtype, chunk)`` fit the budget
+    (``workspace_kind`` names that workspace in the error when one sample does
+    not), priced by ``work(geom, dtype)``; ``flags`` as :class:`Algorithm`'s."""
+    def build(geom: ConvGeometry, dtype: np.dtype, settings: Settings,
+              chunk: Partition) -> Engine:
+        assert isinstance(chunk, int), chunk
+        return engine(geom, dtype, settings, chunk)
+
+    def partition(func: str, geom: ConvGeometry, dtype: np.dtype, limit: Optional[int],
+                  tile: Optional[Tuple[int, ...]]) -> int:
+        return budget.largest_chunk(func, geom.batch, limit,
+                                    lambda chunk: workspace_bytes(geom, dtype, chunk),
+                                    workspace_kind)
+
+    return Algorithm(name, build=build, partition=partition,
+                     work=lambda geom, dtype, chunk: work(geom, dtype),
+                     estimate=lambda geom, dtype: (costs.seconds(work(geom, dtype)), None),
+                     **flags)

@@ -38,11 +38,10 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from .. import budget, costs
+from .. import costs
 from ..costs import Work
 from ..geometry import ConvGeometry
-from ..config import Settings
-from ..protocol import Algorithm, Engine, Partition, Saved
+from ..protocol import Saved, batch_chunked
 
 
 def _kernel_offsets(geom: ConvGeometry):
@@ -601,25 +600,4 @@ def work(geom: ConvGeometry, dtype) -> Work:
             "direct_offset": float(calls), "call": 3.0}
 
 
-def largest_chunk(func: str, geom: ConvGeometry, dtype, limit: Optional[int]) -> int:
-    """Most samples per direct pass whose workspace fits in ``limit`` bytes."""
-    return budget.largest_chunk(func, geom.batch, limit,
-                                lambda c: workspace_bytes(geom, dtype, c), "direct")
-
-
-def _build(geom: ConvGeometry, dtype: np.dtype, settings: Settings, chunk: Partition) -> Engine:
-    assert isinstance(chunk, int), chunk
-    return DirectEngine(geom, dtype, settings, chunk)
-
-
-def _estimate(geom: ConvGeometry, dtype: np.dtype) -> Tuple[float, None]:
-    return costs.seconds(work(geom, dtype)), None
-
-
-ALGORITHM = Algorithm(
-    "direct",
-    build=_build,
-    partition=lambda func, geom, dtype, limit, tile: largest_chunk(func, geom, dtype, limit),
-    work=lambda geom, dtype, chunk: work(geom, dtype),
-    estimate=_estimate,
-    spatial=True)
+ALGORITHM = batch_chunked("direct", DirectEngine, work, workspace_bytes, "direct", spatial=True)

@@ -34,11 +34,11 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from .. import budget, contraction, costs, resampling
+from .. import contraction, costs, resampling
 from ..config import Settings
 from ..costs import Work
 from ..geometry import ConvGeometry
-from ..protocol import Algorithm, Engine, Partition, Saved
+from ..protocol import Saved, batch_chunked
 from ..transforms import COMPLEX_OF, ForwardTransform, InverseTransform, signal_bytes, spectrum_bytes
 
 FLIP = slice(None, None, -1)
@@ -255,7 +255,28 @@ class Passes:
 
 
 
-class FFTEngine:
+class SpectralEngine:
+    """What the engines that run :class:`Passes` share: their weight state is the
+    kernel's spectrum, a saved operand is the signal itself (unless a forward pass
+    keeps its spectrum), and their transforms are the passes'."""
+
+    passes: Passes
+
+    @property
+    def transform_counts(self) -> Dict[str, int]:
+        return self.passes.transform_counts
+
+    def weights(self, w: np.ndarray) -> np.ndarray:
+        return self.passes.weight_spectrum(w)
+
+    @staticmethod
+    def save_input(x: np.ndarray) -> Saved:
+        return Saved("signal", x)
+
+    save_output = save_input
+
+
+class FFTEngine(SpectralEngine):
     """The FFT algorithm behind the engine protocol (``fftconv.protocol``): the
     batch in chunks of ``chunk`` samples, each run by :class:`Passes`.
 
@@ -304,19 +325,6 @@ class FFTEngine:
     @property
     def fft_shape(self) -> tuple:
         return self.geom.fft_shape
-
-    @property
-    def transform_counts(self) -> Dict[str, int]:
-        return self.passes.transform_counts
-
-    def weights(self, w: np.ndarray) -> np.ndarray:
-        return self.passes.weight_spectrum(w)
-
-    @staticmethod
-    def save_input(x: np.ndarray) -> Saved:
-        return Saved("signal", x)
-
-    save_output = save_input
 
     def _kept(self, channels: int, keep: bool) -> Optional[np.ndarray]:
         """A spectrum for a forward pass to keep, when asked and unchunked (a
@@ -402,25 +410,4 @@ def work(geom: ConvGeometry, dtype, weight_transforms: bool = True,
     return costs.add(units, transforms, scale=p)
 
 
-def largest_chunk(func: str, geom: ConvGeometry, dtype, limit: Optional[int]) -> int:
-    """Most samples per pass whose workspace fits in ``limit`` bytes."""
-    return budget.largest_chunk(func, geom.batch, limit,
-                                lambda c: workspace_bytes(geom, dtype, c), "FFT")
-
-
-def _build(geom: ConvGeometry, dtype: np.dtype, settings: Settings, chunk: Partition) -> Engine:
-    assert isinstance(chunk, int), chunk
-    return FFTEngine(geom, dtype, settings, chunk)
-
-
-def _estimate(geom: ConvGeometry, dtype: np.dtype) -> Tuple[float, None]:
-    return costs.seconds(work(geom, dtype)), None
-
-
-ALGORITHM = Algorithm(
-    "fft",
-    build=_build,
-    partition=lambda func, geom, dtype, limit, tile: largest_chunk(func, geom, dtype, limit),
-    work=lambda geom, dtype, chunk: work(geom, dtype),
-    estimate=_estimate,
-    circular_fast=True)
+ALGORITHM = batch_chunked("fft", FFTEngine, work, workspace_bytes, "FFT", circular_fast=True)

@@ -45,7 +45,7 @@ from ..geometry import ConvGeometry, next_fast_length, tile_geometry, window_cli
 from ..protocol import Algorithm, Engine, Partition, Saved
 from ..transforms import spectrum_bytes
 from . import fft
-from .fft import FFTEngine, Passes
+from .fft import FFTEngine, Passes, SpectralEngine
 from .fft import workspace_bytes as fft_workspace_bytes
 
 
@@ -102,7 +102,7 @@ def tiles_per_pass(geom: ConvGeometry, dtype, tile) -> int:
     return max(1, min(n_tiles, budget // max(one, 1)))
 
 
-class OverlapAddEngine:
+class OverlapAddEngine(SpectralEngine):
     """Forward and backward passes of ``geom`` by overlap-add over output tiles
     (the engine protocol of ``fftconv.protocol``)."""
 
@@ -128,10 +128,6 @@ class OverlapAddEngine:
     def fft_shape(self) -> tuple:
         """FFT size of one tile."""
         return self.tile_geom.fft_shape
-
-    @property
-    def transform_counts(self) -> dict:
-        return self.passes.transform_counts
 
     @property
     def workspace_bytes(self) -> int:
@@ -208,15 +204,6 @@ class OverlapAddEngine:
         return into_y, into_tile
 
     # -- the engine protocol ----------------------------------------------------------
-    def weights(self, w: np.ndarray) -> np.ndarray:
-        return self.passes.weight_spectrum(w)
-
-    @staticmethod
-    def save_input(x: np.ndarray) -> Saved:
-        return Saved("signal", x)
-
-    save_output = save_input
-
     def forward(self, x, k, keep=False, out=None) -> tuple:
         y = np.empty(self.geom.y_shape, self.dtype) if out is None else out
         x_buf, y_buf = self._buffer(self.tile_geom.x_shape), self._buffer(self.tile_geom.y_shape)
@@ -307,7 +294,7 @@ def tile_candidates(geom: ConvGeometry, per_axis: int) -> List[List[int]]:
     in steps of about 1.5x; a tile as large as the whole output is always a
     candidate.
     """
-    options = []
+    lengths = []
     for o, s, ke, p in zip(geom.out_size, geom.stride, geom.effective_kernel, geom.padded_size):
         sizes, w = [], next_fast_length(2 * ke)
         while w < p:
@@ -315,8 +302,8 @@ def tile_candidates(geom: ConvGeometry, per_axis: int) -> List[List[int]]:
             w = next_fast_length(int(w * 1.5) + 1)
         sizes = sorted({b for b in sizes if 1 <= b < o})
         step = max(1, -(-len(sizes) // max(per_axis - 1, 1)))
-        options.append(sizes[::step][:per_axis - 1] + [o])
-    return options
+        lengths.append(sizes[::step][:per_axis - 1] + [o])
+    return lengths
 
 
 def _per_axis(geom: ConvGeometry) -> int:
