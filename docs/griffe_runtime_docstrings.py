@@ -7,7 +7,8 @@ analysis would expand, but it reads the source, and two things are only complete
   keywords, the output-size table) through ``str.format`` fields such as ``{params}``;
 * defaults written as names (``padding=DEFAULTS.padding``), shown as their values.
 
-For these, this extension takes the value from the imported object.
+For these, this extension takes the value from the imported object. It also shows Sphinx
+cross-reference roles (``:func:`forward```), which Markdown does not know, as code.
 """
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ import griffe
 
 _FIELD = re.compile(r"\{[a-z_]+\}")
 _NAME = re.compile(r"[A-Za-z_][\w.]*")
+_ROLE = re.compile(r":(?:func|class|meth|data|attr|mod|exc|obj):`~?([^`]+)`")
+
+
+def _clean(text: str) -> str:
+    return _ROLE.sub(r"`\1`", text)
 
 
 def _live(obj: griffe.Object):
@@ -34,10 +40,14 @@ def _live(obj: griffe.Object):
 
 def _fill_docstring(obj: griffe.Object, live) -> None:
     if obj.docstring is not None and _FIELD.search(obj.docstring.value) and live.__doc__:
-        obj.docstring.value = inspect.cleandoc(live.__doc__)
+        obj.docstring.value = _clean(inspect.cleandoc(live.__doc__))
 
 
 class RuntimeDocstrings(griffe.Extension):
+    def on_instance(self, *, obj: griffe.Object, **kwargs) -> None:
+        if obj.docstring is not None:
+            obj.docstring.value = _clean(obj.docstring.value)
+
     def on_function_instance(self, *, func: griffe.Function, **kwargs) -> None:
         named = [p for p in func.parameters if p.default is not None
                  and _NAME.fullmatch(str(p.default)) and str(p.default) not in ("None", "True", "False")]
