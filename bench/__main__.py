@@ -25,7 +25,7 @@ from .cases import parse_case
 from .profile import profile, profile_text
 from .runner import Options, run_cases
 from .suites import PERF_ALL, SUITES, check_targets, custom_suite
-from .timing import all_cores, load_warning, set_threads, torch_available
+from .timing import load_warning, set_threads, torch_available
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_PLOT = RESULTS / "crossover.png"
@@ -40,7 +40,7 @@ SUBCOMMANDS = ("run", "profile", "calibrate", "compare", "experiment")
 
 # -- the parser -------------------------------------------------------------------------------
 def _threads_option(parser):
-    parser.add_argument("--threads", type=int, default=all_cores(),
+    parser.add_argument("--threads", type=int, default=fftconv.config.available_cores(),
                         help="threads for fftconv, FFTW, torch and (with threadpoolctl) BLAS "
                              "(default: all cores, %(default)s)")
 

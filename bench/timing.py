@@ -136,14 +136,6 @@ def torch_available() -> bool:
     return True
 
 
-def all_cores() -> int:
-    """Cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return os.cpu_count() or 1
-
-
 def set_threads(n: int) -> str:
     """Use ``n`` threads everywhere we can; returns a one-line description."""
     fftconv.configure(threads=n)
@@ -169,7 +161,7 @@ def load_warning(threads: int) -> str:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):  # pragma: no cover - Windows
         return ""
-    cores = all_cores()
+    cores = fftconv.config.available_cores()
     if threads > 1 and load > 0.5 * cores:
         return (f"warning: load average {load:.1f} on {cores} cores before this run; "
                 f"multi-threaded steps can stall waiting for descheduled threads, so "
