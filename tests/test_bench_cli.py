@@ -77,3 +77,17 @@ def test_time_step_takes_at_least_min_samples_and_runs_a_slow_first_call_once():
 
 def test_alternating_reverses_the_order_every_round():
     assert [k for _, k in alternating("ab", 3)] == ["a", "b", "b", "a", "a", "b"]
+
+
+def test_calibrate_fits_copies_of_the_rates_and_leaves_the_library_s_alone():
+    from bench import calibrate
+    from fftconv import costs
+    before = dict(costs.RATES)
+    rates = calibrate.current_rates()
+    units = [{"a": 1.0, "b": 0.0}, {"a": 0.0, "b": 2.0}, {"a": 1.0, "b": 1.0}]
+    rows = [("fft", u, 3.0 * u["a"] + 5.0 * u["b"], None) for u in units]
+    fitted = calibrate.fit(rows, {"a": 0.0, "b": 0.0})
+    assert fitted == pytest.approx({"a": 3.0, "b": 5.0})
+    assert calibrate.price("fft", {"a": 2.0}, {"fftconv": fitted}) == pytest.approx(6.0)
+    rates["fftconv"].clear()
+    assert costs.RATES == before
