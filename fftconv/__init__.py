@@ -5,6 +5,12 @@
 >>> dx, dw, db = fftconv.backward(dy, x, w, padding="same")   # doctest: +SKIP
 >>> y, pullback = fftconv.vjp(x, w, b, padding="same")        # doctest: +SKIP
 >>> p = fftconv.plan(x.shape, w.shape, dtype=x.dtype)         # doctest: +SKIP
+>>> conv = fftconv.Conv2d(3, 8, 5, padding="same")             # doctest: +SKIP
+
+Every entry point (these functions, ``fftconv.Conv``, ``fftconv.torch.conv``,
+``fftconv.dask``) takes the same keyword-only layer keywords with the same
+defaults (``fftconv.checks.LayerKeywords``).  The settings (``configure``,
+``using``) include the engine cache's bounds; ``clear_caches`` empties it.
 
 The package's layers, each importing only from those below it (checked by
 ``lint-imports`` and ``tests/test_architecture.py``; ``docs/architecture.md``):
@@ -27,8 +33,9 @@ The package's layers, each importing only from those below it (checked by
 from ._version import __version__
 from .api import backward, forward, plan, vjp
 from .config import configure, get_settings, using
-from .nn import Conv
-from .planner import Gradients, Plan, Pullback
+from .nn import Conv, Conv1d, Conv2d, Conv3d
+from .planner import Gradients, Plan, Pullback, clear_caches
 
 __all__ = ["forward", "backward", "vjp", "plan", "Plan", "Pullback", "Gradients", "Conv",
-           "configure", "get_settings", "using", "__version__"]
+           "Conv1d", "Conv2d", "Conv3d", "configure", "get_settings", "using", "clear_caches",
+           "__version__"]

@@ -1,15 +1,20 @@
-"""The public functions: check everything, then hand the work to a plan."""
+"""The public functions ``forward``, ``backward``, ``vjp`` and ``plan``: check
+every argument, then hand the work to a plan or to an engine of the cache."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
-from .checks import (SHAPES, check_algorithm, check_array, check_bias, check_dtype, check_layer,
-                     check_layer_keywords, check_plan_options, check_shape, check_shape_tuple,
-                     dtypes_for)
-from .config import get_settings
-from .docstrings import PARAMETERS, SIZES
+from .checks import (ALGORITHM, DEFAULTS, LAYER_DEFAULTS, SHAPES, Ints, Layout, Padding,
+                     PaddingMode, check_algorithm, check_array, check_bias, check_dtype,
+                     check_layer, check_plan_options, check_shape, check_shape_tuple, dtypes_for,
+                     keywords_checked, layer_keywords)
+from .config import Settings, get_settings
+from .docstrings import EXECUTION, PARAMETERS, SIZES
 from .registry import NAMES, REGISTRY
 from .runner import Runner
 from .planner import Gradients, Plan, Pullback, choose_algorithm, engine_for, resolve
@@ -18,23 +23,29 @@ from .planner import Gradients, Plan, Pullback, choose_algorithm, engine_for, re
 TILED = tuple(name for name, entry in REGISTRY.items() if entry.tiled)
 
 
-
-
-def _layer_for(func, x, w, arrays, algorithm, options) -> tuple:
-    """Check every argument; returns ``(layer, compute dtype, result dtype, keywords)``,
-    the keywords with their defaults filled in."""
+def _layer_for(func, x, w, arrays, algorithm, keywords: dict) -> tuple:
+    """Check every argument; returns ``(layer, compute dtype, result dtype)``."""
     check_algorithm(func, algorithm, NAMES)
     compute, result = dtypes_for(x, w, *arrays)
-    keywords = check_layer_keywords(func, options)
     layer = check_layer(func, x.shape, w.shape, real=compute.kind == "f", **keywords)
-    return layer, compute, result, keywords
+    return layer, compute, result
+
+
+def _call_settings(func: str, layer, algorithm: str, max_workspace_bytes, measure) -> Settings:
+    """The settings of one stateless call: the current ones, with this call's
+    ``max_workspace_bytes`` and ``measure`` where given (checked)."""
+    settings = get_settings()
+    budget, measure, _ = check_plan_options(func, max_workspace_bytes, measure, None, algorithm,
+                                            layer.ndim, settings, TILED)
+    if budget == settings.max_workspace_bytes and measure == settings.measure:
+        return settings
+    return dataclasses.replace(settings, max_workspace_bytes=budget, measure=measure)
 
 
 @contextlib.contextmanager
-def _shared(func, layer, compute, algorithm):
+def _shared(func, layer, compute, algorithm, settings: Settings):
     """``(runner, shared engine)`` for a stateless call: an engine lent by the bounded
     cache for the block, its lock held (a pullback may be using it)."""
-    settings = get_settings()
     choice = choose_algorithm(func, layer.conv, compute, algorithm, settings, settings.measure)
     resolved = resolve(layer, choice.algorithm)
     with engine_for(func, resolved.conv, compute, choice.algorithm, settings,
@@ -49,13 +60,16 @@ def _operands(func, layer, compute, x, w, b):
             None if b is None else b.astype(compute, copy=False))
 
 
-def _forward(func, x, w, b, algorithm, options, keep):
+def _forward(func, x, w, b, keywords: dict, algorithm, max_workspace_bytes, measure,
+             keep: bool) -> tuple:
+    """``(y, pullback)`` (``pullback`` is ``None`` unless ``keep``)."""
     x, w = check_array(func, "x", x), check_array(func, "w", w)
     b = None if b is None else check_array(func, "b", b)
-    layer, compute, result, _ = _layer_for(func, x, w, [] if b is None else [b], algorithm,
-                                           options)
+    layer, compute, result = _layer_for(func, x, w, [] if b is None else [b], algorithm,
+                                        keywords)
+    settings = _call_settings(func, layer, algorithm, max_workspace_bytes, measure)
     x, w, b = _operands(func, layer, compute, x, w, b)
-    with _shared(func, layer, compute, algorithm) as (runner, shared):
+    with _shared(func, layer, compute, algorithm, settings) as (runner, shared):
         weights = shared.weights(runner.weight_form).state(w, runner.weights)
         y, saved = runner.forward(x, weights, b, keep=keep)
     pullback = (Pullback(runner, saved, weights, result, shared.engine.lock,
@@ -64,7 +78,15 @@ def _forward(func, x, w, b, algorithm, options, keep):
     return y.astype(result, copy=False), pullback
 
 
-def forward(x, w, b=None, *, algorithm="auto", **layer):
+@keywords_checked("fftconv.forward")
+def forward(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike] = None, *,
+            padding: Padding = DEFAULTS.padding, stride: Ints = DEFAULTS.stride,
+            dilation: Ints = DEFAULTS.dilation, groups: int = DEFAULTS.groups,
+            flip_kernel: bool = DEFAULTS.flip_kernel, transposed: bool = DEFAULTS.transposed,
+            output_padding: Ints = DEFAULTS.output_padding,
+            padding_mode: PaddingMode = DEFAULTS.padding_mode,
+            layout: Layout = DEFAULTS.layout, algorithm: str = ALGORITHM,
+            max_workspace_bytes: Optional[int] = None, measure: Optional[bool] = None) -> np.ndarray:
     """N-d convolution layer forward pass: ``y = conv(x, w) + b``.
 
     Parameters
@@ -74,7 +96,7 @@ def forward(x, w, b=None, *, algorithm="auto", **layer):
     w : array_like, shape ``(C_out, C_in // groups, *kernel)``
         Weights, as many spatial axes as ``x``.
     b : array_like, shape ``(C_out,)``, optional
-        Bias.{params}
+        Bias.{params}{execution}
 
     Returns
     -------
@@ -107,11 +129,20 @@ def forward(x, w, b=None, *, algorithm="auto", **layer):
     >>> fftconv.forward(x, w, padding="valid").round(12)
     array([[[-2., -2., -2., -2., -2., -2.]]])
     """
-    return _forward("fftconv.forward", x, w, b, algorithm, layer, keep=False)[0]
+    return _forward("fftconv.forward", x, w, b, layer_keywords(locals()), algorithm,
+                    max_workspace_bytes, measure, keep=False)[0]
 
 
-def vjp(x, w, b=None, *, algorithm="auto", **layer):
-    """Forward pass and its pullback: ``y, pullback = vjp(x, w, b, **layer)``.
+@keywords_checked("fftconv.vjp")
+def vjp(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike] = None, *,
+        padding: Padding = DEFAULTS.padding, stride: Ints = DEFAULTS.stride,
+        dilation: Ints = DEFAULTS.dilation, groups: int = DEFAULTS.groups,
+        flip_kernel: bool = DEFAULTS.flip_kernel, transposed: bool = DEFAULTS.transposed,
+        output_padding: Ints = DEFAULTS.output_padding,
+        padding_mode: PaddingMode = DEFAULTS.padding_mode,
+        layout: Layout = DEFAULTS.layout, algorithm: str = ALGORITHM,
+        max_workspace_bytes: Optional[int] = None, measure: Optional[bool] = None) -> Tuple[np.ndarray, Pullback]:
+    """Forward pass and its pullback: ``y, pullback = vjp(x, w, b, padding=...)``.
 
     ``pullback(dy)`` returns the :class:`Gradients` ``(dx, dw, db)`` for this
     call's ``x`` and ``w`` as they are now (later in-place changes do not
@@ -124,7 +155,7 @@ def vjp(x, w, b=None, *, algorithm="auto", **layer):
     Parameters
     ----------
     x, w, b : array_like
-        As for :func:`forward`.{params}
+        As for :func:`forward`.{params}{execution}
 
     Returns
     -------
@@ -148,19 +179,28 @@ def vjp(x, w, b=None, *, algorithm="auto", **layer):
     >>> bool(np.allclose(g1.dw, ref.dw))
     True
     """
-    return _forward("fftconv.vjp", x, w, b, algorithm, layer, keep=True)
+    return _forward("fftconv.vjp", x, w, b, layer_keywords(locals()), algorithm,
+                    max_workspace_bytes, measure, keep=True)
 
 
-def _forward_output(keywords: dict, given: dict) -> str:
+def _forward_output(keywords: dict) -> str:
     """What backward's expected ``dy`` shape assumes: forward's output with these
     layer keywords (``padding`` and ``stride`` always shown, so a forgotten one
-    is seen; the others where ``given``)."""
+    is seen; the others where they are not the defaults)."""
     shown = ", ".join(f"{k}={v!r}" for k, v in keywords.items()
-                      if k in ("padding", "stride") or k in given)
+                      if k in ("padding", "stride") or repr(v) != repr(LAYER_DEFAULTS[k]))
     return f"forward's output with {shown}; pass backward the layer keywords forward ran with"
 
 
-def backward(dy, x, w, *, algorithm="auto", **layer):
+@keywords_checked("fftconv.backward")
+def backward(dy: ArrayLike, x: ArrayLike, w: ArrayLike, *,
+             padding: Padding = DEFAULTS.padding, stride: Ints = DEFAULTS.stride,
+             dilation: Ints = DEFAULTS.dilation, groups: int = DEFAULTS.groups,
+             flip_kernel: bool = DEFAULTS.flip_kernel, transposed: bool = DEFAULTS.transposed,
+             output_padding: Ints = DEFAULTS.output_padding,
+             padding_mode: PaddingMode = DEFAULTS.padding_mode,
+             layout: Layout = DEFAULTS.layout, algorithm: str = ALGORITHM,
+             max_workspace_bytes: Optional[int] = None, measure: Optional[bool] = None) -> Gradients:
     """Gradients of the layer: ``dx, dw, db`` for output gradient ``dy``.
 
     Parameters
@@ -168,7 +208,7 @@ def backward(dy, x, w, *, algorithm="auto", **layer):
     dy : array_like, shape ``(N, C_out, *out)``
         Gradient of the loss with respect to ``y``.
     x, w : array_like
-        The forward pass's input and weights.{params}
+        The forward pass's input and weights.{params}{execution}
 
     Returns
     -------
@@ -190,20 +230,29 @@ def backward(dy, x, w, *, algorithm="auto", **layer):
     (array([[[15., 21., 27.]]]), array([6.]))
     """
     func = "fftconv.backward"
+    keywords = layer_keywords(locals())
     dy = check_array(func, "dy", dy)
     x, w = check_array(func, "x", x), check_array(func, "w", w)
-    given = layer
-    layer, compute, result, keywords = _layer_for(func, x, w, [dy], algorithm, given)
-    check_shape(func, "dy", dy, layer.y_shape, _forward_output(keywords, given))
+    layer, compute, result = _layer_for(func, x, w, [dy], algorithm, keywords)
+    settings = _call_settings(func, layer, algorithm, max_workspace_bytes, measure)
+    check_shape(func, "dy", dy, layer.y_shape, _forward_output(keywords))
     dy, x, w = (a.astype(compute, copy=False) for a in (dy, x, w))
-    with _shared(func, layer, compute, algorithm) as (runner, shared):
+    with _shared(func, layer, compute, algorithm, settings) as (runner, shared):
         weights = shared.weights(runner.weight_form).state(w, runner.weights)
         grads = runner.backward(dy, runner.save(x), weights)
-    return Gradients(*(a.astype(result, copy=False) for a in grads))
+    return Gradients(*(None if a is None else a.astype(result, copy=False) for a in grads))
 
 
-def plan(x_shape, w_shape, *, dtype, algorithm="auto", max_workspace_bytes=None, measure=None,
-         tile=None, **layer) -> Plan:
+@keywords_checked("fftconv.plan")
+def plan(x_shape: Sequence[int], w_shape: Sequence[int], *, dtype: DTypeLike,
+         padding: Padding = DEFAULTS.padding, stride: Ints = DEFAULTS.stride,
+         dilation: Ints = DEFAULTS.dilation, groups: int = DEFAULTS.groups,
+         flip_kernel: bool = DEFAULTS.flip_kernel, transposed: bool = DEFAULTS.transposed,
+         output_padding: Ints = DEFAULTS.output_padding,
+         padding_mode: PaddingMode = DEFAULTS.padding_mode,
+         layout: Layout = DEFAULTS.layout, algorithm: str = ALGORITHM,
+         max_workspace_bytes: Optional[int] = None, measure: Optional[bool] = None,
+         tile: Optional[Ints] = None) -> Plan:
     """Plan a layer once and run many training steps with it.
 
     Parameters
@@ -211,21 +260,12 @@ def plan(x_shape, w_shape, *, dtype, algorithm="auto", max_workspace_bytes=None,
     x_shape, w_shape : tuple of int
         Shapes of ``x`` ``(N, C_in, *spatial)`` and ``w`` ``(C_out, C_in // groups, *kernel)``.
     dtype : dtype
-        dtype of ``x`` and ``w`` (float16/32/64, complex64/128).{params}
-    max_workspace_bytes : int, optional
-        Bound on the working buffers of every algorithm, with the same results:
-        the FFT path and direct process the batch in chunks, overlap-add takes a
-        tile that fits, ``"auto"`` the cheapest algorithm that fits.
-        ``p.workspace_bytes`` counts these and the ``x`` a forward pass keeps.
-        Defaults to the ``max_workspace_bytes`` setting (no bound).
-    tile : sequence of int, optional
+        dtype of ``x`` and ``w`` (float16/32/64, complex64/128).{params}{execution}
+        ``p.workspace_bytes`` counts the buffers and the ``x`` a forward pass keeps.
+    tile : int or sequence of int, optional
         With ``algorithm="overlap_add"``: output samples per tile and axis
         (default: the cost model's best).  For a transposed layer the tiles
         cut its engine's convolution, whose output is the transposed input.
-    measure : bool, optional
-        With ``algorithm="auto"``: time the candidates once for this geometry
-        (and remember the winner across processes) instead of trusting the
-        cost model.  Defaults to the ``measure`` setting (False).
 
     Returns
     -------
@@ -255,24 +295,23 @@ def plan(x_shape, w_shape, *, dtype, algorithm="auto", max_workspace_bytes=None,
     (dtype('float32'), (2, 3, 16, 16), (4, 3, 5, 5), (4,))
     """
     func = "fftconv.plan"
+    keywords = layer_keywords(locals())
     check_algorithm(func, algorithm, NAMES)
     compute, result = dtypes_for(np.empty(0, check_dtype(func, dtype)))
     x_shape, w_shape = check_shape_tuple(func, "x_shape", x_shape), check_shape_tuple(
         func, "w_shape", w_shape)
     layer = check_layer(func, x_shape, w_shape, real=compute.kind == "f", names=SHAPES,
-                        **check_layer_keywords(func, layer))
+                        **keywords)
     geom = layer.conv
     settings = get_settings()
-    max_workspace_bytes, measure, tile = check_plan_options(
-        func, max_workspace_bytes, measure, tile, algorithm, geom.ndim, settings,
-        TILED)
-    choice = choose_algorithm(func, geom, compute, algorithm, settings, measure,
-                              budget=max_workspace_bytes)
-    return Plan(layer, result, choice.algorithm, settings, max_workspace_bytes=max_workspace_bytes,
-                explain=choice.explain, tile=tile or choice.tile)
+    budget, timed, tiles = check_plan_options(func, max_workspace_bytes, measure, tile,
+                                              algorithm, geom.ndim, settings, TILED)
+    choice = choose_algorithm(func, geom, compute, algorithm, settings, timed, budget=budget)
+    return Plan(layer, result, choice.algorithm, settings, max_workspace_bytes=budget,
+                explain=choice.explain, tile=tiles or choice.tile)
 
 
 for _f in (forward, vjp, backward, plan):
     if _f.__doc__:  # None under python -OO
-        _f.__doc__ = _f.__doc__.format(params=PARAMETERS,
+        _f.__doc__ = _f.__doc__.format(params=PARAMETERS, execution=EXECUTION,
                                        sizes=SIZES.replace("\n", "\n        "))

@@ -8,11 +8,14 @@ with a message that names the function, the parameter, the rule and the value
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import math
 import numbers
 import operator
 import reprlib
-from typing import NamedTuple
+from typing import Callable, Literal, NamedTuple, NoReturn, ParamSpec, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 
@@ -22,19 +25,84 @@ from .geometry import LAYOUTS, PADDING_FILLS, PADDING_MODES, make_layer, to_chan
 BACKENDS = ("pyfftw", "scipy")
 PLANNER_EFFORTS = ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT", "FFTW_EXHAUSTIVE")
 
-#: The layer keywords every public function takes, with their defaults.
-LAYER_DEFAULTS = dict(padding="valid", stride=1, dilation=1, groups=1, flip_kernel=False,
-                      transposed=False, output_padding=0, padding_mode="zeros",
-                      layout="channels_first")
+#: The types of the public keywords (shared by ``fftconv``, ``fftconv.torch``,
+#: ``fftconv.dask`` and ``fftconv.Conv``).
+PaddingName = Literal["valid", "same", "full"]
+#: A mode name, one int for every side, one int per axis, or ``(lo, hi)`` per axis.
+Padding = Union[PaddingName, int, Sequence[Union[int, Tuple[int, int]]]]
+#: One int for every spatial axis, or one per axis.
+Ints = Union[int, Sequence[int]]
+PaddingMode = Literal["zeros", "circular", "reflect", "replicate"]
+Layout = Literal["channels_first", "channels_last"]
 
 
-def fail(func: str, message: str, kind=ValueError):
+@dataclasses.dataclass(frozen=True)
+class LayerKeywords:
+    """The layer keywords every entry point takes, with their types and defaults:
+    the one place the defaults are written (CONVENTIONS §1-2 give the meaning).
+
+    ``fftconv.forward``, ``backward``, ``vjp``, ``plan``, ``fftconv.Conv``,
+    ``fftconv.torch.conv`` and ``fftconv.dask``'s functions take every field as a
+    keyword-only parameter whose default is the field's (``DEFAULTS.padding``...).
+    """
+
+    padding: Padding = "valid"
+    stride: Ints = 1
+    dilation: Ints = 1
+    groups: int = 1
+    flip_kernel: bool = False
+    transposed: bool = False
+    output_padding: Ints = 0
+    padding_mode: PaddingMode = "zeros"
+    layout: Layout = "channels_first"
+
+    def as_dict(self) -> dict:
+        """The keywords as a dict (a shallow copy; the values are not copied)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+#: The default layer keywords, and the default ``algorithm``.
+DEFAULTS = LayerKeywords()
+ALGORITHM = "auto"
+#: The layer keywords every public function takes, with their defaults (a dict view
+#: of :data:`DEFAULTS`).
+LAYER_DEFAULTS = DEFAULTS.as_dict()
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def keywords_checked(func: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Decorate a public function so that an unknown keyword is a ``TypeError`` that
+    names ``func`` (``"fftconv.forward"``, not just ``forward``) and lists the
+    keywords it takes.  Everything else is the function's own: its signature
+    (``inspect.signature`` follows ``__wrapped__``), docstring and checks."""
+    def decorate(f: Callable[_P, _R]) -> Callable[_P, _R]:
+        params = inspect.signature(f).parameters
+        names = frozenset(n for n, p in params.items()
+                          if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        keywords = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY]
+
+        @functools.wraps(f)
+        def checked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            if not names.issuperset(kwargs):
+                check_keywords(func, set(kwargs) - names, keywords, "its keywords")
+            return f(*args, **kwargs)
+        return checked
+    return decorate
+
+
+def fail(func: str, message: str, kind: type = ValueError) -> NoReturn:
     """Raise ``kind`` with the house prefix ``"<func>: "``."""
     raise kind(f"{func}: {message}")
 
 
-def _is_int(v) -> bool:
+def is_int(v) -> bool:
+    """An integer that is not a bool."""
     return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+_is_int = is_int
 
 
 def check_array(func: str, name: str, a) -> np.ndarray:
@@ -118,8 +186,8 @@ def check_padding(func: str, padding, ndim: int):
                    f"got {len(entries)} in padding={padding!r}")
     out = []
     for p in entries:
-        pair = (p,) if _is_int(p) else tuple(p) if isinstance(p, (tuple, list)) else None
-        if pair is None or len(pair) not in (1, 2) or not all(_is_int(v) for v in pair):
+        pair: tuple = (p,) if _is_int(p) else tuple(p) if isinstance(p, (tuple, list)) else ()
+        if len(pair) not in (1, 2) or not all(_is_int(v) for v in pair):
             fail(func, f"padding entries must be ints or (lo, hi) pairs of ints, "
                        f"got padding={padding!r}", TypeError)
         if any(v < 0 for v in pair):
@@ -168,9 +236,10 @@ def check_seconds(func: str, name: str, value) -> float:
     """A finite number of seconds > 0."""
     if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
         fail(func, f"{name} must be a number of seconds > 0, got {name}={value!r}", TypeError)
-    if not (math.isfinite(value) and value > 0):
+    seconds = float(value)
+    if not (math.isfinite(seconds) and seconds > 0):
         fail(func, f"{name} must be a finite number of seconds > 0, got {name}={value!r}")
-    return float(value)
+    return seconds
 
 
 def check_keywords(func: str, given, accepted, what: str) -> None:
@@ -180,6 +249,12 @@ def check_keywords(func: str, given, accepted, what: str) -> None:
     if unknown:
         fail(func, f"got unexpected keyword argument(s) {', '.join(unknown)}; {what} are "
                    f"{', '.join(accepted)}", TypeError)
+
+
+def layer_keywords(values: dict) -> dict:
+    """The layer keywords picked out of ``values`` (a public function's ``locals()``:
+    its explicit keyword parameters)."""
+    return {name: values[name] for name in LAYER_DEFAULTS}
 
 
 def check_layer_keywords(func: str, options: dict) -> dict:
@@ -203,7 +278,11 @@ def check_settings(func: str, values: dict, pyfftw_available: bool) -> dict:
                 planning_timelimit=check_seconds(func, "planning_timelimit",
                                                  values["planning_timelimit"]),
                 max_workspace_bytes=check_budget(func, values["max_workspace_bytes"]),
-                measure=check_bool(func, "measure", values["measure"]))
+                measure=check_bool(func, "measure", values["measure"]),
+                engine_cache_bytes=check_count(func, "engine_cache_bytes",
+                                               values["engine_cache_bytes"]),
+                engine_cache_entries=check_count(func, "engine_cache_entries",
+                                                 values["engine_cache_entries"]))
 
 
 def check_bool(func: str, name: str, value):

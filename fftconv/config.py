@@ -21,11 +21,19 @@ built under another one.
 * ``measure`` (``FFTCONV_MEASURE``, one of ``0/1``, ``true/false``,
   ``yes/no``, ``on/off`` in any case): ``False``.  With ``True``,
   ``algorithm="auto"`` times the candidates once per geometry instead of
-  trusting the cost model (``fftconv.selection``).
+  trusting the cost model (``fftconv.autoselect``).
 * ``max_workspace_bytes`` (``FFTCONV_MAX_WORKSPACE``): ``None`` (no limit).
   Bounds the FFT buffers of the stateless ``forward``/``backward``; above it
   the batch is processed in chunks.  ``FFTCONV_MAX_WORKSPACE=1e9`` is read
   as the int 1000000000.
+* ``engine_cache_bytes`` (``FFTCONV_ENGINE_CACHE_BYTES``): 1 GiB, and
+  ``engine_cache_entries`` (``FFTCONV_ENGINE_CACHE_ENTRIES``): 16.  The
+  stateless ``forward``/``backward``/``vjp`` (and ``fftconv.dask``'s blocks)
+  keep the engines they build, with their FFT plans, buffers and weight
+  spectra, in one process-wide LRU cache bounded by these; idle engines
+  beyond either bound are dropped.  ``fftconv.clear_caches()`` empties it.
+  They are process-wide only: :func:`configure` sets them, :func:`using`
+  refuses them, and they are not part of any cache key.
 
 The environment is read once, at import, and can never make ``import
 fftconv`` fail: an unusable value is ignored with one :class:`SettingsWarning`
@@ -73,6 +81,13 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+#: The engine cache's default bounds: 1 GiB and 16 engines.
+ENGINE_CACHE_BYTES = 1 << 30
+ENGINE_CACHE_ENTRIES = 16
+#: Settings that only :func:`configure` changes (they bound process-wide caches).
+PROCESS_WIDE = ("engine_cache_bytes", "engine_cache_entries")
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """One immutable snapshot of the settings; part of every plan's cache key."""
@@ -83,6 +98,9 @@ class Settings:
     planning_timelimit: float
     max_workspace_bytes: Optional[int] = None
     measure: bool = False
+    # the engine cache's bounds: process-wide, and not part of any cache key
+    engine_cache_bytes: int = dataclasses.field(default=ENGINE_CACHE_BYTES, compare=False)
+    engine_cache_entries: int = dataclasses.field(default=ENGINE_CACHE_ENTRIES, compare=False)
 
 
 #: The setting names, in order (``configure``'s keywords).
@@ -92,7 +110,8 @@ NAMES = tuple(f.name for f in dataclasses.fields(Settings))
 def _defaults() -> dict:
     return dict(backend="pyfftw" if _pyfftw_available() else "scipy",
                 threads=available_cores(), planner_effort="FFTW_MEASURE",
-                planning_timelimit=2.0, max_workspace_bytes=None, measure=False)
+                planning_timelimit=2.0, max_workspace_bytes=None, measure=False,
+                engine_cache_bytes=ENGINE_CACHE_BYTES, engine_cache_entries=ENGINE_CACHE_ENTRIES)
 
 
 def _clamp_threads(values: dict, source: str, stacklevel: int) -> dict:
@@ -135,6 +154,8 @@ ENVIRONMENT = {
     "planning_timelimit": ("FFTCONV_PLANNING_TIME", float, "a number of seconds > 0"),
     "max_workspace_bytes": ("FFTCONV_MAX_WORKSPACE", _int, "an int >= 1 (bytes)"),
     "measure": ("FFTCONV_MEASURE", _bool, "one of 0/1, true/false, yes/no, on/off"),
+    "engine_cache_bytes": ("FFTCONV_ENGINE_CACHE_BYTES", _int, "an int >= 1 (bytes)"),
+    "engine_cache_entries": ("FFTCONV_ENGINE_CACHE_ENTRIES", _int, "an int >= 1"),
 }
 
 
@@ -179,11 +200,36 @@ def get_settings() -> Settings:
     return _override.get() or _current
 
 
+def process_settings() -> Settings:
+    """The process-wide settings (:func:`configure`'s), whatever :func:`using`
+    says in this thread: what process-wide caches read their bounds from."""
+    return _current
+
+
 def configure(**changes) -> Settings:
-    """Change settings (``backend``, ``threads``, ``planner_effort``,
-    ``planning_timelimit``, ``max_workspace_bytes``, ``measure``) for the whole
-    process; returns the previous settings.  A wrong kind of value is a
-    ``TypeError``, a bad value a ``ValueError``; nothing changes then."""
+    """Change settings for the whole process; returns the previous settings.
+
+    Parameters
+    ----------
+    **changes
+        Any of ``backend``, ``threads``, ``planner_effort``,
+        ``planning_timelimit``, ``max_workspace_bytes``, ``measure``,
+        ``engine_cache_bytes`` and ``engine_cache_entries`` (the module's
+        docstring says what each means and its environment variable).
+
+    Returns
+    -------
+    Settings
+        The settings before the change (``fftconv.configure(**dataclasses.asdict(old))``
+        restores them).
+
+    Raises
+    ------
+    TypeError
+        An unknown setting or a wrong kind of value; nothing changes then.
+    ValueError
+        A bad value; nothing changes then.
+    """
     global _current
     with _lock:
         previous = _current
@@ -196,8 +242,14 @@ def using(**changes):
     """Context manager: ``with fftconv.using(backend="scipy"): ...``.
 
     The changes apply to the current thread (or asyncio task) only, and are
-    checked as :func:`configure` checks them.
+    checked as :func:`configure` checks them.  The process-wide settings
+    (``engine_cache_bytes``, ``engine_cache_entries``) are refused with a
+    ``TypeError``: they bound a cache every thread shares.
     """
+    shared = [name for name in PROCESS_WIDE if name in changes]
+    if shared:
+        raise TypeError(f"fftconv.using: {', '.join(shared)} is process-wide (it bounds a "
+                        f"cache every thread shares); set it with fftconv.configure")
     token = _override.set(_changed("fftconv.using", get_settings(), changes))
     try:
         yield _override.get()

@@ -1,5 +1,7 @@
 """Text shared by the public docstrings of ``fftconv``, ``fftconv.dask`` and
-``fftconv.torch``: one table of output sizes, one description of the layer keywords."""
+``fftconv.torch``: one table of output sizes, one description of the layer keywords
+(:data:`LAYER`, :data:`PARAMETERS` with ``algorithm``) and one of the keywords that bound or time a call
+(:data:`EXECUTION`)."""
 
 #: The output-size table of the public docstrings (a constant, not sliced out of a
 #: docstring: ``python -OO`` strips docstrings).
@@ -15,28 +17,23 @@ pairs      ``(lo, hi)``                ``(n + lo + hi - ke) // s + 1``
 =========  ==========================  =======================================
 """
 
-PARAMETERS = """
+LAYER = """
     padding : {"valid", "same", "full"}, int, sequence of int or of (lo, hi) pairs
-        Zero padding per spatial axis.  ``"same"`` gives ``ceil(n / stride)``
+        Padding per spatial axis (default ``"valid"``, no padding; ``0`` means the
+        same).  ``"same"`` gives ``ceil(n / stride)``
         outputs; for even kernels the extra pad goes after the input for
         correlation (like PyTorch/TF) and before it with ``flip_kernel=True``
         (like ``scipy.signal.convolve(mode="same")``).
     stride, dilation : int or sequence of int, optional
-        Per spatial axis, each >= 1.
+        Per spatial axis, each >= 1 (default 1).
     groups : int, optional
         Split channels into ``groups`` independent convolutions; must divide
         ``C_in`` and ``C_out`` (``groups == C_in`` is depthwise).
     flip_kernel : bool, optional
         False (default): cross-correlation, as ``torch.nn.functional.conv*d``.
         True: true convolution, as ``scipy.signal.convolve``.
-    algorithm : {"auto", "fft", "direct", "overlap_add"}, optional
-        ``"auto"`` (default) picks the fastest of the others for this layer by
-        a calibrated cost model (or by timing, see ``measure``); ``"fft"``
-        computes in the frequency domain; ``"direct"`` runs the vectorised
-        spatial-domain implementation; ``"overlap_add"`` tiles the output and
-        runs a small FFT per tile.  All give the same results.
     transposed : bool, optional
-        Transposed convolution, exactly ``torch.nn.functional.conv_transpose*d``:
+        False (default): a convolution.  True: a transposed convolution, exactly ``torch.nn.functional.conv_transpose*d``:
         ``w`` is ``(C_in, C_out // groups, *kernel)``, the output length is
         ``(n-1)*s - lo - hi + d*(k-1) + 1 + output_padding`` (``"same"``:
         ``n * s``, the adjoint of a "same" convolution over that length;
@@ -44,13 +41,39 @@ PARAMETERS = """
         forward convolution, computed by the same engine.
     output_padding : int or sequence of int, optional
         Transposed only: extra output samples at the end of each axis, each
-        smaller than the stride or the dilation (PyTorch's rule).
+        smaller than the stride or the dilation (PyTorch's rule); default 0.
     padding_mode : {"zeros", "circular", "reflect", "replicate"}, optional
-        What fills the padding, with PyTorch's names and meaning; the amounts
+        What fills the padding (default ``"zeros"``), with PyTorch's names and meaning; the amounts
         are those of ``padding``.  The gradients fold the halo back onto the
         input.  Circular padding with stride 1 and an output as long as the
         input runs as one FFT at the input size, with no padding copy.
     layout : {"channels_first", "channels_last"}, optional
-        ``"channels_last"``: ``x`` is ``(N, *spatial, C_in)``, ``w`` is
+        ``"channels_first"`` (default): the shapes above.  ``"channels_last"``: ``x`` is ``(N, *spatial, C_in)``, ``w`` is
         ``(*kernel, C_in // groups, C_out)`` (TensorFlow's HWIO; transposed:
         ``(*kernel, C_out // groups, C_in)``) and ``y`` is ``(N, *out, C_out)``."""
+
+#: ``algorithm``, as the core's functions take it.
+ALGORITHM = """
+    algorithm : {"auto", "fft", "direct", "overlap_add"}, optional
+        ``"auto"`` (default) picks the fastest of the others for this layer by
+        a calibrated cost model (or by timing, see ``measure``); ``"fft"``
+        computes in the frequency domain; ``"direct"`` runs the vectorised
+        spatial-domain implementation; ``"overlap_add"`` tiles the output and
+        runs a small FFT per tile.  All give the same results."""
+
+#: The parameter text of every layer keyword and ``algorithm``.
+PARAMETERS = LAYER + ALGORITHM
+
+
+#: The keywords that bound a call's memory or time its algorithms (they never
+#: change the result beyond rounding).
+EXECUTION = """
+    max_workspace_bytes : int, optional
+        Bound on the working buffers of every algorithm, with the same results:
+        the FFT path and direct process the batch in chunks, overlap-add takes a
+        tile that fits, ``"auto"`` the cheapest algorithm that fits.  Defaults to
+        the ``max_workspace_bytes`` setting (no bound).
+    measure : bool, optional
+        With ``algorithm="auto"``: time the candidates once for this geometry
+        (and remember the winner across processes) instead of trusting the
+        cost model.  Defaults to the ``measure`` setting (False)."""

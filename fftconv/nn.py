@@ -11,13 +11,20 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from math import prod, sqrt
+from typing import ClassVar, List, Optional, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from .api import plan as make_plan
+from .checks import (ALGORITHM, DEFAULTS, LAYER_DEFAULTS, Ints, Layout, Padding, PaddingMode,
+                     check_algorithm, check_bool, check_dtype, check_ints, check_layer, fail,
+                     is_int, layer_keywords)
 from .config import get_settings
+from .docstrings import PARAMETERS
+from .planner import Plan, Pullback
 from .registry import NAMES
-from .checks import check_algorithm, check_bool, check_ints, check_layer, fail
+from .runner import weights_last
 
 #: Plans kept per layer (one per input shape, least recently used dropped).
 MAX_PLANS = 8
@@ -29,27 +36,31 @@ class Conv:
     Parameters
     ----------
     in_channels, out_channels : int
-    kernel_size : sequence of int
-        One entry per spatial axis: its length fixes the number of axes.
-    stride, padding, dilation, groups, padding_mode, transposed, output_padding
-        The layer keywords of :func:`fftconv.forward`.
-    bias : bool
-    dtype : numpy dtype
-        Of the weights and of the inputs the layer takes (default float32).
+    kernel_size : int or sequence of int
+        One entry per spatial axis: its length fixes the number of axes.  One int
+        is taken for every axis where the number of axes is known: in
+        :class:`Conv1d`, :class:`Conv2d` and :class:`Conv3d` (in ``Conv`` it is a
+        ``TypeError`` that says so).{params}
+    bias : bool, optional
+        Whether the layer has a bias (default True).
+    dtype : dtype, optional
+        A float or complex dtype (float16/32/64, complex64/128) of the weights
+        and of the inputs the layer takes (default float32); any other is a
+        ``TypeError``.
     rng : numpy Generator or int, optional
         Seeds the initialisation.
-    algorithm : str
-        As for :func:`fftconv.plan` (default ``"auto"``).
 
     Attributes
     ----------
     w, b : ndarray
         Weights ``(C_out, C_in // groups, *kernel)`` (transposed: ``(C_in,
-        C_out // groups, *kernel)``) and bias ``(C_out,)`` or ``None``,
-        initialised as PyTorch does: kaiming-uniform with ``a = sqrt(5)``,
+        C_out // groups, *kernel)``; ``layout="channels_last"``: the kernel axes
+        first, as :func:`fftconv.forward` takes them) and bias ``(C_out,)`` or
+        ``None``, initialised as PyTorch does: kaiming-uniform with ``a = sqrt(5)``,
         i.e. uniform in ``±1/sqrt(fan_in)``, and the bias uniform in
-        ``±1/sqrt(fan_in)`` (``fan_in = w.shape[1] * prod(kernel)``).  Complex
-        dtypes draw the real and imaginary parts so.
+        ``±1/sqrt(fan_in)`` (``fan_in = C_in // groups * prod(kernel)``, transposed
+        ``C_out // groups * prod(kernel)``).  Complex dtypes draw the real and
+        imaginary parts so.
     dw, db : ndarray
         Gradients, accumulated by :meth:`backward` until :meth:`zero_grad`.
 
@@ -62,42 +73,69 @@ class Conv:
     >>> dx = conv.backward(np.ones_like(y))
     >>> y.shape, dx.shape, conv.dw.shape, float(conv.db[0])
     ((2, 8, 16, 16), (2, 3, 16, 16), (8, 3, 3, 3), 512.0)
+    >>> fftconv.Conv2d(3, 8, 3, padding="same").w.shape      # an int kernel_size
+    (8, 3, 3, 3)
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, *, stride=1, padding=0,
-                 dilation=1, groups=1, bias=True, padding_mode="zeros", transposed=False,
-                 output_padding=0, dtype=np.float32, rng=None, algorithm="auto"):
-        func = "fftconv.Conv"
-        if isinstance(kernel_size, (int, np.integer)) or not hasattr(kernel_size, "__len__"):
-            fail(func, f"kernel_size must be a sequence of ints, one per spatial axis (e.g. "
-                       f"(3, 3) for 2-D), got kernel_size={kernel_size!r}", TypeError)
-        self.kernel_size = check_ints(func, "kernel_size", kernel_size, len(kernel_size), 1)
+    #: The number of spatial axes, fixed by :class:`Conv1d`, :class:`Conv2d` and
+    #: :class:`Conv3d` (``None``: ``kernel_size`` gives it).
+    spatial_dims: ClassVar[Optional[int]] = None
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Ints, *,
+                 padding: Padding = DEFAULTS.padding, stride: Ints = DEFAULTS.stride,
+                 dilation: Ints = DEFAULTS.dilation, groups: int = DEFAULTS.groups,
+                 flip_kernel: bool = DEFAULTS.flip_kernel,
+                 transposed: bool = DEFAULTS.transposed,
+                 output_padding: Ints = DEFAULTS.output_padding,
+                 padding_mode: PaddingMode = DEFAULTS.padding_mode,
+                 layout: Layout = DEFAULTS.layout, algorithm: str = ALGORITHM,
+                 bias: bool = True, dtype: DTypeLike = np.float32,
+                 rng: Union[None, int, np.random.Generator] = None) -> None:
+        func = self._func = f"fftconv.{type(self).__name__}"
+        self.kernel_size = self._kernel(func, kernel_size)
         nd = len(self.kernel_size)
         self.in_channels = check_ints(func, "in_channels", in_channels, 1, 1)[0]
         self.out_channels = check_ints(func, "out_channels", out_channels, 1, 1)[0]
         self.transposed = check_bool(func, "transposed", transposed)
-        self.dtype = np.dtype(dtype)
-        self.algorithm = algorithm
-        self.layer = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
-                          padding_mode=padding_mode, transposed=self.transposed,
-                          output_padding=output_padding)
+        self.dtype = check_dtype(func, dtype)
+        if self.dtype.kind not in "fc":
+            fail(func, f"dtype must be a float or complex dtype (float16, float32, float64, "
+                       f"complex64, complex128): the layer's weights are trained by gradients, "
+                       f"got dtype={self.dtype}", TypeError)
+        self.algorithm = check_algorithm(func, algorithm, NAMES)
+        self.layer = dict(layer_keywords(locals()), transposed=self.transposed)
         rows, cols = ((self.in_channels, self.out_channels) if self.transposed
                       else (self.out_channels, self.in_channels))
-        if not isinstance(groups, (int, np.integer)) or groups < 1 or cols % groups:
+        if not is_int(groups) or groups < 1 or cols % groups:
             fail(func, f"groups must be an int >= 1 that divides "
                        f"{'C_out' if self.transposed else 'C_in'}={cols}, got groups={groups!r}")
-        w_shape = (rows, cols // groups) + self.kernel_size
+        w_first = (rows, cols // groups) + self.kernel_size
+        last = layout == "channels_last"
         # every option is checked now, on a one-sample input as large as the kernel reaches
         probe = tuple(d * (k - 1) + 1 for k, d in
                       zip(self.kernel_size, check_ints(func, "dilation", dilation, nd, 1)))
-        check_algorithm(func, algorithm, NAMES)
-        check_layer(func, (1, self.in_channels) + probe, w_shape, real=self.dtype.kind != "c",
-                    flip_kernel=False, **self.layer)
-        self.w, self.b = self._initial(w_shape, bool(bias), np.random.default_rng(rng))
+        x_probe = (1,) + probe + (self.in_channels,) if last else (1, self.in_channels) + probe
+        w_probe = self.kernel_size + (cols // groups, rows) if last else w_first
+        check_layer(func, x_probe, w_probe, real=self.dtype.kind != "c", **self.layer)
+        w, self.b = self._initial(w_first, bool(bias), np.random.default_rng(rng))
+        self.w = weights_last(w, self.layer["layout"])
         self.dw = np.zeros_like(self.w)
         self.db = None if self.b is None else np.zeros_like(self.b)
-        self._plans: "OrderedDict[tuple, object]" = OrderedDict()
-        self._tape = []
+        self._plans: "OrderedDict[tuple, Plan]" = OrderedDict()
+        self._tape: List[Pullback] = []
+
+    def _kernel(self, func: str, kernel_size) -> tuple:
+        """``kernel_size`` as a tuple of ints, one per spatial axis."""
+        nd = self.spatial_dims
+        if is_int(kernel_size) and nd is None:
+            fail(func, f"kernel_size={kernel_size!r} is one int, which does not say how many "
+                       f"spatial axes the layer has; give one entry per axis (e.g. (3, 3) for "
+                       f"2-D) or use fftconv.Conv1d, Conv2d or Conv3d", TypeError)
+        if not is_int(kernel_size) and not hasattr(kernel_size, "__len__"):
+            fail(func, f"kernel_size must be an int or a sequence of ints, one per spatial "
+                       f"axis, got kernel_size={kernel_size!r}", TypeError)
+        return check_ints(func, "kernel_size", kernel_size,
+                          len(kernel_size) if nd is None else nd, 1)
 
     def _initial(self, w_shape, bias: bool, rng) -> tuple:
         """PyTorch's ``reset_parameters``: uniform in ``±1/sqrt(fan_in)`` for both."""
@@ -111,7 +149,7 @@ class Conv:
         return uniform(w_shape), uniform((self.out_channels,)) if bias else None
 
     # -- the layer ---------------------------------------------------------------------
-    def plan_for(self, x_shape: tuple):
+    def plan_for(self, x_shape: tuple) -> Plan:
         """The plan for inputs of ``x_shape`` under the current settings (built once,
         kept per shape and settings: ``fftconv.using(threads=1)`` gets its own)."""
         key = (tuple(x_shape), get_settings())
@@ -123,20 +161,23 @@ class Conv:
         self._plans.move_to_end(key)
         return self._plans[key]
 
-    def __call__(self, x, *, grad: bool = True) -> np.ndarray:
+    def __call__(self, x: ArrayLike, *, grad: bool = True) -> np.ndarray:
         """``y = conv(x, w) + b``; pushes this call's pullback on the tape, unless
         ``grad=False`` (evaluation: nothing is kept, nothing waits for backward)."""
+        func = self._func
         x = np.asarray(x)
         nd = len(self.kernel_size)
-        if x.ndim != nd + 2 or x.shape[1] != self.in_channels:
-            fail("fftconv.Conv", f"x must have shape (N, {self.in_channels}, *spatial) with "
-                                 f"{nd} spatial axes, got x.shape={x.shape}")
+        last = self.layer["layout"] == "channels_last"
+        if x.ndim != nd + 2 or x.shape[-1 if last else 1] != self.in_channels:
+            form = (f"(N, *spatial, {self.in_channels})" if last
+                    else f"(N, {self.in_channels}, *spatial)")
+            fail(func, f"x must have shape {form} with {nd} spatial axes, got x.shape={x.shape}")
         if np.result_type(x.dtype, self.dtype) != self.dtype:
-            fail("fftconv.Conv", f"x has dtype={x.dtype} but the layer's dtype is {self.dtype}; "
-                                 f"cast x, or build the layer with dtype="
-                                 f"{np.result_type(x.dtype, self.dtype)}", TypeError)
+            fail(func, f"x has dtype={x.dtype} but the layer's dtype is {self.dtype}; "
+                       f"cast x, or build the layer with dtype="
+                       f"{np.result_type(x.dtype, self.dtype)}", TypeError)
         plan = self.plan_for(x.shape)
-        if not check_bool("fftconv.Conv", "grad", grad):
+        if not check_bool(func, "grad", grad):
             return plan.apply(x, self.w, self.b)
         y, pullback = plan.vjp(x, self.w, self.b)
         self._tape.append(pullback)
@@ -144,21 +185,22 @@ class Conv:
 
     forward = __call__
 
-    def backward(self, dy, *, need_dx: bool = True) -> np.ndarray:
+    def backward(self, dy: ArrayLike, *, need_dx: bool = True) -> Optional[np.ndarray]:
         """``dx`` of the most recent outstanding call (last in, first out); adds that
         call's weight and bias gradients into :attr:`dw` and :attr:`db`.
         ``need_dx=False`` (a first layer) skips ``dx`` and returns ``None``."""
         if not self._tape:
-            fail("fftconv.Conv.backward", "no call of the layer is waiting for its backward "
-                                          "pass; call the layer on x first", RuntimeError)
-        dx, dw, db = self._tape[-1](dy, need_dx=need_dx)
+            fail(f"{self._func}.backward", "no call of the layer is waiting for its backward "
+                                           "pass; call the layer on x first", RuntimeError)
+        grads = self._tape[-1](dy, need_dx=need_dx)
         self._tape.pop()
-        self.dw += dw
-        if self.db is not None:
-            self.db += db
-        return dx
+        if grads.dw is not None:
+            self.dw += grads.dw
+        if self.db is not None and grads.db is not None:
+            self.db += grads.db
+        return grads.dx
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set :attr:`dw` and :attr:`db` to zero (in place)."""
         self.dw[...] = 0
         if self.db is not None:
@@ -191,15 +233,52 @@ class Conv:
         name = f"ConvTranspose{nd}d" if self.transposed else f"Conv{nd}d"
         parts = [f"{self.in_channels}, {self.out_channels}", f"kernel_size={self.kernel_size}",
                  f"stride={shown(lay['stride'])}"]
-        optional = (("padding", 0), ("output_padding", 0), ("dilation", 1), ("groups", 1))
+        optional = ("padding", "output_padding", "dilation", "groups")
         parts += [f"{key}={lay[key] if key == 'groups' else shown(lay[key])}"
-                  for key, default in optional if lay[key] != default]
+                  for key in optional
+                  if shown(lay[key]) not in (shown(LAYER_DEFAULTS[key]), (0,) * nd, "valid")]
         if self.b is None:
             parts.append("bias=False")
-        if lay["padding_mode"] != "zeros":
-            parts.append(f"padding_mode={lay['padding_mode']!r}")
+        parts += [f"{key}={lay[key]!r}" for key in ("flip_kernel", "padding_mode", "layout")
+                  if lay[key] != LAYER_DEFAULTS[key]]
         chosen = sorted({p.algorithm for p in self._plans.values()})
         algorithm = (self.algorithm if self.algorithm != "auto" or not chosen
                      else "auto: " + ", ".join(chosen))
         parts.append(f"dtype={self.dtype}, algorithm={algorithm!r}")
         return f"{name}({', '.join(parts)})"
+
+
+class Conv1d(Conv):
+    """:class:`Conv` with one spatial axis; ``kernel_size`` may be one int, as for
+    ``torch.nn.Conv1d``.  Every keyword is :class:`Conv`'s (``transposed=True``
+    makes a ``ConvTranspose1d``)."""
+
+    spatial_dims = 1
+
+
+class Conv2d(Conv):
+    """:class:`Conv` with two spatial axes; ``kernel_size`` may be one int, as for
+    ``torch.nn.Conv2d``.  Every keyword is :class:`Conv`'s (``transposed=True``
+    makes a ``ConvTranspose2d``).
+
+    Examples
+    --------
+    >>> import numpy as np, fftconv
+    >>> conv = fftconv.Conv2d(3, 8, 5, padding="same", rng=0)
+    >>> conv(np.ones((2, 3, 16, 16), np.float32)).shape
+    (2, 8, 16, 16)
+    """
+
+    spatial_dims = 2
+
+
+class Conv3d(Conv):
+    """:class:`Conv` with three spatial axes; ``kernel_size`` may be one int, as for
+    ``torch.nn.Conv3d``.  Every keyword is :class:`Conv`'s (``transposed=True``
+    makes a ``ConvTranspose3d``)."""
+
+    spatial_dims = 3
+
+
+if Conv.__doc__:  # None under python -OO
+    Conv.__doc__ = Conv.__doc__.format(params=PARAMETERS)

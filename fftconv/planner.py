@@ -16,7 +16,8 @@ two calls with unchanged weights share one weight spectrum.
 
 The stateless ``fftconv.forward``/``backward``/``vjp`` share engines (and
 their weight caches) through :data:`ENGINE_CACHE`, a thread-safe LRU bounded
-in entries and in bytes.  Nothing here branches on algorithm names: engines
+in entries and in bytes by the settings ``engine_cache_entries`` and
+``engine_cache_bytes``; :func:`clear_caches` empties it.  Nothing here branches on algorithm names: engines
 come from ``registry.REGISTRY``.
 """
 from __future__ import annotations
@@ -30,17 +31,29 @@ import numpy as np
 
 from . import autoselect, costs, registry, runtime
 from .checks import check_bool, check_operand, dtypes_for, fail
-from .config import Settings, available_cores, get_settings
+from .config import Settings, available_cores, get_settings, process_settings
 from .geometry import ConvGeometry, LayerGeometry
+from .protocol import Tiling
 from .runner import Runner
 
 
 class Gradients(NamedTuple):
-    """What ``backward`` and a pullback return; unpacks as ``dx, dw, db``."""
+    """What ``backward`` and a pullback return; unpacks as ``dx, dw, db``.
 
-    dx: np.ndarray
-    dw: np.ndarray
-    db: np.ndarray
+    Attributes
+    ----------
+    dx : ndarray or None
+        Gradient with respect to ``x``; ``None`` when a pullback was called with
+        ``need_dx=False``.
+    dw, db : ndarray or None
+        Gradients with respect to ``w`` and ``b`` (``db`` has shape ``(C_out,)``
+        whether or not the forward pass had a bias); ``None`` when a pullback was
+        called with ``need_dw=False``.  ``fftconv.backward`` always returns all three.
+    """
+
+    dx: Optional[np.ndarray]
+    dw: Optional[np.ndarray]
+    db: Optional[np.ndarray]
 
 
 class WeightCache:
@@ -98,13 +111,31 @@ class EngineCache:
     while the key has fewer than ``per_key`` engines and the cache's bytes
     allow (the first engine of a key is always built), else waits for one to
     be returned.  Only idle engines are evicted.
+
+    ``max_entries`` and ``max_bytes`` are the process-wide settings
+    ``engine_cache_entries`` and ``engine_cache_bytes`` (``fftconv.configure``),
+    read at each use, unless given here (a private cache in a test).
     """
 
-    def __init__(self, max_entries: int = 16, max_bytes: int = 1 << 30,
+    def __init__(self, max_entries: Optional[int] = None, max_bytes: Optional[int] = None,
                  per_key: Optional[int] = None):
-        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._max_entries, self._max_bytes = max_entries, max_bytes
         self.per_key = per_key or max(2, available_cores())
         self._reset()
+
+    @property
+    def max_entries(self) -> int:
+        """Engines kept at most (idle ones beyond it are dropped)."""
+        if self._max_entries is not None:
+            return self._max_entries
+        return process_settings().engine_cache_entries
+
+    @property
+    def max_bytes(self) -> int:
+        """Workspace bytes kept at most, over all engines."""
+        if self._max_bytes is not None:
+            return self._max_bytes
+        return process_settings().engine_cache_bytes
 
     def _reset(self):
         """Empty, with a new lock (also in a forked child: the parent's threads,
@@ -191,6 +222,8 @@ class EngineCache:
             return [e for v in self._idle.values() for e in v]
 
     def clear(self):
+        """Drop every idle engine (engines on loan are dropped when given back
+        only if the bounds ask for it)."""
         with self._cond:
             self._idle.clear()
 
@@ -201,6 +234,25 @@ class EngineCache:
 
 ENGINE_CACHE = EngineCache()
 runtime.at_fork_in_child(lambda: ENGINE_CACHE._reset())
+
+
+def clear_caches() -> None:
+    """Empty the engine cache of the stateless functions.
+
+    ``fftconv.forward``, ``backward``, ``vjp`` and ``fftconv.dask``'s blocks keep
+    the engines they build (FFT plans, buffers, weight spectra) for the next call
+    on the same geometry, up to the ``engine_cache_bytes`` and
+    ``engine_cache_entries`` settings.  This drops them all now, to give their
+    memory back or to time a first call again.  Plans made with
+    :func:`fftconv.plan` own their engines and are not affected; nor are
+    pullbacks, which keep what they need.
+
+    Examples
+    --------
+    >>> import fftconv
+    >>> fftconv.clear_caches()
+    """
+    ENGINE_CACHE.clear()
 
 
 def resolve(layer: LayerGeometry, algorithm: str) -> LayerGeometry:
@@ -251,23 +303,24 @@ def choose_algorithm(func: str, geom: ConvGeometry, dtype, algorithm: str, setti
 def _within(func: str, geom: ConvGeometry, dtype, choice: autoselect.Choice,
             budget: int) -> autoselect.Choice:
     """``choice`` if its engine fits ``budget`` as the model priced it, else the
-    algorithm cheapest at the partition (batch chunk, tile) that fits it."""
+    algorithm cheapest at the partition (batch chunk, tiling) that fits it."""
     fitted, needs = {}, {}
     for name, entry in registry.REGISTRY.items():
         try:
             fitted[name] = registry.partition(func, name, geom, dtype, budget)
         except ValueError as exc:
             needs[name] = str(exc).split(": ", 1)[-1]
-    unchanged = fitted.get(choice.algorithm, ()) in (geom.batch, choice.tile)
-    if unchanged:
+    unbounded = registry.partition(func, choice.algorithm, geom, dtype, None, choice.tile)
+    if fitted.get(choice.algorithm) == unbounded:
         return choice
     if not fitted:
         raise ValueError(f"{func}: max_workspace_bytes={budget} is too small for every "
                          f"algorithm: " + "; ".join(f"{n}: {m}" for n, m in needs.items()))
     price = {name: costs.seconds(registry.REGISTRY[name].work(geom, dtype, partition))
              for name, partition in fitted.items()}
-    best = min(price, key=price.get)
-    tile = fitted[best] if registry.REGISTRY[best].tiled else None
+    best = min(price, key=lambda name: price[name])
+    partition = fitted[best]
+    tile = partition.tile if isinstance(partition, Tiling) else None
     return autoselect.Choice(best, tile, f"auto chose {best!r}: the cheapest by the cost model "
                                         f"within max_workspace_bytes={budget} "
                                         f"({choice.algorithm!r} does not fit as estimated)")

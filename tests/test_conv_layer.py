@@ -143,8 +143,10 @@ def test_repr_is_pytorch_like_with_the_algorithm():
 
 
 def test_bad_arguments_are_clear_errors():
-    with pytest.raises(TypeError, match=r"fftconv\.Conv: kernel_size must be a sequence of ints, "
-                                        r"one per spatial axis .*got kernel_size=3"):
+    with pytest.raises(TypeError, match=r"fftconv\.Conv: kernel_size=3 is one int, which does not "
+                                        r"say how many spatial axes the layer has; give one entry "
+                                        r"per axis \(e\.g\. \(3, 3\) for 2-D\) or use "
+                                        r"fftconv\.Conv1d, Conv2d or Conv3d"):
         fftconv.Conv(3, 4, 3)
     with pytest.raises(ValueError, match=r"fftconv\.Conv: groups must be an int >= 1 that divides "
                                          r"C_in=3, got groups=2"):

@@ -263,10 +263,11 @@ LAYER_CASES = [
      r"the padding \(\(0, 0\), \(3, 2\)\) removes the whole output of the transposed convolution "
      r"\(output size \(5, 0\)\)"),
     (lambda: fwd(paddings=1), TypeError,
-     r"fftconv\.forward: got unexpected keyword argument\(s\) paddings; the layer keywords are padding, "
-     r"stride, dilation, groups, flip_kernel, transposed, output_padding, padding_mode, layout"),
+     r"fftconv\.forward: got unexpected keyword argument\(s\) paddings; its keywords are padding, "
+     r"stride, dilation, groups, flip_kernel, transposed, output_padding, padding_mode, layout, "
+     r"algorithm, max_workspace_bytes, measure$"),
     (lambda: fwd(foo=2, channels_last=True), TypeError,
-     r"fftconv\.forward: got unexpected keyword argument\(s\) channels_last, foo; the layer keywords"),
+     r"fftconv\.forward: got unexpected keyword argument\(s\) channels_last, foo; its keywords"),
     (lambda: bwd(outputpadding=1), TypeError,
      r"fftconv\.backward: got unexpected keyword argument\(s\) outputpadding"),
     (lambda: fftconv.vjp(X, W, mode="same"), TypeError,
@@ -363,7 +364,7 @@ def test_plan_checks_the_layer_keywords():
                                          r"transposed convolution, got w_shape=\(6, 4, 3, 3\)"):
         plan(X.shape, W.shape, dtype=np.float64, transposed=True)
     with pytest.raises(TypeError, match=r"fftconv\.plan: got unexpected keyword argument\(s\) paddings; "
-                                        r"the layer keywords are padding"):
+                                        r"its keywords are dtype, padding, .*, measure, tile$"):
         plan(X.shape, W.shape, dtype=np.float64, paddings=1)
     with pytest.raises(TypeError, match=r"fftconv\.plan: transposed must be a bool, got transposed='no'"):
         plan(X.shape, W.shape, dtype=np.float64, transposed="no")

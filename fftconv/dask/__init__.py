@@ -8,13 +8,19 @@ does.
 >>> dx, dw, db = fd.backward(dy, x, w, padding="same")  # dx lazy, dw/db numpy  # doctest: +SKIP
 >>> y, pullback = fd.vjp(x, w, b, padding="same")           # doctest: +SKIP
 
-The keywords are the numpy functions' (``padding`` in every form, ``stride``,
-``dilation``, ``groups``, ``flip_kernel``, ``padding_mode``, ``layout``,
-``algorithm``), and so are the results, to CONVENTIONS §4's bounds;
-``transposed=True`` is not supported here.  Modules: ``blocks`` (pure integer
-geometry: output blocks, windows, halo runs), ``tasks`` (what a task runs on a
-block: numpy and the stateless functions), ``graph`` (the explicit Dask
-graphs), ``checks`` (arguments and chunks) and ``api`` (the public functions).
+The keywords, their defaults and their meaning are the numpy functions'
+(every layer keyword of ``fftconv.forward``, ``algorithm``,
+``max_workspace_bytes`` and ``measure``, applied to each block's call), and so
+are the results, to CONVENTIONS §4's bounds.  Two things have no Dask
+counterpart: ``transposed=True`` is a ``ValueError`` (use the matching
+convolution's input gradient, ``fftconv.dask.backward``, or the numpy
+functions), and there is no ``fftconv.dask.plan``: each task plans its own
+block shape and keeps the engine in its process's engine cache (the
+``engine_cache_bytes`` setting), which is what a plan would hold.  Modules:
+``blocks`` (pure integer geometry: output blocks, windows, halo runs),
+``tasks`` (what a task runs on a block: numpy and the stateless functions),
+``graph`` (the explicit Dask graphs), ``inputs`` (arguments and chunks) and
+``functions`` (the public functions).
 It runs on Dask's threaded scheduler and on ``dask.distributed``.
 """
 from .functions import backward, forward, vjp

@@ -9,10 +9,17 @@ any chunking of the batch and spatial axes.
 from __future__ import annotations
 
 import dask
+import dask.array as da
 import numpy as np
 
+from typing import Callable, Optional, Tuple
+
+from numpy.typing import ArrayLike
+
 from .. import api as core
-from ..docstrings import PARAMETERS, SIZES
+from ..checks import (ALGORITHM, DEFAULTS, Ints, Layout, Padding, PaddingMode, keywords_checked,
+                      layer_keywords)
+from ..docstrings import EXECUTION, PARAMETERS, SIZES
 from ..runner import channels_first, weights_first, weights_last
 from ..planner import Gradients
 from . import graph
@@ -22,9 +29,9 @@ from .inputs import channel_axis, check_call, check_dask, matching_chunks, whole
 _SIZES = SIZES.replace("\n", "\n        ")
 
 _DASK = """
-    max_workspace_bytes : int, optional
-        Bound on each block's FFT buffers (the ``max_workspace_bytes`` setting,
-        applied per task); above it a block's batch is processed in chunks."""
+        Each block's call runs with them: ``max_workspace_bytes`` bounds each
+        task's buffers, ``measure`` times auto's candidates per block shape."""
+
 
 _CHUNKS = """Notes
     -----
@@ -35,7 +42,7 @@ _CHUNKS = """Notes
     workspace is often the largest: it holds the ``C_out * C_in / groups`` weight
     spectra at the window's FFT size (154 MB for a 4-to-4-channel 5^3 kernel
     on 64^3 chunks, against a 5 MB window), and it stays in the per-process
-    engine cache after the task (``fftconv.ENGINE_CACHE.max_bytes`` bounds it),
+    engine cache after the task (the ``engine_cache_bytes`` setting bounds it),
     where Dask counts it as unmanaged memory.  Pick spatial chunks several times
     the kernel (the halo is then a small overhead; smaller chunks work, but a
     window then reads many blocks) and small enough that ``threads per worker *
@@ -48,11 +55,11 @@ _CHUNKS = """Notes
 """
 
 
-def _prepare(func, x, w, others, algorithm, options, max_workspace_bytes):
+def _prepare(func, x, w, others, algorithm, options, max_workspace_bytes, measure):
     """Checked and converted operands: ``(layer, result dtype, x channels-first, w
     channels-first, settings, block-call keywords, axes)``."""
     layer, compute, result, w, settings = check_call(func, x, w, others, algorithm, options,
-                                                     max_workspace_bytes)
+                                                     max_workspace_bytes, measure)
     x = whole_channels(func, "x", x, channel_axis(layer.layout, x.ndim))
     x_cf = channels_first(x, layer.layout).astype(compute, copy=False)
     # a copy: the graph is lazy, and the caller may change w in place before computing it
@@ -69,7 +76,15 @@ def _shown(a, layer, result):
     return np.moveaxis(a, 1, -1) if layer.layout == "channels_last" else a
 
 
-def forward(x, w, b=None, *, algorithm="auto", max_workspace_bytes=None, **layer):
+@keywords_checked("fftconv.dask.forward")
+def forward(x, w: ArrayLike, b: Optional[ArrayLike] = None, *,
+            padding: Padding = DEFAULTS.padding, stride: Ints = DEFAULTS.stride,
+            dilation: Ints = DEFAULTS.dilation, groups: int = DEFAULTS.groups,
+            flip_kernel: bool = DEFAULTS.flip_kernel, transposed: bool = DEFAULTS.transposed,
+            output_padding: Ints = DEFAULTS.output_padding,
+            padding_mode: PaddingMode = DEFAULTS.padding_mode,
+            layout: Layout = DEFAULTS.layout, algorithm: str = ALGORITHM,
+            max_workspace_bytes: Optional[int] = None, measure: Optional[bool] = None):
     """Forward pass of an N-d convolution layer on a Dask array: ``y = conv(x, w) + b``.
 
     Parameters
@@ -102,20 +117,29 @@ def forward(x, w, b=None, *, algorithm="auto", max_workspace_bytes=None, **layer
     True
     """
     func = "fftconv.dask.forward"
-    return _forward(func, x, w, b, algorithm, max_workspace_bytes, layer)[0]
+    return _forward(func, x, w, b, algorithm, max_workspace_bytes, measure,
+                    layer_keywords(locals()))[0]
 
 
-def _forward(func, x, w, b, algorithm, max_workspace_bytes, options):
+def _forward(func, x, w, b, algorithm, max_workspace_bytes, measure, options):
     b_checked = None if b is None else core.check_array(func, "b", b)
     lay, result, x_cf, w_cf, settings, keywords, axes = _prepare(
-        func, x, w, [b_checked], algorithm, options, max_workspace_bytes)
+        func, x, w, [b_checked], algorithm, options, max_workspace_bytes, measure)
     bias = core.check_bias(func, b_checked, lay.out_channels)
     bias = None if bias is None else np.array(bias, dtype=w_cf.dtype, copy=True)
     y = graph.forward(x_cf, axes, w_cf, bias, keywords, settings)
     return _shown(y, lay, result), x
 
 
-def backward(dy, x, w, *, algorithm="auto", max_workspace_bytes=None, **layer):
+@keywords_checked("fftconv.dask.backward")
+def backward(dy, x, w: ArrayLike, *,
+             padding: Padding = DEFAULTS.padding, stride: Ints = DEFAULTS.stride,
+             dilation: Ints = DEFAULTS.dilation, groups: int = DEFAULTS.groups,
+             flip_kernel: bool = DEFAULTS.flip_kernel, transposed: bool = DEFAULTS.transposed,
+             output_padding: Ints = DEFAULTS.output_padding,
+             padding_mode: PaddingMode = DEFAULTS.padding_mode,
+             layout: Layout = DEFAULTS.layout, algorithm: str = ALGORITHM,
+             max_workspace_bytes: Optional[int] = None, measure: Optional[bool] = None) -> Gradients:
     """Gradients of the layer on Dask arrays: ``dx, dw, db`` for output gradient ``dy``.
 
     Parameters
@@ -152,13 +176,15 @@ def backward(dy, x, w, *, algorithm="auto", max_workspace_bytes=None, **layer):
     (((1,), (1,), (5, 5, 5, 1)), [[[91.0, 105.0, 119.0]]], array([14.]))
     """
     func = "fftconv.dask.backward"
+    options = layer_keywords(locals())
     check_dask(func, "dy", dy)
     lay, result, x_cf, w_cf, settings, keywords, axes = _prepare(
-        func, x, w, [dy], algorithm, layer, max_workspace_bytes)
+        func, x, w, [dy], algorithm, options, max_workspace_bytes, measure)
     core.check_shape(func, "dy", dy, lay.y_shape, "the shape of forward's output")
     dy = whole_channels(func, "dy", dy, channel_axis(lay.layout, dy.ndim))
     y_chunks = (x_cf.chunks[0], (lay.out_channels,)) + tuple(a.out_chunks for a in axes)
-    dy_cf = matching_chunks(func, channels_first(dy, lay.layout), y_chunks)
+    dy_first = da.moveaxis(dy, -1, 1) if lay.layout == "channels_last" else dy
+    dy_cf = matching_chunks(func, dy_first, y_chunks)
     dy_cf = dy_cf.astype(w_cf.dtype, copy=False)
     dw, db = dask.compute(*graph.weight_grads(dy_cf, x_cf, axes, w_cf, keywords, settings))
     dx = graph.input_grad(dy_cf, x_cf.chunks, axes, w_cf, keywords, settings)
@@ -166,8 +192,16 @@ def backward(dy, x, w, *, algorithm="auto", max_workspace_bytes=None, **layer):
                      weights_last(dw.astype(result), lay.layout), db.astype(result))
 
 
-def vjp(x, w, b=None, *, algorithm="auto", max_workspace_bytes=None, **layer):
-    """Forward pass and its pullback on Dask arrays: ``y, pullback = vjp(x, w, b, **layer)``.
+@keywords_checked("fftconv.dask.vjp")
+def vjp(x, w: ArrayLike, b: Optional[ArrayLike] = None, *,
+        padding: Padding = DEFAULTS.padding, stride: Ints = DEFAULTS.stride,
+        dilation: Ints = DEFAULTS.dilation, groups: int = DEFAULTS.groups,
+        flip_kernel: bool = DEFAULTS.flip_kernel, transposed: bool = DEFAULTS.transposed,
+        output_padding: Ints = DEFAULTS.output_padding,
+        padding_mode: PaddingMode = DEFAULTS.padding_mode,
+        layout: Layout = DEFAULTS.layout, algorithm: str = ALGORITHM,
+        max_workspace_bytes: Optional[int] = None, measure: Optional[bool] = None) -> Tuple[object, Callable[..., Gradients]]:
+    """Forward pass and its pullback on Dask arrays: ``y, pullback = vjp(x, w, b, padding=...)``.
 
     ``y`` is :func:`forward`'s; ``pullback(dy)`` is :func:`backward` of ``dy``
     for this call's ``x`` (the same lazy array) and ``w`` (a copy taken now, so
@@ -200,16 +234,17 @@ def vjp(x, w, b=None, *, algorithm="auto", max_workspace_bytes=None, **layer):
     array([16.])
     """
     func = "fftconv.dask.vjp"
-    y, x_used = _forward(func, x, w, b, algorithm, max_workspace_bytes, layer)
+    options = layer_keywords(locals())
+    y, x_used = _forward(func, x, w, b, algorithm, max_workspace_bytes, measure, options)
     w_kept = np.array(w, copy=True)  # the weights of this call, whatever happens to w
 
-    def pullback(dy):
+    def pullback(dy) -> Gradients:
         return backward(dy, x_used, w_kept, algorithm=algorithm,
-                        max_workspace_bytes=max_workspace_bytes, **layer)
+                        max_workspace_bytes=max_workspace_bytes, measure=measure, **options)
     return y, pullback
 
 
 for _f in (forward, backward, vjp):
     if _f.__doc__:  # None under python -OO
-        _f.__doc__ = _f.__doc__.format(params=PARAMETERS, sizes=_SIZES, dask=_DASK,
-                                       chunks=_CHUNKS)
+        _f.__doc__ = _f.__doc__.format(params=PARAMETERS, sizes=_SIZES,
+                                       dask=EXECUTION + _DASK, chunks=_CHUNKS)

@@ -134,7 +134,9 @@ def weight_grads(dy: Array, x: Array, axes, w: np.ndarray, layer: dict, settings
     pair, halo, wkey = f"fftconv-dwdb-{token}", f"fftconv-dwdb-halo-{token}", \
         f"fftconv-weights-g-{token}"
     dw_name, db_name = f"fftconv-dw-parts-{token}", f"fftconv-db-parts-{token}"
-    dsk, dw_dsk, db_dsk = {(wkey,): w}, {}, {}
+    dsk: dict = {(wkey,): w}
+    dw_dsk: dict = {}
+    db_dsk: dict = {}
     c_in, k = x.shape[1], 0
     windows = _window_runs(axes)
     for nb, batch in enumerate(x.chunks[0]):

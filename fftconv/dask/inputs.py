@@ -15,8 +15,8 @@ import warnings
 import numpy as np
 from dask.array import Array
 
-from ..checks import (check_algorithm, check_array, check_layer, check_layer_keywords,
-                      check_plan_options, dtypes_for, fail)
+from ..checks import (check_algorithm, check_array, check_layer, check_plan_options, dtypes_for,
+                      fail)
 from ..config import get_settings
 from ..registry import NAMES
 
@@ -63,23 +63,26 @@ def matching_chunks(func: str, dy: Array, chunks: tuple) -> Array:
     return dy.rechunk(chunks)
 
 
-def check_call(func: str, x, w, others, algorithm, options: dict, max_workspace_bytes) -> tuple:
+def check_call(func: str, x, w, others, algorithm, options: dict, max_workspace_bytes,
+               measure=None) -> tuple:
     """Check a call; returns ``(layer, compute dtype, result dtype, w, settings)``.
 
     ``others`` are the remaining operands that take part in the dtype (``b``, ``dy``);
-    ``settings`` are what each block's call runs under.
+    ``settings`` are what each block's call runs under (``options``: the layer
+    keywords, every one given).
     """
     check_dask(func, "x", x)
     w = check_array(func, "w", w)
     check_algorithm(func, algorithm, NAMES)
     compute, result = dtypes_for(x, w, *[a for a in others if a is not None])
-    layer = check_layer(func, x.shape, w.shape, real=compute.kind == "f",
-                        **check_layer_keywords(func, options))
+    layer = check_layer(func, x.shape, w.shape, real=compute.kind == "f", **options)
     if layer.transposed:
         fail(func, "transposed=True is not supported on Dask arrays; use the matching "
                    "convolution's input gradient (fftconv.dask.backward) or the numpy "
                    "functions")
-    workspace = check_plan_options(func, max_workspace_bytes, None, None, algorithm,
-                                   layer.ndim, get_settings(), ())[0]
-    settings = {} if workspace is None else {"max_workspace_bytes": workspace}
+    workspace, timed, _ = check_plan_options(func, max_workspace_bytes, measure, None, algorithm,
+                                             layer.ndim, get_settings(), ())
+    settings: dict = {} if workspace is None else {"max_workspace_bytes": workspace}
+    if measure is not None:   # given: every block's call (on any worker) uses it
+        settings["measure"] = timed
     return layer, np.dtype(compute), np.dtype(result), w, settings

@@ -116,7 +116,7 @@ def estimate_choice(geom, dtype) -> Choice:
     (which must win by :data:`NATIVE_MARGIN`)."""
     priced = {name: seconds for name, (seconds, _) in registry.estimates(geom, dtype).items()
               if name in ENGINE_CANDIDATES}
-    best = min(priced, key=priced.get)
+    best = min(priced, key=lambda name: priced[name])
     native = native_seconds(geom, dtype)
     shown = f"native {1e3 * native:.3g} ms, {best} {1e3 * priced[best]:.3g} ms"
     if native <= NATIVE_MARGIN * priced[best]:
@@ -161,7 +161,7 @@ def measure_choice(x_shape, w_shape, dtype, compute, layer: dict, native, fft) -
         engine = plan(x_shape, w_shape, dtype=compute, **layer).algorithm
     timed = {"native": best_of(training_step(native, x, w, None)),
              engine: best_of(training_step(lambda *a: fft(*a, algorithm=engine), x, w, None))}
-    best = min(timed, key=timed.get)
+    best = min(timed, key=lambda name: timed[name])
     explain = (f"{best!r} by measurement; measured "
                + ", ".join(f"{name} {1e3 * t:.3g} ms" for name, t in timed.items()))
     STORE.put(key, {"algorithm": "native" if best == "native" else "fftconv",

@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import warnings
+from typing import Callable, Dict, Optional, Set
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .. import api
-from ..checks import check_layer, dtypes_for
+from ..autoselect import Choice
+from ..checks import (ALGORITHM, DEFAULTS, Ints, Layout, Padding, PaddingMode,
+                      check_layer, check_layer_keywords, dtypes_for, keywords_checked,
+                      layer_keywords)
 from ..config import get_settings
+from ..docstrings import LAYER
 from . import autoselect
 
 #: dtypes the engine computes (float16 is computed in float32 and returned as float16).
@@ -20,7 +25,7 @@ class FallbackWarning(UserWarning):
     """fftconv ran PyTorch's own convolution for a call it cannot serve."""
 
 
-_warned = set()
+_warned: Set[str] = set()
 
 
 def warn_once(reason: str, stacklevel: int = 3):
@@ -52,30 +57,63 @@ def fallback_reason(*tensors, algorithm: str = "auto"):
     return None
 
 
-#: The layer keywords of :func:`conv` and their defaults.
-LAYER_DEFAULTS = dict(padding=0, stride=1, dilation=1, groups=1, padding_mode="zeros",
-                      transposed=False, output_padding=0)
-
-
 def _layer(x, w, layer: dict):
     """The checked ``LayerGeometry`` of a call (PyTorch's tensors, fftconv's rules;
-    keywords missing from ``layer`` take :data:`LAYER_DEFAULTS`)."""
+    keywords missing from ``layer`` take the shared defaults, ``fftconv.checks.DEFAULTS``)."""
     real = not (x.is_complex() or w.is_complex())
-    return check_layer("fftconv.torch.conv", tuple(x.shape), tuple(w.shape), real=real,
-                       flip_kernel=False, **{**LAYER_DEFAULTS, **layer})
+    func = "fftconv.torch.conv"
+    return check_layer(func, tuple(x.shape), tuple(w.shape), real=real,
+                       **check_layer_keywords(func, layer))
 
 
-def native_conv(x, w, b=None, **layer) -> torch.Tensor:
-    """PyTorch's own convolution with fftconv's semantics (every padding form,
-    ``padding_mode``, ``transposed``, ``output_padding``; the keywords and
-    defaults of :func:`conv`); differentiable."""
+_Conv = Callable[..., torch.Tensor]
+#: PyTorch's convolutions per number of spatial axes.
+_CONVS: Dict[int, _Conv] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_TRANSPOSED: Dict[int, _Conv] = {1: F.conv_transpose1d, 2: F.conv_transpose2d,
+                                 3: F.conv_transpose3d}
+
+
+@keywords_checked("fftconv.torch.native_conv")
+def native_conv(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None, *,
+                padding: Padding = DEFAULTS.padding, stride: Ints = DEFAULTS.stride,
+                dilation: Ints = DEFAULTS.dilation, groups: int = DEFAULTS.groups,
+                flip_kernel: bool = DEFAULTS.flip_kernel, transposed: bool = DEFAULTS.transposed,
+                output_padding: Ints = DEFAULTS.output_padding,
+                padding_mode: PaddingMode = DEFAULTS.padding_mode,
+                layout: Layout = DEFAULTS.layout) -> torch.Tensor:
+    """PyTorch's own convolution with fftconv's semantics; differentiable.
+
+    Every layer keyword of :func:`conv`, with the same defaults and meaning
+    (every padding form, ``padding_mode``, ``transposed``, ``output_padding``,
+    ``flip_kernel``, ``layout``), run by ``torch.nn.functional``: what
+    ``algorithm="native"`` and the fallbacks of :func:`conv` run.  Up to three
+    spatial axes (PyTorch has no 4-d convolution).
+    """
+    return _native(x, w, b, layer_keywords(locals()))
+
+
+def _native(x, w, b, layer: dict) -> torch.Tensor:
+    """:func:`native_conv` with the layer keywords as a dict."""
     geometry = _layer(x, w, layer)
+    nd = geometry.ndim
+    last = geometry.layout == "channels_last"
+    if last:   # channels-first views: x (N, C, *s), w (C_a, C_b, *k)
+        x = x.movedim(-1, 1)
+        w = w.permute((nd + 1, nd) + tuple(range(nd)))
+    if layer.get("flip_kernel"):
+        w = w.flip(tuple(range(2, nd + 2)))
+    y = _native_first(x, w, b, geometry)
+    return y.movedim(1, -1) if last else y
+
+
+def _native_first(x, w, b, geometry) -> torch.Tensor:
+    """The channels-first correlation (or transposed correlation) ``geometry`` describes."""
     nd = geometry.ndim
     pads = [p for lo_hi in reversed(geometry.padding) for p in lo_hi]   # F.pad order
     stride, dilation, groups = geometry.conv.stride, geometry.conv.dilation, geometry.conv.groups
     symmetric = all(lo == hi for lo, hi in geometry.padding)
     if not geometry.transposed:
-        fn = (F.conv1d, F.conv2d, F.conv3d)[nd - 1] if nd <= 3 else None
+        fn = _CONVS.get(nd)
         if fn is None:
             raise ValueError(f"fftconv.torch.conv: PyTorch has no {nd}-d convolution to fall "
                              f"back to, got x.shape={tuple(x.shape)}")
@@ -84,7 +122,7 @@ def native_conv(x, w, b=None, **layer) -> torch.Tensor:
         mode = geometry.padding_mode
         x = F.pad(x, pads) if mode == "zeros" else F.pad(x, pads, mode=mode)
         return fn(x, w, b, stride, 0, dilation, groups)
-    fn = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[nd - 1] if nd <= 3 else None
+    fn = _TRANSPOSED.get(nd)
     if fn is None:
         raise ValueError(f"fftconv.torch.conv: PyTorch has no {nd}-d transposed convolution to "
                          f"fall back to, got x.shape={tuple(x.shape)}")
@@ -125,7 +163,7 @@ class _FFTConv(torch.autograd.Function):
             x, w, b = ctx.saved_tensors
             inputs = [t for t, need in zip((x, w, b), (need_dx, need_dw, need_db)) if need]
             with torch.enable_grad():
-                y = native_conv(x, w, b, **ctx.layer)
+                y = _native(x, w, b, ctx.layer)
             grads = iter(torch.autograd.grad(y, inputs, dy, create_graph=True))
             return tuple(next(grads) if need else None
                          for need in (need_dx, need_dw, need_db)) + (None, None)
@@ -171,24 +209,52 @@ def measure(x, w, layer: dict) -> Choice:
     dtypes of ``x`` and ``w`` (:func:`fftconv.torch.autoselect.measure_choice`)."""
     return autoselect.measure_choice(
         tuple(x.shape), tuple(w.shape), x.dtype, compute_dtype(x, w), layer,
-        native=lambda *t: native_conv(*t, **layer),
-        fft=lambda *t, algorithm: engine_conv(*t, layer, algorithm))
+        native=lambda x, w, b: _native(x, w, b, layer),
+        fft=lambda x, w, b, algorithm: engine_conv(x, w, b, layer, algorithm))
 
 
-def conv(x, w, b=None, *, padding=0, stride=1, dilation=1, groups=1, padding_mode="zeros",
-         transposed=False, output_padding=0, algorithm="auto") -> torch.Tensor:
+@keywords_checked("fftconv.torch.conv")
+def conv(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None, *,
+         padding: Padding = DEFAULTS.padding, stride: Ints = DEFAULTS.stride,
+         dilation: Ints = DEFAULTS.dilation, groups: int = DEFAULTS.groups,
+         flip_kernel: bool = DEFAULTS.flip_kernel, transposed: bool = DEFAULTS.transposed,
+         output_padding: Ints = DEFAULTS.output_padding,
+         padding_mode: PaddingMode = DEFAULTS.padding_mode, layout: Layout = DEFAULTS.layout,
+         algorithm: str = ALGORITHM) -> torch.Tensor:
     """N-d convolution of torch tensors by fftconv, differentiable.
 
-    Semantics and keywords are fftconv's (CONVENTIONS; PyTorch's
+    Semantics, keywords and defaults are :func:`fftconv.forward`'s (PyTorch's
     ``F.conv*d``/``F.conv_transpose*d`` for what they share), for any number
-    of spatial axes.  ``algorithm`` is fftconv's, or ``"native"`` for
-    PyTorch's own convolution; ``"auto"`` has ``"native"`` among its
-    candidates, so a call is not slower than PyTorch's where the cost model
-    (or, with the ``measure`` setting, a measurement) says PyTorch is faster
-    (:func:`auto_choice`).
+    of spatial axes.  The workspace bound and ``measure`` are the settings
+    (``fftconv.using(max_workspace_bytes=..., measure=True)``).
+
+    Parameters
+    ----------
+    x : Tensor, shape ``(N, C_in, *spatial)``
+    w : Tensor, shape ``(C_out, C_in // groups, *kernel)``
+    b : Tensor, shape ``(C_out,)``, optional{params}
+    algorithm : {{"auto", "native", "fft", "direct", "overlap_add"}}, optional
+        fftconv's algorithms, or ``"native"``: PyTorch's own convolution
+        (:func:`native_conv`).  ``"auto"`` (default) has ``"native"`` among its candidates, so a call is not slower
+        than PyTorch's where the cost model (or, with the ``measure`` setting, a
+        measurement) says PyTorch is faster (:func:`auto_choice`).
+
+    Returns
+    -------
+    Tensor
+        ``y``, on ``x``'s device, with an autograd node when an input needs grad.
+        Tensors off the CPU, bfloat16 and double backward run :func:`native_conv`
+        (a :class:`FallbackWarning` once per process says so).
+
+    Examples
+    --------
+    >>> import torch, fftconv.torch as ft
+    >>> x = torch.ones(1, 1, 8, requires_grad=True)
+    >>> y = ft.conv(x, torch.ones(1, 1, 3), padding="same", algorithm="fft")
+    >>> y.detach().numpy().round(12)
+    array([[[2., 3., 3., 3., 3., 3., 3., 2.]]], dtype=float32)
     """
-    layer = dict(padding=padding, stride=stride, dilation=dilation, groups=groups,
-                 padding_mode=padding_mode, transposed=transposed, output_padding=output_padding)
+    layer = layer_keywords(locals())
     reason = fallback_reason(x, w, b, algorithm=algorithm)
     if reason is None and algorithm == "auto" and x.dim() <= 5:
         algorithm = auto_choice(x, w, layer).algorithm
@@ -196,9 +262,12 @@ def conv(x, w, b=None, *, padding=0, stride=1, dilation=1, groups=1, padding_mod
     if reason is not None:
         if reason != "native":
             warn_once(reason)
-        return native_conv(x, w, b, **layer)
+        return _native(x, w, b, layer)
     return engine_conv(x, w, b, layer, algorithm)
 
+
+if conv.__doc__:  # None under python -OO
+    conv.__doc__ = conv.__doc__.format(params=LAYER)
 
 
 def engine_conv(x, w, b, layer: dict, algorithm: str) -> torch.Tensor:

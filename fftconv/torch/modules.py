@@ -1,23 +1,42 @@
-"""Drop-in modules: ``nn.Conv*d`` / ``nn.ConvTranspose*d`` computed by fftconv."""
+"""Drop-in modules: ``nn.Conv*d`` / ``nn.ConvTranspose*d`` computed by fftconv.
+
+Their constructors are PyTorch's, parameter for parameter, plus the keyword-only
+``algorithm`` (default ``"auto"``, as every fftconv entry point).  PyTorch's
+``padding=0`` default is the shared default ``padding="valid"`` (no padding) in
+PyTorch's spelling; the other defaults (``stride``, ``dilation``, ``groups``,
+``padding_mode``, ``output_padding``) are the shared ones
+(``fftconv.checks.DEFAULTS``).  The modules are channels-first correlations,
+as PyTorch's: ``fftconv.torch.conv`` takes ``layout`` and ``flip_kernel``.
+"""
 from __future__ import annotations
+
+from typing import Any, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 
+from ..checks import ALGORITHM, DEFAULTS, Ints, PaddingMode
 from .bridge import auto_choice, engine_conv, fallback_reason, measure, warn_once
 
+#: PyTorch's ``padding`` argument: ints, or ``"valid"``/``"same"`` for a convolution.
+TorchPadding = Union[str, Ints]
 
-class _FFTConvMixin:
+
+class _FFTConvMixin(nn.Module):
     """Forward through fftconv's engine or, where ``algorithm`` (or ``"auto"``'s
     choice, :func:`fftconv.torch.bridge.auto_choice`) is ``"native"``, through
     PyTorch's own ``forward``: exactly the layer that was replaced, at its cost.
     Everything else is PyTorch's."""
 
-    algorithm = "auto"
-
-    def __init__(self, *args, algorithm="auto", **kwargs):
-        super().__init__(*args, **kwargs)
-        self.algorithm = algorithm
+    algorithm = ALGORITHM
+    # PyTorch's attributes, set by its constructor
+    weight: torch.Tensor
+    bias: Optional[torch.Tensor]
+    padding: Any
+    stride: Tuple[int, ...]
+    dilation: Tuple[int, ...]
+    groups: int
+    padding_mode: PaddingMode
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", algorithm={self.algorithm!r}"
@@ -70,34 +89,74 @@ class _FFTConvMixin:
         return y if batched is x else y.squeeze(0)
 
 
-def _conv_class(base):
-    class FFTConv(_FFTConvMixin, base):
-        __doc__ = (f"``nn.{base.__name__}`` computed by fftconv (``algorithm=`` as "
-                   f":func:`fftconv.plan`, or ``\"native\"``); same constructor, parameters, "
-                   f"initialisation and ``state_dict``.")
+class _FFTConv(_FFTConvMixin):
+    """``nn.Conv*d``'s constructor, plus ``algorithm``."""
 
-    FFTConv.__name__ = FFTConv.__qualname__ = "FFT" + base.__name__
-    return FFTConv
-
-
-def _transposed_class(base, nd):
-    class FFTConvTranspose(_FFTConvMixin, base):
-        __doc__ = (f"``nn.{base.__name__}`` computed by fftconv (the input gradient of the "
-                   f"matching convolution, from the same engine).")
-
-        def _extra_keywords(self, x, output_size) -> dict:
-            output_padding = self._output_padding(x, output_size, self.stride, self.padding,
-                                                  self.kernel_size, nd, self.dilation)
-            return dict(transposed=True, output_padding=tuple(output_padding))
-
-    FFTConvTranspose.__name__ = FFTConvTranspose.__qualname__ = "FFT" + base.__name__
-    return FFTConvTranspose
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Ints,
+                 stride: Ints = DEFAULTS.stride, padding: TorchPadding = 0,
+                 dilation: Ints = DEFAULTS.dilation, groups: int = DEFAULTS.groups,
+                 bias: bool = True, padding_mode: PaddingMode = DEFAULTS.padding_mode,
+                 device: Any = None, dtype: Optional[torch.dtype] = None, *,
+                 algorithm: str = ALGORITHM) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, device, dtype)
+        self.algorithm = algorithm
 
 
-FFTConv1d, FFTConv2d, FFTConv3d = (_conv_class(c) for c in (nn.Conv1d, nn.Conv2d, nn.Conv3d))
-FFTConvTranspose1d, FFTConvTranspose2d, FFTConvTranspose3d = (
-    _transposed_class(c, nd) for nd, c in
-    ((1, nn.ConvTranspose1d), (2, nn.ConvTranspose2d), (3, nn.ConvTranspose3d)))
+class _FFTConvTranspose(_FFTConvMixin):
+    """``nn.ConvTranspose*d``'s constructor, plus ``algorithm``."""
+
+    kernel_size: Tuple[int, ...]
+    _output_padding: Any
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Ints,
+                 stride: Ints = DEFAULTS.stride, padding: Ints = 0,
+                 output_padding: Ints = DEFAULTS.output_padding, groups: int = DEFAULTS.groups,
+                 bias: bool = True, dilation: Ints = DEFAULTS.dilation,
+                 padding_mode: PaddingMode = DEFAULTS.padding_mode, device: Any = None,
+                 dtype: Optional[torch.dtype] = None, *, algorithm: str = ALGORITHM) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding,
+                         groups, bias, dilation, padding_mode, device, dtype)
+        self.algorithm = algorithm
+
+    def _extra_keywords(self, x, output_size) -> dict:
+        output_padding: List[int] = self._output_padding(
+            x, output_size, self.stride, self.padding, self.kernel_size, len(self.kernel_size),
+            self.dilation)
+        return dict(transposed=True, output_padding=tuple(output_padding))
+
+
+def _doc(base, transposed: bool) -> str:
+    what = ("the input gradient of the matching convolution, from the same engine"
+            if transposed else "same constructor, parameters, initialisation and "
+                               "``state_dict``")
+    return (f"``nn.{base.__name__}`` computed by fftconv ({what}); ``algorithm=`` as "
+            f":func:`fftconv.plan`, or ``\"native\"`` for PyTorch's own.")
+
+
+class FFTConv1d(_FFTConv, nn.Conv1d):
+    __doc__ = _doc(nn.Conv1d, False)
+
+
+class FFTConv2d(_FFTConv, nn.Conv2d):
+    __doc__ = _doc(nn.Conv2d, False)
+
+
+class FFTConv3d(_FFTConv, nn.Conv3d):
+    __doc__ = _doc(nn.Conv3d, False)
+
+
+class FFTConvTranspose1d(_FFTConvTranspose, nn.ConvTranspose1d):
+    __doc__ = _doc(nn.ConvTranspose1d, True)
+
+
+class FFTConvTranspose2d(_FFTConvTranspose, nn.ConvTranspose2d):
+    __doc__ = _doc(nn.ConvTranspose2d, True)
+
+
+class FFTConvTranspose3d(_FFTConvTranspose, nn.ConvTranspose3d):
+    __doc__ = _doc(nn.ConvTranspose3d, True)
+
 
 #: PyTorch's layer class -> fftconv's
 FFT_OF = {nn.Conv1d: FFTConv1d, nn.Conv2d: FFTConv2d, nn.Conv3d: FFTConv3d,
@@ -151,7 +210,7 @@ def _inputs_seen(model: nn.Module, example_input) -> dict:
     """``{module: (batched input, output_size)}`` for every ``"auto"`` fftconv layer,
     from one forward pass of ``model`` in eval mode that leaves no trace (batch-norm
     statistics, the random state and the training flags are as before)."""
-    seen = {}
+    seen: dict = {}
 
     def record(module, args, kwargs):
         output_size = args[1] if len(args) > 1 else kwargs.get("output_size")
