@@ -1,13 +1,14 @@
 """The workspace-budget search: the one place that sizes work to ``max_workspace_bytes``.
 
 Every algorithm splits its work by one free parameter, its *partition*: the
-samples per pass (a batch chunk) or the output samples per tile.  These
-searches find the partition that fits a budget; the algorithm supplies how
-many bytes a partition needs and, for tiles, what it costs.
+samples per pass (a batch chunk), or the output samples per tile and the tiles
+run per pass.  These searches find the partition that fits a budget; the
+algorithm supplies how many bytes a partition needs and, for tiles, what it
+costs.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Sequence, Tuple
+from typing import Callable, Iterable, Optional, Tuple
 
 Tile = Tuple[int, ...]
 
@@ -20,34 +21,48 @@ def too_small(func: str, budget: int, subject: str, needed: int, kind: str = "")
                       f"{needed} bytes of {kind}workspace")
 
 
-def largest_chunk(func: str, batch: int, budget: Optional[int],
-                  bytes_of: Callable[[int], int], what: str) -> int:
-    """Largest number of samples per pass whose workspace ``bytes_of(chunk)`` fits
-    in ``budget`` bytes (the whole batch without a budget); ``what`` names the
-    workspace in the error when one sample does not fit."""
-    if budget is None or batch == 0 or bytes_of(batch) <= budget:
-        return batch
-    one = bytes_of(1)
-    if one > budget:
-        raise too_small(func, budget, "one sample", one, what)
-    lo, hi = 1, batch  # workspace grows with the chunk: bisect
+def most_that_fit(most: int, budget: Optional[int], bytes_of: Callable[[int], int]) -> int:
+    """The largest ``n <= most`` whose ``bytes_of(n)`` fits in ``budget`` bytes (``most``
+    without a budget), or 0 when not even ``n = 1`` fits; ``bytes_of`` grows with ``n``."""
+    if budget is None or most == 0 or bytes_of(most) <= budget:
+        return most
+    if bytes_of(1) > budget:
+        return 0
+    lo, hi = 1, most
     while lo < hi:
         mid = (lo + hi + 1) // 2
         lo, hi = (mid, hi) if bytes_of(mid) <= budget else (lo, mid - 1)
     return lo
 
 
-def fitting_tile(func: str, budget: Optional[int], preferred: Tile, candidates: Iterable[Tile],
-                 bytes_of: Callable[[Tile], int], seconds_of: Callable[[Tile], float],
-                 what: str) -> Tile:
-    """``preferred`` if its workspace fits ``budget``, else the cheapest of
-    ``candidates`` that fits; an error naming ``preferred`` when none does."""
-    def fits(tile: Sequence[int]) -> bool:
-        return budget is None or bytes_of(tuple(tile)) <= budget
-    if fits(preferred):
-        return preferred
-    fitting = [tuple(t) for t in candidates if fits(t)]
+def largest_chunk(func: str, batch: int, budget: Optional[int],
+                  bytes_of: Callable[[int], int], what: str) -> int:
+    """Largest number of samples per pass whose workspace ``bytes_of(chunk)`` fits
+    in ``budget`` bytes (the whole batch without a budget); ``what`` names the
+    workspace in the error when one sample does not fit."""
+    chunk = most_that_fit(batch, budget, bytes_of)
+    if chunk == 0 and budget is not None:
+        raise too_small(func, budget, "one sample", bytes_of(1), what)
+    return chunk
+
+
+def fitting_tiling(func: str, budget: Optional[int], preferred: Tile, candidates: Iterable[Tile],
+                   per_pass: Callable[[Tile], int], bytes_of: Callable[[Tile, int], int],
+                   seconds_of: Callable[[Tile, int], float], what: str) -> Tuple[Tile, int]:
+    """``(tile, tiles per pass)`` under ``budget``: ``preferred`` with the most tiles
+    per pass, up to ``per_pass(tile)``, whose workspace ``bytes_of(tile, n)`` fits;
+    when not even one of its tiles per pass fits, the cheapest by ``seconds_of`` of
+    ``candidates`` that fit.  When none fits, the error names the smallest pass
+    (one tile of ``preferred`` or of a candidate)."""
+    def fitted(tile: Tile) -> Tuple[Tile, int]:
+        return tile, most_that_fit(per_pass(tile), budget, lambda n: bytes_of(tile, n))
+    best = fitted(preferred)
+    if best[1]:
+        return best
+    tiles = [tuple(t) for t in candidates]
+    fitting = [t for t in map(fitted, tiles) if t[1]]
     if fitting:
-        return min(fitting, key=seconds_of)
-    assert budget is not None  # fits() is true without a budget
-    raise too_small(func, budget, f"{what} with tile={preferred}", bytes_of(preferred))
+        return min(fitting, key=lambda t: seconds_of(*t))
+    assert budget is not None  # everything fits without a budget
+    needed, smallest = min((bytes_of(t, 1), t) for t in [preferred] + tiles)
+    raise too_small(func, budget, f"{what} with tile={smallest} and one tile per pass", needed)

@@ -29,9 +29,16 @@ from .config import Settings
 from .costs import Work
 from .geometry import ConvGeometry
 
-#: An engine's partition: samples per pass (an int) or output samples per tile
-#: and axis (a tuple).
-Partition = Union[int, Tuple[int, ...]]
+class Tiling(NamedTuple):
+    """A tiled algorithm's partition: output samples per tile and axis, and how
+    many tiles one pass runs as one batch."""
+
+    tile: Tuple[int, ...]
+    per_pass: int
+
+
+#: An engine's partition: samples per pass (an int) or a :class:`Tiling`.
+Partition = Union[int, Tiling]
 
 
 class Saved(NamedTuple):

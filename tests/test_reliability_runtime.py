@@ -13,6 +13,7 @@ import pytest
 
 import fftconv
 from fftconv import runtime
+from fftconv.algorithms import overlap_add
 from fftconv.planner import ENGINE_CACHE
 from oracle import (oracle_backward, oracle_forward, oracle_transposed_backward,
                     oracle_transposed_forward)
@@ -332,9 +333,57 @@ def test_overlap_add_fits_a_small_budget_with_a_small_tile():
     p = fftconv.plan(shape, w_shape, dtype=np.float32, algorithm="overlap_add",
                      max_workspace_bytes=1 << 20)
     assert p._engine.workspace_bytes <= 1 << 20
-    with pytest.raises(ValueError, match=r"overlap-add with tile=\(120, 120\) needs \d+ bytes"):
+    with pytest.raises(ValueError, match=r"overlap-add with tile=\(120, 120\) and one tile per "
+                                         r"pass needs \d+ bytes"):
         fftconv.plan(shape, w_shape, dtype=np.float32, algorithm="overlap_add", tile=(120, 120),
                      max_workspace_bytes=1 << 20)
+
+
+@pytest.mark.parametrize("tile", [None, (2, 2), (4, 4)])
+def test_the_budget_sizes_overlap_adds_pass_as_well_as_its_tile(tile):
+    """A budget smaller than a pass of the usual size runs fewer tiles per pass."""
+    shape, w_shape, budget = (16, 16, 128, 128), (16, 16, 7, 7), 2 << 20
+    extra = {} if tile is None else {"tile": tile}
+    p = fftconv.plan(shape, w_shape, dtype=np.float32, padding="same", algorithm="overlap_add",
+                     max_workspace_bytes=budget, **extra)
+    assert p._engine.workspace_bytes <= budget and p._engine.per_pass >= 1
+    if tile is not None:
+        assert p.tile == tile
+        unbounded = fftconv.plan(shape, w_shape, dtype=np.float32, padding="same",
+                                 algorithm="overlap_add", tile=tile)
+        assert unbounded._engine.workspace_bytes > budget
+        assert unbounded._engine.per_pass > p._engine.per_pass
+
+
+def test_a_budget_no_pass_meets_names_the_smallest_pass():
+    with pytest.raises(ValueError, match=r"fftconv\.plan: max_workspace_bytes=1048576 is too "
+                                         r"small: overlap-add with tile=\(1, 1\) and one tile "
+                                         r"per pass needs \d+ bytes"):
+        fftconv.plan((16, 16, 128, 128), (16, 16, 7, 7), dtype=np.float32, padding="same",
+                     algorithm="overlap_add", max_workspace_bytes=1 << 20)
+
+
+def test_auto_meets_a_budget_only_fewer_tiles_per_pass_meet():
+    """Every tile of this layer needs more than 10 MB at its usual tiles per pass;
+    with fewer per pass, overlap-add fits 2 MiB, and auto takes it."""
+    p = fftconv.plan((16, 16, 128, 128), (16, 16, 7, 7), dtype=np.float32, padding="same",
+                     max_workspace_bytes=2 << 20)
+    assert p.algorithm == "overlap_add" and p._engine.workspace_bytes <= 2 << 20
+
+
+def test_fewer_tiles_per_pass_give_the_same_gradients():
+    shape, w_shape = (8, 8, 96, 96), (8, 8, 7, 7)
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal(shape), rng.standard_normal(w_shape)
+    p = fftconv.plan(shape, w_shape, dtype=np.float64, padding="same", algorithm="overlap_add",
+                     tile=(4, 4), max_workspace_bytes=2 << 20)
+    assert 1 < p._engine.per_pass < overlap_add.tiles_per_pass(p.geometry, np.float64, (4, 4))
+    y, pullback = p.vjp(x, w)
+    dy = rng.standard_normal(y.shape)
+    dx, dw, _ = pullback(dy)
+    want_dx, want_dw, _ = oracle_backward(dy, x, w, padding="same")
+    for got, want in ((y, oracle_forward(x, w, padding="same")), (dx, want_dx), (dw, want_dw)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * np.abs(want).max())
 
 
 def test_a_workspace_beyond_the_memory_available_is_a_clear_memory_error(monkeypatch):

@@ -42,7 +42,7 @@ from .. import budget, contraction, costs
 from ..config import Settings
 from ..costs import Work
 from ..geometry import ConvGeometry, next_fast_length, tile_geometry, window_clip
-from ..protocol import Algorithm, Engine, Partition, Saved
+from ..protocol import Algorithm, Engine, Partition, Saved, Tiling
 from ..transforms import spectrum_bytes
 from . import fft
 from .fft import FFTEngine, Passes, SpectralEngine
@@ -55,8 +55,10 @@ def single_tile(geom: ConvGeometry, tile) -> bool:
     return all(t >= o for t, o in zip(tile, geom.out_size))
 
 
-def engine(geom: ConvGeometry, dtype, settings: Settings, tile) -> Engine:
-    """The engine of overlap-add with output tiles ``tile``: an
+def engine(geom: ConvGeometry, dtype, settings: Settings, tile,
+           per_pass: Optional[int] = None) -> Engine:
+    """The engine of overlap-add with output tiles ``tile``, ``per_pass`` of them
+    per pass (default :func:`tiles_per_pass`): an
     :class:`OverlapAddEngine`, or for a :func:`single_tile` the
     :class:`~fftconv.algorithms.fft.FFTEngine` of the whole layer (the same transforms
     and products; measured 1.09-1.27x slower through the tile windows, 2-D
@@ -65,18 +67,18 @@ def engine(geom: ConvGeometry, dtype, settings: Settings, tile) -> Engine:
         whole = FFTEngine(geom, dtype, settings)
         whole.tile = tuple(geom.out_size)  # what the plan reports: the one tile
         return whole
-    return OverlapAddEngine(geom, dtype, settings, tile)
+    return OverlapAddEngine(geom, dtype, settings, tile, per_pass)
 
 
-def workspace_bytes(geom: ConvGeometry, dtype, tile) -> int:
+def workspace_bytes(geom: ConvGeometry, dtype, tile, per_pass: Optional[int] = None) -> int:
     """Bytes of an overlap-add engine with output tiles ``tile``: the pass engine's
-    buffers (:func:`tiles_per_pass` tiles), the input, output and gradient windows
-    of one pass, and the channel contraction's frequency block (small tiles make
-    it count); for a :func:`single_tile`, the FFT path's."""
+    buffers (``per_pass`` tiles, default :func:`tiles_per_pass`), the input, output
+    and gradient windows of one pass, and the channel contraction's frequency
+    block (small tiles make it count); for a :func:`single_tile`, the FFT path's."""
     if single_tile(geom, tile):
         return fft_workspace_bytes(geom, dtype, geom.batch)
     tile = tuple(min(t, o) for t, o in zip(tile, geom.out_size))
-    per_pass = tiles_per_pass(geom, dtype, tile)
+    per_pass = per_pass or tiles_per_pass(geom, dtype, tile)
     t = dataclasses.replace(tile_geometry(geom, tile), batch=geom.batch * per_pass)
     window = np.prod(t.x_shape) + np.prod(t.y_shape)
     rows = t.batch * max(t.in_channels, t.out_channels)
@@ -106,12 +108,13 @@ class OverlapAddEngine(SpectralEngine):
     """Forward and backward passes of ``geom`` by overlap-add over output tiles
     (the engine protocol of ``fftconv.protocol``)."""
 
-    def __init__(self, geom: ConvGeometry, dtype, settings: Settings, tile):
+    def __init__(self, geom: ConvGeometry, dtype, settings: Settings, tile,
+                 per_pass: Optional[int] = None):
         self.geom = geom
         self.dtype = np.dtype(dtype)
         self.tile = tuple(min(t, o) for t, o in zip(tile, geom.out_size))
         self.tile_geom = tile_geometry(geom, self.tile)
-        self.per_pass = tiles_per_pass(geom, self.dtype, self.tile)
+        self.per_pass = per_pass or tiles_per_pass(geom, self.dtype, self.tile)
         pass_geom = dataclasses.replace(self.tile_geom, batch=geom.batch * self.per_pass)
         self.passes = Passes(pass_geom, self.dtype, settings, pass_geom.batch)
         self.lock = threading.Lock()
@@ -132,7 +135,7 @@ class OverlapAddEngine(SpectralEngine):
     @property
     def workspace_bytes(self) -> int:
         """The pass engine's buffers plus the input, output and gradient windows."""
-        return workspace_bytes(self.geom, self.dtype, self.tile)
+        return workspace_bytes(self.geom, self.dtype, self.tile, self.per_pass)
 
     @property
     def kept_bytes(self) -> int:
@@ -262,18 +265,19 @@ class OverlapAddEngine(SpectralEngine):
 
 
 # -- the plugin: cost terms, tile search, registry entry -------------------------------------
-def work(geom: ConvGeometry, dtype, tile) -> Work:
+def work(geom: ConvGeometry, dtype, tile, per_pass: Optional[int] = None) -> Work:
     """Units of work of one training step with output tiles ``tile``: the FFT work
     of one tile (its input transformed again in the backward pass when the tiles
     take several passes) times the number of tiles, plus the weight transform,
-    done once; the fixed costs once per pass of tiles (:func:`tiles_per_pass`),
+    done once; the fixed costs once per pass of ``per_pass`` tiles (default
+    :func:`tiles_per_pass`),
     not per tile; and the per-tile window and tile copies, whose Python cost
     makes many small tiles dear.  A :func:`single_tile` is the FFT path's work."""
     if single_tile(geom, tile):
         return fft.work(geom, dtype)
     tg = tile_geometry(geom, tile)
     n_tiles = math.prod(-(-o // b) for o, b in zip(geom.out_size, tile))
-    n_passes = -(-n_tiles // tiles_per_pass(geom, dtype, tile))
+    n_passes = -(-n_tiles // (per_pass or tiles_per_pass(geom, dtype, tile)))
     per_tile = fft.work(tg, dtype, weight_transforms=False,
                         input_transforms=1 if n_passes == 1 else 2)
     fixed = {k: per_tile.pop(k) for k in ("call", "fft_call")}
@@ -330,15 +334,19 @@ def _budget_tiles(geom: ConvGeometry) -> List[Tuple[int, ...]]:
     return [tuple(t) for t in itertools.product(*lengths)]
 
 
-def fitting_tile(func: str, geom: ConvGeometry, dtype, limit: Optional[int],
-                 tile: Optional[Tuple[int, ...]] = None) -> Tuple[int, ...]:
-    """The output tile: ``tile`` if given, else :func:`best_tile` or, when its
-    workspace exceeds ``limit`` bytes, the cheapest candidate that fits."""
+def fitting_tiling(func: str, geom: ConvGeometry, dtype, limit: Optional[int],
+                   tile: Optional[Tuple[int, ...]] = None) -> Tiling:
+    """The output tile and tiles per pass under ``limit`` bytes: ``tile`` if given,
+    else :func:`best_tile`, with as many tiles per pass as fit (up to
+    :func:`tiles_per_pass`); without a given ``tile``, when not even one of the
+    best tile per pass fits, the cheapest candidate tile that does."""
     preferred = tuple(tile) if tile is not None else best_tile(geom, dtype)[0]
-    return budget.fitting_tile(
+    chosen, per_pass = budget.fitting_tiling(
         func, limit, preferred, [] if tile is not None else _budget_tiles(geom),
-        bytes_of=lambda t: workspace_bytes(geom, dtype, t),
-        seconds_of=lambda t: costs.seconds(work(geom, dtype, t)), what="overlap-add")
+        per_pass=lambda t: 1 if single_tile(geom, t) else tiles_per_pass(geom, dtype, t),
+        bytes_of=lambda t, n: workspace_bytes(geom, dtype, t, n),
+        seconds_of=lambda t, n: costs.seconds(work(geom, dtype, t, n)), what="overlap-add")
+    return Tiling(chosen, per_pass)
 
 
 def _estimate(geom: ConvGeometry, dtype) -> Tuple[float, Tuple[int, ...]]:
@@ -346,17 +354,18 @@ def _estimate(geom: ConvGeometry, dtype) -> Tuple[float, Tuple[int, ...]]:
     return seconds, tile
 
 
-def _tile(geom: ConvGeometry, dtype: np.dtype, partition: Optional[Partition]) -> Tuple[int, ...]:
-    """The output tile a partition stands for (the cost model's best for ``None``)."""
+def _tiling(geom: ConvGeometry, dtype: np.dtype, partition: Optional[Partition]) -> Tiling:
+    """The tiling a partition stands for (the cost model's best tile for ``None``)."""
     if partition is None:
-        return best_tile(geom, dtype)[0]
-    assert isinstance(partition, tuple), partition
+        return Tiling(best_tile(geom, dtype)[0], 0)
+    assert isinstance(partition, Tiling), partition
     return partition
 
 
 ALGORITHM = Algorithm(
     "overlap_add",
-    build=lambda geom, dtype, settings, tile: engine(geom, dtype, settings, _tile(geom, dtype, tile)),
-    partition=fitting_tile,
-    work=lambda geom, dtype, tile: work(geom, dtype, _tile(geom, dtype, tile)),
+    build=lambda geom, dtype, settings, tiling: engine(geom, dtype, settings,
+                                                       *_tiling(geom, dtype, tiling)),
+    partition=fitting_tiling,
+    work=lambda geom, dtype, tiling: work(geom, dtype, *_tiling(geom, dtype, tiling)),
     estimate=_estimate, tiled=True)
