@@ -17,7 +17,8 @@ from .config import Settings, get_settings
 from .docstrings import EXECUTION, PARAMETERS, SIZES
 from .registry import NAMES, REGISTRY
 from .runner import Runner
-from .planner import Gradients, Plan, Pullback, choose_algorithm, engine_for, resolve
+from .planner import (Gradients, Plan, Pullback, choose_algorithm, engine_for, resolve,
+                      result_gradients)
 
 #: The algorithms that take an output tile (``tile=``).
 TILED = tuple(name for name, entry in REGISTRY.items() if entry.tiled)
@@ -240,7 +241,7 @@ def backward(dy: ArrayLike, x: ArrayLike, w: ArrayLike, *,
     with _shared(func, layer, compute, algorithm, settings) as (runner, shared):
         weights = shared.weights(runner.weight_form).state(w, runner.weights)
         grads = runner.backward(dy, runner.save(x), weights)
-    return Gradients(*(None if a is None else a.astype(result, copy=False) for a in grads))
+    return result_gradients(grads, result)
 
 
 @keywords_checked("fftconv.plan")

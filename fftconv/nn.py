@@ -97,11 +97,7 @@ class Conv:
         self.in_channels = check_ints(func, "in_channels", in_channels, 1, 1)[0]
         self.out_channels = check_ints(func, "out_channels", out_channels, 1, 1)[0]
         self.transposed = check_bool(func, "transposed", transposed)
-        self.dtype = check_dtype(func, dtype)
-        if self.dtype.kind not in "fc":
-            fail(func, f"dtype must be a float or complex dtype (float16, float32, float64, "
-                       f"complex64, complex128): the layer's weights are trained by gradients, "
-                       f"got dtype={self.dtype}", TypeError)
+        self.dtype = self._dtype(func, dtype)
         self.algorithm = check_algorithm(func, algorithm, NAMES)
         self.layer = dict(layer_keywords(locals()), transposed=self.transposed)
         rows, cols = ((self.in_channels, self.out_channels) if self.transposed
@@ -123,6 +119,19 @@ class Conv:
         self.db = None if self.b is None else np.zeros_like(self.b)
         self._plans: "OrderedDict[tuple, Plan]" = OrderedDict()
         self._tape: List[Pullback] = []
+
+    @staticmethod
+    def _dtype(func: str, dtype) -> np.dtype:
+        """A float or complex dtype that fftconv computes (else a ``TypeError``)."""
+        try:
+            kind = None if dtype is None else np.dtype(dtype).kind
+        except TypeError:
+            kind = None    # check_dtype says what is wrong
+        if kind is not None and kind not in "fc":
+            fail(func, f"dtype must be a float or complex dtype (float16, float32, float64, "
+                       f"complex64, complex128): the layer's weights are trained by gradients, "
+                       f"got dtype={np.dtype(dtype)}", TypeError)
+        return check_dtype(func, dtype)
 
     def _kernel(self, func: str, kernel_size) -> tuple:
         """``kernel_size`` as a tuple of ints, one per spatial axis."""

@@ -45,15 +45,27 @@ class Gradients(NamedTuple):
     dx : ndarray or None
         Gradient with respect to ``x``; ``None`` when a pullback was called with
         ``need_dx=False``.
-    dw, db : ndarray or None
-        Gradients with respect to ``w`` and ``b`` (``db`` has shape ``(C_out,)``
-        whether or not the forward pass had a bias); ``None`` when a pullback was
-        called with ``need_dw=False``.  ``fftconv.backward`` always returns all three.
+    dw : ndarray or None
+        Gradient with respect to ``w``; ``None`` when a pullback was called with
+        ``need_dw=False``.
+    db : ndarray
+        Gradient with respect to the bias, shape ``(C_out,)`` (whether or not the
+        forward pass had one): always computed, it costs one sum over ``dy``.
+
+    ``fftconv.backward`` always returns all three arrays.
     """
 
     dx: Optional[np.ndarray]
     dw: Optional[np.ndarray]
-    db: Optional[np.ndarray]
+    db: np.ndarray
+
+
+def result_gradients(grads: tuple, dtype) -> Gradients:
+    """The engine's ``(dx, dw, db)`` in the result ``dtype`` (``None`` kept)."""
+    dx, dw, db = grads
+    return Gradients(None if dx is None else dx.astype(dtype, copy=False),
+                     None if dw is None else dw.astype(dtype, copy=False),
+                     db.astype(dtype, copy=False))
 
 
 class WeightCache:
@@ -354,8 +366,7 @@ class Pullback:
                            self._runner.dtype, origin="forward")
         with self._lock:
             grads = self._runner.backward(dy, self._saved, self._weights, need_dx, need_dw)
-        return Gradients(*(None if a is None else a.astype(self._result, copy=False)
-                           for a in grads))
+        return result_gradients(grads, self._result)
 
     def __repr__(self) -> str:
         return f"<Pullback for y{self.y_shape}, dtype={self._result}>"

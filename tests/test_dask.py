@@ -196,7 +196,7 @@ def test_plans_built_once_per_block_shape(rng, monkeypatch):
         built.append(geom)
         return real_build(algorithm, geom, *args, **kwargs)
     monkeypatch.setattr(fftconv.registry, "build", counting)
-    fftconv.planner.ENGINE_CACHE.clear()
+    fftconv.clear_caches()
     x = da.from_array(rng.standard_normal((1, 2, 64, 40)), chunks=(1, 2, 8, 8))  # 40 blocks
     w = rng.standard_normal((2, 2, 5, 5))
     with dask.config.set(scheduler="synchronous"):

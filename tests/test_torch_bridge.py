@@ -368,9 +368,9 @@ def test_convert_with_example_input_leaves_no_trace(fresh_choices):
 def test_a_bad_stored_verdict_is_ignored_and_measured_again(fresh_choices, entry):
     x, w = torch.randn(1, 2, 32), torch.randn(2, 2, 3)
     key = ft.autoselect._key(tuple(x.shape), tuple(w.shape), x.dtype,
-                            {**ft.bridge.LAYER_DEFAULTS}, fftconv.get_settings())
+                            {**fftconv.checks.LAYER_DEFAULTS}, fftconv.get_settings())
     (fresh_choices / "torch_choices.json").write_text(__import__("json").dumps(
         {"format": 1, "fftconv": fftconv.__version__, "choices": {key: entry}}))
     with fftconv.using(measure=True), pytest.warns(UserWarning, match="torch_choices.json"):
-        verdict = ft.bridge.auto_choice(x, w, {**ft.bridge.LAYER_DEFAULTS})
+        verdict = ft.bridge.auto_choice(x, w, {**fftconv.checks.LAYER_DEFAULTS})
     assert "(stored)" not in verdict.explain and verdict.algorithm in ["native"] + FFT_ENGINES
