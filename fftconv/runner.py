@@ -25,7 +25,8 @@ Every function takes arrays already checked and cast to the compute dtype.
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+import functools
+from typing import Any, Callable, NamedTuple, Optional, TypeVar, cast
 
 import numpy as np
 
@@ -33,6 +34,8 @@ from . import runtime, scaling
 from .config import get_settings
 from .geometry import PADDING_FILLS, LayerGeometry, padding_source
 from .protocol import Saved
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def channels_first(a: np.ndarray, layout: str) -> np.ndarray:
@@ -92,13 +95,26 @@ class Weights(NamedTuple):
     scale: int
 
 
+def _allocations_named(method: F) -> F:
+    """A :class:`Runner` method whose failed allocations name the layer
+    (``runtime.allocation_named``)."""
+    @functools.wraps(method)
+    def named(self: "Runner", *args: Any, **kwargs: Any) -> Any:
+        layer = f"the layer x{self.layer.x_shape} * w{self.layer.w_shape}"
+        with runtime.allocation_named(self.func, layer,
+                                      self.engine.workspace_bytes + self.engine.kept_bytes):
+            return method(self, *args, **kwargs)
+    return cast(F, named)
+
+
 class Runner:
     """The passes of one layer on one engine; stateless, so plans, pullbacks and
     the stateless functions all share it.  ``threads`` bounds BLAS inside the
     passes (default: the setting in force at each call)."""
 
-    def __init__(self, layer: LayerGeometry, engine, threads: Optional[int] = None):
-        self.layer, self.engine, self._threads = layer, engine, threads
+    def __init__(self, layer: LayerGeometry, engine, threads: Optional[int] = None,
+                 func: str = "fftconv"):
+        self.layer, self.engine, self._threads, self.func = layer, engine, threads, func
         self.dtype = np.dtype(engine.dtype)
         self._most = scaling.limit(self.dtype, scaling.growth_bits(engine.geom, engine.fft_shape))
 
@@ -138,6 +154,7 @@ class Runner:
         layers that differ here must not share a weight state."""
         return self.layer.layout, self.layer.transposed and self.dtype.kind == "c"
 
+    @_allocations_named
     def weights(self, w: np.ndarray) -> Weights:
         """The engine's weight state for the caller's ``w`` (scaled where needed)."""
         w = weights_first(w, self.layer.layout)
@@ -148,6 +165,7 @@ class Runner:
             return Weights(self.engine.weights(scaling.scaled(w, e)), e)
 
     # -- passes ------------------------------------------------------------------------
+    @_allocations_named
     def forward(self, x: np.ndarray, weights: Weights, b: Optional[np.ndarray],
                 keep: bool) -> tuple:
         """``(y, saved)``: ``y`` in the caller's layout; ``saved`` for :meth:`backward`
@@ -168,12 +186,14 @@ class Runner:
             y_cf += b.reshape((-1,) + (1,) * layer.ndim)
         return y, saved
 
+    @_allocations_named
     def save(self, x: np.ndarray) -> Saved:
         """What :meth:`backward` needs of ``x`` without a forward pass (may share ``x``)."""
         xe, e = self._scaled_input(channels_first(x, self.layer.layout))
         save = self.engine.save_output if self.layer.transposed else self.engine.save_input
         return save(xe)._replace(scale=e)
 
+    @_allocations_named
     def backward(self, dy: np.ndarray, saved: Optional[Saved], weights: Weights,
                  need_dx: bool = True, need_dw: bool = True) -> tuple:
         """``(dx, dw, db)`` in the caller's layout; ``dx``/``dw`` ``None`` when not needed."""

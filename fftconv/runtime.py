@@ -1,5 +1,5 @@
 """What fftconv's calls share with the rest of the process: thread pools across
-``fork``, BLAS's thread pool, and the memory the machine has available.
+``fork``, BLAS's thread pool, and the memory the process may allocate.
 
 * **fork.**  pyFFTW's wheels run FFTW's threads on a vendored OpenMP runtime
   (libgomp), whose thread pool does not survive ``os.fork``: a child that runs
@@ -20,14 +20,18 @@
   BLAS's own thread pool; :func:`blas_threads` bounds it by the ``threads``
   setting for the duration of one call (threadpoolctl), and restores it after.
 * **memory.**  :func:`check_memory` refuses, before allocating, a workspace
-  larger than the memory the machine has available.
+  larger than the memory the process may allocate: the least of the machine's
+  available memory, its memory cgroup's room and ``RLIMIT_AS``'s
+  (:func:`available_memory`); :func:`allocation_named` names the layer when an
+  allocation fails all the same.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import threading
-from typing import Callable, List, Optional, Sequence
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Sequence
 
 from .config import available_cores
 
@@ -199,10 +203,85 @@ def blas_threads(threads: int):
 
 
 # -- memory ------------------------------------------------------------------------------
-def available_memory() -> Optional[int]:
-    """Bytes the machine can still give this process without swapping
-    (``MemAvailable`` of ``/proc/meminfo``, else ``os.sysconf``), or ``None``
-    where neither is known."""
+#: How to get by with less memory: the end of every memory error.
+WAY_OUT = ("bound it with max_workspace_bytes= (fftconv.plan, or fftconv.configure for the "
+           "stateless functions), or use algorithm='overlap_add', whose workspace is bounded "
+           "by its tile")
+
+#: A cgroup limit at or above this means "no limit" (cgroup v1 writes 2**63 rounded down
+#: to a page).
+_UNLIMITED = 1 << 60
+
+
+def _read_int(path: Path) -> Optional[int]:
+    """The integer in a cgroup file (``None`` for ``max``, a missing or odd file)."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _cgroup_room(limit_name: str, usage_name: str, directories) -> Optional[int]:
+    """The least ``limit - usage`` over the cgroup ``directories`` that set a limit."""
+    rooms = []
+    for directory in directories:
+        limit = _read_int(directory / limit_name)
+        if limit is not None and limit < _UNLIMITED:
+            rooms.append(max(limit - (_read_int(directory / usage_name) or 0), 0))
+    return min(rooms) if rooms else None
+
+
+def _lineage(mount: Path, path: str) -> list:
+    """The cgroup directory of ``path`` under ``mount`` and its ancestors up to the
+    mount (a container sees its own cgroup as the mount's root)."""
+    parts = [p for p in path.split("/") if p]
+    return [mount.joinpath(*parts[:i]) for i in range(len(parts), -1, -1)]
+
+
+def cgroup_memory(root: Path = Path("/"), proc: str = "self") -> Optional[int]:
+    """Bytes this process's memory cgroup still allows (cgroup v2 ``memory.max`` less
+    ``memory.current``, v1 ``memory.limit_in_bytes`` less ``memory.usage_in_bytes``,
+    the least over its ancestors), or ``None`` without a limit.  ``root`` and
+    ``proc`` locate ``/proc/<proc>/cgroup`` and ``/sys/fs/cgroup`` (tests)."""
+    try:
+        lines = (root / "proc" / proc / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    rooms = []
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":        # v2: one unified hierarchy
+            rooms.append(_cgroup_room("memory.max", "memory.current",
+                                      _lineage(root / "sys/fs/cgroup", path)))
+        elif "memory" in controllers.split(","):   # v1: the memory controller's own
+            rooms.append(_cgroup_room("memory.limit_in_bytes", "memory.usage_in_bytes",
+                                      _lineage(root / "sys/fs/cgroup/memory", path)))
+    known = [r for r in rooms if r is not None]
+    return min(known) if known else None
+
+
+def address_space_room() -> Optional[int]:
+    """Bytes of address space ``RLIMIT_AS`` still allows (its soft limit less the
+    process's ``VmSize``), or ``None`` without a limit."""
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, OSError, ValueError):  # pragma: no cover - not POSIX
+        return None
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    except (OSError, ValueError, StopIteration):
+        size = 0
+    return max(soft - size, 0)
+
+
+def machine_memory() -> Optional[int]:
+    """Bytes the machine can still give without swapping (``MemAvailable`` of
+    ``/proc/meminfo``, else ``os.sysconf``), or ``None`` where neither is known."""
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:
@@ -216,13 +295,32 @@ def available_memory() -> Optional[int]:
         return None
 
 
+def available_memory() -> Optional[int]:
+    """Bytes this process may still allocate: the least of what the machine has
+    available, what its memory cgroup allows (containers, Kubernetes pods, Slurm
+    jobs) and what ``RLIMIT_AS`` leaves; ``None`` where none is known."""
+    known = [m for m in (machine_memory(), cgroup_memory(), address_space_room())
+             if m is not None]
+    return min(known) if known else None
+
+
 def check_memory(func: str, layer: str, needed: int, available: Optional[int] = None) -> None:
     """Raise ``MemoryError`` before allocating ``needed`` bytes of workspace for
-    ``layer`` when the machine has less available, saying how to get by."""
+    ``layer`` when the process may allocate less, saying how to get by."""
     available = available_memory() if available is None else available
     if available is not None and needed > available:
         raise MemoryError(
             f"{func}: the workspace of {layer} needs {needed} bytes, but only {available} bytes "
-            f"of memory are available; bound it with max_workspace_bytes= (fftconv.plan, or "
-            f"fftconv.configure for the stateless functions), or use algorithm='overlap_add', "
-            f"whose workspace is bounded by its tile")
+            f"of memory are available; {WAY_OUT}")
+
+
+@contextlib.contextmanager
+def allocation_named(func: str, layer: str, needed: int) -> Iterator[None]:
+    """Turn an allocation that fails in the block (memory taken by others since
+    :func:`check_memory`, or a limit no query shows) into a ``MemoryError`` that
+    names ``func``, ``layer``, the ``needed`` bytes and the way out."""
+    try:
+        yield
+    except MemoryError as exc:
+        raise MemoryError(f"{func}: {layer} ran out of memory with a workspace of {needed} "
+                          f"bytes ({exc}); {WAY_OUT}") from exc
