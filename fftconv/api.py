@@ -51,7 +51,7 @@ def _shared(func, layer, compute, algorithm, settings: Settings):
     resolved = resolve(layer, choice.algorithm)
     with engine_for(func, resolved.conv, compute, choice.algorithm, settings,
                     choice.tile) as shared, shared.engine.lock:
-        yield Runner(resolved, shared.engine, settings.threads), shared
+        yield Runner(resolved, shared.engine, settings.threads, func), shared
 
 
 def _operands(func, layer, compute, x, w, b):

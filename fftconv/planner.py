@@ -413,7 +413,7 @@ class Plan:
             engine = _build("fftconv.plan", algorithm, self.geometry, self.compute_dtype,
                             self.settings, partition)
         self._engine = engine
-        self._runner = Runner(self.layer, engine, self.settings.threads)
+        self._runner = Runner(self.layer, engine, self.settings.threads, "fftconv.Plan")
         self._weights = WeightCache()
         self._last = threading.local()   # .pullback: this thread's last forward
 
