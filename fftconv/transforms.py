@@ -77,7 +77,7 @@ def _fftw(src, dst, nspatial, direction, settings: Settings, destroy_input: bool
                            flags=flags, threads=runtime.fftw_threads(int(settings.threads)),
                            planning_timelimit=settings.planning_timelimit)
         if effort != "FFTW_ESTIMATE":
-            wisdom.save()
+            wisdom.planned()
     return plan
 
 

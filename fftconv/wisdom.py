@@ -1,8 +1,11 @@
 """FFTW wisdom persisted in the per-user cache directory.
 
 FFTW_MEASURE planning costs up to seconds per shape; its result ("wisdom") is
-saved after each new plan and imported once per process before the first
-one, so a second process plans the same shapes instantly.
+imported once per process before the first plan, so a second process plans
+the same shapes instantly.  New wisdom is saved in batches: the first new plan
+saves at once, later ones at most once per :data:`SAVE_INTERVAL`, and what is
+left at exit (or on :func:`flush`).  Each save re-reads and merges the whole
+file, so saving after every plan made planning cost more as the cache grew.
 
 The file is ``fftw-wisdom.json`` in ``cachefile.cache_dir()``.  It is JSON
 (never pickle), tagged with a format version and the pyFFTW version, and
@@ -17,8 +20,11 @@ lose nothing.  Nothing here is fatal.
 """
 from __future__ import annotations
 
+import atexit
 import logging
+import math
 import threading
+import time
 import warnings
 
 from . import cachefile
@@ -34,6 +40,11 @@ log = logging.getLogger(__name__)
 planner_lock = threading.RLock()
 _lock = planner_lock
 _imported = False
+
+#: Seconds between two saves of new wisdom (the first new plan saves at once).
+SAVE_INTERVAL = 30.0
+_unsaved = False             # FFTW holds wisdom the file does not have yet
+_last_save = -math.inf       # time.monotonic() of the last save
 
 
 class WisdomWarning(UserWarning):
@@ -127,14 +138,36 @@ def _rewrite() -> bool:
     return True
 
 
-def save() -> None:
-    """Merge FFTW's current wisdom into the cache file; warn on failure."""
+def _save_locked() -> None:
+    global _unsaved, _last_save
+    _unsaved, _last_save = False, time.monotonic()
+    _rewrite()
+
+
+def planned() -> None:
+    """Note that FFTW planned something new: save it now if the last save is at
+    least :data:`SAVE_INTERVAL` seconds old, else with the next batch."""
+    global _unsaved
     with _lock:
-        _rewrite()
+        _unsaved = True
+        if time.monotonic() - _last_save >= SAVE_INTERVAL:
+            _save_locked()
+
+
+def flush() -> None:
+    """Merge the wisdom planned since the last save into the cache file now (also
+    run at exit); warn on failure."""
+    with _lock:
+        if _unsaved:
+            _save_locked()
+
+
+atexit.register(flush)
 
 
 def forget_loaded_state() -> None:
-    """Let the next :func:`load_once` read the file again (for tests)."""
-    global _imported
+    """Let the next :func:`load_once` read the file again and the next new plan
+    save at once (for tests)."""
+    global _imported, _last_save
     with _lock:
-        _imported = False
+        _imported, _last_save = False, -math.inf

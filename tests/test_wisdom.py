@@ -78,3 +78,34 @@ def test_unwritable_cache_dir_warns_but_works(tmp_path, monkeypatch):
     assert any("could not save FFTW wisdom" in m for m in messages)
     np.testing.assert_allclose(y, 27.0, rtol=1e-5)
     wisdom.forget_loaded_state()
+
+
+def test_new_wisdom_is_saved_in_batches_not_per_plan(cache, monkeypatch):
+    """The first new plan saves at once; the next ones wait for the interval, the
+    exit or flush(): each save re-reads and merges the whole file."""
+    from fftconv import cachefile
+    real, saves = cachefile.update, []
+    monkeypatch.setattr(cachefile, "update", lambda *a: (saves.append(a[0]), real(*a))[1])
+    for n in range(10, 16):       # six shapes, six transforms each
+        plan_and_run((1, 3, n, 9))
+    assert len(saves) == 1
+    before = json.loads(cache.read_text())["wisdom"][1]
+    wisdom.flush()
+    assert len(saves) == 2 and len(json.loads(cache.read_text())["wisdom"][1]) > len(before)
+    wisdom.flush()                # nothing new: no save
+    assert len(saves) == 2
+
+
+def test_what_is_unsaved_reaches_the_file_at_exit(cache):
+    code = ("import numpy as np, fftconv\n"
+            "with fftconv.using(backend='pyfftw', planner_effort='FFTW_MEASURE', "
+            "planning_timelimit=0.2):\n"
+            "    for n in (10, 12, 14):\n"
+            "        fftconv.forward(np.ones((1, 3, n, 9), np.float32), "
+            "np.ones((4, 3, 3, 3), np.float32), algorithm='fft')\n"
+            "import fftconv.wisdom as w, pyfftw\n"
+            "print(len(pyfftw.export_wisdom()[1]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "FFTCONV_CACHE_DIR": str(cache.parent)})
+    exported = int(out.stdout.split()[-1])
+    assert len(json.loads(cache.read_text())["wisdom"][1]) == exported
