@@ -251,6 +251,14 @@ def check_keywords(func: str, given, accepted, what: str) -> None:
                    f"{', '.join(accepted)}", TypeError)
 
 
+def check_not_given(func: str, given, refused, why: str) -> None:
+    """None of the keywords ``refused`` is in ``given``; else a ``TypeError`` naming
+    them, followed by ``why``."""
+    named = [name for name in refused if name in given]
+    if named:
+        fail(func, f"{', '.join(named)} {why}", TypeError)
+
+
 def layer_keywords(values: dict) -> dict:
     """The layer keywords picked out of ``values`` (a public function's ``locals()``:
     its explicit keyword parameters)."""

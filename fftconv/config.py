@@ -56,7 +56,8 @@ import threading
 import warnings
 from typing import Optional
 
-from .checks import BACKENDS, PLANNER_EFFORTS, check_keywords, check_settings  # noqa: F401
+from .checks import (BACKENDS, PLANNER_EFFORTS, check_keywords, check_not_given,  # noqa: F401
+                     check_settings)
 
 
 class SettingsWarning(UserWarning):
@@ -246,10 +247,9 @@ def using(**changes):
     (``engine_cache_bytes``, ``engine_cache_entries``) are refused with a
     ``TypeError``: they bound a cache every thread shares.
     """
-    shared = [name for name in PROCESS_WIDE if name in changes]
-    if shared:
-        raise TypeError(f"fftconv.using: {', '.join(shared)} is process-wide (it bounds a "
-                        f"cache every thread shares); set it with fftconv.configure")
+    check_not_given("fftconv.using", changes, PROCESS_WIDE,
+                    "is process-wide (it bounds a cache every thread shares); set it with "
+                    "fftconv.configure")
     token = _override.set(_changed("fftconv.using", get_settings(), changes))
     try:
         yield _override.get()
