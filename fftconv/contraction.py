@@ -200,3 +200,115 @@ def transposed_products(x_spec, dy_spec, k, groups, y_out=None, dw_out=None, thr
 
     _walk(f, _bytes_per_frequency(n, k, x_spec.itemsize), block, threads, _macs(n, k))
     return y_out, dw_out
+
+
+# -- the two ways to run the products -------------------------------------------------------
+class GemmProducts:
+    """The products as batched GEMMs per frequency and group (any grouping): ``K``
+    frequency-major ``(F, groups, Og, Cg)``, ``Y`` and ``DX`` written frequency-major."""
+
+    #: The layout ``Y`` and ``DX`` are written in (``DW`` is always batch-major).
+    frequency_major = True
+
+    def __init__(self, groups: int):
+        self.groups = groups
+
+    def kernel(self, conj_k_spec: np.ndarray, threads: int = 1) -> np.ndarray:
+        return kernel_spectrum(conj_k_spec, self.groups, threads)
+
+    def kept_shape(self, n_freq: int, rows: int, channels: int) -> tuple:
+        """Shape of the ``X`` a forward pass keeps (frequency-major)."""
+        return (n_freq, self.groups, rows, channels // self.groups)
+
+    def forward(self, x_spec, k, out, x_keep=None, threads=1):
+        return forward_product(x_spec, k, self.groups, out, x_keep, threads)
+
+    def backward(self, x_spec, dy_spec, k, dx_out=None, dw_out=None, dy_keep=None, threads=1):
+        return backward_products(x_spec, dy_spec, k, self.groups, dx_out, dw_out, dy_keep,
+                                 threads)
+
+    def transposed(self, x_spec, dy_spec, k, y_out=None, dw_out=None, threads=1):
+        return transposed_products(x_spec, dy_spec, k, self.groups, y_out, dw_out, threads)
+
+
+class ElementwiseProducts:
+    """The products of a layer with one input channel per group (depthwise,
+    ``groups == C_in``, any channel multiplier ``Og``): per frequency every
+    product is elementwise, ``Y[n, g, o] = X[n, g] K[g, o]``, so everything stays
+    batch-major ``(rows, channels, F)`` as the transforms leave it: no GEMMs and
+    no transposes.  ``K`` is ``(C_out, F)``; a kept ``DY`` is ``DY`` itself."""
+
+    frequency_major = False
+
+    def __init__(self, groups: int):
+        self.groups = groups
+
+    @staticmethod
+    def kernel(conj_k_spec: np.ndarray, threads: int = 1) -> np.ndarray:
+        """``K = conj(FFT(conj w))`` as ``(C_out, F)`` from ``(C_out, 1, F)``."""
+        return np.conjugate(conj_k_spec[:, 0, :])
+
+    @staticmethod
+    def kept_shape(n_freq: int, rows: int, channels: int) -> tuple:
+        return (rows, channels, n_freq)
+
+    def _split(self, k: np.ndarray, *arrays):
+        """``K`` as ``(G, Og, F)``, and ``(N, C_out, F)`` arrays as ``(N, G, Og, F)``."""
+        og = k.shape[0] // self.groups
+        return (k.reshape(self.groups, og, -1),) + tuple(
+            None if a is None else a.reshape(a.shape[0], self.groups, og, a.shape[-1])
+            for a in arrays)
+
+    def forward(self, x_spec, k, out, x_keep=None, threads=1):
+        n, c, f = x_spec.shape
+        kg, out_g = self._split(k, out)
+
+        def block(sl):
+            np.multiply(x_spec[:, :, None, sl], kg[..., sl], out=out_g[..., sl])
+            if x_keep is not None:
+                x_keep[..., sl] = x_spec[..., sl]
+
+        _walk(f, (2 * n * c + out.shape[0] * out.shape[1]) * x_spec.itemsize, block, threads)
+        return out
+
+    def backward(self, x_spec, dy_spec, k, dx_out=None, dw_out=None, dy_keep=None, threads=1):
+        """``DX = sum_o DY conj(K)``, ``DW = sum_n conj(DY) X`` (``dw_out`` ``(C_out, 1, F)``)."""
+        n, c_out, f = dy_spec.shape
+        kg, dy_g = self._split(k, dy_spec)
+        want_dw = dw_out is not None and x_spec is not None
+        dw_g = dw_out.reshape(kg.shape) if want_dw else None
+
+        def block(sl):
+            dy = dy_g[..., sl]
+            if dy_keep is not None:
+                dy_keep[..., sl] = dy_spec[..., sl]
+            if dx_out is not None:
+                np.einsum("ngof,gof->ngf", dy, np.conjugate(kg[..., sl]), out=dx_out[..., sl])
+            if want_dw:
+                np.einsum("ngof,ngf->gof", np.conjugate(dy), x_spec[..., sl], out=dw_g[..., sl])
+
+        _walk(f, (3 * n * c_out + 2 * c_out) * dy_spec.itemsize, block, threads)
+        return dx_out, dw_out
+
+    def transposed(self, x_spec, dy_spec, k, y_out=None, dw_out=None, threads=1):
+        """``Y = X K`` and ``DW = sum_n conj(DY) X`` from one ``X``; ``dy_spec`` is
+        ``DY`` (kept or transformed) ``(N, C_out, F)``."""
+        n, c, f = x_spec.shape
+        kg, y_g, dy_g = self._split(k, y_out, dy_spec)
+        dw_g = None if dw_out is None else dw_out.reshape(kg.shape)
+
+        def block(sl):
+            xb = x_spec[..., sl]
+            if y_g is not None:
+                np.multiply(xb[:, :, None], kg[..., sl], out=y_g[..., sl])
+            if dw_g is not None:
+                np.einsum("ngof,ngf->gof", np.conjugate(dy_g[..., sl]), xb, out=dw_g[..., sl])
+
+        _walk(f, (3 * n * k.shape[0] + n * c) * x_spec.itemsize, block, threads)
+        return y_out, dw_out
+
+
+def products_for(groups: int, in_channels: int):
+    """:class:`ElementwiseProducts` for one input channel per group, else
+    :class:`GemmProducts`."""
+    return ElementwiseProducts(groups) if in_channels == groups else GemmProducts(groups)

@@ -201,3 +201,65 @@ def test_run_shares_runs_an_unstarted_share_itself(monkeypatch):
     seen = []
     runtime.run_shares(lambda i: seen.append((i, threading.get_ident())), list(range(6)), 2)
     assert sorted(seen) == [(i, threading.get_ident()) for i in range(6)]
+
+
+@pytest.mark.parametrize("og", [1, 3])
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_elementwise_products_equal_the_gemm_products(og, dtype):
+    """Depthwise layers (one input channel per group) run every product elementwise,
+    batch-major; they must give what the per-frequency GEMMs give."""
+    rng = np.random.default_rng(7)
+    n, groups, f = 3, 5, 37
+
+    def spec(*shape):
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+
+    x, dy, conj_w = spec(n, groups, f), spec(n, groups * og, f), spec(groups * og, 1, f)
+    gemm, elem = contraction.GemmProducts(groups), contraction.ElementwiseProducts(groups)
+    assert isinstance(contraction.products_for(groups, groups), contraction.ElementwiseProducts)
+    assert isinstance(contraction.products_for(groups, 2 * groups), contraction.GemmProducts)
+    kg, ke = gemm.kernel(conj_w), elem.kernel(conj_w)
+
+    def batch_major(fm):  # (F, N, C) -> (N, C, F)
+        return np.moveaxis(fm, 0, -1)
+
+    y_g = gemm.forward(x, kg, np.empty((f, n, groups * og), dtype))
+    y_e = elem.forward(x, ke, np.empty((n, groups * og, f), dtype),
+                       x_keep=np.empty(elem.kept_shape(f, n, groups), dtype))
+    tol = 1e-5 if dtype == np.complex64 else 1e-12
+    np.testing.assert_allclose(y_e, batch_major(y_g), rtol=tol)
+    dx_g, dw_g = gemm.backward(x, dy, kg, np.empty((f, n, groups), dtype),
+                               np.empty((groups * og, 1, f), dtype))
+    dy_keep = np.empty(elem.kept_shape(f, n, groups * og), dtype)
+    dx_e, dw_e = elem.backward(x, dy, ke, np.empty((n, groups, f), dtype),
+                               np.empty((groups * og, 1, f), dtype), dy_keep=dy_keep)
+    np.testing.assert_allclose(dx_e, batch_major(dx_g), rtol=tol)
+    np.testing.assert_allclose(dw_e, dw_g, rtol=tol)
+    for kept in (dy, dy_keep):  # what backward kept stands for DY
+        y_t, dw_t = elem.transposed(x, kept, ke, np.empty((n, groups * og, f), dtype),
+                                    np.empty((groups * og, 1, f), dtype))
+        np.testing.assert_allclose(y_t, y_e, rtol=tol)
+        np.testing.assert_allclose(dw_t, dw_g, rtol=tol)
+
+
+@pytest.mark.parametrize("algorithm", ["fft", "overlap_add"])
+@pytest.mark.parametrize("layer", [dict(), dict(stride=2), dict(dilation=3),
+                                   dict(transposed=True, stride=2), dict(padding="same")])
+def test_depthwise_layers_run_elementwise_and_match_the_oracle(algorithm, layer):
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((2, 6, 64)), rng.standard_normal((12, 1, 9))
+    if layer.get("transposed"):  # (C_in, C_out // groups, k): the engine runs 6 -> 6 channels
+        w = rng.standard_normal((6, 1, 9))
+    extra = {"tile": (16,)} if algorithm == "overlap_add" else {}
+    p = fftconv.plan(x.shape, w.shape, dtype=np.float64, algorithm=algorithm, groups=6,
+                     **layer, **extra)
+    assert isinstance(p._engine.passes.products, contraction.ElementwiseProducts)
+    y, pullback = p.vjp(x, w)
+    dy = rng.standard_normal(y.shape)
+    dx, dw, _ = pullback(dy)
+    ref = fftconv.plan(x.shape, w.shape, dtype=np.float64, algorithm="direct", groups=6,
+                       **layer)
+    ry, rpull = ref.vjp(x, w)
+    rdx, rdw, _ = rpull(dy)
+    for got, want in ((y, ry), (dx, rdx), (dw, rdw)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * np.abs(want).max())

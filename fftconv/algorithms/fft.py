@@ -88,6 +88,8 @@ class Passes:
         self.dtype = np.dtype(dtype)
         self.settings = settings
         self.rows = rows
+        #: The channel products: GEMMs per frequency, or elementwise (depthwise).
+        self.products = contraction.products_for(geom.groups, geom.in_channels)
         self._transforms: Dict[str, Union[ForwardTransform, InverseTransform]] = {}
         self._unfolded: Dict[str, np.ndarray] = {}
         weight_rows = (geom.out_channels, geom.in_channels // geom.groups)
@@ -103,9 +105,9 @@ class Passes:
         if name not in self._transforms:
             batch_shape, grid = self._layouts[name]
             if name in ("y", "dx", "dw"):  # dw batch-major: see transforms' docstring
+                major = name != "dw" and self.products.frequency_major
                 self._transforms[name] = InverseTransform(batch_shape, grid, self.dtype,
-                                                          self.settings,
-                                                          frequency_major=name != "dw")
+                                                          self.settings, frequency_major=major)
             else:
                 self._transforms[name] = ForwardTransform(batch_shape, grid, self.dtype,
                                                           self.settings)
@@ -171,34 +173,32 @@ class Passes:
         return self._spectrum("x", x_rows, self.geom.x_placement)
 
     def weight_spectrum(self, w: np.ndarray) -> np.ndarray:
-        """``K`` of the (flipped, dilated) kernel, frequency-major ``(F, groups, Og, Cg)``."""
+        """``K`` of the (flipped, dilated) kernel, in :attr:`products`' layout."""
         if self.geom.flip_kernel:
             w = w[(Ellipsis,) + (FLIP,) * self.geom.ndim]
         conj_k = self._spectrum("w", np.conj(w) if self.dtype.kind == "c" else w,
                                 self.geom.w_placement)
-        return contraction.kernel_spectrum(conj_k, self.geom.groups, self.settings.threads)
+        return self.products.kernel(conj_k, self.settings.threads)
 
     def dy_spectrum(self, dy_rows: np.ndarray) -> np.ndarray:
         """``DY`` of the zero-upsampled ``dy`` of up to ``chunk`` samples."""
         return self._spectrum("dy", dy_rows, self.geom.dy_placement)
 
     def new_kept_spectrum(self, channels: int) -> np.ndarray:
-        """A new frequency-major ``(F, groups, rows, channels // groups)`` spectrum
-        for a forward pass to keep."""
-        g = self.geom
-        return np.empty((g.spectrum_size, g.groups, self.rows, channels // g.groups),
-                        COMPLEX_OF[self.dtype])
-
+        """A new spectrum of ``channels`` channels for a forward pass to keep, in
+        :attr:`products`' layout."""
+        shape = self.products.kept_shape(self.geom.spectrum_size, self.rows, channels)
+        return np.empty(shape, COMPLEX_OF[self.dtype])
 
     # -- one piece --------------------------------------------------------------------
     def forward_piece(self, x_piece: np.ndarray, k: np.ndarray, out: np.ndarray,
                       x_keep: Optional[np.ndarray] = None):
         """``out`` = ``y`` (no bias) of ``x_piece`` (up to ``chunk`` samples); ``x_keep``
-        receives ``X`` frequency-major."""
+        receives ``X`` (:meth:`new_kept_spectrum`)."""
         g = self.geom
         product = self._product_buffer("y")
-        contraction.forward_product(self.x_spectrum(x_piece), k, g.groups, out=product,
-                                    x_keep=x_keep, threads=self.settings.threads)
+        self.products.forward(self.x_spectrum(x_piece), k, out=product, x_keep=x_keep,
+                              threads=self.settings.threads)
         self._deliver("y", product)
         self._transform("y")(g.y_crop, rows=out.shape[0], out=out)
 
@@ -208,15 +208,14 @@ class Passes:
         """``out`` = ``dx`` of one piece (skipped if ``None``); with ``x_piece`` (to
         transform) or a kept ``x_spec``, its weight-gradient spectrum replaces (or,
         with ``accumulate``, adds to) the one :meth:`weight_grad` inverts.
-        ``dy_keep`` receives ``conj(DY)`` frequency-major."""
+        ``dy_keep`` receives what :meth:`transposed_piece` reads of ``DY``."""
         g = self.geom
         xs = x_spec if x_spec is not None else (
             None if x_piece is None else self.x_spectrum(x_piece))
         dw_product = None if xs is None else self._product_buffer("dw", scratch=accumulate)
-        contraction.backward_products(xs, self.dy_spectrum(dy_piece), k, g.groups,
-                                      dx_out=None if out is None else self._product_buffer("dx"),
-                                      dw_out=dw_product, dy_keep=dy_keep,
-                                      threads=self.settings.threads)
+        self.products.backward(xs, self.dy_spectrum(dy_piece), k,
+                               dx_out=None if out is None else self._product_buffer("dx"),
+                               dw_out=dw_product, dy_keep=dy_keep, threads=self.settings.threads)
         if out is not None:
             self._transform("dx")(g.dx_crop, rows=out.shape[0], out=out)
         if dw_product is not None:
@@ -226,16 +225,16 @@ class Passes:
                          dy_piece: Optional[np.ndarray] = None, dy_spec=None,
                          accumulate: bool = False):
         """``out`` = ``y`` of one piece (skipped if ``None``) and, with ``dy_piece`` or
-        a kept ``conj(DY)`` ``dy_spec``, the weight-gradient spectrum of ``x_piece``
-        against it, from one transform of ``x_piece``."""
+        a kept ``dy_spec`` (``dy_keep`` of :meth:`backward_piece`), the
+        weight-gradient spectrum of ``x_piece`` against it, from one transform of
+        ``x_piece``."""
         g = self.geom
         ds = dy_spec if dy_spec is not None else (
             None if dy_piece is None else self.dy_spectrum(dy_piece))
         y_product = None if out is None else self._product_buffer("y")
         dw_product = None if ds is None else self._product_buffer("dw", scratch=accumulate)
-        contraction.transposed_products(self.x_spectrum(x_piece), ds, k, g.groups,
-                                        y_out=y_product, dw_out=dw_product,
-                                        threads=self.settings.threads)
+        self.products.transposed(self.x_spectrum(x_piece), ds, k, y_out=y_product,
+                                 dw_out=dw_product, threads=self.settings.threads)
         if out is not None and y_product is not None:
             self._deliver("y", y_product)
             self._transform("y")(g.y_crop, rows=out.shape[0], out=out)
