@@ -236,7 +236,9 @@ class ElementwiseProducts:
     ``groups == C_in``, any channel multiplier ``Og``): per frequency every
     product is elementwise, ``Y[n, g, o] = X[n, g] K[g, o]``, so everything stays
     batch-major ``(rows, channels, F)`` as the transforms leave it: no GEMMs and
-    no transposes.  ``K`` is ``(C_out, F)``; a kept ``DY`` is ``DY`` itself."""
+    no transposes.  ``K`` is ``(C_out, F)``; a kept ``DY`` is ``DY`` itself.  The
+    groups are split into ``threads`` contiguous shares run at once; each share
+    streams whole rows."""
 
     frequency_major = False
 
@@ -259,52 +261,70 @@ class ElementwiseProducts:
             None if a is None else a.reshape(a.shape[0], self.groups, og, a.shape[-1])
             for a in arrays)
 
+    def _walk(self, body, threads: int) -> None:
+        """``body(gs)`` for contiguous slices ``gs`` of the groups, ``threads`` at once."""
+        step = -(-self.groups // max(threads, 1))
+        runtime.run_shares(body, [slice(g, min(g + step, self.groups))
+                                  for g in range(0, self.groups, step)], threads)
+
+    @staticmethod
+    def _weight_grad(dy_g, x_spec, gs: slice, dw_g) -> None:
+        """``dw_g[gs] = sum_n conj(DY[n, gs]) X[n, gs]``, one sample at a time (no
+        temporary of the batch's size)."""
+        tmp = np.empty(dw_g[gs, 0].shape, dw_g.dtype)
+        for o in range(dw_g.shape[1]):
+            acc = dw_g[gs, o]
+            np.conjugate(dy_g[0, gs, o], out=acc)
+            acc *= x_spec[0, gs]
+            for n in range(1, x_spec.shape[0]):
+                np.conjugate(dy_g[n, gs, o], out=tmp)
+                tmp *= x_spec[n, gs]
+                acc += tmp
+
     def forward(self, x_spec, k, out, x_keep=None, threads=1):
-        n, c, f = x_spec.shape
         kg, out_g = self._split(k, out)
 
-        def block(sl):
-            np.multiply(x_spec[:, :, None, sl], kg[..., sl], out=out_g[..., sl])
+        def block(gs):
+            np.multiply(x_spec[:, gs, None], kg[gs], out=out_g[:, gs])
             if x_keep is not None:
-                x_keep[..., sl] = x_spec[..., sl]
+                x_keep[:, gs] = x_spec[:, gs]
 
-        _walk(f, (2 * n * c + out.shape[0] * out.shape[1]) * x_spec.itemsize, block, threads)
+        self._walk(block, threads)
         return out
 
     def backward(self, x_spec, dy_spec, k, dx_out=None, dw_out=None, dy_keep=None, threads=1):
         """``DX = sum_o DY conj(K)``, ``DW = sum_n conj(DY) X`` (``dw_out`` ``(C_out, 1, F)``)."""
-        n, c_out, f = dy_spec.shape
-        kg, dy_g = self._split(k, dy_spec)
-        want_dw = dw_out is not None and x_spec is not None
-        dw_g = dw_out.reshape(kg.shape) if want_dw else None
+        kg, dy_g, keep_g = self._split(k, dy_spec, dy_keep)
+        dw_g = None if dw_out is None or x_spec is None else dw_out.reshape(kg.shape)
 
-        def block(sl):
-            dy = dy_g[..., sl]
-            if dy_keep is not None:
-                dy_keep[..., sl] = dy_spec[..., sl]
+        def block(gs):
+            if keep_g is not None:
+                keep_g[:, gs] = dy_g[:, gs]
             if dx_out is not None:
-                np.einsum("ngof,gof->ngf", dy, np.conjugate(kg[..., sl]), out=dx_out[..., sl])
-            if want_dw:
-                np.einsum("ngof,ngf->gof", np.conjugate(dy), x_spec[..., sl], out=dw_g[..., sl])
+                conj_k = np.conjugate(kg[gs])
+                dx = dx_out[:, gs]
+                np.multiply(dy_g[:, gs, 0], conj_k[:, 0], out=dx)
+                for o in range(1, conj_k.shape[1]):
+                    dx += dy_g[:, gs, o] * conj_k[:, o]
+            if dw_g is not None:
+                self._weight_grad(dy_g, x_spec, gs, dw_g)
 
-        _walk(f, (3 * n * c_out + 2 * c_out) * dy_spec.itemsize, block, threads)
+        self._walk(block, threads)
         return dx_out, dw_out
 
     def transposed(self, x_spec, dy_spec, k, y_out=None, dw_out=None, threads=1):
         """``Y = X K`` and ``DW = sum_n conj(DY) X`` from one ``X``; ``dy_spec`` is
         ``DY`` (kept or transformed) ``(N, C_out, F)``."""
-        n, c, f = x_spec.shape
         kg, y_g, dy_g = self._split(k, y_out, dy_spec)
         dw_g = None if dw_out is None else dw_out.reshape(kg.shape)
 
-        def block(sl):
-            xb = x_spec[..., sl]
+        def block(gs):
             if y_g is not None:
-                np.multiply(xb[:, :, None], kg[..., sl], out=y_g[..., sl])
+                np.multiply(x_spec[:, gs, None], kg[gs], out=y_g[:, gs])
             if dw_g is not None:
-                np.einsum("ngof,ngf->gof", np.conjugate(dy_g[..., sl]), xb, out=dw_g[..., sl])
+                self._weight_grad(dy_g, x_spec, gs, dw_g)
 
-        _walk(f, (3 * n * k.shape[0] + n * c) * x_spec.itemsize, block, threads)
+        self._walk(block, threads)
         return y_out, dw_out
 
 
