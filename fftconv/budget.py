@@ -1,8 +1,8 @@
 """The workspace-budget search: the one place that sizes work to ``max_workspace_bytes``.
 
 Every algorithm splits its work by one free parameter, its *partition*: the
-samples per pass (a batch chunk), or the output samples per tile and the tiles
-run per pass.  These searches find the partition that fits a budget; the
+samples per pass (a batch chunk), the output samples per tile and the tiles
+run per pass, or the groups per pass of a grouped layer.  These searches find the partition that fits a budget; the
 algorithm supplies how many bytes a partition needs and, for tiles, what it
 costs.
 """

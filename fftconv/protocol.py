@@ -37,8 +37,17 @@ class Tiling(NamedTuple):
     per_pass: int
 
 
-#: An engine's partition: samples per pass (an int) or a :class:`Tiling`.
-Partition = Union[int, Tiling]
+class GroupShares(NamedTuple):
+    """A grouped layer's partition when not even one sample of all its groups fits:
+    ``groups`` groups per pass, ``chunk`` samples at a time."""
+
+    groups: int
+    chunk: int
+
+
+#: An engine's partition: samples per pass (an int), a :class:`Tiling` or
+#: :class:`GroupShares`.
+Partition = Union[int, Tiling, GroupShares]
 
 
 class Saved(NamedTuple):

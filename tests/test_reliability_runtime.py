@@ -413,3 +413,35 @@ def test_threads_bounds_blas_inside_a_call_and_restores_it(monkeypatch):
             fftconv.forward(np.ones((2, 3, 9, 9)), np.ones((4, 3, 3, 3)), algorithm="direct")
         assert seen and all(n == 1 for counts in seen for n in counts)
         assert blas_threads() == before
+
+
+@pytest.mark.parametrize("layer", [dict(groups=8), dict(groups=4),
+                                   dict(groups=8, transposed=True)])
+def test_groups_run_in_shares_when_one_sample_of_all_does_not_fit(layer):
+    """A grouped layer whose one sample exceeds the budget runs a few groups per pass
+    (long depthwise kernels: the weight spectrum alone can exceed the budget)."""
+    from fftconv.algorithms.fft import GroupShareEngine
+    rng = np.random.default_rng(5)
+    c = 8
+    x = rng.standard_normal((3, c, 300))
+    w = rng.standard_normal((c, c // layer["groups"], 300))
+    kw = dict(padding=[(299, 0)], flip_kernel=True, **layer)
+    whole = fftconv.plan(x.shape, w.shape, dtype=np.float64, algorithm="fft", **kw)
+    budget = whole._engine.workspace_bytes // 3
+    p = fftconv.plan(x.shape, w.shape, dtype=np.float64, algorithm="fft",
+                     max_workspace_bytes=budget, **kw)
+    assert isinstance(p._engine, GroupShareEngine) and len(p._engine.shares) > 1
+    assert p._engine.workspace_bytes <= budget
+    ref = fftconv.plan(x.shape, w.shape, dtype=np.float64, algorithm="direct", **kw)
+    y, pullback = p.vjp(x, w)
+    want_y, want_pullback = ref.vjp(x, w)
+    dy = rng.standard_normal(y.shape)
+    for got, want in zip((y,) + tuple(pullback(dy))[:2], (want_y,) + tuple(want_pullback(dy))[:2]):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * np.abs(want).max())
+
+
+def test_a_budget_not_even_one_group_fits_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"fftconv\.plan: max_workspace_bytes=1000 is too small: "
+                                         r"one sample of one group needs \d+ bytes of FFT"):
+        fftconv.plan((2, 8, 300), (8, 1, 300), dtype=np.float64, algorithm="fft", groups=8,
+                     padding=[(299, 0)], max_workspace_bytes=1000)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from dataclasses import dataclass
+from functools import cached_property
 from math import prod
 from typing import Optional, Tuple
 
@@ -141,11 +141,11 @@ def _correlate_bytes(geom: ConvGeometry, src: int, dst: int, size, n: int, items
     c, o = src // g, dst // g
     taps = _taps(geom, c)
     length = _flat_length(size, strides)
-    span = length + taps.looped[-1]
+    span = length + taps.last_looped
     per_sample = _sample_bytes(g, c, o, taps, span, length, itemsize)
     chunk = _chunk(n, per_sample)
     shifted = g * max(c, o) * (_max_offset(geom) + prod(geom.padded_size)) * itemsize
-    sums = len(taps.looped) * g * max(c, o) * c * len(taps.stacked) * itemsize
+    sums = taps.n_looped * g * max(c, o) * c * taps.n_stacked * itemsize
     return chunk * (per_sample + shifted) + 2 * sums
 
 
@@ -286,7 +286,6 @@ CHUNK_BYTES = 4 << 20
 STACK_DEPTH = 128
 
 
-@dataclass(frozen=True)
 class _Taps:
     """The kernel taps of a flat-shift correlation, split in two.
 
@@ -294,13 +293,29 @@ class _Taps:
     source is copied once per stacked tap into a ``(channels * stacked, span)``
     operand.  The taps of the leading axes are *looped*: one GEMM each, on a
     contiguous slice of that operand.  ``looped`` and ``stacked`` hold the flat
-    offsets of the taps, in kernel order.
+    offsets of the taps, in kernel order, listed only when a pass runs (a
+    kernel of a million taps would take seconds to list); the costs read
+    their counts and the last looped offset.
     """
 
-    looped: Tuple[int, ...]
-    stacked: Tuple[int, ...]
-    looped_kernel: Tuple[int, ...]
-    stacked_kernel: Tuple[int, ...]
+    def __init__(self, offsets: Tuple[int, ...], kernel: Tuple[int, ...], split: int):
+        self._offsets, self._kernel, self._split = offsets, kernel, split
+        self.looped_kernel, self.stacked_kernel = kernel[:split], kernel[split:]
+        self.n_looped, self.n_stacked = prod(self.looped_kernel), prod(self.stacked_kernel)
+        #: Flat offset of the last looped tap (the largest).
+        self.last_looped = sum((k - 1) * off for k, off in zip(self.looped_kernel, offsets))
+
+    def _listed(self, axes) -> Tuple[int, ...]:
+        return tuple(sum(j * self._offsets[a] for j, a in zip(jj, axes))
+                     for jj in np.ndindex(*(self._kernel[a] for a in axes)))
+
+    @cached_property
+    def looped(self) -> Tuple[int, ...]:
+        return self._listed(range(self._split))
+
+    @cached_property
+    def stacked(self) -> Tuple[int, ...]:
+        return self._listed(range(self._split, len(self._kernel)))
 
 
 def _flat_strides(geom: ConvGeometry) -> Tuple[int, ...]:
@@ -321,17 +336,13 @@ def _taps(geom: ConvGeometry, channels: int) -> _Taps:
     while split > 0 and channels * prod(k[split - 1:]) <= STACK_DEPTH:
         split -= 1
 
-    def offsets(axes):
-        return tuple(sum(j * geom.dilation[a] * strides[a] for j, a in zip(jj, axes))
-                     for jj in np.ndindex(*(k[a] for a in axes)))
-    lead, trail = range(split), range(split, geom.ndim)
-    return _Taps(offsets(lead), offsets(trail), k[:split], k[split:])
+    return _Taps(tuple(d * st for d, st in zip(geom.dilation, strides)), tuple(k), split)
 
 
 def _sample_bytes(g: int, c: int, o: int, taps: _Taps, span: int, length: int,
                   itemsize: int) -> int:
     """Bytes of one sample's stacked operand and partial outputs in :func:`_correlate`."""
-    return g * (c * len(taps.stacked) * span + 2 * o * length) * itemsize
+    return g * (c * taps.n_stacked * span + 2 * o * length) * itemsize
 
 
 def _chunk(n: int, per_sample_bytes: int) -> int:
@@ -428,7 +439,7 @@ def _correlate(src, w: np.ndarray, taps: _Taps, start: int, out: np.ndarray,
     n, g, c = src.shape[:3]
     wl = _looped_weights(w, taps)
     length = _flat_length(out.shape[3:], strides)
-    span = length + taps.looped[-1]
+    span = length + taps.last_looped
     dtype = np.result_type(src.dtype, w) if rows is None else np.result_type(src.dtype, w, rows)
     chunk = _chunk(n, _sample_bytes(g, c, wl.shape[2], taps, span, length, dtype.itemsize))
     stack = _Stacker(src.reader(chunk), src.shape, src.dtype, taps.stacked, start, span, chunk)
@@ -527,14 +538,14 @@ def flat_work(geom: ConvGeometry, itemsize: int) -> tuple:
                                            (o, c, geom.in_size, 2, 5)):
         taps = _taps(geom, src)
         length = _flat_length(size, strides)
-        span = length + taps.looped[-1]
+        span = length + taps.last_looped
         chunks = -(-n // _chunk(n, _sample_bytes(g, src, dst, taps, span, length, itemsize)))
-        stacked = len(taps.stacked) if len(taps.stacked) > 1 else 0  # 1: a view, no copy
-        depth = src * len(taps.stacked)  # rows of the stacked operand each GEMM reads
+        stacked = taps.n_stacked if taps.n_stacked > 1 else 0  # 1: a view, no copy
+        depth = src * taps.n_stacked  # rows of the stacked operand each GEMM reads
         elements += n * g * (src * stacked * span
-                             + (dst + gemms * depth) * length * len(taps.looped))
-        calls += chunks * (stacked + per_tap * len(taps.looped))
-        calls += gemms * len(taps.looped) * n * g
+                             + (dst + gemms * depth) * length * taps.n_looped)
+        calls += chunks * (stacked + per_tap * taps.n_looped)
+        calls += gemms * taps.n_looped * n * g
     return elements, calls
 
 

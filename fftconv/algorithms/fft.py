@@ -28,17 +28,18 @@ buffers.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from .. import contraction, costs, resampling
+from .. import budget, contraction, costs, resampling
 from ..config import Settings
 from ..costs import Work
 from ..geometry import ConvGeometry
-from ..protocol import Saved, batch_chunked
+from ..protocol import Algorithm, Engine, GroupShares, Partition, Saved
 from ..transforms import COMPLEX_OF, ForwardTransform, InverseTransform, signal_bytes, spectrum_bytes
 
 FLIP = slice(None, None, -1)
@@ -382,6 +383,86 @@ class FFTEngine(SpectralEngine):
                   i > 0)
         return result, self.passes.weight_grad() if saved is not None else None
 
+class GroupShareEngine(SpectralEngine):
+    """The FFT algorithm on a share of a grouped layer's groups at a time, for
+    layers whose whole weight spectrum, or one sample of all groups, exceeds the
+    workspace budget (32 depthwise channels of a million-sample kernel take
+    256 MiB of weight spectrum alone).  One :class:`FFTEngine` for ``groups``
+    groups runs each share in turn; the weight state is ``w`` itself and each
+    pass transforms its share of it, so a step transforms the weights three
+    times, not once.  A saved operand is a copy of the signal."""
+
+    def __init__(self, geom: ConvGeometry, dtype, settings: Settings, groups: int,
+                 chunk: int):
+        self.geom, self.dtype = geom, np.dtype(dtype)
+        self.inner = FFTEngine(group_share(geom, groups), self.dtype, settings, chunk)
+        self.passes, self.lock, self.chunk = self.inner.passes, self.inner.lock, self.inner.chunk
+        self.tile: Optional[Tuple[int, ...]] = None
+        cg, og = geom.in_channels // geom.groups, geom.out_channels // geom.groups
+        #: (input channels, output channels) of each share of the groups
+        self.shares = [(slice(g * cg, (g + groups) * cg), slice(g * og, (g + groups) * og))
+                       for g in range(0, geom.groups, groups)]
+
+    @property
+    def fft_shape(self) -> tuple:
+        return self.geom.fft_shape
+
+    @property
+    def workspace_bytes(self) -> int:
+        return self.inner.workspace_bytes
+
+    @property
+    def kept_bytes(self) -> int:
+        """A forward pass keeps a copy of its input."""
+        return int(np.prod(self.geom.x_shape)) * self.dtype.itemsize
+
+    def weights(self, w: np.ndarray) -> np.ndarray:
+        return w
+
+    def forward(self, x, w, keep=False, out=None) -> tuple:
+        y = np.empty(self.geom.y_shape, self.dtype) if out is None else out
+        for ci, co in self.shares:
+            self.inner.forward(x[:, ci], self.inner.weights(w[co]), out=y[:, co])
+        return y, Saved("signal", x.copy()) if keep else None
+
+    def input_grad(self, dy, w, keep=False, out=None) -> tuple:
+        dx = np.empty(self.geom.x_shape, self.dtype) if out is None else out
+        for ci, co in self.shares:
+            self.inner.input_grad(dy[:, co], self.inner.weights(w[co]), out=dx[:, ci])
+        return dx, Saved("signal", dy.copy()) if keep else None
+
+    def backward(self, dy, saved_x, w, need_dx=True, need_dw=True, out=None) -> tuple:
+        dx = (np.empty(self.geom.x_shape, self.dtype) if out is None else out) if need_dx else None
+        dw = np.empty(self.geom.w_shape, self.dtype) if need_dw else None
+        for ci, co in self.shares:
+            part_x = None if dx is None else dx[:, ci]
+            _, part_w = self.inner.backward(dy[:, co], Saved("signal", saved_x.array[:, ci]),
+                                            self.inner.weights(w[co]), need_dx, need_dw,
+                                            out=part_x)
+            if dw is not None:
+                dw[co] = part_w
+        return dx, dw
+
+    def transposed_backward(self, x, saved_dy, w, need_y=True, need_dw=True, out=None) -> tuple:
+        y = (np.empty(self.geom.y_shape, self.dtype) if out is None else out) if need_y else None
+        dw = np.empty(self.geom.w_shape, self.dtype) if need_dw else None
+        for ci, co in self.shares:
+            part_y = None if y is None else y[:, co]
+            _, part_w = self.inner.transposed_backward(
+                x[:, ci], Saved("signal", saved_dy.array[:, co]), self.inner.weights(w[co]),
+                need_y, need_dw, out=part_y)
+            if dw is not None:
+                dw[co] = part_w
+        return y, dw
+
+
+def group_share(geom: ConvGeometry, groups: int) -> ConvGeometry:
+    """``geom`` restricted to ``groups`` of its groups."""
+    cg, og = geom.in_channels // geom.groups, geom.out_channels // geom.groups
+    return dataclasses.replace(geom, in_channels=groups * cg, out_channels=groups * og,
+                               groups=groups)
+
+
 # -- the plugin: cost terms, partition, registry entry ---------------------------------------
 def work(geom: ConvGeometry, dtype, weight_transforms: bool = True,
          input_transforms: int = 1) -> Work:
@@ -409,4 +490,46 @@ def work(geom: ConvGeometry, dtype, weight_transforms: bool = True,
     return costs.add(units, transforms, scale=p)
 
 
-ALGORITHM = batch_chunked("fft", FFTEngine, work, workspace_bytes, "FFT", circular_fast=True)
+def partition(func: str, geom: ConvGeometry, dtype: np.dtype, limit: Optional[int],
+              tile: Optional[Tuple[int, ...]] = None) -> Partition:
+    """The most samples per pass that fit ``limit`` bytes; when not even one sample
+    fits and the layer is grouped, :class:`~fftconv.protocol.GroupShares`: the
+    most groups per pass (a divisor of ``groups``), then the most samples."""
+    chunk = budget.most_that_fit(geom.batch, limit, lambda c: workspace_bytes(geom, dtype, c))
+    if chunk or limit is None:
+        return chunk
+    for groups in sorted((d for d in range(1, geom.groups) if geom.groups % d == 0),
+                         reverse=True):
+        share = group_share(geom, groups)
+        chunk = budget.most_that_fit(geom.batch, limit,
+                                     lambda c: workspace_bytes(share, dtype, c))
+        if chunk:
+            return GroupShares(groups, chunk)
+    smallest = group_share(geom, 1) if geom.groups > 1 else geom
+    raise budget.too_small(func, limit, "one sample" + (" of one group" if geom.groups > 1
+                                                         else ""),
+                           workspace_bytes(smallest, dtype, 1), "FFT")
+
+
+def _build(geom: ConvGeometry, dtype: np.dtype, settings: Settings, part: Partition) -> Engine:
+    if isinstance(part, GroupShares):
+        return GroupShareEngine(geom, dtype, settings, part.groups, part.chunk)
+    assert isinstance(part, int), part
+    return FFTEngine(geom, dtype, settings, part)
+
+
+def _work(geom: ConvGeometry, dtype: np.dtype, part: Optional[Partition]) -> Work:
+    """:func:`work`, plus the weight transforms a :class:`GroupShareEngine` repeats."""
+    units = work(geom, dtype)
+    if not isinstance(part, GroupShares):
+        return units
+    w_rows = geom.out_channels * (geom.in_channels // geom.groups)
+    again = costs.transform_work(w_rows, geom.dilation_fft_shape, geom.real)
+    passes = geom.groups // part.groups
+    units = costs.add(units, {"call": 3.0 * (passes - 1), "fft_call": 3.0 * (passes - 1)})
+    return costs.add(units, again, scale=2 * costs.precision(dtype))
+
+
+ALGORITHM = Algorithm("fft", build=_build, partition=partition, work=_work,
+                      estimate=lambda geom, dtype: (costs.seconds(work(geom, dtype)), None),
+                      circular_fast=True)
