@@ -27,8 +27,9 @@ PLANNER_EFFORTS = ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT", "FFTW_EXHAUS
 
 #: The types of the public keywords (shared by ``fftconv``, ``fftconv.torch``,
 #: ``fftconv.dask`` and ``fftconv.Conv``).
-PaddingName = Literal["valid", "same", "full"]
-#: A mode name, one int for every side, one int per axis, or ``(lo, hi)`` per axis.
+PaddingName = Literal["valid", "same", "full", "causal"]
+#: A mode name, one int for every side, one int per axis, or ``(lo, hi)`` per axis
+#: (in 1-D, a bare ``(lo, hi)`` pair too).
 Padding = Union[PaddingName, int, Sequence[Union[int, Tuple[int, int]]]]
 #: One int for every spatial axis, or one per axis.
 Ints = Union[int, Sequence[int]]
@@ -181,9 +182,12 @@ def check_padding(func: str, padding, ndim: int):
     except TypeError:
         fail(func, f"padding must be a mode string, an int or a sequence, got padding={padding!r}",
              TypeError)
+    if ndim == 1 and len(entries) == 2 and all(_is_int(v) for v in entries):
+        entries = (entries,)     # 1-D: two ints cannot be one per axis, so they are (lo, hi)
     if len(entries) != ndim:
+        hint = "; for the one axis's (lo, hi) write padding=[(lo, hi)]" if ndim == 1 else ""
         fail(func, f"padding must have one entry per spatial axis ({ndim}), "
-                   f"got {len(entries)} in padding={padding!r}")
+                   f"got {len(entries)} in padding={padding!r}{hint}")
     out = []
     for p in entries:
         pair: tuple = (p,) if _is_int(p) else tuple(p) if isinstance(p, (tuple, list)) else ()
@@ -359,8 +363,8 @@ def _check_output_padding(func, output_padding, padding, stride, dilation, ndim,
             fail(func, f"output_padding is for transposed=True, got output_padding="
                        f"{output_padding!r} with transposed=False")
         return None
-    if padding == "same" and any(ops):
-        fail(func, f"output_padding must be 0 with padding='same' (the output is n * stride "
+    if padding in ("same", "causal") and any(ops):
+        fail(func, f"output_padding must be 0 with padding={padding!r} (the output is n * stride "
                    f"long), got output_padding={output_padding!r}")
     for op, s, d in zip(ops, stride, dilation):
         if op >= max(s, d):

@@ -12,18 +12,24 @@ padding    per-axis ``(lo, hi)``       output length (``ke = d*(k-1)+1``)
 "valid"    ``(0, 0)``                  ``(n - ke) // s + 1``
 "same"     see CONVENTIONS §2          ``ceil(n / s)``
 "full"     ``(ke-1, ke-1)``            ``(n + ke - 2) // s + 1``
+"causal"   ``(ke-1, 0)``               ``(n - 1) // s + 1 = ceil(n / s)``
 int ``p``  ``(p, p)``                  ``(n + 2p - ke) // s + 1``
 pairs      ``(lo, hi)``                ``(n + lo + hi - ke) // s + 1``
 =========  ==========================  =======================================
 """
 
 LAYER = """
-    padding : {"valid", "same", "full"}, int, sequence of int or of (lo, hi) pairs
+    padding : {"valid", "same", "full", "causal"}, int, sequence of int or of (lo, hi) pairs
         Padding per spatial axis (default ``"valid"``, no padding; ``0`` means the
-        same).  ``"same"`` gives ``ceil(n / stride)``
+        same); in 1-D a bare ``(lo, hi)`` pair is that axis's pair.  ``"same"`` gives ``ceil(n / stride)``
         outputs; for even kernels the extra pad goes after the input for
         correlation (like PyTorch/TF) and before it with ``flip_kernel=True``
-        (like ``scipy.signal.convolve(mode="same")``).
+        (like ``scipy.signal.convolve(mode="same")``).  ``"causal"`` (Keras's
+        meaning) pads ``(d*(k-1), 0)``: ``ceil(n / stride)`` outputs, output ``i``
+        reading inputs ``<= i * stride`` only (with ``padding_mode`` "zeros" or
+        "replicate"); transposed, it crops ``max(d*(k-1) + 1 - stride, 0)`` at the
+        end only: ``n * stride`` outputs, output ``t`` reading inputs ``i`` with
+        ``i * stride <= t``.
     stride, dilation : int or sequence of int, optional
         Per spatial axis, each >= 1 (default 1).
     groups : int, optional
@@ -37,6 +43,7 @@ LAYER = """
         ``w`` is ``(C_in, C_out // groups, *kernel)``, the output length is
         ``(n-1)*s - lo - hi + d*(k-1) + 1 + output_padding`` (``"same"``:
         ``n * s``, the adjoint of a "same" convolution over that length;
+        ``"causal"``: ``n * s``, causal as above;
         ``"valid"``: no padding).  It is the input gradient of the matching
         forward convolution, computed by the same engine.
     output_padding : int or sequence of int, optional

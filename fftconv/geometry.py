@@ -38,7 +38,7 @@ from functools import lru_cache
 from math import gcd, prod
 from typing import List, Optional, Tuple
 
-PADDING_MODES = ("valid", "same", "full")
+PADDING_MODES = ("valid", "same", "full", "causal")
 #: ``padding_mode=``: PyTorch's names; the values are what ``np.pad`` calls them.
 PADDING_FILLS = {"zeros": "constant", "circular": "wrap", "reflect": "reflect",
                  "replicate": "edge"}
@@ -66,6 +66,34 @@ def same_padding(n: int, k: int, s: int, d: int, flip_kernel: bool) -> Pair:
     return lo, total - lo
 
 
+def causal_padding(k: int, d: int) -> Pair:
+    """``(lo, hi)`` for ``padding="causal"`` on one axis (CONVENTIONS §2, Keras's
+    meaning): ``(ke - 1, 0)``.
+
+    Output ``i`` reads the padded input at ``i*s + j*d`` for ``j < k``, i.e. the
+    input at ``i*s + j*d - (ke - 1) <= i*s``: never a later sample.  With stride
+    ``s`` there are ``(n - 1) // s + 1 = ceil(n / s)`` outputs (``n`` at stride 1),
+    as Keras's ``Conv1D(padding="causal", strides=s)``.
+    """
+    return effective_kernel(k, d) - 1, 0
+
+
+def transposed_causal_padding(n: int, k: int, s: int, d: int) -> Tuple[Pair, int]:
+    """``((lo, hi), output_padding)`` of a causal transposed convolution over ``n``
+    samples: ``n * s`` outputs, output ``t`` reading inputs ``i`` with ``i*s <= t``.
+
+    The uncropped transposed convolution puts input ``i`` at outputs ``i*s + j*d``
+    (``j < k``), so its first ``n * s`` outputs only ever hear inputs at or
+    before them: nothing is cropped at the start, ``ke - s`` at the end (the
+    streaming decoders' rule: EnCodec's causal ``SConvTranspose1d`` trims every
+    padding on the right), and when ``ke < s`` the ``s - ke`` missing samples
+    are ``output_padding`` (zeros plus bias).  It is not the adjoint of a causal
+    convolution, which is anti-causal.
+    """
+    ke = effective_kernel(k, d)
+    return (0, max(ke - s, 0)), max(s - ke, 0)
+
+
 def resolve_padding(padding, n: Tuple[int, ...], k: Tuple[int, ...],
                     s: Tuple[int, ...], d: Tuple[int, ...],
                     flip_kernel: bool) -> Tuple[Pair, ...]:
@@ -80,6 +108,8 @@ def resolve_padding(padding, n: Tuple[int, ...], k: Tuple[int, ...],
             return ((0, 0),) * ndim
         if padding == "full":
             return tuple((effective_kernel(ki, di) - 1,) * 2 for ki, di in zip(k, d))
+        if padding == "causal":
+            return tuple(causal_padding(ki, di) for ki, di in zip(k, d))
         return tuple(same_padding(*args, flip_kernel) for args in zip(n, k, s, d))
     if isinstance(padding, int):
         return ((padding, padding),) * ndim
@@ -419,11 +449,15 @@ def transposed_padding(padding, n, k, s, d, flip_kernel) -> Tuple[Pair, ...]:
 
     As PyTorch for ints and pairs; ``"valid"`` is 0 and ``"full"`` is
     ``ke - 1``; ``"same"`` is the "same" padding of the forward convolution
-    over ``n * s`` samples, whose adjoint this is (``n * s`` outputs).
+    over ``n * s`` samples, whose adjoint this is (``n * s`` outputs);
+    ``"causal"`` crops ``ke - s`` at the end only (:func:`transposed_causal_padding`,
+    ``n * s`` outputs).
     """
     if padding == "same":
         return tuple(same_padding(ni * si, ki, si, di, flip_kernel)
                      for ni, ki, si, di in zip(n, k, s, d))
+    if padding == "causal":
+        return tuple(transposed_causal_padding(*args)[0] for args in zip(n, k, s, d))
     return resolve_padding(padding, n, k, s, d, flip_kernel)
 
 
@@ -577,7 +611,7 @@ def make_layer(x_shape, w_shape, padding, stride, dilation, groups, flip_kernel,
     if transposed:
         pads = transposed_padding(padding, in_size, kernel, stride, dilation, flip_kernel)
         ops = output_padding or (0,) * len(in_size)
-        if padding == "same":
+        if padding in ("same", "causal"):
             ops = tuple(same_output_padding(n, lo, hi, k, s, d) for n, (lo, hi), k, s, d in
                         zip(in_size, pads, kernel, stride, dilation))
         out = tuple(transposed_length(n, lo, hi, k, s, d, op) for n, (lo, hi), k, s, d, op in

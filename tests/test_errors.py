@@ -44,7 +44,7 @@ CASES = [
     (lambda: fwd(stride=(1, 2.0)), TypeError, r"stride must contain only ints, got stride=\(1, 2\.0\)"),
     (lambda: fwd(stride=True), TypeError, r"stride must be an int or a sequence"),
     (lambda: fwd(padding="sam"), ValueError,
-     r"padding must be one of \('valid', 'same', 'full'\), an int or a sequence, got padding='sam'"),
+     r"padding must be one of \('valid', 'same', 'full', 'causal'\), an int or a sequence, got padding='sam'"),
     (lambda: fwd(padding=-1), ValueError, r"padding must be >= 0, got padding=-1"),
     (lambda: fwd(padding=((0, -1), (0, 0))), ValueError, r"padding must be >= 0, got padding="),
     (lambda: fwd(padding=1.5), TypeError, r"padding must be a mode string, an int or a sequence, got padding=1\.5"),

@@ -16,10 +16,20 @@ import torch
 import torch.nn as nn
 
 from ..checks import ALGORITHM, DEFAULTS, Ints, PaddingMode
-from .bridge import auto_choice, engine_conv, fallback_reason, measure, warn_once
+from .bridge import _native, auto_choice, engine_conv, fallback_reason, measure, warn_once
 
-#: PyTorch's ``padding`` argument: ints, or ``"valid"``/``"same"`` for a convolution.
+#: PyTorch's ``padding`` argument: ints, or ``"valid"``/``"same"`` for a convolution;
+#: fftconv's modules also take ``"causal"`` (Keras's meaning, CONVENTIONS §2).
 TorchPadding = Union[str, Ints]
+
+#: The padding name PyTorch's constructors do not know: the modules give PyTorch
+#: ``padding=0`` and keep ``"causal"`` in ``self.padding``; their native path is
+#: :func:`fftconv.torch.native_conv` (``F.pad`` then PyTorch's convolution).
+CAUSAL = "causal"
+
+
+def _is_causal(padding) -> bool:
+    return isinstance(padding, str) and padding == CAUSAL
 
 
 class _FFTConvMixin(nn.Module):
@@ -83,6 +93,9 @@ class _FFTConvMixin(nn.Module):
         batched = self._batched(x)
         layer = self.layer(batched, output_size)
         algorithm = self._algorithm_for(batched, layer, warn=True)
+        if algorithm == "native" and _is_causal(self.padding):   # PyTorch has no causal mode
+            y = _native(batched, self.weight, self.bias, layer)
+            return y if batched is x else y.squeeze(0)
         if algorithm == "native":
             return super().forward(x) if output_size is None else super().forward(x, output_size)
         y = engine_conv(batched, self.weight, self.bias, layer, algorithm)
@@ -98,8 +111,11 @@ class _FFTConv(_FFTConvMixin):
                  bias: bool = True, padding_mode: PaddingMode = DEFAULTS.padding_mode,
                  device: Any = None, dtype: Optional[torch.dtype] = None, *,
                  algorithm: str = ALGORITHM) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, padding_mode, device, dtype)
+        super().__init__(in_channels, out_channels, kernel_size, stride,
+                         0 if _is_causal(padding) else padding, dilation, groups, bias,
+                         padding_mode, device, dtype)
+        if _is_causal(padding):
+            self.padding = CAUSAL
         self.algorithm = algorithm
 
 
@@ -107,6 +123,7 @@ class _FFTConvTranspose(_FFTConvMixin):
     """``nn.ConvTranspose*d``'s constructor, plus ``algorithm``."""
 
     kernel_size: Tuple[int, ...]
+    output_padding: Tuple[int, ...]
     _output_padding: Any
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Ints,
@@ -115,11 +132,24 @@ class _FFTConvTranspose(_FFTConvMixin):
                  bias: bool = True, dilation: Ints = DEFAULTS.dilation,
                  padding_mode: PaddingMode = DEFAULTS.padding_mode, device: Any = None,
                  dtype: Optional[torch.dtype] = None, *, algorithm: str = ALGORITHM) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding,
-                         groups, bias, dilation, padding_mode, device, dtype)
+        super().__init__(in_channels, out_channels, kernel_size, stride,
+                         0 if _is_causal(padding) else padding, output_padding, groups, bias,
+                         dilation, padding_mode, device, dtype)
+        if _is_causal(padding):
+            if any(self.output_padding):
+                raise ValueError(f"{type(self).__name__}: output_padding must be 0 with "
+                                 f"padding='causal' (the output is n * stride long), got "
+                                 f"output_padding={output_padding!r}")
+            self.padding = CAUSAL
         self.algorithm = algorithm
 
     def _extra_keywords(self, x, output_size) -> dict:
+        if _is_causal(self.padding):
+            if output_size is not None:
+                raise ValueError(f"{type(self).__name__}.forward: output_size is not taken with "
+                                 f"padding='causal' (the output is n * stride long), got "
+                                 f"output_size={output_size!r}")
+            return dict(transposed=True, output_padding=0)
         output_padding: List[int] = self._output_padding(
             x, output_size, self.stride, self.padding, self.kernel_size, len(self.kernel_size),
             self.dilation)
@@ -241,5 +271,12 @@ def _measure_layers(model: nn.Module, example_input):
 
 
 def revert(model: nn.Module) -> nn.Module:
-    """The inverse of :func:`convert`: fftconv's modules back to PyTorch's."""
+    """The inverse of :func:`convert`: fftconv's modules back to PyTorch's (a module
+    with ``padding="causal"``, which PyTorch's layers do not have, is a ``ValueError``)."""
+    causal = [name or type(model).__name__ for name, m in model.named_modules()
+              if isinstance(m, _FFTConvMixin) and _is_causal(m.padding)]
+    if causal:
+        raise ValueError(f"fftconv.torch.revert: PyTorch's layers have no padding='causal', "
+                         f"got it in {', '.join(causal)}; pad with F.pad(x, (d*(k-1), 0)) "
+                         f"before a padding=0 layer instead")
     return _swap(model, TORCH_OF, drop=("algorithm",))
