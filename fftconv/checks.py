@@ -15,7 +15,9 @@ import math
 import numbers
 import operator
 import reprlib
-from typing import Callable, Literal, NamedTuple, NoReturn, ParamSpec, Sequence, Tuple, TypeVar, Union
+import sys
+from typing import (Callable, Literal, NamedTuple, NoReturn, Optional, ParamSpec, Sequence, Tuple,
+                    TypeVar, Union)
 
 import numpy as np
 
@@ -106,8 +108,39 @@ def is_int(v) -> bool:
 _is_int = is_int
 
 
+def _foreign_array(func: str, name: str, a) -> None:
+    """Refuse the arrays that ``np.asarray`` would read wrongly or silently: a
+    masked array (its mask would be ignored), a Dask array (it would be computed
+    into memory) outside ``fftconv.dask``, and a torch tensor that requires grad
+    (numpy cannot read it; ``fftconv.torch`` differentiates it).  Dask and torch
+    are recognised only when already imported: this never imports them."""
+    if isinstance(a, np.ma.MaskedArray):
+        fail(func, f"{name} is a numpy masked array, whose mask a convolution would ignore "
+                   f"(masked entries would be convolved as their stored values); pass a plain "
+                   f"array: {name}.filled(0) to zero the masked entries, or "
+                   f"np.ma.getdata({name}) to use the stored values", TypeError)
+    dask_array = sys.modules.get("dask.array")
+    if (dask_array is not None and isinstance(a, dask_array.Array)
+            and not func.startswith("fftconv.dask.")):
+        lazy = func.rsplit(".", 1)[-1]
+        lazy = f"fftconv.dask.{lazy if lazy in ('backward', 'vjp') else 'forward'}"
+        fail(func, f"{name} is a Dask array, which {func} would compute into memory whole; use "
+                   f"{lazy} (lazy, block by block), or pass {name}.compute() to compute it "
+                   f"here", TypeError)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(a, torch.Tensor) and a.requires_grad:
+        fail(func, f"{name} is a torch tensor that requires grad, which {func} (numpy in, numpy "
+                   f"out) cannot differentiate; use fftconv.torch.conv (an autograd function "
+                   f"with fftconv's gradients) or fftconv.torch.FFTConv{{1,2,3}}d, or pass "
+                   f"{name}.detach() for values without gradients", TypeError)
+
+
 def check_array(func: str, name: str, a) -> np.ndarray:
-    """Return ``a`` as an ndarray with a numeric (bool excluded) dtype."""
+    """Return ``a`` as an ndarray with a numeric (bool excluded) dtype.
+
+    Masked arrays, Dask arrays (outside ``fftconv.dask``) and torch tensors that
+    require grad are a ``TypeError`` that says what to pass instead."""
+    _foreign_array(func, name, a)
     try:
         arr = np.asarray(a)
     except ValueError as exc:  # ragged nested lists
@@ -374,6 +407,13 @@ def _check_output_padding(func, output_padding, padding, stride, dilation, ndim,
     return ops
 
 
+def _w_in_channels(w_shape, groups: int, transposed: bool, last: bool) -> int:
+    """The ``C_in`` that the weights ``w_shape`` take (in the caller's layout)."""
+    if transposed:
+        return w_shape[-1 if last else 0]
+    return w_shape[-2 if last else 1] * groups
+
+
 def check_layer(func: str, x_shape, w_shape, *, padding, stride, dilation, groups,
                 flip_kernel, real: bool, transposed=False, output_padding=0,
                 padding_mode="zeros", layout="channels_first", names: Names = ARRAYS):
@@ -388,6 +428,13 @@ def check_layer(func: str, x_shape, w_shape, *, padding, stride, dilation, group
     padding_mode = check_choice(func, "padding_mode", padding_mode, tuple(PADDING_FILLS))
     x_shape, w_shape = tuple(x_shape), tuple(w_shape)
     last = layout == "channels_last"
+    if len(w_shape) >= 3 and len(x_shape) == len(w_shape) - 1 and _is_int(groups) and \
+            x_shape[-1 if last else 0] == _w_in_channels(w_shape, groups, transposed, last):
+        form = "(N, *spatial, C_in)" if last else "(N, C_in, *spatial)"
+        fail(func, f"{n.x} lacks the batch axis: {n.x} {n.has_shape} {form} with "
+                   f"{len(w_shape) - 2} spatial axes as {n.w} has, got {n.xs}={x_shape} with "
+                   f"{n.ws}={w_shape}; for one sample add the axis "
+                   f"({n.x + '[None]' if n is ARRAYS else '(1,) + ' + n.x})")
     if len(x_shape) < 3:
         form = "(N, *spatial, C_in)" if last else "(N, C_in, *spatial)"
         fail(func, f"{n.x} {n.has_shape} {form} with at least one spatial axis, "
@@ -442,6 +489,53 @@ def _check_transposed_size(func, layer, x_shape, w_shape, n: Names):
                    f"convolution (output size {layer.out_size}); got {n.xs}={x_shape}, "
                    f"{n.ws}={w_shape}, stride={c.stride}, dilation={c.dilation}, "
                    f"output_padding={layer.output_padding}")
+
+
+def check_layer_input(func: str, x, dtype: np.dtype, channels: int, ndim: int,
+                      last: bool) -> np.ndarray:
+    """``fftconv.Conv``'s input: an array ``(N, C, *spatial)`` (``last``:
+    ``(N, *spatial, C)``) with ``channels`` channels and ``ndim`` spatial axes,
+    whose dtype promotes to the layer's ``dtype``.  A list or another sequence
+    (not an array: it has no dtype of its own) is converted to ``dtype`` when
+    numpy can cast it so within its kind (Python floats to float32)."""
+    a = check_array(func, "x", x)
+    if not hasattr(x, "dtype") and np.can_cast(a.dtype, dtype, "same_kind"):
+        a = a.astype(dtype)
+    form = f"(N, *spatial, {channels})" if last else f"(N, {channels}, *spatial)"
+    if a.ndim == ndim + 1 and a.shape[-1 if last else 0] == channels:
+        fail(func, f"x lacks the batch axis: x must have shape {form} with {ndim} spatial "
+                   f"axes, got x.shape={a.shape}; for one sample add the axis (x[None])")
+    if a.ndim != ndim + 2 or a.shape[-1 if last else 1] != channels:
+        fail(func, f"x must have shape {form} with {ndim} spatial axes, got x.shape={a.shape}")
+    if np.result_type(a.dtype, dtype) != dtype:
+        read = "" if hasattr(x, "dtype") else f" (read from a {type(x).__name__})"
+        fail(func, f"x has dtype={a.dtype}{read} but the layer's dtype is {dtype}; cast x, or "
+                   f"build the layer with dtype={np.result_type(a.dtype, dtype)}", TypeError)
+    return a
+
+
+def check_parameter(func: str, name: str, a, shape: Optional[tuple], dtype: np.dtype,
+                    why: str) -> Optional[np.ndarray]:
+    """A layer's new ``w`` or ``b``: ``shape`` exactly (``why`` says where it comes
+    from) and a dtype that promotes to the layer's ``dtype`` (ints, narrower floats);
+    returned as an array of ``dtype`` (the same object when it already is one).
+    ``shape=None``: the layer has no such parameter (``bias=False``), and ``a``
+    must be ``None`` too; a layer that has one cannot drop it."""
+    if shape is None or a is None:
+        if shape is None and a is not None:
+            fail(func, f"the layer has no {name} (it was built with bias=False), got a "
+                       f"{name} of shape {np.shape(a)}; build the layer with bias=True", TypeError)
+        if shape is not None:
+            fail(func, f"{name} cannot be None on a layer built with one; build the layer "
+                       f"with bias=False", TypeError)
+        return None
+    a = check_array(func, name, a)
+    if a.shape != tuple(shape):
+        fail(func, f"{name} must have shape {tuple(shape)} ({why}), got {name}.shape={a.shape}")
+    if np.result_type(a.dtype, dtype) != dtype:
+        fail(func, f"{name} has dtype={a.dtype} but the layer's dtype is {dtype} (no silent "
+                   f"downcast); assign {name}.astype(np.{dtype})", TypeError)
+    return a if a.dtype == dtype else a.astype(dtype)
 
 
 def check_bias(func: str, b, c_out: int):

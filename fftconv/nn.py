@@ -9,16 +9,18 @@ one, and each plan keeps its weight spectrum while the weights do not change.
 """
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from math import prod, sqrt
-from typing import ClassVar, List, Optional, Union
+from typing import ClassVar, List, Optional, Union, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 from .api import plan as make_plan
 from .checks import (ALGORITHM, DEFAULTS, LAYER_DEFAULTS, Ints, Layout, Padding, PaddingMode,
-                     check_algorithm, check_bool, check_dtype, check_ints, check_layer, fail,
+                     check_algorithm, check_bool, check_count, check_dtype, check_ints,
+                     check_layer, check_layer_input, check_operand, check_parameter, fail,
                      is_int, layer_keywords)
 from .config import get_settings
 from .docstrings import PARAMETERS
@@ -28,6 +30,13 @@ from .runner import weights_last
 
 #: Plans kept per layer (one per input shape, least recently used dropped).
 MAX_PLANS = 8
+#: Calls waiting for their backward pass at which a layer warns, once, that its tape
+#: grows (evaluation without ``grad=False``); :attr:`Conv.tape_warning` per layer.
+TAPE_WARNING = 64
+
+
+class TapeWarning(UserWarning):
+    """A layer's tape holds many calls that wait for their backward pass."""
 
 
 class Conv:
@@ -94,8 +103,8 @@ class Conv:
         func = self._func = f"fftconv.{type(self).__name__}"
         self.kernel_size = self._kernel(func, kernel_size)
         nd = len(self.kernel_size)
-        self.in_channels = check_ints(func, "in_channels", in_channels, 1, 1)[0]
-        self.out_channels = check_ints(func, "out_channels", out_channels, 1, 1)[0]
+        self.in_channels = check_count(func, "in_channels", in_channels)
+        self.out_channels = check_count(func, "out_channels", out_channels)
         self.transposed = check_bool(func, "transposed", transposed)
         self.dtype = self._dtype(func, dtype)
         self.algorithm = check_algorithm(func, algorithm, NAMES)
@@ -113,12 +122,41 @@ class Conv:
         x_probe = (1,) + probe + (self.in_channels,) if last else (1, self.in_channels) + probe
         w_probe = self.kernel_size + (cols // groups, rows) if last else w_first
         check_layer(func, x_probe, w_probe, real=self.dtype.kind != "c", **self.layer)
-        w, self.b = self._initial(w_first, bool(bias), np.random.default_rng(rng))
-        self.w = weights_last(w, self.layer["layout"])
+        w, self._b = self._initial(w_first, bool(bias), np.random.default_rng(rng))
+        self._w = weights_last(w, self.layer["layout"])
         self.dw = np.zeros_like(self.w)
         self.db = None if self.b is None else np.zeros_like(self.b)
         self._plans: "OrderedDict[tuple, Plan]" = OrderedDict()
         self._tape: List[Pullback] = []
+        #: Pending calls at which the layer warns once (``None``: never).
+        self.tape_warning: Optional[int] = TAPE_WARNING
+        self._warned = False
+
+    # -- the parameters: rebinding keeps their shape and dtype ---------------------------
+    @property
+    def w(self) -> np.ndarray:
+        """The weights; another array may be assigned, of the same shape (the layer's
+        channels and ``kernel_size``: build a new layer for others) and a dtype that
+        promotes to the layer's."""
+        return self._w
+
+    @w.setter
+    def w(self, value: ArrayLike) -> None:
+        self._w = cast(np.ndarray, check_parameter(   # a shape given: never None
+            self._func, "w", value, self._w.shape, self.dtype,
+            f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
+            f"kernel_size={self.kernel_size}: build a new layer for another kernel size"))
+
+    @property
+    def b(self) -> Optional[np.ndarray]:
+        """The bias ``(C_out,)``, or ``None`` (``bias=False``, which stays so)."""
+        return self._b
+
+    @b.setter
+    def b(self, value: Optional[ArrayLike]) -> None:
+        self._b = check_parameter(self._func, "b", value,
+                                  None if self._b is None else self._b.shape, self.dtype,
+                                  f"out_channels={self.out_channels}")
 
     @staticmethod
     def _dtype(func: str, dtype) -> np.dtype:
@@ -172,24 +210,35 @@ class Conv:
 
     def __call__(self, x: ArrayLike, *, grad: bool = True) -> np.ndarray:
         """``y = conv(x, w) + b``; pushes this call's pullback on the tape, unless
-        ``grad=False`` (evaluation: nothing is kept, nothing waits for backward)."""
+        ``grad=False`` (evaluation: nothing is kept, nothing waits for backward).
+
+        Each pullback holds its call's input spectrum until :meth:`backward` pops
+        it or :meth:`clear_tape` drops it: a layer that is only evaluated must be
+        called with ``grad=False``.  When :attr:`pending` reaches
+        :attr:`tape_warning` (64 by default) the layer warns once
+        (:class:`TapeWarning`); the tape itself is never cut, since the calls
+        on it may still be differentiated (an unrolled RNN keeps hundreds).
+
+        A list or another sequence is converted to the layer's dtype; an array
+        must have a dtype that promotes to it.
+        """
         func = self._func
-        x = np.asarray(x)
-        nd = len(self.kernel_size)
-        last = self.layer["layout"] == "channels_last"
-        if x.ndim != nd + 2 or x.shape[-1 if last else 1] != self.in_channels:
-            form = (f"(N, *spatial, {self.in_channels})" if last
-                    else f"(N, {self.in_channels}, *spatial)")
-            fail(func, f"x must have shape {form} with {nd} spatial axes, got x.shape={x.shape}")
-        if np.result_type(x.dtype, self.dtype) != self.dtype:
-            fail(func, f"x has dtype={x.dtype} but the layer's dtype is {self.dtype}; "
-                       f"cast x, or build the layer with dtype="
-                       f"{np.result_type(x.dtype, self.dtype)}", TypeError)
+        x = check_layer_input(func, x, self.dtype, self.in_channels, len(self.kernel_size),
+                              self.layer["layout"] == "channels_last")
         plan = self.plan_for(x.shape)
         if not check_bool(func, "grad", grad):
             return plan.apply(x, self.w, self.b)
         y, pullback = plan.vjp(x, self.w, self.b)
         self._tape.append(pullback)
+        if (self.tape_warning is not None and not self._warned
+                and len(self._tape) >= self.tape_warning):
+            self._warned = True
+            warnings.warn(
+                f"{self._repr_name()} holds {len(self._tape)} calls waiting for their backward "
+                f"pass, each keeping its input's spectrum; call the layer with grad=False when "
+                f"only evaluating, and conv.clear_tape() to drop the calls that will not be "
+                f"differentiated (or set conv.tape_warning = None if they all will be)",
+                TapeWarning, stacklevel=2)
         return y
 
     forward = __call__
@@ -198,10 +247,15 @@ class Conv:
         """``dx`` of the most recent outstanding call (last in, first out); adds that
         call's weight and bias gradients into :attr:`dw` and :attr:`db`.
         ``need_dx=False`` (a first layer) skips ``dx`` and returns ``None``."""
+        func = f"{self._func}.backward"
+        need_dx = check_bool(func, "need_dx", need_dx)
         if not self._tape:
-            fail(f"{self._func}.backward", "no call of the layer is waiting for its backward "
-                                           "pass; call the layer on x first", RuntimeError)
-        grads = self._tape[-1](dy, need_dx=need_dx)
+            fail(func, "no call of the layer is waiting for its backward pass; call the layer "
+                       "on x first", RuntimeError)
+        pullback = self._tape[-1]
+        dy = check_operand(func, "dy", dy, pullback.y_shape, self.dtype, self.dtype,
+                           origin="forward")
+        grads = pullback(dy, need_dx=need_dx)
         self._tape.pop()
         if grads.dw is not None:
             self.dw += grads.dw
@@ -227,6 +281,21 @@ class Conv:
     def pending(self) -> int:
         """Calls waiting for their backward pass."""
         return len(self._tape)
+
+    def clear_tape(self) -> int:
+        """Drop every call waiting for its backward pass (and the spectra they keep),
+        e.g. after evaluating without ``grad=False``; returns how many were dropped.
+        :attr:`dw` and :attr:`db` are unchanged."""
+        dropped = len(self._tape)
+        self._tape.clear()
+        self._warned = False
+        return dropped
+
+    def _repr_name(self) -> str:
+        nd = len(self.kernel_size)
+        kind = f"ConvTranspose{nd}d" if self.transposed else f"Conv{nd}d"
+        return f"{self._func} ({kind}({self.in_channels}, {self.out_channels}, " \
+               f"kernel_size={self.kernel_size}))"
 
     def __repr__(self) -> str:
         """As PyTorch shows ``nn.Conv*d``: the options that differ from the defaults,

@@ -97,12 +97,20 @@ class Weights(NamedTuple):
 
 def _allocations_named(method: F) -> F:
     """A :class:`Runner` method whose failed allocations name the layer
-    (``runtime.allocation_named``)."""
+    (``runtime.allocation_named``), and which is quiet about non-finite values.
+
+    A NaN or Inf in an operand spreads as CONVENTIONS §5 says, on every path and
+    without a ``RuntimeWarning``: numpy's "invalid value" warnings are silenced
+    inside the pass (an Inf meets ``inf - inf`` or ``0 * inf`` in the spectra and
+    the GEMMs, a NaN meets nothing numpy warns about, so left alone the two would
+    behave differently).  Overflow still warns: scaling keeps finite results in
+    range, so an overflow warning is a defect to report."""
     @functools.wraps(method)
     def named(self: "Runner", *args: Any, **kwargs: Any) -> Any:
         layer = f"the layer x{self.layer.x_shape} * w{self.layer.w_shape}"
         with runtime.allocation_named(self.func, layer,
-                                      self.engine.workspace_bytes + self.engine.kept_bytes):
+                                      self.engine.workspace_bytes + self.engine.kept_bytes), \
+                np.errstate(invalid="ignore"):
             return method(self, *args, **kwargs)
     return cast(F, named)
 
