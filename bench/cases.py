@@ -15,16 +15,19 @@ import numpy as np
 
 
 #: Layer keywords a case may set beyond the shapes and ``padding`` (``--case``).
-LAYER_KEYS = ("stride", "dilation", "groups", "padding_mode", "transposed", "layout")
+LAYER_KEYS = ("stride", "dilation", "groups", "padding_mode", "transposed", "layout",
+              "flip_kernel")
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
     """One convolution layer: ``x (N, C, *size) * w (O, C, *kernel) -> y (N, O, *out)``.
 
-    ``padding`` is ``"valid"``, ``"same"``, ``"full"`` or an int; ``options`` holds
-    the other layer keywords of ``fftconv.plan`` as sorted ``(name, value)`` pairs
-    (:data:`LAYER_KEYS`); ``dtype`` overrides ``--dtype`` for this case.
+    ``padding`` is ``"valid"``, ``"same"``, ``"full"``, ``"causal"`` or an int;
+    ``options`` holds the other layer keywords of ``fftconv.plan`` as sorted
+    ``(name, value)`` pairs (:data:`LAYER_KEYS`); ``dtype`` overrides ``--dtype``
+    for this case; ``max_workspace_bytes`` is the workspace budget of fftconv's
+    plans for this case (None: the setting's).
     """
 
     batch: int
@@ -35,6 +38,7 @@ class Case:
     padding: object = "valid"
     options: Tuple[Tuple[str, object], ...] = ()
     dtype: Optional[str] = None
+    max_workspace_bytes: Optional[int] = None
 
     @property
     def ndim(self) -> int:
@@ -61,7 +65,7 @@ class Case:
         if not self.plain:
             shape = _out_shape(self)
             return shape[1:-1] if self.channels_last else shape[2:]
-        extra = {"valid": 0, "same": None, "full": 2}[self.padding]
+        extra = {"valid": 0, "same": None, "causal": None, "full": 2}[self.padding]
         return tuple(n if extra is None else n + (extra - 1) * (k - 1)
                      for n, k in zip(self.size, self.kernel))
 
@@ -120,14 +124,17 @@ class Case:
                    if isinstance(self.padding, str) else f" padding={self.padding}")
         extra = "".join(f" {k}={v}" for k, v in self.options)
         dtype = f" {self.dtype}" if self.dtype else ""
-        return f"{self.layer_name} k{kernel}{padding}{extra}{dtype}"
+        budget = (f" budget={self.max_workspace_bytes / 2 ** 20:g}MiB"
+                  if self.max_workspace_bytes else "")
+        return f"{self.layer_name} k{kernel}{padding}{extra}{dtype}{budget}"
 
 
 def _out_shape(case: Case) -> Tuple[int, ...]:
-    """``y``'s shape as fftconv computes it (a direct plan builds no buffers)."""
-    import fftconv
-    return fftconv.plan(case.x_shape, case.w_shape, dtype=np.float64, algorithm="direct",
-                        **case.layer).out_shape
+    """``y``'s shape as fftconv computes it (its argument checks: no plan, no buffers)."""
+    from fftconv.checks import check_layer, check_layer_keywords
+    func = "bench.cases"
+    return check_layer(func, case.x_shape, case.w_shape, real=True,
+                       **check_layer_keywords(func, case.layer)).y_shape
 
 
 class CaseData(NamedTuple):
@@ -170,9 +177,9 @@ def _ints(text: str, ndim: Optional[int] = None) -> Tuple[int, ...]:
 
 def _layer_value(key: str, value: str):
     """A ``--case`` value: ints (per axis with ``x``), booleans, or the string."""
-    if key == "transposed":
+    if key in ("transposed", "flip_kernel"):
         if value.lower() not in ("0", "1", "true", "false"):
-            raise ValueError(f"transposed must be true or false, got {value!r}")
+            raise ValueError(f"{key} must be true or false, got {value!r}")
         return value.lower() in ("1", "true")
     if key in ("stride", "dilation", "groups", "padding") and value.replace("x", "").isdigit():
         ints = tuple(int(v) for v in value.split("x"))
@@ -185,18 +192,18 @@ def parse_case(spec: str) -> Case:
 
     ``O`` defaults to ``C`` and ``padding`` to ``valid``.  ``k`` is one int (a
     cubic kernel) or one per axis (``"15x7"``).  The rest of a layer is optional:
-    ``padding`` (``valid``, ``same``, ``full`` or ints), ``stride``, ``dilation``
-    (ints, ``2`` or ``2x1``), ``groups``, ``padding_mode`` (``zeros``,
-    ``circular``, ``reflect``, ``replicate``), ``transposed`` (true/false),
-    ``layout`` (``channels_first``, ``channels_last``) and ``dtype`` (``float32``,
-    ``float64``).
+    ``padding`` (``valid``, ``same``, ``full``, ``causal`` or ints), ``stride``,
+    ``dilation`` (ints, ``2`` or ``2x1``), ``groups``, ``padding_mode`` (``zeros``,
+    ``circular``, ``reflect``, ``replicate``), ``transposed`` and ``flip_kernel``
+    (true/false), ``layout`` (``channels_first``, ``channels_last``), ``dtype``
+    (``float32``, ``float64``) and ``max_workspace_bytes`` (an int).
 
     Raises
     ------
     ValueError
         On an unknown or missing key, a bad value, or a layer fftconv rejects.
     """
-    known = ("N", "C", "O", "size", "k", "padding", "dtype") + LAYER_KEYS
+    known = ("N", "C", "O", "size", "k", "padding", "dtype", "max_workspace_bytes") + LAYER_KEYS
     fields = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         key, sep, value = item.partition("=")
@@ -209,15 +216,19 @@ def parse_case(spec: str) -> Case:
         raise ValueError(f"case {spec!r} lacks {', '.join(sorted(missing))}")
     size = _ints(fields["size"])
     padding = _layer_value("padding", fields.get("padding", "valid"))
-    if isinstance(padding, str) and padding not in ("valid", "same", "full"):
-        raise ValueError(f"case {spec!r}: padding must be valid, same, full or ints, "
+    if isinstance(padding, str) and padding not in ("valid", "same", "full", "causal"):
+        raise ValueError(f"case {spec!r}: padding must be valid, same, full, causal or ints, "
                          f"got {padding!r}")
+    budget = fields.get("max_workspace_bytes")
+    if budget is not None and not budget.isdigit():
+        raise ValueError(f"case {spec!r}: max_workspace_bytes must be an int, got {budget!r}")
     dtype = fields.get("dtype")
     if dtype not in (None, "float32", "float64"):
         raise ValueError(f"case {spec!r}: dtype must be float32 or float64, got {dtype!r}")
     options = tuple(sorted((k, _layer_value(k, fields[k])) for k in LAYER_KEYS if k in fields))
     case = Case(int(fields["N"]), int(fields["C"]), int(fields.get("O", fields["C"])), size,
-                _ints(fields["k"], len(size)), padding, options, dtype)
+                _ints(fields["k"], len(size)), padding, options, dtype,
+                None if budget is None else int(budget))
     if len(case.kernel) != case.ndim:
         raise ValueError(f"case {spec!r}: kernel {case.kernel} does not fit input {size}")
     try:

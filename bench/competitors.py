@@ -25,6 +25,12 @@ its backward pass ``(dx, dw)`` for a fixed output gradient ``dy``:
 ``torch``
     PyTorch on the CPU: ``torch.nn.functional.conv{1,2,3}d`` forward and
     ``torch.autograd.grad`` for the gradients.
+``torchfft``
+    The long-convolution reference of sequence models (H3, Hyena,
+    FlashFFTConv's baseline), for depthwise causal 1-D layers with the kernel
+    flipped (a true convolution): ``y = irfft(rfft(x, n=2L) * rfft(k, n=2L),
+    n=2L)[..., :L] + b`` with ``torch.fft`` and ``torch.autograd.grad`` for the
+    gradients.  Not run on other layers.
 ``scipy``
     A loop over channel pairs calling ``scipy.signal.fftconvolve``, the way
     straightforward code does it: ``y[n,o] += corr(x[n,c], w[o,c])`` ("valid"),
@@ -112,7 +118,7 @@ def _plan_step(algorithm: str):
 
     def prepare(case, data, threads) -> Prepared:
         p = fftconv.plan(case.x_shape, case.w_shape, dtype=data.x.dtype, algorithm=algorithm,
-                         **case.layer)
+                         max_workspace_bytes=case.max_workspace_bytes, **case.layer)
 
         def run(w):
             y = p.forward(data.x, w, data.b)
@@ -138,7 +144,7 @@ def _torch_padding(case):
     transposed string paddings)."""
     opts = case.opts
     stride, dilation = opts.get("stride", 1), opts.get("dilation", 1)
-    if opts.get("padding_mode", "zeros") != "zeros":
+    if opts.get("padding_mode", "zeros") != "zeros" or case.padding == "causal":
         return None
     if opts.get("transposed", False):
         return case.padding if not isinstance(case.padding, str) else (
@@ -188,6 +194,39 @@ def _torch_prepare(case, data, threads) -> Prepared:
         y = conv(x, wt, b, **layer)
         dx, dw, _ = torch.autograd.grad(y, (x, wt, b), dy)
         return Outputs(back(y.detach().numpy()), back(dx.numpy()), w_back(dw.numpy()))
+
+    return Prepared(run)
+
+
+# -- the torch.fft long-convolution reference -------------------------------------------------
+def long_convolution(case) -> bool:
+    """A depthwise causal true convolution along one axis (one kernel per channel,
+    stride and dilation 1): what the ``torch.fft`` reference computes."""
+    opts = case.opts
+    return (case.ndim == 1 and case.padding == "causal" and bool(opts.get("flip_kernel"))
+            and opts.get("groups", 1) == case.in_channels == case.out_channels
+            and opts.get("stride", 1) in (1, (1,)) and opts.get("dilation", 1) in (1, (1,))
+            and not opts.get("transposed") and not case.channels_last
+            and opts.get("padding_mode", "zeros") == "zeros")
+
+
+def _torchfft_seconds(case) -> float:
+    return 0.0 if long_convolution(case) else float("inf")
+
+
+def _torchfft_prepare(case, data, threads) -> Prepared:
+    import torch
+    length, n = case.size[0], 2 * case.size[0]
+    x = torch.from_numpy(data.x).requires_grad_(True)
+    b = torch.from_numpy(data.b).requires_grad_(True)
+    dy = torch.from_numpy(data.dy)
+
+    def run(w):
+        k = torch.from_numpy(w[:, 0]).requires_grad_(True)          # (H, K), K <= L
+        y = torch.fft.irfft(torch.fft.rfft(x, n=n) * torch.fft.rfft(k, n=n), n=n)[..., :length]
+        y = y + b[:, None]
+        dx, dk, _ = torch.autograd.grad(y, (x, k, b), dy)
+        return Outputs(y.detach().numpy(), dx.numpy(), dk.numpy()[:, None])
 
     return Prepared(run)
 
@@ -301,7 +340,11 @@ COMPETITORS = {c.key: c for c in (
     Competitor("torch", "PyTorch CPU", _torch_prepare, _torch_seconds, first_call_counts=True),
     Competitor("scipy", "fftconvolve loop", _scipy_prepare, _scipy_seconds,
                first_call_counts=True),
+    Competitor("torchfft", "torch.fft reference", _torchfft_prepare, _torchfft_seconds,
+               first_call_counts=True),
 )}
+#: Competitors a suite runs only when it names them (``Suite.competitors``).
+ON_REQUEST = ("torchfft",)
 
 
 assert set(OWN) <= set(COMPETITORS), "every registered algorithm needs a competitor entry"
@@ -309,5 +352,5 @@ assert set(OWN) <= set(COMPETITORS), "every registered algorithm needs a competi
 
 def available(keys: Optional[list] = None) -> list:
     """The competitors to run, in table order; torch only if it imports."""
-    keys = list(COMPETITORS) if keys is None else keys
-    return [COMPETITORS[k] for k in keys if k != "torch" or torch_available()]
+    keys = [k for k in COMPETITORS if k not in ON_REQUEST] if keys is None else keys
+    return [COMPETITORS[k] for k in keys if k not in ("torch", "torchfft") or torch_available()]

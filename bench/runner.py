@@ -67,6 +67,9 @@ class CaseResult:
     same_as : dict
         Competitor key -> the key whose computation it ran (see
         :class:`~bench.competitors.Prepared`).
+    failed : dict
+        Competitor key -> the error its ``prepare`` or step raised (e.g. a plan
+        that does not fit ``max_workspace_bytes``): reported, not fatal.
     """
 
     case: Case
@@ -77,6 +80,7 @@ class CaseResult:
     peak_bytes: Dict[str, int] = dataclasses.field(default_factory=dict)
     choice: Optional[str] = None
     same_as: Dict[str, str] = dataclasses.field(default_factory=dict)
+    failed: Dict[str, str] = dataclasses.field(default_factory=dict)
 
     def fastest_own(self) -> Optional[str]:
         """The fastest of fftconv's own algorithms measured here (None if none was);
@@ -169,7 +173,15 @@ def run_case(case: Case, competitors, options: Options, progress: Progress) -> C
     for _, key in alternating(by_key, options.rounds):
         comp = by_key[key]
         progress.show(f"{case.name} {comp.key}")
-        taken, outputs[comp.key], prepared = measure(comp, case, data, options)
+        if key in result.failed:
+            progress.advance(f"{case.name} {comp.key} failed")
+            continue
+        try:
+            taken, outputs[comp.key], prepared = measure(comp, case, data, options)
+        except (MemoryError, ValueError) as exc:   # e.g. no plan fits max_workspace_bytes
+            result.failed[key] = f"{type(exc).__name__}: {exc}"
+            progress.advance(f"{case.name} {comp.key} failed")
+            continue
         samples.setdefault(comp.key, []).extend(taken)
         result.choice = prepared.choice or result.choice
         if prepared.same_as:
@@ -177,9 +189,10 @@ def run_case(case: Case, competitors, options: Options, progress: Progress) -> C
         progress.advance(f"{case.name} {comp.key}")
     for key, taken in samples.items():
         result.seconds[key], result.medians[key] = min(taken), float(np.median(taken))
-    reference = outputs[competitors[0].key]
+    first = next((c.key for c in competitors if c.key in outputs), None)
+    reference = outputs.get(first)
     result.errors = {key: compare(out, reference) for key, out in outputs.items()
-                     if COMPETITORS[key].checked and key != competitors[0].key}
+                     if COMPETITORS[key].checked and key != first}
     if options.memory:
         for comp in (c for c in competitors if c.traced and c.key in result.seconds):
             progress.show(f"{case.name} {comp.key} peak memory")

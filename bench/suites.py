@@ -133,9 +133,13 @@ class TargetCheck:
     target: Target
     case_name: str
     ratio: Optional[float]
+    #: Why a side of the ratio has no time: the error its plan or step raised.
+    error: Optional[str] = None
 
     @property
     def verdict(self) -> str:
+        if self.error:
+            return f"NO: {self.error}"
         if self.ratio is None:
             return "not measured"
         return "yes" if self.target.met(self.ratio) else "NO"
@@ -143,7 +147,11 @@ class TargetCheck:
 
 def check_targets(targets, results) -> List[TargetCheck]:
     """Every (target, case result) pair the target applies to, in target order."""
-    return [TargetCheck(t, r.case.name, t.value(r))
+    def error(t, r) -> Optional[str]:
+        failed = getattr(r, "failed", {})
+        keys = [k for k in (t.numerator, t.denominator) if k in failed]
+        return "; ".join(f"{k} failed: {failed[k]}" for k in keys) or None
+    return [TargetCheck(t, r.case.name, t.value(r), error(t, r))
             for t in targets for r in results if t.applies_to(r.case)]
 
 
@@ -228,6 +236,20 @@ PERF_TARGETS = perf_targets(
                  or (c.ndim == 3 and c.kernel_size == 9) or c.ndim == 1],
     torch_bounds=tuple(zip(SAME_CASES[:3], (1.3, 1.0, 0.8))) + ((SAME_CASES[5], 1.0),
                                                                (WIDE_CASE, 1.4)))
+#: Long convolutions of sequence models (issue 21): depthwise, causal, a true
+#: convolution with a kernel as long as the sequence, (B, H, L) = (4, 64, 8192),
+#: (2, 256, 16384) and (1, 32, 2**20), the last under a 256 MiB workspace budget;
+#: timed against the ``torch.fft`` reference (``torchfft``).
+LONG_CASES = tuple(
+    Case(b, h, h, (n,), (n,), "causal", (("flip_kernel", True), ("groups", h)),
+         max_workspace_bytes=budget)
+    for b, h, n, budget in ((4, 64, 8192, None), (2, 256, 16384, None),
+                            (1, 32, 2 ** 20, 256 << 20)))
+#: fftconv (``auto``, the default) at least 1.5x faster than the ``torch.fft`` reference.
+LONG_TARGETS = (Target("torchfft", "auto", 1.5, cases=LONG_CASES),)
+#: The perf suite's competitors: every default one, and the reference of the long rows.
+PERF_COMPETITORS = ("fft", "floor", "direct", "overlap_add", "auto", "torch", "scipy",
+                    "torchfft")
 #: Large inputs and small kernels, where overlap-add should beat one big FFT.
 OVERLAP_CASES = (Case(1, 4, 4, (2 ** 20,), (65,)), Case(1, 1, 1, (2048, 2048), (9, 9)))
 #: Where the direct path should win (and, for the first, stay close to PyTorch).
@@ -253,8 +275,12 @@ SUITES = {
         cases=tuple(layers(2, 8, 16, 128, (3, 7, 15)) + layers(3, 2, 8, 32, (3, 5, 9))
                     + layers(1, 4, 16, 16384, (255,))),
         sweep=SWEEP_DEFAULT, skip_limits=SKIP_DEFAULT),
-    "perf": Suite("perf", cases=PERF_ALL, sweep=SWEEP_DEFAULT, skip_limits=SKIP_PERF,
-                  targets=PERF_TARGETS, rounds=3),
+    "perf": Suite("perf", cases=PERF_ALL + LONG_CASES, sweep=SWEEP_DEFAULT,
+                  skip_limits=SKIP_PERF, targets=PERF_TARGETS + LONG_TARGETS,
+                  competitors=PERF_COMPETITORS, rounds=3,
+                  # the direct path and the sweep's layers are no rivals at kernels of
+                  # 8192 and more (a direct step of the second long row is ~40 s)
+                  only={"torchfft": LONG_CASES, "direct": PERF_ALL}),
     "algorithms": Suite(
         "algorithms", cases=unique(PERF_CASES + OVERLAP_CASES + SMALL_KERNEL_CASES),
         sweep=SWEEP_DEFAULT, skip_limits=SKIP_DEFAULT,
