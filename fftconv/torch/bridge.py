@@ -43,6 +43,12 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().resolve_conj().resolve_neg().numpy()
 
 
+def from_numpy(a: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy`` sharing memory where torch can (a result with negative
+    strides, e.g. the flipped weight gradient of ``flip_kernel=True``, is copied)."""
+    return torch.from_numpy(a if all(s >= 0 for s in a.strides) else a.copy())
+
+
 def fallback_reason(*tensors, algorithm: str = "auto"):
     """Why a call must run natively, or ``None`` when fftconv's engine can serve it."""
     present = [t for t in tensors if t is not None]
@@ -153,7 +159,7 @@ class _FFTConv(torch.autograd.Function):
                               algorithm=algorithm, **layer)
         ctx.pullback, ctx.layer = pullback, layer
         ctx.save_for_backward(x, w, b)     # references, for double backward only
-        return torch.from_numpy(y)
+        return from_numpy(y)
 
     @staticmethod
     def backward(ctx, dy):
@@ -168,9 +174,9 @@ class _FFTConv(torch.autograd.Function):
             return tuple(next(grads) if need else None
                          for need in (need_dx, need_dw, need_db)) + (None, None)
         dx, dw, db = ctx.pullback(to_numpy(dy), need_dx=need_dx, need_dw=need_dw or need_db)
-        return (torch.from_numpy(dx) if need_dx else None,
-                torch.from_numpy(dw) if need_dw else None,
-                torch.from_numpy(db) if need_db else None, None, None)
+        return (from_numpy(dx) if need_dx else None,
+                from_numpy(dw) if need_dw else None,
+                from_numpy(db) if need_db else None, None, None)
 
 
 #: ``auto_choice`` verdicts of this process, per call signature and settings.
@@ -276,7 +282,7 @@ def engine_conv(x, w, b, layer: dict, algorithm: str) -> torch.Tensor:
     tracked = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, w, b))
     if not tracked:    # no_grad or nothing to differentiate: keep nothing
-        return torch.from_numpy(api.forward(to_numpy(x), to_numpy(w),
+        return from_numpy(api.forward(to_numpy(x), to_numpy(w),
                                             None if b is None else to_numpy(b),
                                             algorithm=algorithm, **layer))
     return _FFTConv.apply(x, w, b, layer, algorithm)
