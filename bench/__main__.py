@@ -239,7 +239,7 @@ def run_main(suite, options: Options) -> bool:
     for line in report.results_legend(results, keys, memory=options.memory):
         print("  " + line)
     print(report.results_table(results, keys, memory=options.memory))
-    for note in report.skip_notes(results, suite.skip_limits):
+    for note in report.skip_notes(results, suite.skip_limits) + report.outlier_notes(results):
         print("  " + note)
     print("\nlargest relative error of y, dx, dw vs the fft path")
     print(report.errors_table(results, keys))
@@ -260,6 +260,8 @@ def run_sweep(suite, options: Options, plot_path: str):
     layer = suite.sweep[0].layer_name
     print(f"\nkernel sweep ({layer}, k = {', '.join(str(c.kernel_size) for c in suite.sweep)})")
     print(report.results_table(results, [c.key for c in comps], memory=False))
+    for note in report.outlier_notes(results):
+        print("  " + note)
     for rival in (c.key for c in comps if c.key in report.CROSSOVER_RIVALS):
         print("  " + report.crossover_text(results, rival))
     Path(plot_path).parent.mkdir(parents=True, exist_ok=True)
@@ -277,6 +279,8 @@ def run_decisions(suite, options: Options, csv_path: str) -> bool:
     print("\ntimes are ms per training step (best); model: algorithm='auto' by the cost model; "
           "slowdown: model's pick over the fastest")
     print(report.decisions_table(results))
+    for note in report.outlier_notes(results):
+        print("  " + note)
     print(f"\n{retimed} near ties (two fastest within {runner.REMATCH:g}x) were timed "
           f"again, {runner.REMATCH_ROUNDS} alternating rounds each")
     for line in report.decisions_summary(runner.summarise(results),

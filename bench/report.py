@@ -2,7 +2,9 @@
 
 Tables are built as lists of string cells and laid out by :func:`table`
 (first column left-aligned, the others right-aligned).  Missing values print
-as ``-``; skipped competitors as ``skip`` with a note under the table.
+as ``-``; skipped competitors as ``skip`` with a note under the table; a time
+whose samples spread out (``bench.timing.spread_out``) as ``12.3*``, with
+:func:`outlier_notes` under the table.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from textwrap import fill
 from typing import List, Optional, Sequence
 
 from .competitors import BEST, COMPETITORS, OWN
+from .timing import OUTLIER
 
 #: (numerator, denominator) of the ratio columns of the main table.
 RATIOS = (("fft", "floor"), ("direct", "fft"), ("torch", "fft"), ("scipy", "fft"),
@@ -42,8 +45,27 @@ def fmt_ms(seconds: Optional[float]) -> str:
     return f"{ms:.{max(2 - int(floor(log10(ms))), 0) if ms > 0 else 0}f}"
 
 
+#: Appended to a time whose samples spread out (:func:`outlier_notes` says what it means).
+OUTLIER_MARK = "*"
+
+
 def _time_cell(result, key: str) -> str:
-    return "skip" if key in result.skipped else fmt_ms(result.seconds.get(key))
+    if key in result.skipped:
+        return "skip"
+    return fmt_ms(result.seconds.get(key)) + (OUTLIER_MARK if key in result.spread else "")
+
+
+def outlier_notes(results) -> List[str]:
+    """The footnote of the times marked :data:`OUTLIER_MARK`, or none if none is."""
+    flagged = [(ratio, f"{r.case.name} {key}") for r in results
+               for key, ratio in r.spread.items()]
+    if not flagged:
+        return []
+    ratio, worst = max(flagged)
+    return [f"{OUTLIER_MARK} samples spread out: the slowest took more than {OUTLIER:g}x the "
+            f"best (other work or a descheduled thread stalled it; {len(flagged)} marked, the "
+            f"widest {worst} at {ratio:.1f}x); the figure is the best sample, never a stalled "
+            f"one, but rerun on a quiet machine to trust it"]
 
 
 def _checked(keys: Sequence[str]) -> List[str]:
@@ -90,6 +112,8 @@ def results_legend(results, keys: Sequence[str], memory: bool = True) -> List[st
     ratios, traced, chose = _results_columns(results, keys, memory)
     lines = [f"{k + ' ms':<16} best ms per training step (forward + backward): "
              f"{COMPETITORS[k].title}" for k in keys]
+    lines.append(f"{'(' + OUTLIER_MARK + ')':<16} after a time: its samples spread out "
+                 f"(slowest > {OUTLIER:g}x best), see the note under the table")
     if chose:
         lines.append(f"{'auto chose':<16} the algorithm auto picked (cost model, or measured "
                      f"with FFTCONV_MEASURE=1)")

@@ -25,7 +25,7 @@ from fftconv import costs
 
 from .cases import Case, make_data
 from .competitors import BEST, COMPETITORS, OWN, Outputs
-from .timing import Progress, alternating, peak_memory, time_step
+from .timing import Progress, alternating, peak_memory, spread_out, time_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +70,10 @@ class CaseResult:
     failed : dict
         Competitor key -> the error its ``prepare`` or step raised (e.g. a plan
         that does not fit ``max_workspace_bytes``): reported, not fatal.
+    spread : dict
+        Competitor key -> its slowest sample over its best, for the
+        competitors whose samples spread out (:func:`bench.timing.spread_out`):
+        the table marks them.
     """
 
     case: Case
@@ -80,6 +84,7 @@ class CaseResult:
     peak_bytes: Dict[str, int] = dataclasses.field(default_factory=dict)
     choice: Optional[str] = None
     same_as: Dict[str, str] = dataclasses.field(default_factory=dict)
+    spread: Dict[str, float] = dataclasses.field(default_factory=dict)
     failed: Dict[str, str] = dataclasses.field(default_factory=dict)
 
     def fastest_own(self) -> Optional[str]:
@@ -189,6 +194,8 @@ def run_case(case: Case, competitors, options: Options, progress: Progress) -> C
         progress.advance(f"{case.name} {comp.key}")
     for key, taken in samples.items():
         result.seconds[key], result.medians[key] = min(taken), float(np.median(taken))
+        if spread_out(taken):
+            result.spread[key] = max(taken) / min(taken)
     first = next((c.key for c in competitors if c.key in outputs), None)
     reference = outputs.get(first)
     result.errors = {key: compare(out, reference) for key, out in outputs.items()

@@ -1,18 +1,30 @@
 """How the bench measures: steps timed by ``fftconv.timing``, peak memory, threads, progress.
 
 Timing model.  Every step is timed by :func:`fftconv.timing.samples`, the
-library's own timer: one warm-up call (it builds FFTW plans, torch's kernels,
-caches: planning never lands in a sample), then timed calls measured with
-:func:`time.perf_counter`.  Before every call, untimed, the weights move by
-``fftconv.timing.WEIGHT_STEP`` in place (so no cache of weight spectra can be
-reused) and the step's ``reset`` runs.  The figure is the best (minimum) of
-the samples, the usual estimate of the cost on a machine shared with other
-work.  Sampling stops after ``repeat`` samples or once they add up to
-``budget`` seconds, but never before :data:`MIN_SAMPLES` (or ``repeat``, if
-fewer), so that one stalled sample is never the figure.  For steps that build
-nothing on their first call (``first_call_counts``), a warm-up that alone
-reaches the budget is kept as the only sample, so a step of many seconds is
-run once, not four times.
+library's own timer, one call per sample: one untimed warm-up call (it builds
+FFTW plans, torch's kernels, caches: planning never lands in a sample), then
+timed calls measured with :func:`time.perf_counter`.  Before every call,
+untimed, the weights move by ``fftconv.timing.WEIGHT_STEP`` in place (so no
+cache of weight spectra can be reused) and the step's ``reset`` runs.
+
+Sampling rules (:func:`enough`):
+
+* sampling stops after ``repeat`` samples, or once they add up to ``budget``
+  seconds, but never before :data:`MIN_SAMPLES` samples (or ``repeat``, if
+  fewer): a sample stalled by other work cannot use up the budget alone;
+* a long step, one that took the whole budget in two samples, stops at those
+  two (a step of many seconds runs three times, not four);
+* for steps that build nothing on their first call (``first_call_counts``:
+  direct, torch, the scipy loop) a warm-up that alone reaches the budget is
+  kept as a sample, so a long one runs twice in all; a second sample is still
+  taken, so a stalled first call is never the only sample.
+
+The figure is the best (minimum) of the samples, the usual estimate of the
+cost on a machine shared with other work: with at least two samples one
+stalled sample is never the figure.  A competitor whose slowest sample took
+more than :data:`OUTLIER` times its best is flagged (:func:`spread_out`): its
+samples disagree, some other work shared the machine, and its figure is worth
+a rerun on a quiet machine (the table marks it ``*`` with a footnote).
 
 The samples of one step are taken back to back, never interleaved with
 another's: the libraries keep thread pools that spin for a while after each
@@ -50,6 +62,31 @@ from .cases import make_data
 
 #: Fewest timed samples of a step (unless ``repeat`` asks for fewer).
 MIN_SAMPLES = 3
+#: Samples that each took the whole budget after which a long step stops.
+LONG_SAMPLES = 2
+#: A competitor whose slowest sample took more than this times its best is flagged.
+#: Chosen from the default suite's spreads (slowest / best) in one run on a 2-core VM
+#: shared with other work: competitors without a stall spread 1.0x to 2.0x (most
+#: within 1.3x), stalled ones (direct's 2-thread BLAS calls, auto when it ran direct)
+#: 6x to 24x.
+OUTLIER = 3.0
+
+
+def enough(taken: Sequence[float], repeat: int, budget: Optional[float]) -> bool:
+    """Whether the samples ``taken`` (seconds) suffice, by the rules of this module's
+    docstring: ``repeat`` of them; or at least ``min(MIN_SAMPLES, repeat)`` adding up
+    to ``budget``; or :data:`LONG_SAMPLES` that each took the whole ``budget``."""
+    if len(taken) >= repeat:
+        return True
+    if budget is None:
+        return False
+    return ((len(taken) >= min(MIN_SAMPLES, repeat) and sum(taken) >= budget)
+            or sum(t >= budget for t in taken) >= LONG_SAMPLES)
+
+
+def spread_out(taken: Sequence[float]) -> bool:
+    """True if the slowest of ``taken`` took more than :data:`OUTLIER` times the best."""
+    return len(taken) > 1 and max(taken) > OUTLIER * min(taken)
 
 
 def time_step(run: Callable, w: np.ndarray, repeat: int, budget: Optional[float] = None, *,
@@ -58,7 +95,9 @@ def time_step(run: Callable, w: np.ndarray, repeat: int, budget: Optional[float]
     """``(seconds of each sample, outputs of the first call)`` of ``run(w)``.
 
     ``w`` is moved by ``WEIGHT_STEP`` in place and ``reset()`` runs before every
-    call, both untimed; the first call is the warm-up (unless ``warmups=0``).
+    call, both untimed; the first ``warmups`` calls are not samples (but see
+    ``first_call_counts`` in the module's docstring); sampling stops by
+    :func:`enough`.
     """
     kept: list = []
 
@@ -72,8 +111,16 @@ def time_step(run: Callable, w: np.ndarray, repeat: int, budget: Optional[float]
         if not kept:
             kept.append(out)
 
-    taken = samples(step, repeats=repeat, warmups=warmups, prepare=prepare, budget=budget,
-                    min_samples=min(MIN_SAMPLES, repeat), warmup_counts=first_call_counts)
+    def one() -> float:
+        return samples(step, repeats=1, warmups=0, prepare=prepare)[0]
+
+    taken: List[float] = []
+    for _ in range(warmups):
+        took = one()
+        if first_call_counts and budget is not None and took >= budget:
+            taken = [took]
+    while not enough(taken, repeat, budget):
+        taken.append(one())
     return taken, kept[0] if kept else None
 
 
