@@ -35,7 +35,8 @@ from .api import backward, forward, plan, vjp
 from .config import configure, get_settings, using
 from .nn import Conv, Conv1d, Conv2d, Conv3d
 from .planner import Gradients, Plan, Pullback, clear_caches
+from .transforms import PlanningNotice
 
 __all__ = ["forward", "backward", "vjp", "plan", "Plan", "Pullback", "Gradients", "Conv",
            "Conv1d", "Conv2d", "Conv3d", "configure", "get_settings", "using", "clear_caches",
-           "__version__"]
+           "PlanningNotice", "__version__"]

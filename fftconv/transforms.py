@@ -27,9 +27,23 @@ Two backends do the work behind the same two classes:
 
 Zero padding is free: a :class:`ForwardTransform` writes its operand into the
 same slots of a zeroed buffer on every call, so the zeros around it stay.
+
+Planning notice: the first plan of a large transform with an effort other
+than ``FFTW_ESTIMATE`` makes FFTW time several algorithms, up to
+``planning_timelimit`` seconds per transform (six per layer), unless the
+stored wisdom already holds it.  Before the first such planning in a process
+(a buffer of at least :data:`PLANNING_NOTICE_ELEMENTS` values, a time limit
+of at least :data:`PLANNING_NOTICE_SECONDS`, and a ``FFTW_WISDOM_ONLY`` plan,
+which costs well under a millisecond, finding no wisdom) one
+:class:`PlanningNotice` says so and how to make it cheaper.  FFTW's wisdom
+also depends on the buffers' alignment: wisdom from buffers aligned otherwise
+does not count, and FFTW plans such a transform afresh too.
 """
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from math import prod
 from typing import Dict
 
@@ -64,18 +78,73 @@ def _empty(shape, dtype, backend: str) -> np.ndarray:
     return np.empty(shape, dtype=dtype)
 
 
+class PlanningNotice(UserWarning):
+    """Planning a large FFT with FFTW will take seconds on this first call; given once
+    per process, with the settings that make it cheaper (``fftconv.transforms``)."""
+
+
+#: Values in a transform's larger buffer (batch x FFT size) from which planning it
+#: is worth a :class:`PlanningNotice`.  Measured: one float32 r2c transform planned
+#: with FFTW_MEASURE (limit 2 s, no wisdom, a fresh process each) on a 2-core VM took
+#: 0.06-0.15 s up to 2**21 values (2 x 64**3, 8 x 64**3), 0.12-0.46 s at 2**22
+#: (16 x 64**3, 2 x 128**3; 2-D batches plan faster), 0.65-0.96 s at 2**23 and
+#: 1.3-2.2 s at 2**25: from 2**23 a layer's six transforms take seconds.  (At
+#: 2**22 they take one to three seconds in all, and the bench's default suite,
+#: whose largest transform is 2**22 values, would show the notice on every fresh
+#: machine.)
+PLANNING_NOTICE_ELEMENTS = 1 << 23
+#: No notice when ``planning_timelimit`` is below this: six transforms then plan
+#: within about a second.
+PLANNING_NOTICE_SECONDS = 0.25
+_noticed = False             # a PlanningNotice was given in this process
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside the fftconv package, so that a
+    warning points at the user's call that planned (``warnings.warn``'s caller is 1)."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _planning_notice(shape, settings: Settings) -> str:
+    return (f"fftconv: planning a new FFT of {'x'.join(map(str, shape))} values with "
+            f"{settings.planner_effort} may take up to {settings.planning_timelimit:g} s per "
+            f"transform (a layer needs six) on this first call: FFTW times several "
+            f"algorithms for each new shape.  The plans are saved as FFTW wisdom in "
+            f"fftconv's cache directory, so later runs reuse them at once.  To make it "
+            f"cheaper: fftconv.configure(planner_effort=\"FFTW_ESTIMATE\") (no timing; "
+            f"steps may run a little slower) or a smaller planning_timelimit (seconds per "
+            f"transform), or set FFTCONV_PLANNER_EFFORT=FFTW_ESTIMATE or "
+            f"FFTCONV_PLANNING_TIME before starting.  (Shown once per process.)")
+
+
 def _fftw(src, dst, nspatial, direction, settings: Settings, destroy_input: bool,
           effort=None):
     """A planned ``pyfftw.FFTW`` over the last ``nspatial`` axes of fixed buffers
-    (``effort``: the planner effort, default the setting's)."""
+    (``effort``: the planner effort, default the setting's); the first planning of a
+    large transform not in the wisdom gives a :class:`PlanningNotice`."""
+    global _noticed
     import pyfftw
     effort = effort or settings.planner_effort
     flags = (effort,) + (("FFTW_DESTROY_INPUT",) if destroy_input else ())
+    where = dict(axes=tuple(range(-nspatial, 0)), direction=direction,
+                 threads=runtime.fftw_threads(int(settings.threads)))
     with wisdom.planner_lock:
         wisdom.load_once()
-        plan = pyfftw.FFTW(src, dst, axes=tuple(range(-nspatial, 0)), direction=direction,
-                           flags=flags, threads=runtime.fftw_threads(int(settings.threads)),
-                           planning_timelimit=settings.planning_timelimit)
+        large = max(src, dst, key=lambda a: a.size)
+        if (not _noticed and effort != "FFTW_ESTIMATE" and large.size >= PLANNING_NOTICE_ELEMENTS
+                and settings.planning_timelimit >= PLANNING_NOTICE_SECONDS):
+            try:   # the wisdom holds it: no planning, no notice
+                return pyfftw.FFTW(src, dst, flags=flags + ("FFTW_WISDOM_ONLY",), **where)
+            except RuntimeError:
+                _noticed = True
+                warnings.warn(_planning_notice(large.shape, settings), PlanningNotice,
+                              stacklevel=_caller_stacklevel())
+        plan = pyfftw.FFTW(src, dst, flags=flags, planning_timelimit=settings.planning_timelimit,
+                           **where)
         if effort != "FFTW_ESTIMATE":
             wisdom.planned()
     return plan
