@@ -543,9 +543,34 @@ def check_bias(func: str, b, c_out: int):
     if b is None:
         return None
     b = check_array(func, "b", b)
-    if b.shape != (c_out,):
-        fail(func, f"b must have shape (C_out,) = ({c_out},), got b.shape={b.shape}")
+    check_bias_shape(func, b.shape, c_out)
     return b
+
+
+def check_bias_shape(func: str, shape, c_out: int) -> None:
+    """A bias's shape (of any kind of array) must be ``(C_out,)``."""
+    if tuple(shape) != (c_out,):
+        fail(func, f"b must have shape (C_out,) = ({c_out},), got b.shape={tuple(shape)}")
+
+
+def check_instance(func: str, name: str, value, kind: type, hint: str) -> None:
+    """``value`` must be a ``kind`` (a ``TypeError`` naming its type, then ``hint``)."""
+    if not isinstance(value, kind):
+        fail(func, f"{name} must be a {kind.__module__}.{kind.__qualname__}, got "
+                   f"{type(value).__module__}.{type(value).__qualname__}; {hint}", TypeError)
+
+
+def check_one_kind(func: str, dtypes: dict, complex_kinds: set) -> None:
+    """The operands ``dtypes`` (``{"x": dtype, ...}``, ``None`` for an absent one) must
+    be all real or all complex (``complex_kinds``: those that are complex), as
+    ``torch.nn.functional.conv*d`` requires: a mix is a ``TypeError``."""
+    given = {name: dtype for name, dtype in dtypes.items() if dtype is not None}
+    kinds = {name in complex_kinds for name in given}
+    if len(kinds) > 1:
+        shown = ", ".join(f"{name}.dtype={dtype}" for name, dtype in given.items())
+        fail(func, f"{', '.join(given)} must be all real or all complex (as "
+                   f"torch.nn.functional.conv*d requires), got {shown}; cast them to one kind "
+                   f"(a real tensor t to complex: t.to(torch.complex128), say)", TypeError)
 
 
 def check_shape(func: str, name: str, a: np.ndarray, expected: tuple, why: str):

@@ -10,11 +10,12 @@ import torch.nn.functional as F
 
 from .. import api
 from ..autoselect import Choice
-from ..checks import (ALGORITHM, DEFAULTS, Ints, Layout, Padding, PaddingMode,
-                      check_layer, check_layer_keywords, dtypes_for, keywords_checked,
-                      layer_keywords)
+from ..checks import (ALGORITHM, DEFAULTS, Ints, Layout, Padding, PaddingMode, check_algorithm,
+                      check_bias_shape, check_instance, check_layer, check_layer_keywords,
+                      check_one_kind, dtypes_for, keywords_checked, layer_keywords)
 from ..config import get_settings
 from ..docstrings import LAYER
+from ..registry import NAMES
 from . import autoselect
 
 #: dtypes the engine computes (float16 is computed in float32 and returned as float16).
@@ -63,13 +64,43 @@ def fallback_reason(*tensors, algorithm: str = "auto"):
     return None
 
 
-def _layer(x, w, layer: dict):
+def _layer(x, w, layer: dict, func: str = "fftconv.torch.conv"):
     """The checked ``LayerGeometry`` of a call (PyTorch's tensors, fftconv's rules;
     keywords missing from ``layer`` take the shared defaults, ``fftconv.checks.DEFAULTS``)."""
     real = not (x.is_complex() or w.is_complex())
-    func = "fftconv.torch.conv"
     return check_layer(func, tuple(x.shape), tuple(w.shape), real=real,
                        **check_layer_keywords(func, layer))
+
+
+def check_kinds(func: str, x, w, b) -> None:
+    """``x``, ``w`` and ``b`` all real or all complex, as PyTorch's convolutions
+    require (``fftconv.checks.check_one_kind``): a mix would run a complex forward
+    whose backward autograd refuses."""
+    tensors = {"x": x, "w": w, "b": b}
+    check_one_kind(func, {name: None if t is None else t.dtype for name, t in tensors.items()},
+                   {name for name, t in tensors.items() if t is not None and t.is_complex()})
+
+
+def _unbatched(func: str, x, w, b) -> bool:
+    """Check the operands are tensors; whether ``x`` is one sample without its batch
+    axis (as ``F.conv*d`` takes it): ``w``'s rank fixes the number of spatial axes,
+    so an ``x`` one dimension short is unambiguous."""
+    hint = "fftconv.forward takes numpy arrays"
+    check_instance(func, "x", x, torch.Tensor, hint)
+    check_instance(func, "w", w, torch.Tensor, hint)
+    if b is not None:
+        check_instance(func, "b", b, torch.Tensor, hint)
+    return w.dim() >= 3 and x.dim() == w.dim() - 1
+
+
+def _check_call(func: str, x, w, b, layer: dict, algorithm: str) -> None:
+    """Every check of a call, before any work (``x`` batched): the kinds, the layer,
+    the bias's shape and the algorithm, in messages that name ``func``."""
+    check_kinds(func, x, w, b)
+    geometry = _layer(x, w, layer, func)
+    if b is not None:
+        check_bias_shape(func, b.shape, geometry.out_channels)
+    check_algorithm(func, algorithm, ("native",) + tuple(NAMES))
 
 
 _Conv = Callable[..., torch.Tensor]
@@ -93,9 +124,17 @@ def native_conv(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = No
     (every padding form, ``padding_mode``, ``transposed``, ``output_padding``,
     ``flip_kernel``, ``layout``), run by ``torch.nn.functional``: what
     ``algorithm="native"`` and the fallbacks of :func:`conv` run.  Up to three
-    spatial axes (PyTorch has no 4-d convolution).
+    spatial axes (PyTorch has no 4-d convolution).  Like ``F.conv*d`` it takes an
+    unbatched ``x`` (one dimension fewer than ``w``) and returns an unbatched ``y``.
     """
-    return _native(x, w, b, layer_keywords(locals()))
+    func = "fftconv.torch.native_conv"
+    layer = layer_keywords(locals())
+    unbatched = _unbatched(func, x, w, b)
+    if unbatched:
+        x = x.unsqueeze(0)
+    _check_call(func, x, w, b, layer, "native")
+    y = _native(x, w, b, layer)
+    return y.squeeze(0) if unbatched else y
 
 
 def _native(x, w, b, layer: dict) -> torch.Tensor:
@@ -237,6 +276,9 @@ def conv(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None, *,
     Parameters
     ----------
     x : Tensor, shape ``(N, C_in, *spatial)``
+        Or one unbatched sample ``(C_in, *spatial)``, as ``F.conv*d`` takes it
+        (``w``'s rank fixes the number of spatial axes); ``y`` is then unbatched
+        too, and the gradients flow as for a batch of one.
     w : Tensor, shape ``(C_out, C_in // groups, *kernel)``
     b : Tensor, shape ``(C_out,)``, optional{params}
     algorithm : {{"auto", "native", "fft", "direct", "overlap_add"}}, optional
@@ -252,6 +294,15 @@ def conv(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None, *,
         Tensors off the CPU, bfloat16 and double backward run :func:`native_conv`
         (a :class:`FallbackWarning` once per process says so).
 
+    Raises
+    ------
+    TypeError
+        A mix of real and complex operands (a real ``x`` and ``w`` with a complex
+        ``b``, say), which PyTorch refuses too; an operand that is not a tensor.
+    ValueError
+        Shapes or keywords that do not make a layer (``fftconv.forward``'s rules),
+        named ``fftconv.torch.conv``.
+
     Examples
     --------
     >>> import torch, fftconv.torch as ft
@@ -260,7 +311,12 @@ def conv(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None, *,
     >>> y.detach().numpy().round(12)
     array([[[2., 3., 3., 3., 3., 3., 3., 2.]]], dtype=float32)
     """
+    func = "fftconv.torch.conv"
     layer = layer_keywords(locals())
+    unbatched = _unbatched(func, x, w, b)
+    if unbatched:      # autograd carries the gradient through the view
+        x = x.unsqueeze(0)
+    _check_call(func, x, w, b, layer, algorithm)
     reason = fallback_reason(x, w, b, algorithm=algorithm)
     if reason is None and algorithm == "auto" and x.dim() <= 5:
         algorithm = auto_choice(x, w, layer).algorithm
@@ -268,8 +324,10 @@ def conv(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None, *,
     if reason is not None:
         if reason != "native":
             warn_once(reason)
-        return _native(x, w, b, layer)
-    return engine_conv(x, w, b, layer, algorithm)
+        y = _native(x, w, b, layer)
+    else:
+        y = engine_conv(x, w, b, layer, algorithm)
+    return y.squeeze(0) if unbatched else y
 
 
 if conv.__doc__:  # None under python -OO

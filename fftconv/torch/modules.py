@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 
 from ..checks import ALGORITHM, DEFAULTS, Ints, PaddingMode
-from .bridge import _native, auto_choice, engine_conv, fallback_reason, measure, warn_once
+from .bridge import (_native, auto_choice, check_kinds, engine_conv, fallback_reason, measure,
+                     warn_once)
 
 #: PyTorch's ``padding`` argument: ints, or ``"valid"``/``"same"`` for a convolution;
 #: fftconv's modules also take ``"causal"`` (Keras's meaning, CONVENTIONS §2).
@@ -90,6 +91,7 @@ class _FFTConvMixin(nn.Module):
     def forward(self, x, output_size=None):
         """PyTorch's own ``forward`` where :meth:`choice` is ``"native"`` (a fallback
         warns once), else fftconv's engine."""
+        check_kinds(f"fftconv.torch.{type(self).__name__}", x, self.weight, self.bias)
         batched = self._batched(x)
         layer = self.layer(batched, output_size)
         algorithm = self._algorithm_for(batched, layer, warn=True)
