@@ -24,6 +24,7 @@ import fftconv
 from fftconv import costs
 from fftconv.timing import best_of
 
+from .runner import partition_of
 from .timing import set_threads, time_step, torch_available
 
 LAYERS = (
@@ -74,7 +75,7 @@ def measure(layers, max_seconds: float):
         for name, tile in candidates(xs, ws):
             plan = fftconv.plan(xs, ws, dtype=np.float32, algorithm=name, tile=tile)
             g = plan.geometry
-            units = fftconv.registry.REGISTRY[name].work(g, np.float32, plan.tile)
+            units = fftconv.registry.REGISTRY[name].work(g, np.float32, partition_of(plan.tile))
             if costs.seconds(units) > max_seconds:
                 continue  # far too slow to be chosen; timing it would only cost minutes
             dy = rng.standard_normal(g.y_shape).astype(np.float32)

@@ -22,6 +22,7 @@ import numpy as np
 
 import fftconv
 from fftconv import costs
+from fftconv.protocol import Tiling
 
 from .cases import Case, make_data
 from .competitors import BEST, COMPETITORS, OWN, Outputs
@@ -257,6 +258,12 @@ class Decision(NamedTuple):
     work: Dict[str, Dict[str, float]]
 
 
+def partition_of(tile: Optional[Tuple[int, ...]]) -> Optional[Tiling]:
+    """The partition an algorithm's ``work`` takes for the tile the cost model prices
+    (overlap-add's, at its default tiles per pass), ``None`` for an algorithm without one."""
+    return None if tile is None else Tiling(tuple(tile), 0)
+
+
 def decide(case, dtype) -> Decision:
     """The cost model's choice, estimates and units of work for ``case``."""
     dtype = np.dtype(dtype)
@@ -264,7 +271,7 @@ def decide(case, dtype) -> Decision:
                      **case.layer)
     geom = p.geometry
     priced = fftconv.registry.estimates(geom, dtype)
-    work = {name: fftconv.registry.REGISTRY[name].work(geom, dtype, option)
+    work = {name: fftconv.registry.REGISTRY[name].work(geom, dtype, partition_of(option))
             for name, (_, option) in priced.items()}
     return Decision(p.algorithm, priced["overlap_add"][1],
                     {name: seconds for name, (seconds, _) in priced.items()}, work)

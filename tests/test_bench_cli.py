@@ -93,3 +93,13 @@ def test_calibrate_fits_copies_of_the_rates_and_leaves_the_library_s_alone():
     assert calibrate.price("fft", {"a": 2.0}, {"fftconv": fitted}) == pytest.approx(6.0)
     rates["fftconv"].clear()
     assert costs.RATES == before
+
+
+def test_decide_prices_every_algorithm_at_the_partition_it_estimates():
+    """The kernel sweep's and the decisions suite's model figures (the sweep crashed when
+    overlap-add's work took a Tiling and was given the estimate's tile)."""
+    from bench import runner
+    from bench.cases import parse_case
+    decision = runner.decide(parse_case("N=2,C=4,size=64x64,k=5"), "float32")
+    assert set(decision.work) == set(decision.estimates) >= {"fft", "direct", "overlap_add"}
+    assert all(units for units in decision.work.values())

@@ -12,7 +12,7 @@ def test_parse_case_takes_padding():
     assert case.padding == "same" and case.out_size == (20, 18) and case.y_shape == (2, 4, 20, 18)
     assert parse_case("N=1,C=1,size=20,k=5,padding=full").out_size == (24,)
     assert parse_case("N=1,C=1,size=20,k=5").out_size == (16,)
-    with pytest.raises(ValueError, match="padding must be valid, same, full or ints"):
+    with pytest.raises(ValueError, match="padding must be valid, same, full, causal or ints"):
         parse_case("N=1,C=1,size=20,k=5,padding=reflect")
 
 
