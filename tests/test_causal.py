@@ -331,3 +331,21 @@ def test_dask_causal():
         ref = fftconv.backward(dy, x, w, padding="causal", groups=4, **kw)
         np.testing.assert_allclose(np.asarray(g.dx), ref.dx, atol=1e-10)
         np.testing.assert_allclose(np.asarray(g.dw), ref.dw, atol=1e-10)
+
+
+@pytest.mark.parametrize("algorithm", ["fft", "overlap_add", "direct"])
+def test_torch_long_conv_gradients_flip_kernel(algorithm):
+    """The long convolution of sequence models through ``ft.conv`` (``flip_kernel=True``,
+    whose weight gradient comes back as a flipped view) against the ``torch.fft``
+    reference ``irfft(rfft(x, n=2L) * rfft(k, n=2L))[..., :L]``, gradients included."""
+    import fftconv.torch as ft
+    torch.manual_seed(2)
+    x = torch.randn(2, 4, 128, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(4, 1, 128, dtype=torch.float64, requires_grad=True)
+    y = ft.conv(x, k, padding="causal", groups=4, flip_kernel=True, algorithm=algorithm)
+    ref = torch.fft.irfft(torch.fft.rfft(x, n=256) * torch.fft.rfft(k[:, 0], n=256), n=256)
+    ref = ref[..., :128]
+    torch.testing.assert_close(y, ref)
+    dy = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(y, (x, k), dy), torch.autograd.grad(ref, (x, k), dy)):
+        torch.testing.assert_close(a, b)
