@@ -11,17 +11,17 @@ Sampling rules (:func:`enough`):
 
 * sampling stops after ``repeat`` samples, or once they add up to ``budget``
   seconds, but never before :data:`MIN_SAMPLES` samples (or ``repeat``, if
-  fewer): a sample stalled by other work cannot use up the budget alone;
-* a long step, one that took the whole budget in two samples, stops at those
-  two (a step of many seconds runs three times, not four);
+  fewer): a sample stalled by other work cannot use up the budget alone, and
+  however long a step is it has that many chances to run unstalled;
 * for steps that build nothing on their first call (``first_call_counts``:
   direct, torch, the scipy loop) a warm-up that alone reaches the budget is
-  kept as a sample, so a long one runs twice in all; a second sample is still
-  taken, so a stalled first call is never the only sample.
+  kept as the first sample, so a step of many seconds runs
+  :data:`MIN_SAMPLES` times, not once more; the others follow as usual, so a
+  stalled first call is never the only sample.
 
 The figure is the best (minimum) of the samples, the usual estimate of the
-cost on a machine shared with other work: with at least two samples one
-stalled sample is never the figure.  A competitor whose slowest sample took
+cost on a machine shared with other work: with several samples one stalled
+sample is never the figure.  A competitor whose slowest sample took
 more than :data:`OUTLIER` times its best is flagged (:func:`spread_out`): its
 samples disagree, some other work shared the machine, and its figure is worth
 a rerun on a quiet machine (the table marks it ``*`` with a footnote).
@@ -62,8 +62,6 @@ from .cases import make_data
 
 #: Fewest timed samples of a step (unless ``repeat`` asks for fewer).
 MIN_SAMPLES = 3
-#: Samples that each took the whole budget after which a long step stops.
-LONG_SAMPLES = 2
 #: A competitor whose slowest sample took more than this times its best is flagged.
 #: Chosen from the default suite's spreads (slowest / best) in one run on a 2-core VM
 #: shared with other work: competitors without a stall spread 1.0x to 2.0x (most
@@ -74,14 +72,12 @@ OUTLIER = 3.0
 
 def enough(taken: Sequence[float], repeat: int, budget: Optional[float]) -> bool:
     """Whether the samples ``taken`` (seconds) suffice, by the rules of this module's
-    docstring: ``repeat`` of them; or at least ``min(MIN_SAMPLES, repeat)`` adding up
-    to ``budget``; or :data:`LONG_SAMPLES` that each took the whole ``budget``."""
+    docstring: ``repeat`` of them, or at least ``min(MIN_SAMPLES, repeat)`` adding up
+    to ``budget``."""
     if len(taken) >= repeat:
         return True
-    if budget is None:
-        return False
-    return ((len(taken) >= min(MIN_SAMPLES, repeat) and sum(taken) >= budget)
-            or sum(t >= budget for t in taken) >= LONG_SAMPLES)
+    return (budget is not None and len(taken) >= min(MIN_SAMPLES, repeat)
+            and sum(taken) >= budget)
 
 
 def spread_out(taken: Sequence[float]) -> bool:
