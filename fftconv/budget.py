@@ -63,6 +63,7 @@ def fitting_tiling(func: str, budget: Optional[int], preferred: Tile, candidates
     fitting = [t for t in map(fitted, tiles) if t[1]]
     if fitting:
         return min(fitting, key=lambda t: seconds_of(*t))
-    assert budget is not None  # everything fits without a budget
+    if budget is None:  # pragma: no cover - everything fits without a budget
+        raise RuntimeError("fitting_tiling: nothing fits without a budget")
     needed, smallest = min((bytes_of(t, 1), t) for t in [preferred] + tiles)
     raise too_small(func, budget, f"{what} with tile={smallest} and one tile per pass", needed)

@@ -95,6 +95,11 @@ def keywords_checked(func: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]
     return decorate
 
 
+def _axes(n: int) -> str:
+    """``"1 spatial axis"``, ``"2 spatial axes"``."""
+    return f"{n} spatial axis" if n == 1 else f"{n} spatial axes"
+
+
 def fail(func: str, message: str, kind: type = ValueError) -> NoReturn:
     """Raise ``kind`` with the house prefix ``"<func>: "``."""
     raise kind(f"{func}: {message}")
@@ -215,6 +220,9 @@ def check_padding(func: str, padding, ndim: int):
     except TypeError:
         fail(func, f"padding must be a mode string, an int or a sequence, got padding={padding!r}",
              TypeError)
+    if any(isinstance(v, (bool, np.bool_)) for v in entries):
+        fail(func, f"padding entries must be ints or (lo, hi) pairs of ints, "
+                   f"got padding={padding!r}", TypeError)
     if ndim == 1 and len(entries) == 2 and all(_is_int(v) for v in entries):
         entries = (entries,)     # 1-D: two ints cannot be one per axis, so they are (lo, hi)
     if len(entries) != ndim:
@@ -432,7 +440,7 @@ def check_layer(func: str, x_shape, w_shape, *, padding, stride, dilation, group
             x_shape[-1 if last else 0] == _w_in_channels(w_shape, groups, transposed, last):
         form = "(N, *spatial, C_in)" if last else "(N, C_in, *spatial)"
         fail(func, f"{n.x} lacks the batch axis: {n.x} {n.has_shape} {form} with "
-                   f"{len(w_shape) - 2} spatial axes as {n.w} has, got {n.xs}={x_shape} with "
+                   f"{_axes(len(w_shape) - 2)} as {n.w} has, got {n.xs}={x_shape} with "
                    f"{n.ws}={w_shape}; for one sample add the axis "
                    f"({n.x + '[None]' if n is ARRAYS else '(1,) + ' + n.x})")
     if len(x_shape) < 3:
@@ -503,10 +511,10 @@ def check_layer_input(func: str, x, dtype: np.dtype, channels: int, ndim: int,
         a = a.astype(dtype)
     form = f"(N, *spatial, {channels})" if last else f"(N, {channels}, *spatial)"
     if a.ndim == ndim + 1 and a.shape[-1 if last else 0] == channels:
-        fail(func, f"x lacks the batch axis: x must have shape {form} with {ndim} spatial "
-                   f"axes, got x.shape={a.shape}; for one sample add the axis (x[None])")
+        fail(func, f"x lacks the batch axis: x must have shape {form} with {_axes(ndim)}, "
+                   f"got x.shape={a.shape}; for one sample add the axis (x[None])")
     if a.ndim != ndim + 2 or a.shape[-1 if last else 1] != channels:
-        fail(func, f"x must have shape {form} with {ndim} spatial axes, got x.shape={a.shape}")
+        fail(func, f"x must have shape {form} with {_axes(ndim)}, got x.shape={a.shape}")
     if np.result_type(a.dtype, dtype) != dtype:
         read = "" if hasattr(x, "dtype") else f" (read from a {type(x).__name__})"
         fail(func, f"x has dtype={a.dtype}{read} but the layer's dtype is {dtype}; cast x, or "

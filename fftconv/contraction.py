@@ -154,8 +154,8 @@ def backward_products(x_spec, dy_spec, k, groups, dx_out=None, dw_out=None, dy_k
     """
     n, c_out, f = dy_spec.shape
     dx_g = None if dx_out is None else _grouped(dx_out, groups)
-    want_dw = dw_out is not None and x_spec is not None
-    dw_g = dw_out.reshape(groups, c_out // groups, dw_out.shape[1], f) if want_dw else None
+    dw_g = (None if dw_out is None or x_spec is None
+            else dw_out.reshape(groups, c_out // groups, dw_out.shape[1], f))
 
     def block(sl):
         conj_dy = _frequency_major(dy_spec, sl, groups, conjugate=True,
@@ -163,7 +163,7 @@ def backward_products(x_spec, dy_spec, k, groups, dx_out=None, dw_out=None, dy_k
         if dx_g is not None:
             dx = np.matmul(conj_dy, k[sl], out=dx_g[sl])
             np.conjugate(dx, out=dx)
-        if want_dw:
+        if dw_g is not None:
             xb = x_spec[sl] if x_spec.ndim == 4 else _frequency_major(x_spec, sl, groups)
             dw_g[..., sl] = np.matmul(conj_dy.transpose(0, 1, 3, 2), xb).transpose(1, 2, 3, 0)
 

@@ -43,9 +43,11 @@ LAYER = """
         ``w`` is ``(C_in, C_out // groups, *kernel)``, the output length is
         ``(n-1)*s - lo - hi + d*(k-1) + 1 + output_padding`` (``"same"``:
         ``n * s``, the adjoint of a "same" convolution over that length;
-        ``"causal"``: ``n * s``, causal as above;
+        ``"causal"``: ``n * s``, cropping ``d*(k-1) + 1 - s`` at the end so that
+        output ``t`` reads inputs ``i`` with ``i*s <= t``;
         ``"valid"``: no padding).  It is the input gradient of the matching
-        forward convolution, computed by the same engine.
+        forward convolution, computed by the same engine, except with
+        ``"causal"`` (that adjoint would read later inputs).
     output_padding : int or sequence of int, optional
         Transposed only: extra output samples at the end of each axis, each
         smaller than the stride or the dilation (PyTorch's rule); default 0.
@@ -77,9 +79,13 @@ PARAMETERS = LAYER + ALGORITHM
 EXECUTION = """
     max_workspace_bytes : int, optional
         Bound on the working buffers of every algorithm, with the same results:
-        the FFT path and direct process the batch in chunks, overlap-add takes a
-        tile that fits, ``"auto"`` the cheapest algorithm that fits.  Defaults to
-        the ``max_workspace_bytes`` setting (no bound).
+        the FFT path and direct process the batch in chunks (grouped layers a
+        share of their groups at a time when one sample does not fit),
+        overlap-add takes a tile and a number of tiles per pass that fit,
+        ``"auto"`` the cheapest algorithm that fits.  What a forward pass keeps
+        for its backward pass (a copy of ``x`` when it keeps no spectrum) comes
+        on top: ``Plan.workspace_bytes`` counts both.  Defaults to the
+        ``max_workspace_bytes`` setting (no bound).
     measure : bool, optional
         With ``algorithm="auto"``: time the candidates once for this geometry
         (and remember the winner across processes) instead of trusting the

@@ -139,9 +139,10 @@ def _rewrite() -> bool:
 
 
 def _save_locked() -> None:
+    """Save, keeping the batch pending when the file cannot be written."""
     global _unsaved, _last_save
-    _unsaved, _last_save = False, time.monotonic()
-    _rewrite()
+    _last_save = time.monotonic()
+    _unsaved = not _rewrite()
 
 
 def planned() -> None:
@@ -155,14 +156,29 @@ def planned() -> None:
 
 
 def flush() -> None:
-    """Merge the wisdom planned since the last save into the cache file now (also
-    run at exit); warn on failure."""
+    """Merge the wisdom planned since the last save into the cache file now; warn
+    on failure (the batch then stays pending)."""
     with _lock:
         if _unsaved:
             _save_locked()
 
 
-atexit.register(flush)
+#: Seconds the exit hook waits for a planner that another thread holds.
+EXIT_WAIT = 5.0
+
+
+def _flush_at_exit() -> None:
+    """:func:`flush` at a normal exit, unless another thread holds the planner
+    past :data:`EXIT_WAIT` (a daemon thread mid-plan must not hang the exit).  A
+    process killed by a signal runs no exit hook: call :func:`flush` first."""
+    if _lock.acquire(timeout=EXIT_WAIT):
+        try:
+            flush()
+        finally:
+            _lock.release()
+
+
+atexit.register(_flush_at_exit)
 
 
 def forget_loaded_state() -> None:

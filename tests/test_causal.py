@@ -349,3 +349,9 @@ def test_torch_long_conv_gradients_flip_kernel(algorithm):
     dy = torch.randn_like(ref)
     for a, b in zip(torch.autograd.grad(y, (x, k), dy), torch.autograd.grad(ref, (x, k), dy)):
         torch.testing.assert_close(a, b)
+
+
+def test_a_bool_in_a_one_d_pair_is_named_as_such():
+    with pytest.raises(TypeError, match=r"fftconv\.forward: padding entries must be ints or "
+                                        r"\(lo, hi\) pairs of ints, got padding=\(True, 0\)"):
+        fftconv.forward(np.ones((1, 1, 8)), np.ones((1, 1, 3)), padding=(True, 0))

@@ -109,3 +109,18 @@ def test_what_is_unsaved_reaches_the_file_at_exit(cache):
                          env={**os.environ, "FFTCONV_CACHE_DIR": str(cache.parent)})
     exported = int(out.stdout.split()[-1])
     assert len(json.loads(cache.read_text())["wisdom"][1]) == exported
+
+
+def test_a_failed_save_keeps_the_batch_pending(cache, monkeypatch):
+    from fftconv import cachefile
+    real = cachefile.update
+
+    def refuse(*args):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(cachefile, "update", refuse)
+    with pytest.warns(wisdom.WisdomWarning, match="could not save FFTW wisdom"):
+        plan_and_run((1, 3, 17, 9))
+    assert wisdom._unsaved
+    monkeypatch.setattr(cachefile, "update", real)
+    wisdom.flush()
+    assert not wisdom._unsaved and "fftwf" in json.loads(cache.read_text())["wisdom"][1]

@@ -413,8 +413,10 @@ class GroupShareEngine(SpectralEngine):
 
     @property
     def kept_bytes(self) -> int:
-        """A forward pass keeps a copy of its input."""
-        return int(np.prod(self.geom.x_shape)) * self.dtype.itemsize
+        """A forward pass keeps a copy of its input (``x``, or ``dy`` for a
+        transposed layer's :meth:`input_grad`): the larger."""
+        g = self.geom
+        return max(int(np.prod(g.x_shape)), int(np.prod(g.y_shape))) * self.dtype.itemsize
 
     def weights(self, w: np.ndarray) -> np.ndarray:
         return w

@@ -159,7 +159,8 @@ class _FFTConvTranspose(_FFTConvMixin):
 
 
 def _doc(base, transposed: bool) -> str:
-    what = ("the input gradient of the matching convolution, from the same engine"
+    what = ("the input gradient of the matching convolution, from the same engine; "
+            "``padding=\"causal\"`` stays causal instead"
             if transposed else "same constructor, parameters, initialisation and "
                                "``state_dict``")
     return (f"``nn.{base.__name__}`` computed by fftconv ({what}); ``algorithm=`` as "
