@@ -93,6 +93,19 @@ def _unbatched(func: str, x, w, b) -> bool:
     return w.dim() >= 3 and x.dim() == w.dim() - 1
 
 
+def _checked_call(func: str, x, w, b, layer: dict, algorithm: str,
+                  run: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``run(x)`` after every check, ``x`` given a batch axis when it came without
+    one (autograd carries the gradient through the view) and ``y`` returned as
+    ``x`` came."""
+    unbatched = _unbatched(func, x, w, b)
+    if unbatched:
+        x = x.unsqueeze(0)
+    _check_call(func, x, w, b, layer, algorithm)
+    y = run(x)
+    return y.squeeze(0) if unbatched else y
+
+
 def _check_call(func: str, x, w, b, layer: dict, algorithm: str) -> None:
     """Every check of a call, before any work (``x`` batched): the kinds, the layer,
     the bias's shape and the algorithm, in messages that name ``func``."""
@@ -127,14 +140,9 @@ def native_conv(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = No
     spatial axes (PyTorch has no 4-d convolution).  Like ``F.conv*d`` it takes an
     unbatched ``x`` (one dimension fewer than ``w``) and returns an unbatched ``y``.
     """
-    func = "fftconv.torch.native_conv"
     layer = layer_keywords(locals())
-    unbatched = _unbatched(func, x, w, b)
-    if unbatched:
-        x = x.unsqueeze(0)
-    _check_call(func, x, w, b, layer, "native")
-    y = _native(x, w, b, layer)
-    return y.squeeze(0) if unbatched else y
+    return _checked_call("fftconv.torch.native_conv", x, w, b, layer, "native",
+                         lambda x: _native(x, w, b, layer))
 
 
 def _native(x, w, b, layer: dict) -> torch.Tensor:
@@ -311,23 +319,23 @@ def conv(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None, *,
     >>> y.detach().numpy().round(12)
     array([[[2., 3., 3., 3., 3., 3., 3., 2.]]], dtype=float32)
     """
-    func = "fftconv.torch.conv"
     layer = layer_keywords(locals())
-    unbatched = _unbatched(func, x, w, b)
-    if unbatched:      # autograd carries the gradient through the view
-        x = x.unsqueeze(0)
-    _check_call(func, x, w, b, layer, algorithm)
+    return _checked_call("fftconv.torch.conv", x, w, b, layer, algorithm,
+                         lambda x: _dispatched(x, w, b, layer, algorithm))
+
+
+def _dispatched(x, w, b, layer: dict, algorithm: str) -> torch.Tensor:
+    """A checked, batched :func:`conv`: PyTorch's own convolution where ``auto`` or a
+    fallback says so, else fftconv's engine."""
     reason = fallback_reason(x, w, b, algorithm=algorithm)
     if reason is None and algorithm == "auto" and x.dim() <= 5:
         algorithm = auto_choice(x, w, layer).algorithm
         reason = "native" if algorithm == "native" else None
-    if reason is not None:
-        if reason != "native":
-            warn_once(reason)
-        y = _native(x, w, b, layer)
-    else:
-        y = engine_conv(x, w, b, layer, algorithm)
-    return y.squeeze(0) if unbatched else y
+    if reason is None:
+        return engine_conv(x, w, b, layer, algorithm)
+    if reason != "native":
+        warn_once(reason)
+    return _native(x, w, b, layer)
 
 
 if conv.__doc__:  # None under python -OO
