@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fftconv
-from fftconv import autoselect as selection, costs, registry as engines
+from fftconv import autoselect, costs, registry
 from fftconv.checks import check_layer
 from oracle import oracle_backward, oracle_forward
 
@@ -21,7 +21,7 @@ def geometry(x_shape, w_shape, **kw):
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FFTCONV_CACHE_DIR", str(tmp_path))
-    return tmp_path / selection.FILE_NAME
+    return tmp_path / autoselect.FILE_NAME
 
 
 def test_plan_says_what_it_chose_and_why():
@@ -39,7 +39,7 @@ def test_plan_says_what_it_chose_and_why():
 
 def test_cost_model_choices_are_sensible():
     def choice(*shapes):
-        est = engines.estimates(geometry(*shapes), np.float32)
+        est = registry.estimates(geometry(*shapes), np.float32)
         return min(est, key=lambda name: est[name][0])
     assert choice((8, 16, 64, 64), (16, 16, 1, 1)) == "direct"        # 1x1 convolution
     assert choice((8, 16, 128, 128), (16, 16, 31, 31)) != "direct"    # big kernel
@@ -65,7 +65,7 @@ def test_measured_choice_is_persisted_and_reused(cache, monkeypatch):
     p = fftconv.plan(*shapes, dtype=np.float64, measure=True)
     assert p.explain.startswith(f"auto chose {p.algorithm!r} by measurement;")
     data = json.loads(cache.read_text())
-    assert data["format"] == selection.FORMAT_VERSION and data["fftconv"] == fftconv.__version__
+    assert data["format"] == autoselect.FORMAT_VERSION and data["fftconv"] == fftconv.__version__
     (entry,) = data["choices"].values()
     assert entry["algorithm"] == p.algorithm
     assert set(entry["seconds"]) == {"direct", "fft", "overlap_add"}
@@ -73,8 +73,8 @@ def test_measured_choice_is_persisted_and_reused(cache, monkeypatch):
 
     def no_timing(*args, **kwargs):
         raise AssertionError("a stored choice must not be measured again")
-    monkeypatch.setattr(selection, "_time_step", no_timing)
-    selection.STORE = selection.ChoiceStore()  # a new process: nothing in memory
+    monkeypatch.setattr(autoselect, "_time_step", no_timing)
+    autoselect.STORE = autoselect.ChoiceStore()  # a new process: nothing in memory
     q = fftconv.plan(*shapes, dtype=np.float64, measure=True)
     assert q.algorithm == p.algorithm and "(stored)" in q.explain
     with fftconv.using(measure=True):  # the global setting takes the same path
@@ -84,14 +84,14 @@ def test_measured_choice_is_persisted_and_reused(cache, monkeypatch):
 
 @pytest.mark.parametrize("content", [
     "{broken",
-    json.dumps({"format": selection.FORMAT_VERSION, "fftconv": "0.0.0-other", "choices": {}}),
-    json.dumps({"format": selection.FORMAT_VERSION, "fftconv": fftconv.__version__,
+    json.dumps({"format": autoselect.FORMAT_VERSION, "fftconv": "0.0.0-other", "choices": {}}),
+    json.dumps({"format": autoselect.FORMAT_VERSION, "fftconv": fftconv.__version__,
                 "choices": {"k": {"algorithm": "magic"}}}),
 ])
 def test_corrupt_or_foreign_choices_are_ignored_with_a_warning(cache, content):
     cache.write_text(content)
-    selection.STORE = selection.ChoiceStore()
-    with pytest.warns(selection.ChoiceCacheWarning, match="ignoring .*algorithm choices file"):
+    autoselect.STORE = autoselect.ChoiceStore()
+    with pytest.warns(autoselect.ChoiceCacheWarning, match="ignoring .*algorithm choices file"):
         p = fftconv.plan((1, 1, 32), (1, 1, 3), dtype=np.float64, measure=True)
     assert p.algorithm in ("direct", "fft", "overlap_add")
     assert json.loads(cache.read_text())["fftconv"] == fftconv.__version__  # rewritten

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 import fftconv  # noqa: E402
 import oracle  # noqa: E402
 from conftest import rel_err  # noqa: E402
-from fftconv import autoselect as selection, cachefile, config, wisdom  # noqa: E402
+from fftconv import autoselect, cachefile, config, wisdom  # noqa: E402
 
 try:
     import pyfftw
@@ -80,7 +80,7 @@ def start_together(code: str, args: list, cache: Path) -> list:
 def cache(tmp_path, monkeypatch):
     """A private cache directory; a fresh choices store and wisdom state around the test."""
     monkeypatch.setenv("FFTCONV_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(selection, "STORE", selection.ChoiceStore())
+    monkeypatch.setattr(autoselect, "STORE", autoselect.ChoiceStore())
     wisdom.forget_loaded_state()
     yield tmp_path
     wisdom.forget_loaded_state()
@@ -98,7 +98,7 @@ def fake_timing(monkeypatch):
     def time_step(plan_factory, geom, dtype, repeats=3):
         timed.append(plan_factory().algorithm)
         return FAKE_SECONDS[timed[-1]]
-    monkeypatch.setattr(selection, "_time_step", time_step)
+    monkeypatch.setattr(autoselect, "_time_step", time_step)
     return timed
 
 
@@ -110,12 +110,12 @@ def measured_plan():
 
 
 def choices_file(cache_dir: Path) -> dict:
-    return json.loads((cache_dir / selection.FILE_NAME).read_text())
+    return json.loads((cache_dir / autoselect.FILE_NAME).read_text())
 
 
 def fresh_process(monkeypatch):
     """What a new process would see: nothing in memory."""
-    monkeypatch.setattr(selection, "STORE", selection.ChoiceStore())
+    monkeypatch.setattr(autoselect, "STORE", autoselect.ChoiceStore())
 
 
 @pytest.mark.parametrize("damage, why", [
@@ -136,10 +136,10 @@ def test_a_malformed_choice_is_dropped_with_one_warning_and_rewritten(cache, fak
     (key,) = data["choices"]
     data["choices"]["other layer"] = {"algorithm": "fft", "tile": None, "seconds": {"fft": 1.0}}
     damage(data["choices"][key])
-    (cache / selection.FILE_NAME).write_text(json.dumps(data))
+    (cache / autoselect.FILE_NAME).write_text(json.dumps(data))
     fresh_process(monkeypatch)
     fake_timing.clear()
-    with pytest.warns(selection.ChoiceCacheWarning, match=f"malformed entry .*{why}") as caught:
+    with pytest.warns(autoselect.ChoiceCacheWarning, match=f"malformed entry .*{why}") as caught:
         p = measured_plan()
     assert len(caught) == 1
     assert p.algorithm == "direct" and sorted(fake_timing) == sorted(FAKE_SECONDS)  # re-measured
@@ -155,8 +155,8 @@ def test_a_malformed_choice_is_dropped_with_one_warning_and_rewritten(cache, fak
 @pytest.mark.parametrize("content", [b"{broken", b"\xff\xfe\x00binary", b"[1, 2]",
                                      b'{"format": 1, "fftconv": "0.0.0-other", "choices": {}}'])
 def test_a_corrupt_choices_file_is_ignored_and_replaced(cache, fake_timing, monkeypatch, content):
-    (cache / selection.FILE_NAME).write_bytes(content)
-    with pytest.warns(selection.ChoiceCacheWarning, match="ignoring algorithm choices file") as caught:
+    (cache / autoselect.FILE_NAME).write_bytes(content)
+    with pytest.warns(autoselect.ChoiceCacheWarning, match="ignoring algorithm choices file") as caught:
         measured_plan()
     assert len(caught) == 1
     data = choices_file(cache)
@@ -171,9 +171,9 @@ def test_the_torch_bridge_choices_are_validated_too(cache, monkeypatch):
                "d": {**good, "algorithm": "fftconv", "engine": "winograd"}}
     monkeypatch.setattr(ts, "STORE", ts.new_store())
     path = cache / ts.STORE.file_name
-    path.write_text(json.dumps({"format": selection.FORMAT_VERSION, "fftconv": fftconv.__version__,
+    path.write_text(json.dumps({"format": autoselect.FORMAT_VERSION, "fftconv": fftconv.__version__,
                                 "choices": choices}))
-    with pytest.warns(selection.ChoiceCacheWarning, match="ignoring 3 malformed entries") as caught:
+    with pytest.warns(autoselect.ChoiceCacheWarning, match="ignoring 3 malformed entries") as caught:
         assert ts.STORE.get("a") == good and ts.STORE.get("b") is None
     assert len(caught) == 1 and list(json.loads(path.read_text())["choices"]) == ["a"]
 
@@ -186,11 +186,11 @@ def failing_write(path, data):
 def test_a_read_only_choices_file_warns_once_without_temporary_names(cache, fake_timing,
                                                                      monkeypatch):
     monkeypatch.setattr(cachefile, "_write_json", failing_write)
-    with pytest.warns(selection.ChoiceCacheWarning) as caught:
+    with pytest.warns(autoselect.ChoiceCacheWarning) as caught:
         p = measured_plan()
     (message,) = [str(w.message) for w in caught]
     assert message.endswith("could not save algorithm choices to "
-                            f"{cache / selection.FILE_NAME}: Permission denied")
+                            f"{cache / autoselect.FILE_NAME}: Permission denied")
     y = p.forward(np.ones(LAYER[0]), np.ones(LAYER[1]))
     np.testing.assert_allclose(y, 10.0)
     assert "(stored)" in measured_plan().explain  # kept in memory for this process
@@ -202,7 +202,7 @@ def test_a_read_only_cache_directory_works(cache, fake_timing):
     measured_plan()
     os.chmod(cache, 0o555)
     try:
-        with pytest.warns(selection.ChoiceCacheWarning, match="could not save"):
+        with pytest.warns(autoselect.ChoiceCacheWarning, match="could not save"):
             fftconv.plan((1, 2, 41), (2, 2, 5), dtype=np.float64, measure=True)
     finally:
         os.chmod(cache, 0o755)
@@ -211,10 +211,10 @@ def test_a_read_only_cache_directory_works(cache, fake_timing):
 def test_concurrent_processes_lose_no_choices(cache):
     """Three processes store 50 choices each at the same moment: all 150 are in the file."""
     code = """
-        from fftconv import autoselect as selection
+        from fftconv import autoselect
         wait()
         for i in range(50):
-            selection.STORE.put(f"layer {sys.argv[1]}-{i}", {"algorithm": "fft", "tile": None,
+            autoselect.STORE.put(f"layer {sys.argv[1]}-{i}", {"algorithm": "fft", "tile": None,
                                                             "seconds": {"fft": 1e-3 * i}})
     """
     start_together(code, ["a", "b", "c"], cache)
