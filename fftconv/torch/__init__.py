@@ -18,6 +18,10 @@ does.
   ``algorithm="native"`` and double backward run PyTorch's own convolution with
   the same semantics (:func:`native_conv`); a once-per-process warning says
   so for the cases the caller did not ask for.  None is an error.
+* Under ``torch.compile``, ``torch.export`` and ``torch.jit.trace`` the engine
+  runs as the custom operator ``torch.ops.fftconv.conv`` (:mod:`fftconv.torch.ops`),
+  and ``"auto"`` chooses at trace time from the shapes; ``torch.jit.script``
+  cannot compile the modules and says so.
 * The modules subclass ``nn.Conv{1,2,3}d`` / ``nn.ConvTranspose{1,2,3}d``:
   constructor, parameters, initialisation, ``state_dict``, ``padding_mode`` and
   ``repr`` are PyTorch's (plus ``algorithm``).

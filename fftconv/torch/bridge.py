@@ -1,6 +1,7 @@
 """``conv``: fftconv as a ``torch.autograd.Function``, and its native fallback."""
 from __future__ import annotations
 
+import operator
 import warnings
 from typing import Callable, Dict, Optional, Set
 
@@ -12,11 +13,12 @@ from .. import api
 from ..autoselect import Choice
 from ..checks import (ALGORITHM, DEFAULTS, Ints, Layout, Padding, PaddingMode, check_algorithm,
                       check_bias_shape, check_instance, check_layer, check_layer_keywords,
-                      check_one_kind, dtypes_for, keywords_checked, layer_keywords)
+                      check_one_kind, dtypes_for, keywords_checked)
 from ..config import get_settings
 from ..docstrings import LAYER
 from ..registry import NAMES
 from . import autoselect
+from .ops import from_numpy, to_numpy, traced_conv
 
 #: dtypes the engine computes (float16 is computed in float32 and returned as float16).
 ENGINE_DTYPES = (torch.float16, torch.float32, torch.float64, torch.complex64, torch.complex128)
@@ -29,25 +31,23 @@ class FallbackWarning(UserWarning):
 _warned: Set[str] = set()
 
 
+@torch.compiler.assume_constant_result
 def warn_once(reason: str, stacklevel: int = 3):
     """A :class:`FallbackWarning` for ``reason``, once per process; ``stacklevel``
-    counts from the caller of this function's caller."""
+    counts from the caller of this function's caller.  Under ``torch.compile`` it
+    runs once, at trace time (Dynamo cannot trace ``warnings.warn``)."""
     if reason not in _warned:
         _warned.add(reason)
         warnings.warn(f"fftconv.torch: {reason}; running PyTorch's own convolution "
                       f"(same results)", FallbackWarning, stacklevel=stacklevel)
 
 
-def to_numpy(t: torch.Tensor) -> np.ndarray:
-    """A CPU tensor as a numpy array sharing its memory (conjugate and negative
-    views are resolved first, which copies)."""
-    return t.detach().resolve_conj().resolve_neg().numpy()
-
-
-def from_numpy(a: np.ndarray) -> torch.Tensor:
-    """``torch.from_numpy`` sharing memory where torch can (a result with negative
-    strides, e.g. the flipped weight gradient of ``flip_kernel=True``, is copied)."""
-    return torch.from_numpy(a if all(s >= 0 for s in a.strides) else a.copy())
+def tracing() -> bool:
+    """Whether this call is being traced, by ``torch.compile`` (Dynamo),
+    ``torch.export`` or ``torch.jit.trace``: fftconv's engine then runs as the
+    custom operator ``fftconv::conv`` (:mod:`fftconv.torch.ops`), a node the graph
+    can hold, and ``"auto"`` chooses at trace time (:func:`auto_choice`)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 def fallback_reason(*tensors, algorithm: str = "auto"):
@@ -140,7 +140,9 @@ def native_conv(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = No
     spatial axes (PyTorch has no 4-d convolution).  Like ``F.conv*d`` it takes an
     unbatched ``x`` (one dimension fewer than ``w``) and returns an unbatched ``y``.
     """
-    layer = layer_keywords(locals())
+    layer = dict(padding=padding, stride=stride, dilation=dilation, groups=groups,
+                 flip_kernel=flip_kernel, transposed=transposed, output_padding=output_padding,
+                 padding_mode=padding_mode, layout=layout)    # not locals(): Dynamo traces this
     return _checked_call("fftconv.torch.native_conv", x, w, b, layer, "native",
                          lambda x: _native(x, w, b, layer))
 
@@ -235,33 +237,67 @@ def auto_choice(x, w, layer: dict) -> Choice:
     """``algorithm="auto"`` for this call: ``"native"`` or an fftconv algorithm,
     by the cost model or, with the ``measure`` setting, by timing (which runs
     here, once per shape; :mod:`fftconv.torch.autoselect`); remembered per
-    shapes, dtypes, layer and settings."""
+    shapes, dtypes, layer and settings.
+
+    While tracing (:func:`tracing`) the choice is made at trace time from the
+    shapes: the verdict this process already holds for them (an eager call's,
+    measured or not), else the cost model's; nothing is timed in a trace, and the
+    graph holds the chosen path only.  ``torch.compile`` specialises an
+    ``"auto"`` layer's sizes (a recompile per input shape, with or without
+    ``dynamic=True``); ``torch.export`` with ``dynamic_shapes`` (symbolic sizes)
+    gets ``"auto"``: fftconv's own choice among its engines, made by the
+    operator at run time ("native" is then no candidate)."""
+    traced = tracing()
+    if traced and any(isinstance(n, torch.SymInt) for n in tuple(x.shape) + tuple(w.shape)):
+        return Choice("auto", None, "symbolic shapes in a trace: fftconv's own 'auto' "
+                                    "chooses its engine at run time; 'native' is not a candidate")
+    # operator.index: Dynamo specialises a size it made dynamic (a guard and a
+    # recompile per shape, as the choice depends on it), where int() would not
+    x_shape = tuple(operator.index(n) for n in x.shape)
+    w_shape = tuple(operator.index(n) for n in w.shape)
+    return _choice(x_shape, w_shape, x.dtype, w.dtype, layer, traced)
+
+
+@torch.compiler.assume_constant_result
+def _choice(x_shape, w_shape, x_dtype, w_dtype, layer: dict, traced: bool) -> Choice:
+    """:func:`auto_choice` from shapes, dtypes and the layer keywords: a constant of
+    the trace under ``torch.compile``."""
     settings = get_settings()
-    key = (tuple(x.shape), tuple(w.shape), x.dtype, w.dtype, repr(sorted(layer.items())),
-           settings, torch.get_num_threads())
-    verdict = _choices.get(key)
+    cache_key = (x_shape, w_shape, x_dtype, w_dtype, repr(sorted(layer.items())), settings,
+                 torch.get_num_threads())
+    verdict = _choices.get(cache_key)
     if verdict is None:
-        geometry = _layer(x, w, layer)          # every check before any work
-        if settings.measure:
-            verdict = measure(x, w, layer)
+        real = not (x_dtype.is_complex or w_dtype.is_complex)
+        func = "fftconv.torch.conv"     # the whole shapes: the batch prices the choice
+        conv_geometry = check_layer(func, x_shape, w_shape, real=real,
+                                    **check_layer_keywords(func, layer)).conv
+        dtype = compute_dtype(x_dtype, w_dtype)
+        if settings.measure and not traced:
+            verdict = autoselect.measure_choice(
+                x_shape, w_shape, x_dtype, dtype, layer,
+                native=lambda x, w, b: _native(x, w, b, layer),
+                fft=lambda x, w, b, algorithm: engine_conv(x, w, b, layer, algorithm))
         else:
-            verdict = autoselect.estimate_choice(geometry.conv, compute_dtype(x, w))
+            verdict = autoselect.estimate_choice(conv_geometry, dtype)
+        if traced and settings.measure:
+            return verdict    # an estimate, not what a measuring eager call would find
         if len(_choices) >= _MAX_CHOICES:
             _choices.clear()
-        _choices[key] = verdict
+        _choices[cache_key] = verdict
     return verdict
 
 
-def compute_dtype(*tensors) -> np.dtype:
-    """The numpy dtype fftconv computes these tensors in (CONVENTIONS §4)."""
-    return dtypes_for(*(torch.empty(0, dtype=t.dtype).numpy() for t in tensors))[0]
+def compute_dtype(*dtypes: torch.dtype) -> np.dtype:
+    """The numpy dtype fftconv computes tensors of these dtypes in (CONVENTIONS §4),
+    from the dtypes alone."""
+    return dtypes_for(*(np.empty(0, np.dtype(str(d).removeprefix("torch."))) for d in dtypes))[0]
 
 
 def measure(x, w, layer: dict) -> Choice:
     """Time this call's layer natively and on fftconv's engine, at the shapes and
     dtypes of ``x`` and ``w`` (:func:`fftconv.torch.autoselect.measure_choice`)."""
     return autoselect.measure_choice(
-        tuple(x.shape), tuple(w.shape), x.dtype, compute_dtype(x, w), layer,
+        tuple(x.shape), tuple(w.shape), x.dtype, compute_dtype(x.dtype, w.dtype), layer,
         native=lambda x, w, b: _native(x, w, b, layer),
         fft=lambda x, w, b, algorithm: engine_conv(x, w, b, layer, algorithm))
 
@@ -319,7 +355,9 @@ def conv(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None, *,
     >>> y.detach().numpy().round(12)
     array([[[2., 3., 3., 3., 3., 3., 3., 2.]]], dtype=float32)
     """
-    layer = layer_keywords(locals())
+    layer = dict(padding=padding, stride=stride, dilation=dilation, groups=groups,
+                 flip_kernel=flip_kernel, transposed=transposed, output_padding=output_padding,
+                 padding_mode=padding_mode, layout=layout)    # not locals(): Dynamo traces this
     return _checked_call("fftconv.torch.conv", x, w, b, layer, algorithm,
                          lambda x: _dispatched(x, w, b, layer, algorithm))
 
@@ -345,6 +383,8 @@ if conv.__doc__:  # None under python -OO
 def engine_conv(x, w, b, layer: dict, algorithm: str) -> torch.Tensor:
     """The call on fftconv's engine ``algorithm`` (not ``"native"``): an autograd
     node holding one pullback, or a plain forward pass when nothing needs grad."""
+    if tracing():
+        return traced_conv(x, w, b, layer, algorithm)
     tracked = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, w, b))
     if not tracked:    # no_grad or nothing to differentiate: keep nothing

@@ -49,6 +49,16 @@ class _FFTConvMixin(nn.Module):
     groups: int
     padding_mode: PaddingMode
 
+    def __prepare_scriptable__(self):
+        """``torch.jit.script`` cannot compile this module (TorchScript cannot run
+        fftconv's Python dispatch or its numpy engine): say what can."""
+        raise TypeError(
+            f"fftconv.torch.{type(self).__name__}: torch.jit.script cannot compile fftconv's "
+            f"modules (TorchScript runs no Python); use torch.compile(model) or "
+            f"torch.export.export(model, (x,)) instead (fftconv's convolution is the custom "
+            f"operator torch.ops.fftconv.conv there), or torch.jit.trace(model, (x,)), or "
+            f"fftconv.torch.revert(model) to script PyTorch's own layers")
+
     def extra_repr(self) -> str:
         return super().extra_repr() + f", algorithm={self.algorithm!r}"
 
