@@ -374,3 +374,18 @@ def test_a_bad_stored_verdict_is_ignored_and_measured_again(fresh_choices, entry
     with fftconv.using(measure=True), pytest.warns(UserWarning, match="torch_choices.json"):
         verdict = ft.bridge.auto_choice(x, w, {**fftconv.checks.LAYER_DEFAULTS})
     assert "(stored)" not in verdict.explain and verdict.algorithm in ["native"] + FFT_ENGINES
+
+
+@pytest.mark.parametrize("algorithm", ["native", "fft", "auto"])
+def test_mixed_real_dtypes_are_promoted_on_every_path(algorithm):
+    """float32 x with float64 w: PyTorch's own convolution refuses the mix; the
+    bridge promotes it on every path, as fftconv's engines do."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 16, generator=g, requires_grad=True)
+    w = torch.randn(4, 3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    y = ft.conv(x, w, padding="same", algorithm=algorithm)
+    want = F.conv1d(x.detach().double(), w.detach(), padding="same")
+    assert y.dtype == torch.float64
+    torch.testing.assert_close(y.detach(), want, rtol=1e-6, atol=1e-6)
+    y.sum().backward()
+    assert x.grad.dtype == torch.float32 and w.grad.dtype == torch.float64

@@ -148,7 +148,14 @@ def native_conv(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = No
 
 
 def _native(x, w, b, layer: dict) -> torch.Tensor:
-    """:func:`native_conv` with the layer keywords as a dict."""
+    """:func:`native_conv` with the layer keywords as a dict; operands of different
+    real dtypes are promoted first, as fftconv's engines promote them (PyTorch's
+    convolution refuses the mix)."""
+    dtype = torch.promote_types(x.dtype, w.dtype)
+    if b is not None:
+        dtype = torch.promote_types(dtype, b.dtype)
+    x, w = x.to(dtype), w.to(dtype)
+    b = None if b is None else b.to(dtype)
     geometry = _layer(x, w, layer)
     nd = geometry.ndim
     last = geometry.layout == "channels_last"
