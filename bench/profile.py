@@ -30,13 +30,13 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-import types
 from typing import Callable, Dict, List
 
 import numpy as np
 
 from fftconv import contraction, resampling, transforms
 from fftconv.algorithms import fft as fftpath
+from fftconv.backends.numpy_arrays import NumpyArrays
 
 from .cases import Case, make_data
 from .competitors import COMPETITORS
@@ -99,26 +99,23 @@ _TIMED = (
     (contraction, "kernel_spectrum", "transposes"),
     (resampling, "tile", "resampling"),
     (resampling, "fold", "resampling"),
-)
+) + tuple((NumpyArrays, f, "transforms") for f in ("rfftn", "irfftn", "fftn", "ifftn"))
 
 
 @contextlib.contextmanager
 def instrumented(timer: PartTimer):
     """Wrap the timed functions (and the FFT executions) for the duration of the block."""
     saved = [(owner, name, owner.__dict__[name]) for owner, name, _ in _TIMED]
-    fftw, scipy_fft = transforms._fftw, transforms.scipy
+    fftw = transforms._fftw
     try:
         for owner, name, part in _TIMED:
             setattr(owner, name, timer.wrap(part, owner.__dict__[name]))
         transforms._fftw = lambda *a, **k: _TimedPlan(fftw(*a, **k), timer)
-        fft = types.SimpleNamespace(**{f: timer.wrap("transforms", getattr(scipy_fft.fft, f))
-                                       for f in ("rfftn", "irfftn", "fftn", "ifftn")})
-        transforms.scipy = types.SimpleNamespace(fft=fft)
         yield timer
     finally:
         for owner, name, fn in saved:
             setattr(owner, name, fn)
-        transforms._fftw, transforms.scipy = fftw, scipy_fft
+        transforms._fftw = fftw
 
 
 def profile(case: Case, dtype: str, threads: int, steps: int = 10,

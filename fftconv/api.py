@@ -9,16 +9,17 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from .backends import Arrays, like as arrays_like
 from .checks import (ALGORITHM, DEFAULTS, LAYER_DEFAULTS, SHAPES, Ints, Layout, Padding,
                      PaddingMode, check_algorithm, check_array, check_bias, check_dtype,
-                     check_layer, check_plan_options, check_shape, check_shape_tuple, dtypes_for,
-                     keywords_checked, layer_keywords)
+                     check_kind, check_layer, check_plan_options, check_shape, check_shape_tuple,
+                     dtypes_for, fail, keywords_checked, layer_keywords)
 from .config import Settings, get_settings
 from .docstrings import EXECUTION, PARAMETERS, SIZES
 from .registry import NAMES, REGISTRY
 from .runner import Runner
-from .planner import (Gradients, Plan, Pullback, choose_algorithm, engine_for, resolve,
-                      result_gradients)
+from .planner import (Gradients, Plan, Pullback, check_runs_on, choose_algorithm, engine_for,
+                      resolve, result_gradients)
 
 #: The algorithms that take an output tile (``tile=``).
 TILED = tuple(name for name, entry in REGISTRY.items() if entry.tiled)
@@ -28,7 +29,8 @@ def _layer_for(func, x, w, arrays, algorithm, keywords: dict) -> tuple:
     """Check every argument; returns ``(layer, compute dtype, result dtype)``."""
     check_algorithm(func, algorithm, NAMES)
     compute, result = dtypes_for(x, w, *arrays)
-    layer = check_layer(func, x.shape, w.shape, real=compute.kind == "f", **keywords)
+    layer = check_layer(func, tuple(x.shape), tuple(w.shape), real=compute.kind == "f",
+                        **keywords)
     return layer, compute, result
 
 
@@ -44,39 +46,50 @@ def _call_settings(func: str, layer, algorithm: str, max_workspace_bytes, measur
 
 
 @contextlib.contextmanager
-def _shared(func, layer, compute, algorithm, settings: Settings):
+def _shared(func, layer, compute, algorithm, settings: Settings, arrays: Arrays):
     """``(runner, shared engine)`` for a stateless call: an engine lent by the bounded
     cache for the block, its lock held (a pullback may be using it)."""
-    choice = choose_algorithm(func, layer.conv, compute, algorithm, settings, settings.measure)
+    choice = choose_algorithm(func, layer.conv, compute, algorithm, settings, settings.measure,
+                              arrays=arrays)
     resolved = resolve(layer, choice.algorithm)
     with engine_for(func, resolved.conv, compute, choice.algorithm, settings,
-                    choice.tile) as shared, shared.engine.lock:
+                    choice.tile, arrays) as shared, shared.engine.lock:
         yield Runner(resolved, shared.engine, settings.threads, func), shared
 
 
-def _operands(func, layer, compute, x, w, b):
+def _operands(func, layer, compute, arrays: Arrays, x, w, b):
     """``x``, ``w``, ``b`` checked against the layer and cast to the compute dtype."""
     b = check_bias(func, b, layer.out_channels)
-    return (x.astype(compute, copy=False), w.astype(compute, copy=False),
-            None if b is None else b.astype(compute, copy=False))
+    return (arrays.astype(x, compute), arrays.astype(w, compute),
+            None if b is None else arrays.astype(b, compute))
+
+
+def _checked(func: str, **operands) -> tuple:
+    """The operands checked (``None`` kept), and the one array library they share;
+    nested sequences become arrays of it."""
+    checked = {name: None if a is None else check_array(func, name, a)
+               for name, a in operands.items()}
+    arrays = check_kind(func, **checked)
+    return tuple(a if a is None or arrays.owns(a) else arrays.asarray(a)
+                 for a in checked.values()) + (arrays,)
 
 
 def _forward(func, x, w, b, keywords: dict, algorithm, max_workspace_bytes, measure,
              keep: bool) -> tuple:
     """``(y, pullback)`` (``pullback`` is ``None`` unless ``keep``)."""
-    x, w = check_array(func, "x", x), check_array(func, "w", w)
-    b = None if b is None else check_array(func, "b", b)
+    x, w, b, arrays = _checked(func, x=x, w=w, b=b)
     layer, compute, result = _layer_for(func, x, w, [] if b is None else [b], algorithm,
                                         keywords)
+    check_runs_on(func, algorithm, arrays)
     settings = _call_settings(func, layer, algorithm, max_workspace_bytes, measure)
-    x, w, b = _operands(func, layer, compute, x, w, b)
-    with _shared(func, layer, compute, algorithm, settings) as (runner, shared):
+    x, w, b = _operands(func, layer, compute, arrays, x, w, b)
+    with _shared(func, layer, compute, algorithm, settings, arrays) as (runner, shared):
         weights = shared.weights(runner.weight_form).state(w, runner.weights)
         y, saved = runner.forward(x, weights, b, keep=keep)
     pullback = (Pullback(runner, saved, weights, result, shared.engine.lock,
                          "fftconv.vjp pullback")
                 if keep else None)
-    return y.astype(result, copy=False), pullback
+    return arrays.astype(y, result), pullback
 
 
 @keywords_checked("fftconv.forward")
@@ -232,16 +245,16 @@ def backward(dy: ArrayLike, x: ArrayLike, w: ArrayLike, *,
     """
     func = "fftconv.backward"
     keywords = layer_keywords(locals())
-    dy = check_array(func, "dy", dy)
-    x, w = check_array(func, "x", x), check_array(func, "w", w)
+    dy, x, w, arrays = _checked(func, dy=dy, x=x, w=w)
     layer, compute, result = _layer_for(func, x, w, [dy], algorithm, keywords)
+    check_runs_on(func, algorithm, arrays)
     settings = _call_settings(func, layer, algorithm, max_workspace_bytes, measure)
     check_shape(func, "dy", dy, layer.y_shape, _forward_output(keywords))
-    dy, x, w = (a.astype(compute, copy=False) for a in (dy, x, w))
-    with _shared(func, layer, compute, algorithm, settings) as (runner, shared):
+    dy, x, w = (arrays.astype(a, compute) for a in (dy, x, w))
+    with _shared(func, layer, compute, algorithm, settings, arrays) as (runner, shared):
         weights = shared.weights(runner.weight_form).state(w, runner.weights)
         grads = runner.backward(dy, runner.save(x), weights)
-    return result_gradients(grads, result)
+    return result_gradients(grads, result, arrays)
 
 
 @keywords_checked("fftconv.plan")
@@ -253,7 +266,7 @@ def plan(x_shape: Sequence[int], w_shape: Sequence[int], *, dtype: DTypeLike,
          padding_mode: PaddingMode = DEFAULTS.padding_mode,
          layout: Layout = DEFAULTS.layout, algorithm: str = ALGORITHM,
          max_workspace_bytes: Optional[int] = None, measure: Optional[bool] = None,
-         tile: Optional[Ints] = None) -> Plan:
+         tile: Optional[Ints] = None, like=None) -> Plan:
     """Plan a layer once and run many training steps with it.
 
     Parameters
@@ -267,6 +280,11 @@ def plan(x_shape: Sequence[int], w_shape: Sequence[int], *, dtype: DTypeLike,
         With ``algorithm="overlap_add"``: output samples per tile and axis
         (default: the cost model's best).  For a transposed layer the tiles
         cut its engine's convolution, whose output is the transposed input.
+    like : array, optional
+        An array (numpy, CuPy, a torch tensor, any array API array) whose library
+        and device the plan runs on: its buffers live there, it takes operands
+        of that kind only and returns results of it (``p.arrays``).  Default:
+        numpy.
 
     Returns
     -------
@@ -297,7 +315,12 @@ def plan(x_shape: Sequence[int], w_shape: Sequence[int], *, dtype: DTypeLike,
     """
     func = "fftconv.plan"
     keywords = layer_keywords(locals())
+    try:
+        arrays = arrays_like(like)
+    except TypeError as exc:
+        fail(func, str(exc), TypeError)
     check_algorithm(func, algorithm, NAMES)
+    check_runs_on(func, algorithm, arrays)
     compute, result = dtypes_for(np.empty(0, check_dtype(func, dtype)))
     x_shape, w_shape = check_shape_tuple(func, "x_shape", x_shape), check_shape_tuple(
         func, "w_shape", w_shape)
@@ -307,9 +330,10 @@ def plan(x_shape: Sequence[int], w_shape: Sequence[int], *, dtype: DTypeLike,
     settings = get_settings()
     budget, timed, tiles = check_plan_options(func, max_workspace_bytes, measure, tile,
                                               algorithm, geom.ndim, settings, TILED)
-    choice = choose_algorithm(func, geom, compute, algorithm, settings, timed, budget=budget)
+    choice = choose_algorithm(func, geom, compute, algorithm, settings, timed, budget=budget,
+                              arrays=arrays)
     return Plan(layer, result, choice.algorithm, settings, max_workspace_bytes=budget,
-                explain=choice.explain, tile=tiles or choice.tile)
+                explain=choice.explain, tile=tiles or choice.tile, arrays=arrays)
 
 
 for _f in (forward, vjp, backward, plan):

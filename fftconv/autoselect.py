@@ -26,6 +26,7 @@ import numpy as np
 
 from . import cachefile, registry
 from ._version import __version__
+from .backends import Arrays
 from .config import Settings
 from .geometry import ConvGeometry
 from .timing import WEIGHT_STEP, best_of
@@ -47,8 +48,11 @@ class Choice(NamedTuple):
     explain: str
 
 
-def _key(geom: ConvGeometry, dtype, settings: Settings) -> str:
-    return repr((geom, np.dtype(dtype).str, settings.backend, settings.threads))
+def _key(geom: ConvGeometry, dtype, settings: Settings, arrays: Optional[Arrays] = None) -> str:
+    """The store's key: geometry, dtype, settings and, off numpy, the array library
+    and device (numpy's keys are those stored before backends existed)."""
+    where = () if arrays is None or arrays.fftw else (arrays.key,)
+    return repr((geom, np.dtype(dtype).str, settings.backend, settings.threads) + where)
 
 
 def entry_problem(entry, candidates=CANDIDATES) -> Optional[str]:
@@ -181,14 +185,17 @@ def _describe(seconds: dict, partitions: dict) -> str:
     return ", ".join(parts)
 
 
-def estimate(geom: ConvGeometry, dtype, settings: Settings) -> Choice:
-    """The cost model's choice (cached per geometry, dtype and settings)."""
-    key = _key(geom, dtype, settings)
+def estimate(geom: ConvGeometry, dtype, settings: Settings,
+             arrays: Optional[Arrays] = None) -> Choice:
+    """The cost model's choice among the algorithms that run on ``arrays`` (default:
+    all), cached per geometry, dtype, settings and candidates."""
+    names = registry.NAMES if arrays is None else registry.names_on(arrays)
+    key = _key(geom, dtype, settings) + repr(names)
     with _estimated_lock:
         if key in _estimated:
             _estimated.move_to_end(key)
             return _estimated[key]
-    priced = registry.estimates(geom, dtype)
+    priced = registry.estimates(geom, dtype, names)
     est = {name: seconds for name, (seconds, _) in priced.items()}
     best = min(est, key=lambda name: est[name])
     partitions = {name: partition for name, (_, partition) in priced.items()}
@@ -201,25 +208,32 @@ def estimate(geom: ConvGeometry, dtype, settings: Settings) -> Choice:
     return choice
 
 
-def _time_step(plan_factory, geom: ConvGeometry, dtype, repeats: int = 3) -> float:
-    """Best-of-``repeats`` seconds of one training step, the weights moving."""
+def _time_step(plan_factory, geom: ConvGeometry, dtype, arrays: Arrays,
+               repeats: int = 3) -> float:
+    """Best-of-``repeats`` seconds of one training step on ``arrays``' device, the
+    weights moving (the device's queue drained after each step)."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal(geom.x_shape).astype(dtype)
-    w = rng.standard_normal(geom.w_shape).astype(dtype)
-    dy = rng.standard_normal(geom.y_shape).astype(dtype)
+    x, w, dy = (arrays.asarray(rng.standard_normal(shape).astype(dtype))
+                for shape in (geom.x_shape, geom.w_shape, geom.y_shape))
     plan = plan_factory()
+
+    def step():
+        plan.vjp(x, w)[1](dy)
+        arrays.synchronize()
 
     def move_weights():
         w[...] += WEIGHT_STEP
-    return best_of(lambda: plan.vjp(x, w)[1](dy), repeats, prepare=move_weights)
+    return best_of(step, repeats, prepare=move_weights)
 
 
-def measure(geom: ConvGeometry, dtype, settings: Settings, plan_factory) -> Choice:
-    """Time every candidate once per geometry and persist the fastest.
+def measure(geom: ConvGeometry, dtype, settings: Settings, plan_factory,
+            arrays: Arrays) -> Choice:
+    """Time every candidate that runs on ``arrays`` once per geometry and device,
+    and persist the fastest.
 
     ``plan_factory(algorithm, tile)`` builds a plan for a candidate.
     """
-    key = _key(geom, dtype, settings)
+    key = _key(geom, dtype, settings, arrays)
     stored = STORE.get(key)
     if stored is not None and stored.get("tile") is not None and len(stored["tile"]) != geom.ndim:
         STORE.discard(key, f"tile {stored['tile']} for a {geom.ndim}-d layer")
@@ -229,9 +243,11 @@ def measure(geom: ConvGeometry, dtype, settings: Settings, plan_factory) -> Choi
         return Choice(stored["algorithm"], tile,
                       f"auto chose {stored['algorithm']!r} by measurement (stored); measured "
                       f"{_describe(stored['seconds'], {stored['algorithm']: tile})}")
-    partitions = {name: partition for name, (_, partition) in registry.estimates(geom, dtype).items()}
-    timed = {name: _time_step(lambda: plan_factory(name, partitions[name]), geom, dtype)
-             for name in CANDIDATES}
+    names = registry.names_on(arrays)
+    partitions = {name: partition
+                  for name, (_, partition) in registry.estimates(geom, dtype, names).items()}
+    timed = {name: _time_step(lambda: plan_factory(name, partitions[name]), geom, dtype, arrays)
+             for name in names}
     best = min(timed, key=lambda name: timed[name])
     tile = partitions[best]
     STORE.put(key, {"algorithm": best, "tile": None if tile is None else list(tile),

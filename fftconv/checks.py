@@ -21,6 +21,7 @@ from typing import (Callable, Literal, NamedTuple, NoReturn, Optional, ParamSpec
 
 import numpy as np
 
+from .backends import Arrays, KindError, arrays_of, common
 from .geometry import LAYOUTS, PADDING_FILLS, PADDING_MODES, make_layer, to_channels_first
 
 #: The settings' vocabularies (``fftconv.configure``).
@@ -140,23 +141,60 @@ def _foreign_array(func: str, name: str, a) -> None:
                    f"{name}.detach() for values without gradients", TypeError)
 
 
-def check_array(func: str, name: str, a) -> np.ndarray:
-    """Return ``a`` as an ndarray with a numeric (bool excluded) dtype.
+def dtype_of(a) -> np.dtype:
+    """The numpy dtype of an array of any library (``fftconv.backends``)."""
+    return arrays_of(a).numpy_dtype(a.dtype)
+
+
+def check_array(func: str, name: str, a):
+    """Return ``a`` as an array of its own library (numpy for a nested sequence)
+    with a numeric (bool excluded) dtype numpy has an equal of.
 
     Masked arrays, Dask arrays (outside ``fftconv.dask``) and torch tensors that
     require grad are a ``TypeError`` that says what to pass instead."""
     _foreign_array(func, name, a)
-    try:
-        arr = np.asarray(a)
-    except ValueError as exc:  # ragged nested lists
-        fail(func, f"{name} must be an array or a rectangular nested sequence ({exc})")
-    if arr.dtype.kind not in "iufc":
-        fail(func, f"{name} must have a numeric dtype, got dtype={arr.dtype}", TypeError)
-    if arr.dtype.kind in "fc" and arr.dtype.itemsize > np.dtype(np.complex128 if arr.dtype.kind == "c"
-                                                                 else np.float64).itemsize:
-        fail(func, f"{name} has extended precision dtype={arr.dtype}, which is not supported; "
+    arrays = arrays_of(a)
+    if arrays.owns(a):
+        arr = a
+        try:
+            dtype = arrays.numpy_dtype(a.dtype)
+        except TypeError as exc:
+            fail(func, f"{name} has {exc}", TypeError)
+    else:
+        try:
+            arr = np.asarray(a)
+        except ValueError as exc:  # ragged nested lists
+            fail(func, f"{name} must be an array or a rectangular nested sequence ({exc})")
+        dtype = arr.dtype
+    if dtype.kind not in "iufc":
+        fail(func, f"{name} must have a numeric dtype, got dtype={dtype}", TypeError)
+    if dtype.kind in "fc" and dtype.itemsize > np.dtype(np.complex128 if dtype.kind == "c"
+                                                       else np.float64).itemsize:
+        fail(func, f"{name} has extended precision dtype={dtype}, which is not supported; "
                    "cast it to float64 or complex128", TypeError)
     return arr
+
+
+def check_kind(func: str, **operands) -> Arrays:
+    """The one array library and device of ``operands`` (``None`` skipped): a
+    ``TypeError`` naming them when they differ."""
+    try:
+        return common(operands)
+    except KindError as exc:
+        fail(func, str(exc), TypeError)
+
+
+def check_like(func: str, arrays: Arrays, **operands) -> None:
+    """``operands`` must be arrays of ``arrays``' library and device (a plan's, a
+    pullback's): a ``TypeError`` that says which they are."""
+    for name, a in operands.items():
+        if a is None or not hasattr(a, "shape"):
+            continue
+        other = arrays_of(a)
+        if other.key != arrays.key:
+            fail(func, f"{name} is {other.describe()} but this runs on {arrays.describe()}; "
+                       f"pass {name} as that (or build it with like= an array of "
+                       f"{name}'s kind)", TypeError)
 
 
 def check_dtype(func: str, dtype) -> np.dtype:
@@ -178,7 +216,7 @@ def dtypes_for(*arrays) -> tuple:
     computed in float32 and returned as float16; integers follow numpy's
     promotion to float64.
     """
-    result = np.result_type(*[a.dtype for a in arrays if a is not None])
+    result = np.result_type(*[dtype_of(a) for a in arrays if a is not None])
     if result.kind in "iu":
         result = np.dtype(np.float64)
     compute = np.dtype(np.float32) if result == np.float16 else result
@@ -509,16 +547,17 @@ def check_layer_input(func: str, x, dtype: np.dtype, channels: int, ndim: int,
     a = check_array(func, "x", x)
     if not hasattr(x, "dtype") and np.can_cast(a.dtype, dtype, "same_kind"):
         a = a.astype(dtype)
+    given = dtype_of(a)
     form = f"(N, *spatial, {channels})" if last else f"(N, {channels}, *spatial)"
     if a.ndim == ndim + 1 and a.shape[-1 if last else 0] == channels:
         fail(func, f"x lacks the batch axis: x must have shape {form} with {_axes(ndim)}, "
                    f"got x.shape={a.shape}; for one sample add the axis (x[None])")
     if a.ndim != ndim + 2 or a.shape[-1 if last else 1] != channels:
         fail(func, f"x must have shape {form} with {_axes(ndim)}, got x.shape={a.shape}")
-    if np.result_type(a.dtype, dtype) != dtype:
+    if np.result_type(given, dtype) != dtype:
         read = "" if hasattr(x, "dtype") else f" (read from a {type(x).__name__})"
-        fail(func, f"x has dtype={a.dtype}{read} but the layer's dtype is {dtype}; cast x, or "
-                   f"build the layer with dtype={np.result_type(a.dtype, dtype)}", TypeError)
+        fail(func, f"x has dtype={given}{read} but the layer's dtype is {dtype}; cast x, or "
+                   f"build the layer with dtype={np.result_type(given, dtype)}", TypeError)
     return a
 
 
@@ -540,10 +579,11 @@ def check_parameter(func: str, name: str, a, shape: Optional[tuple], dtype: np.d
     a = check_array(func, name, a)
     if a.shape != tuple(shape):
         fail(func, f"{name} must have shape {tuple(shape)} ({why}), got {name}.shape={a.shape}")
-    if np.result_type(a.dtype, dtype) != dtype:
-        fail(func, f"{name} has dtype={a.dtype} but the layer's dtype is {dtype} (no silent "
+    given = dtype_of(a)
+    if np.result_type(given, dtype) != dtype:
+        fail(func, f"{name} has dtype={given} but the layer's dtype is {dtype} (no silent "
                    f"downcast); assign {name}.astype(np.{dtype})", TypeError)
-    return a if a.dtype == dtype else a.astype(dtype)
+    return arrays_of(a).astype(a, dtype)
 
 
 def check_bias(func: str, b, c_out: int):
@@ -642,7 +682,8 @@ def check_operand(func: str, name: str, a, shape, result_dtype, compute_dtype,
     shape_rule, dtype_rule = _ORIGINS[origin]
     a = check_array(func, name, a)
     check_shape(func, name, a, shape, shape_rule)
-    if np.result_type(a.dtype, result_dtype) != result_dtype:
-        rule = dtype_rule.format(result_dtype, np.result_type(a.dtype, result_dtype), name)
-        fail(func, f"{name} has dtype={a.dtype} but {rule}", TypeError)
-    return a.astype(compute_dtype, copy=False)
+    given = dtype_of(a)
+    if np.result_type(given, result_dtype) != result_dtype:
+        rule = dtype_rule.format(result_dtype, np.result_type(given, result_dtype), name)
+        fail(func, f"{name} has dtype={given} but {rule}", TypeError)
+    return arrays_of(a).astype(a, compute_dtype)

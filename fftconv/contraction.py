@@ -39,9 +39,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
-
 from . import runtime
+from .backends import Arrays
 
 #: Target working set of one frequency block.  Measured on the 2-D bench case
 #: (N=8, 16->16 channels, 128x128, float32): forward+backward products took
@@ -71,78 +70,95 @@ def _blocks(n_freq: int, bytes_per_frequency: int):
     return [slice(f, min(f + step, n_freq)) for f in range(0, n_freq, step)]
 
 
-def _walk(n_freq: int, bytes_per_frequency: int, body, threads: int,
+def _walk(a: Arrays, n_freq: int, bytes_per_frequency: int, body, threads: int,
           gemm_macs: Optional[int] = None) -> None:
     """``body(sl)`` for every frequency block, in up to ``threads`` shares at once,
     or on the calling thread when each frequency's GEMM (``gemm_macs``
     multiply-adds; ``None`` for a plain copy) is outside
-    [:data:`PARALLEL_MIN_MACS`, :data:`PARALLEL_MAX_MACS`]."""
-    if gemm_macs is not None and not PARALLEL_MIN_MACS <= gemm_macs <= PARALLEL_MAX_MACS:
+    [:data:`PARALLEL_MIN_MACS`, :data:`PARALLEL_MAX_MACS`], or the arrays live on
+    a device (its own queue runs the blocks)."""
+    if not a.host or (gemm_macs is not None
+                      and not PARALLEL_MIN_MACS <= gemm_macs <= PARALLEL_MAX_MACS):
         threads = 1
     runtime.run_shares(body, _blocks(n_freq, bytes_per_frequency), threads)
 
 
-def _macs(n: int, k: np.ndarray) -> int:
+def _macs(n: int, k) -> int:
     """Complex multiply-adds of one frequency's GEMM, per group: ``N x Og x Cg``."""
     return n * k.shape[2] * k.shape[3]
 
 
-def _frequency_major(spec: np.ndarray, sl: slice, groups: int, out=None,
-                     conjugate: bool = False) -> np.ndarray:
+def _itemsize(a: Arrays, spec) -> int:
+    return a.numpy_dtype(spec.dtype).itemsize
+
+
+def _frequency_major(a: Arrays, spec, sl: slice, groups: int, out=None,
+                     conjugate: bool = False):
     """Block ``sl`` of ``(R, C, F)`` as a contiguous ``(Fb, groups, R, C // groups)``,
     conjugated if asked, in one pass, into ``out`` if given (a block of a kept
     spectrum: no second copy)."""
     r, c = spec.shape[:2]
-    block = spec[:, :, sl].reshape(r, groups, c // groups, -1).transpose(3, 1, 0, 2)
-    out = np.empty(block.shape, spec.dtype) if out is None else out
+    block = a.permute(a.reshape(spec[:, :, sl], (r, groups, c // groups, -1)), (3, 1, 0, 2))
+    out = a.empty(block.shape, a.numpy_dtype(spec.dtype)) if out is None else out
     if conjugate:
-        return np.conjugate(block, out=out)
-    np.copyto(out, block)
+        return a.conj(block, out=out)
+    a.copy_into(out, block)
     return out
 
 
-def _grouped(out: np.ndarray, groups: int) -> np.ndarray:
+def _grouped(a: Arrays, out, groups: int):
     """View a frequency-major ``(F, R, C)`` as ``(F, groups, R, C // groups)``."""
     f, r, c = out.shape
-    return out.reshape(f, r, groups, c // groups).transpose(0, 2, 1, 3)
+    return a.permute(a.reshape(out, (f, r, groups, c // groups)), (0, 2, 1, 3))
 
 
-def _bytes_per_frequency(n: int, k: np.ndarray, itemsize: int) -> int:
+def _transposed(a: Arrays, m):
+    """The last two axes of ``m`` exchanged (a view)."""
+    return a.permute(m, tuple(range(m.ndim - 2)) + (m.ndim - 1, m.ndim - 2))
+
+
+def _bytes_per_frequency(n: int, k, itemsize: int) -> int:
     """Bytes one frequency of a gradient walk touches: ``X``/``DX`` twice, ``DY``, ``DW``."""
     groups, og, cg = k.shape[1:]
     return (2 * n * groups * cg + n * groups * og + groups * og * cg) * itemsize
 
 
-def kernel_spectrum(conj_k_spec: np.ndarray, groups: int, threads: int = 1) -> np.ndarray:
+def kernel_spectrum(a: Arrays, conj_k_spec, groups: int, threads: int = 1):
     """``K = conj(FFT(conj w))`` frequency-major ``(F, groups, Og, Cg)``, from the
     batch-major spectrum of ``conj w`` ``(C_out, Cg, F)``, in one pass."""
     c_out, cg, f = conj_k_spec.shape
-    k = np.empty((f, groups, c_out // groups, cg), conj_k_spec.dtype)
-    src = conj_k_spec.reshape(groups, c_out // groups, cg, f).transpose(3, 0, 1, 2)
-    _walk(f, 2 * c_out * cg * k.itemsize, lambda sl: np.conjugate(src[sl], out=k[sl]), threads)
+    k = a.empty((f, groups, c_out // groups, cg), a.numpy_dtype(conj_k_spec.dtype))
+    src = a.permute(a.reshape(conj_k_spec, (groups, c_out // groups, cg, f)), (3, 0, 1, 2))
+    _walk(a, f, 2 * c_out * cg * _itemsize(a, k), lambda sl: a.conj(src[sl, ...], out=k[sl, ...]),
+          threads)
     return k
 
 
-def forward_product(x_spec, k, groups, out, x_keep=None, threads=1):
+def forward_product(a: Arrays, x_spec, k, groups, out, x_keep=None, threads=1):
     """``out (F, N, C_out)``: ``Y = X K^T`` per frequency and group.
 
     ``x_keep``, if given, receives ``X`` frequency-major ``(F, groups, N, Cg)``
     for :func:`backward_products`, which then need not transpose it again.
     """
     n, c, f = x_spec.shape
-    out_g = _grouped(out, groups)
+    out_g = _grouped(a, out, groups)
 
     def block(sl):
-        xb = _frequency_major(x_spec, sl, groups, out=None if x_keep is None else x_keep[sl])
-        np.matmul(xb, k[sl].transpose(0, 1, 3, 2), out=out_g[sl])
+        xb = _frequency_major(a, x_spec, sl, groups, out=None if x_keep is None else x_keep[sl, ...])
+        a.matmul(xb, _transposed(a, k[sl, ...]), out=out_g[sl, ...])
 
-    _walk(f, (n * c + out.shape[1] * out.shape[2]) * x_spec.itemsize, block, threads,
+    _walk(a, f, (n * c + out.shape[1] * out.shape[2]) * _itemsize(a, x_spec), block, threads,
           _macs(n, k))
     return out
 
 
-def backward_products(x_spec, dy_spec, k, groups, dx_out=None, dw_out=None, dy_keep=None,
-                      threads=1):
+def _weight_product(a: Arrays, conj_dy, xb, dw_g, sl) -> None:
+    """``dw_g[..., sl] = conj(DY)^T X`` of one block, batch-major ``(G, Og, Cg, Fb)``."""
+    a.copy_into(dw_g[..., sl], a.permute(a.matmul(_transposed(a, conj_dy), xb), (1, 2, 3, 0)))
+
+
+def backward_products(a: Arrays, x_spec, dy_spec, k, groups, dx_out=None, dw_out=None,
+                      dy_keep=None, threads=1):
     """Both gradient products in one walk over the frequencies; either may be skipped.
 
     ``x_spec`` is ``X`` batch-major ``(N, C_in, F)`` or, as kept by
@@ -153,25 +169,26 @@ def backward_products(x_spec, dy_spec, k, groups, dx_out=None, dw_out=None, dy_k
     N, Og)`` for :func:`transposed_products`.
     """
     n, c_out, f = dy_spec.shape
-    dx_g = None if dx_out is None else _grouped(dx_out, groups)
+    dx_g = None if dx_out is None else _grouped(a, dx_out, groups)
     dw_g = (None if dw_out is None or x_spec is None
-            else dw_out.reshape(groups, c_out // groups, dw_out.shape[1], f))
+            else a.reshape(dw_out, (groups, c_out // groups, dw_out.shape[1], f)))
 
     def block(sl):
-        conj_dy = _frequency_major(dy_spec, sl, groups, conjugate=True,
-                                   out=None if dy_keep is None else dy_keep[sl])
+        conj_dy = _frequency_major(a, dy_spec, sl, groups, conjugate=True,
+                                   out=None if dy_keep is None else dy_keep[sl, ...])
         if dx_g is not None:
-            dx = np.matmul(conj_dy, k[sl], out=dx_g[sl])
-            np.conjugate(dx, out=dx)
+            dx = a.matmul(conj_dy, k[sl, ...], out=dx_g[sl, ...])
+            a.conj(dx, out=dx)
         if dw_g is not None:
-            xb = x_spec[sl] if x_spec.ndim == 4 else _frequency_major(x_spec, sl, groups)
-            dw_g[..., sl] = np.matmul(conj_dy.transpose(0, 1, 3, 2), xb).transpose(1, 2, 3, 0)
+            xb = x_spec[sl, ...] if x_spec.ndim == 4 else _frequency_major(a, x_spec, sl, groups)
+            _weight_product(a, conj_dy, xb, dw_g, sl)
 
-    _walk(f, _bytes_per_frequency(n, k, dy_spec.itemsize), block, threads, _macs(n, k))
+    _walk(a, f, _bytes_per_frequency(n, k, _itemsize(a, dy_spec)), block, threads, _macs(n, k))
     return dx_out, dw_out
 
 
-def transposed_products(x_spec, dy_spec, k, groups, y_out=None, dw_out=None, threads=1):
+def transposed_products(a: Arrays, x_spec, dy_spec, k, groups, y_out=None, dw_out=None,
+                        threads=1):
     """The forward product and the weight-gradient product from one ``X``.
 
     A transposed layer's backward pass: its input gradient is the forward
@@ -183,22 +200,23 @@ def transposed_products(x_spec, dy_spec, k, groups, y_out=None, dw_out=None, thr
     either may be ``None``.
     """
     n, c, f = x_spec.shape
-    y_g = None if y_out is None else _grouped(y_out, groups)
+    y_g = None if y_out is None else _grouped(a, y_out, groups)
     c_out = k.shape[1] * k.shape[2]
-    dw_g = None if dw_out is None else dw_out.reshape(groups, c_out // groups, c // groups, f)
+    dw_g = (None if dw_out is None
+            else a.reshape(dw_out, (groups, c_out // groups, c // groups, f)))
 
     def block(sl):
-        xb = _frequency_major(x_spec, sl, groups)
+        xb = _frequency_major(a, x_spec, sl, groups)
         if y_g is not None:
-            np.matmul(xb, k[sl].transpose(0, 1, 3, 2), out=y_g[sl])
+            a.matmul(xb, _transposed(a, k[sl, ...]), out=y_g[sl, ...])
         if dw_g is not None:
             if dy_spec.ndim == 4:
-                conj_dy = dy_spec[sl]
+                conj_dy = dy_spec[sl, ...]
             else:
-                conj_dy = _frequency_major(dy_spec, sl, groups, conjugate=True)
-            dw_g[..., sl] = np.matmul(conj_dy.transpose(0, 1, 3, 2), xb).transpose(1, 2, 3, 0)
+                conj_dy = _frequency_major(a, dy_spec, sl, groups, conjugate=True)
+            _weight_product(a, conj_dy, xb, dw_g, sl)
 
-    _walk(f, _bytes_per_frequency(n, k, x_spec.itemsize), block, threads, _macs(n, k))
+    _walk(a, f, _bytes_per_frequency(n, k, _itemsize(a, x_spec)), block, threads, _macs(n, k))
     return y_out, dw_out
 
 
@@ -210,25 +228,26 @@ class GemmProducts:
     #: The layout ``Y`` and ``DX`` are written in (``DW`` is always batch-major).
     frequency_major = True
 
-    def __init__(self, groups: int):
-        self.groups = groups
+    def __init__(self, groups: int, arrays: Arrays):
+        self.groups, self.arrays = groups, arrays
 
-    def kernel(self, conj_k_spec: np.ndarray, threads: int = 1) -> np.ndarray:
-        return kernel_spectrum(conj_k_spec, self.groups, threads)
+    def kernel(self, conj_k_spec, threads: int = 1):
+        return kernel_spectrum(self.arrays, conj_k_spec, self.groups, threads)
 
     def kept_shape(self, n_freq: int, rows: int, channels: int) -> tuple:
         """Shape of the ``X`` a forward pass keeps (frequency-major)."""
         return (n_freq, self.groups, rows, channels // self.groups)
 
     def forward(self, x_spec, k, out, x_keep=None, threads=1):
-        return forward_product(x_spec, k, self.groups, out, x_keep, threads)
+        return forward_product(self.arrays, x_spec, k, self.groups, out, x_keep, threads)
 
     def backward(self, x_spec, dy_spec, k, dx_out=None, dw_out=None, dy_keep=None, threads=1):
-        return backward_products(x_spec, dy_spec, k, self.groups, dx_out, dw_out, dy_keep,
-                                 threads)
+        return backward_products(self.arrays, x_spec, dy_spec, k, self.groups, dx_out, dw_out,
+                                 dy_keep, threads)
 
     def transposed(self, x_spec, dy_spec, k, y_out=None, dw_out=None, threads=1):
-        return transposed_products(x_spec, dy_spec, k, self.groups, y_out, dw_out, threads)
+        return transposed_products(self.arrays, x_spec, dy_spec, k, self.groups, y_out, dw_out,
+                                   threads)
 
 
 class ElementwiseProducts:
@@ -242,52 +261,55 @@ class ElementwiseProducts:
 
     frequency_major = False
 
-    def __init__(self, groups: int):
-        self.groups = groups
+    def __init__(self, groups: int, arrays: Arrays):
+        self.groups, self.arrays = groups, arrays
 
-    @staticmethod
-    def kernel(conj_k_spec: np.ndarray, threads: int = 1) -> np.ndarray:
+    def kernel(self, conj_k_spec, threads: int = 1):
         """``K = conj(FFT(conj w))`` as ``(C_out, F)`` from ``(C_out, 1, F)``."""
-        return np.conjugate(conj_k_spec[:, 0, :])
+        return self.arrays.conj(conj_k_spec[:, 0, :])
 
     @staticmethod
     def kept_shape(n_freq: int, rows: int, channels: int) -> tuple:
         return (rows, channels, n_freq)
 
-    def _split(self, k: np.ndarray, *arrays):
+    def _split(self, k, *operands):
         """``K`` as ``(G, Og, F)``, and ``(N, C_out, F)`` arrays as ``(N, G, Og, F)``."""
         og = k.shape[0] // self.groups
-        return (k.reshape(self.groups, og, -1),) + tuple(
-            None if a is None else a.reshape(a.shape[0], self.groups, og, a.shape[-1])
-            for a in arrays)
+        reshape = self.arrays.reshape
+        return (reshape(k, (self.groups, og, -1)),) + tuple(
+            None if a is None else reshape(a, (a.shape[0], self.groups, og, a.shape[-1]))
+            for a in operands)
 
     def _walk(self, body, threads: int) -> None:
-        """``body(gs)`` for contiguous slices ``gs`` of the groups, ``threads`` at once."""
-        step = -(-self.groups // max(threads, 1))
+        """``body(gs)`` for contiguous slices ``gs`` of the groups, ``threads`` at once
+        (one on a device)."""
+        threads = max(threads, 1) if self.arrays.host else 1
+        step = -(-self.groups // threads)
         runtime.run_shares(body, [slice(g, min(g + step, self.groups))
                                   for g in range(0, self.groups, step)], threads)
 
-    @staticmethod
-    def _weight_grad(dy_g, x_spec, gs: slice, dw_g) -> None:
+    def _weight_grad(self, dy_g, x_spec, gs: slice, dw_g) -> None:
         """``dw_g[gs] = sum_n conj(DY[n, gs]) X[n, gs]``, one sample at a time (no
         temporary of the batch's size)."""
-        tmp = np.empty(dw_g[gs, 0].shape, dw_g.dtype)
+        a = self.arrays
+        tmp = a.empty(dw_g[gs, 0, ...].shape, a.numpy_dtype(dw_g.dtype))
         for o in range(dw_g.shape[1]):
-            acc = dw_g[gs, o]
-            np.conjugate(dy_g[0, gs, o], out=acc)
-            acc *= x_spec[0, gs]
+            acc = dw_g[gs, o, ...]
+            a.conj(dy_g[0, gs, o, ...], out=acc)
+            acc *= x_spec[0, gs, ...]
             for n in range(1, x_spec.shape[0]):
-                np.conjugate(dy_g[n, gs, o], out=tmp)
-                tmp *= x_spec[n, gs]
+                a.conj(dy_g[n, gs, o, ...], out=tmp)
+                tmp *= x_spec[n, gs, ...]
                 acc += tmp
 
     def forward(self, x_spec, k, out, x_keep=None, threads=1):
         kg, out_g = self._split(k, out)
+        a = self.arrays
 
         def block(gs):
-            np.multiply(x_spec[:, gs, None], kg[gs], out=out_g[:, gs])
+            a.multiply(x_spec[:, gs, None, ...], kg[gs, ...], out=out_g[:, gs, ...])
             if x_keep is not None:
-                x_keep[:, gs] = x_spec[:, gs]
+                a.copy_into(x_keep[:, gs, ...], x_spec[:, gs, ...])
 
         self._walk(block, threads)
         return out
@@ -295,17 +317,18 @@ class ElementwiseProducts:
     def backward(self, x_spec, dy_spec, k, dx_out=None, dw_out=None, dy_keep=None, threads=1):
         """``DX = sum_o DY conj(K)``, ``DW = sum_n conj(DY) X`` (``dw_out`` ``(C_out, 1, F)``)."""
         kg, dy_g, keep_g = self._split(k, dy_spec, dy_keep)
-        dw_g = None if dw_out is None or x_spec is None else dw_out.reshape(kg.shape)
+        a = self.arrays
+        dw_g = None if dw_out is None or x_spec is None else a.reshape(dw_out, kg.shape)
 
         def block(gs):
             if keep_g is not None:
-                keep_g[:, gs] = dy_g[:, gs]
+                a.copy_into(keep_g[:, gs, ...], dy_g[:, gs, ...])
             if dx_out is not None:
-                conj_k = np.conjugate(kg[gs])
-                dx = dx_out[:, gs]
-                np.multiply(dy_g[:, gs, 0], conj_k[:, 0], out=dx)
+                conj_k = a.conj(kg[gs, ...])
+                dx = dx_out[:, gs, ...]
+                a.multiply(dy_g[:, gs, 0, ...], conj_k[:, 0, ...], out=dx)
                 for o in range(1, conj_k.shape[1]):
-                    dx += dy_g[:, gs, o] * conj_k[:, o]
+                    dx += dy_g[:, gs, o, ...] * conj_k[:, o, ...]
             if dw_g is not None:
                 self._weight_grad(dy_g, x_spec, gs, dw_g)
 
@@ -316,11 +339,12 @@ class ElementwiseProducts:
         """``Y = X K`` and ``DW = sum_n conj(DY) X`` from one ``X``; ``dy_spec`` is
         ``DY`` (kept or transformed) ``(N, C_out, F)``."""
         kg, y_g, dy_g = self._split(k, y_out, dy_spec)
-        dw_g = None if dw_out is None else dw_out.reshape(kg.shape)
+        a = self.arrays
+        dw_g = None if dw_out is None else a.reshape(dw_out, kg.shape)
 
         def block(gs):
             if y_g is not None:
-                np.multiply(x_spec[:, gs, None], kg[gs], out=y_g[:, gs])
+                a.multiply(x_spec[:, gs, None, ...], kg[gs, ...], out=y_g[:, gs, ...])
             if dw_g is not None:
                 self._weight_grad(dy_g, x_spec, gs, dw_g)
 
@@ -328,7 +352,8 @@ class ElementwiseProducts:
         return y_out, dw_out
 
 
-def products_for(groups: int, in_channels: int):
+def products_for(groups: int, in_channels: int, arrays: Arrays):
     """:class:`ElementwiseProducts` for one input channel per group, else
-    :class:`GemmProducts`."""
-    return ElementwiseProducts(groups) if in_channels == groups else GemmProducts(groups)
+    :class:`GemmProducts`, on ``arrays``."""
+    kind = ElementwiseProducts if in_channels == groups else GemmProducts
+    return kind(groups, arrays)

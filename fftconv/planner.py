@@ -30,7 +30,8 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from . import autoselect, costs, registry, runtime
-from .checks import check_bool, check_operand, dtypes_for, fail
+from .backends import Arrays, host
+from .checks import check_bool, check_like, check_operand, dtypes_for, fail
 from .config import Settings, available_cores, get_settings, process_settings
 from .geometry import ConvGeometry, LayerGeometry
 from .protocol import Tiling
@@ -60,32 +61,35 @@ class Gradients(NamedTuple):
     db: np.ndarray
 
 
-def result_gradients(grads: tuple, dtype) -> Gradients:
+def result_gradients(grads: tuple, dtype, arrays: Arrays) -> Gradients:
     """The engine's ``(dx, dw, db)`` in the result ``dtype`` (``None`` kept)."""
     dx, dw, db = grads
-    return Gradients(None if dx is None else dx.astype(dtype, copy=False),
-                     None if dw is None else dw.astype(dtype, copy=False),
-                     db.astype(dtype, copy=False))
+    return Gradients(None if dx is None else arrays.astype(dx, dtype),
+                     None if dw is None else arrays.astype(dw, dtype),
+                     arrays.astype(db, dtype))
 
 
 class WeightCache:
     """The engine's weight state for the last weights, reused while their values
     are unchanged.  A new state is a new object: pullbacks holding the old one
-    keep it.  Thread-safe: a caller always gets the state of its own ``w``."""
+    keep it.  Thread-safe: a caller always gets the state of its own ``w``.
+    The weights are compared where they live (on a device, one boolean is read
+    back), against a private copy on the same device."""
 
-    def __init__(self):
-        self._w: Optional[np.ndarray] = None
+    def __init__(self, arrays: Arrays):
+        self._arrays = arrays
+        self._w = None
         self._state = None
         self._lock = threading.Lock()
 
-    def state(self, w: np.ndarray, make):
+    def state(self, w, make):
         """``make(copy of w)``, or the state made for equal weights last time.  ``make``
         gets the private copy this cache compares against, which nothing changes:
         a state may keep it (the direct engine's does) instead of copying again."""
         with self._lock:
-            if self._w is not None and self._w.shape == w.shape and np.array_equal(w, self._w):
+            if self._w is not None and self._arrays.equal(w, self._w):
                 return self._state
-        kept = np.array(w, copy=True)
+        kept = self._arrays.copy(w)
         state = make(kept)
         with self._lock:
             self._state, self._w = state, kept
@@ -101,7 +105,10 @@ class SharedEngine(NamedTuple):
     caches: dict
 
     def weights(self, form) -> WeightCache:
-        return self.caches.setdefault(form, WeightCache())
+        cache = self.caches.get(form)
+        if cache is None:
+            cache = self.caches.setdefault(form, WeightCache(self.engine.arrays))
+        return cache
 
 
 class _Building:
@@ -274,50 +281,66 @@ def resolve(layer: LayerGeometry, algorithm: str) -> LayerGeometry:
 
 
 def engine_for(func: str, geom: ConvGeometry, dtype, algorithm: str, settings: Settings,
-               tile):
+               tile, arrays: Arrays):
     """Context manager lending an engine from :data:`ENGINE_CACHE` (a
-    :class:`SharedEngine`) to one stateless call."""
+    :class:`SharedEngine`) to one stateless call on ``arrays``' library and device."""
     partition = registry.partition(func, algorithm, geom, dtype, settings.max_workspace_bytes, tile)
-    key = (algorithm, geom, np.dtype(dtype).str, settings, partition)
+    key = (algorithm, geom, np.dtype(dtype).str, settings, partition, arrays.key)
     return ENGINE_CACHE.checkout(key, lambda: _build(func, algorithm, geom, dtype, settings,
-                                                      partition))
+                                                      partition, arrays))
 
 
-def _build(func: str, algorithm: str, geom: ConvGeometry, dtype, settings: Settings, partition):
+def _build(func: str, algorithm: str, geom: ConvGeometry, dtype, settings: Settings, partition,
+           arrays: Arrays):
     """``registry.build``, refused with a ``MemoryError`` (before any buffer is
     allocated: engines allocate lazily) when its workspace and what a forward pass
-    keeps exceed the memory available."""
-    engine = registry.build(algorithm, geom, dtype, settings, partition)
+    keeps exceed the memory available (the device's, for arrays on a device)."""
+    engine = registry.build(algorithm, geom, dtype, settings, partition, arrays)
+    device = arrays.device_memory()
     runtime.check_memory(func, f"the layer x{geom.x_shape} * w{geom.w_shape} "
                                f"(algorithm={algorithm!r})",
-                         engine.workspace_bytes + engine.kept_bytes)
+                         engine.workspace_bytes + engine.kept_bytes, device,
+                         "memory" if device is None else f"memory on {arrays.device}")
     return engine
 
 
+def check_runs_on(func: str, algorithm: str, arrays: Arrays) -> None:
+    """An algorithm asked for by name must run on the operands' library."""
+    if algorithm != "auto" and not registry.REGISTRY[algorithm].runs_on(arrays):
+        fail(func, f"algorithm={algorithm!r} views arrays with explicit strides, which "
+                   f"{arrays.describe()} does not support; use one of "
+                   f"{', '.join(map(repr, registry.names_on(arrays)))} or 'auto'")
+
+
 def choose_algorithm(func: str, geom: ConvGeometry, dtype, algorithm: str, settings: Settings,
-                     measure: bool, budget: Optional[int] = None) -> autoselect.Choice:
+                     measure: bool, budget: Optional[int] = None,
+                     arrays: Optional[Arrays] = None) -> autoselect.Choice:
     """Resolve ``"auto"`` by the cost model or, with ``measure``, by timing, among the
-    algorithms whose workspace fits in ``budget`` bytes (default: the setting)."""
+    algorithms that run on ``arrays`` (default numpy) and whose workspace fits in
+    ``budget`` bytes (default: the setting)."""
+    arrays = host() if arrays is None else arrays
+    check_runs_on(func, algorithm, arrays)
     if algorithm != "auto":
         return autoselect.Choice(algorithm, None, f"algorithm {algorithm!r} was requested")
     if geom.batch == 0:  # nothing to time or to fit: the cost model decides
-        return autoselect.estimate(geom, dtype, settings)
+        return autoselect.estimate(geom, dtype, settings, arrays)
     budget = settings.max_workspace_bytes if budget is None else budget
     if measure:
         return autoselect.measure(geom, dtype, settings,
-                                 lambda name, tile: Plan(LayerGeometry(geom), dtype, name,
-                                                         settings, tile=tile,
-                                                         max_workspace_bytes=budget))
-    choice = autoselect.estimate(geom, dtype, settings)
-    return choice if budget is None else _within(func, geom, dtype, choice, budget)
+                                  lambda name, tile: Plan(LayerGeometry(geom), dtype, name,
+                                                          settings, tile=tile,
+                                                          max_workspace_bytes=budget,
+                                                          arrays=arrays), arrays)
+    choice = autoselect.estimate(geom, dtype, settings, arrays)
+    return choice if budget is None else _within(func, geom, dtype, choice, budget, arrays)
 
 
 def _within(func: str, geom: ConvGeometry, dtype, choice: autoselect.Choice,
-            budget: int) -> autoselect.Choice:
+            budget: int, arrays: Arrays) -> autoselect.Choice:
     """``choice`` if its engine fits ``budget`` as the model priced it, else the
     algorithm cheapest at the partition (batch chunk, tiling) that fits it."""
     fitted, needs = {}, {}
-    for name, entry in registry.REGISTRY.items():
+    for name in registry.names_on(arrays):
         try:
             fitted[name] = registry.partition(func, name, geom, dtype, budget)
         except ValueError as exc:
@@ -352,6 +375,7 @@ class Pullback:
                  func: str):
         self._runner, self._saved, self._weights = runner, saved, weights
         self._result, self._lock, self._func = np.dtype(result_dtype), lock, func
+        self._arrays = runner.arrays
 
     @property
     def y_shape(self) -> tuple:
@@ -362,11 +386,12 @@ class Pullback:
         ``need_dw=False`` skips that gradient (``None`` in its place)."""
         need_dx = check_bool(self._func, "need_dx", need_dx)
         need_dw = check_bool(self._func, "need_dw", need_dw)
+        check_like(self._func, self._arrays, dy=dy)
         dy = check_operand(self._func, "dy", dy, self.y_shape, self._result,
                            self._runner.dtype, origin="forward")
         with self._lock:
             grads = self._runner.backward(dy, self._saved, self._weights, need_dx, need_dw)
-        return result_gradients(grads, self._result)
+        return result_gradients(grads, self._result, self._arrays)
 
     def __repr__(self) -> str:
         return f"<Pullback for y{self.y_shape}, dtype={self._result}>"
@@ -397,24 +422,29 @@ class Plan:
         no FFT runs).
     algorithm : str
         A name from ``fftconv.registry.REGISTRY``.
+    arrays : fftconv.backends.Arrays
+        The array library and device the plan runs on (``like=``): its operands
+        must be arrays of it, and so are its results.
     """
 
     def __init__(self, layer: LayerGeometry, dtype, algorithm: str,
                  settings: Optional[Settings] = None, engine=None,
-                 max_workspace_bytes: Optional[int] = None, explain: str = "", tile=None):
+                 max_workspace_bytes: Optional[int] = None, explain: str = "", tile=None,
+                 arrays: Optional[Arrays] = None):
         self.layer = resolve(layer, algorithm)
         self.compute_dtype, self.result_dtype = dtypes_for(np.empty(0, dtype))
         self.algorithm = algorithm
         self.explain = explain or f"algorithm {algorithm!r} was requested"
         self.settings = settings or get_settings()
+        self.arrays = host() if arrays is None else arrays
         if engine is None:
             partition = registry.partition("fftconv.plan", algorithm, self.geometry, self.compute_dtype,
                                     max_workspace_bytes, tile)
             engine = _build("fftconv.plan", algorithm, self.geometry, self.compute_dtype,
-                            self.settings, partition)
+                            self.settings, partition, self.arrays)
         self._engine = engine
         self._runner = Runner(self.layer, engine, self.settings.threads, "fftconv.Plan")
-        self._weights = WeightCache()
+        self._weights = WeightCache(self.arrays)
         self._last = threading.local()   # .pullback: this thread's last forward
 
     # -- geometry -------------------------------------------------------------------
@@ -470,13 +500,16 @@ class Plan:
             options += f", padding_mode={layer.padding_mode!r}"
         if layer.layout != "channels_first":
             options += f", layout={layer.layout!r}"
+        if not self.arrays.fftw:
+            options += f", on {self.arrays.describe()}"
         return (f"Plan(x{layer.x_shape} * w{layer.w_shape} -> y{layer.y_shape}, "
                 f"dtype={self.result_dtype}, algorithm={self.algorithm!r}{extra}, "
                 f"padding={layer.padding}, stride={g.stride}, dilation={g.dilation}, "
                 f"groups={g.groups}, flip_kernel={g.flip_kernel}{options})")
 
     # -- the passes -----------------------------------------------------------------
-    def _check(self, func: str, name: str, a, shape) -> np.ndarray:
+    def _check(self, func: str, name: str, a, shape):
+        check_like(func, self.arrays, **{name: a})
         return check_operand(func, name, a, shape, self.result_dtype, self.compute_dtype)
 
     def vjp(self, x, w, b=None) -> tuple:
@@ -497,12 +530,13 @@ class Plan:
         with self._engine.lock:
             weights = self._weights.state(w, self._runner.weights)
             y, saved = self._runner.forward(x, weights, b, keep=keep)
+        y = self.arrays.astype(y, self.result_dtype)
         if not keep:
-            return y.astype(self.result_dtype, copy=False), None
+            return y, None
         caller = "Plan.backward" if func == "Plan.forward" else f"{func} pullback"
         pullback = Pullback(self._runner, saved, weights, self.result_dtype, self._engine.lock,
                             caller)
-        return y.astype(self.result_dtype, copy=False), pullback
+        return y, pullback
 
     def forward(self, x, w, b=None) -> np.ndarray:
         """``y = conv(x, w) + b``; keeps what :meth:`backward` needs about this call.

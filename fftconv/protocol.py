@@ -25,6 +25,7 @@ from typing import (Any, Callable, ContextManager, Dict, NamedTuple, Optional, P
 import numpy as np
 
 from . import budget, costs
+from .backends import Arrays
 from .config import Settings
 from .costs import Work
 from .geometry import ConvGeometry
@@ -80,6 +81,8 @@ class Engine(Protocol):
     geom: ConvGeometry
     #: The compute dtype.
     dtype: np.dtype
+    #: The array library and device its buffers live on (``fftconv.backends``).
+    arrays: Arrays
     #: Samples per pass.
     chunk: int
 
@@ -147,7 +150,8 @@ class Algorithm:
     ``partition(func, geom, dtype, budget, tile)`` is the engine's one free
     parameter for a workspace budget (``tile``: the caller's own tile, for a
     ``tiled`` algorithm), part of the engine cache key; ``build(geom, dtype,
-    settings, partition)`` makes the engine; ``work(geom, dtype, partition)``
+    settings, partition, arrays)`` makes the engine for the array library and
+    device ``arrays`` (``fftconv.backends``); ``work(geom, dtype, partition)``
     counts the units of one training step (``fftconv.costs`` prices them) and
     ``estimate(geom, dtype)`` gives ``(seconds, tile)`` without a budget (the
     tile ``None`` unless ``tiled``).
@@ -155,11 +159,13 @@ class Algorithm:
     the input size (``geometry.circular_geometry``); ``tiled``: its partition is
     an output tile the caller may set (``tile=``); ``spatial``: it computes in
     the spatial domain, as a framework's own convolution does (the PyTorch
-    bridge weighs only the others against that).
+    bridge weighs only the others against that); ``strided``: its engine views
+    arrays with explicit strides, so it runs only where the backend can
+    (``Arrays.strided``; :meth:`runs_on`).
     """
 
     name: str
-    build: Callable[[ConvGeometry, np.dtype, Settings, Partition], Engine]
+    build: Callable[[ConvGeometry, np.dtype, Settings, Partition, Arrays], Engine]
     partition: Callable[[str, ConvGeometry, np.dtype, Optional[int], Optional[Tuple[int, ...]]],
                         Partition]
     work: Callable[[ConvGeometry, np.dtype, Optional[Partition]], Work]
@@ -167,9 +173,15 @@ class Algorithm:
     circular_fast: bool = False
     tiled: bool = False
     spatial: bool = False
+    strided: bool = False
+
+    def runs_on(self, arrays: Arrays) -> bool:
+        """Whether this algorithm's engine runs on ``arrays``' library."""
+        return arrays.strided or not self.strided
 
 
-def batch_chunked(name: str, engine: Callable[[ConvGeometry, np.dtype, Settings, int], Engine],
+def batch_chunked(name: str,
+                  engine: Callable[[ConvGeometry, np.dtype, Settings, int, Arrays], Engine],
                   work: Callable[[ConvGeometry, np.dtype], Work],
                   workspace_bytes: Callable[[ConvGeometry, np.dtype, int], int],
                   workspace_kind: str, **flags: bool) -> Algorithm:
@@ -178,9 +190,9 @@ def batch_chunked(name: str, engine: Callable[[ConvGeometry, np.dtype, Settings,
     (``workspace_kind`` names that workspace in the error when one sample does
     not), priced by ``work(geom, dtype)``; ``flags`` as :class:`Algorithm`'s."""
     def build(geom: ConvGeometry, dtype: np.dtype, settings: Settings,
-              chunk: Partition) -> Engine:
+              chunk: Partition, arrays: Arrays) -> Engine:
         assert isinstance(chunk, int), chunk
-        return engine(geom, dtype, settings, chunk)
+        return engine(geom, dtype, settings, chunk, arrays)
 
     def partition(func: str, geom: ConvGeometry, dtype: np.dtype, limit: Optional[int],
                   tile: Optional[Tuple[int, ...]]) -> int:

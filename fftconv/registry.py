@@ -13,6 +13,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from .algorithms import direct, fft, overlap_add
+from .backends import Arrays
 from .config import Settings
 from .geometry import ConvGeometry
 from .protocol import Algorithm, Engine, Partition
@@ -34,11 +35,19 @@ def partition(func: str, name: str, geom: ConvGeometry, dtype, budget: Optional[
 
 
 def build(name: str, geom: ConvGeometry, dtype, settings: Settings,
-          engine_partition: Partition) -> Engine:
-    """The engine of algorithm ``name`` for ``geom`` with its :func:`partition`."""
-    return REGISTRY[name].build(geom, np.dtype(dtype), settings, engine_partition)
+          engine_partition: Partition, arrays: Arrays) -> Engine:
+    """The engine of algorithm ``name`` for ``geom`` with its :func:`partition`, on
+    ``arrays``' library and device."""
+    return REGISTRY[name].build(geom, np.dtype(dtype), settings, engine_partition, arrays)
 
 
-def estimates(geom: ConvGeometry, dtype) -> Dict[str, Tuple[float, Optional[Tuple[int, ...]]]]:
-    """``{name: (estimated step seconds, tile)}`` for every registered algorithm."""
-    return {name: entry.estimate(geom, np.dtype(dtype)) for name, entry in REGISTRY.items()}
+def names_on(arrays: Arrays) -> Tuple[str, ...]:
+    """The algorithms whose engines run on ``arrays``' library, in registry order."""
+    return tuple(name for name, entry in REGISTRY.items() if entry.runs_on(arrays))
+
+
+def estimates(geom: ConvGeometry, dtype,
+              names: Optional[Tuple[str, ...]] = None) -> Dict[str, Tuple[float, Optional[Tuple[int, ...]]]]:
+    """``{name: (estimated step seconds, tile)}`` for the algorithms ``names``
+    (default: every registered one)."""
+    return {name: REGISTRY[name].estimate(geom, np.dtype(dtype)) for name in names or NAMES}

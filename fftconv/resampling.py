@@ -17,15 +17,13 @@ Hermitian symmetry ``Y[L - k] = conj(Y[k])``, which both functions use through
 """
 from __future__ import annotations
 
-import numpy as np
+from typing import List
+
+from .backends import Arrays
 
 
-def _index(axis: int, idx) -> tuple:
-    return (slice(None),) * axis + (idx,)
-
-
-def _full_bins(spec: np.ndarray, axis: int, full_len: int, bins: np.ndarray,
-               half: bool, axis0: int) -> np.ndarray:
+def _full_bins(a: Arrays, spec, axis: int, full_len: int, bins: List[int],
+               half: bool, axis0: int):
     """Bins ``bins`` (in ``0..full_len-1``) of ``spec`` along ``axis``.
 
     With ``half``, ``axis`` is the last of the frequency axes ``axis0..axis``
@@ -34,17 +32,19 @@ def _full_bins(spec: np.ndarray, axis: int, full_len: int, bins: np.ndarray,
     axis* (``Y[-k0, -k1] = conj(Y[k0, k1])``).
     """
     if not half:
-        return np.take(spec, bins, axis=axis)
-    mirrored = bins > full_len // 2
-    out = np.take(spec, np.where(mirrored, full_len - bins, bins), axis=axis)
-    if mirrored.any():
-        sel = _index(axis, np.nonzero(mirrored)[0])
-        part = out[sel]
-        for other in range(axis0, axis):
-            n = part.shape[other]
-            part = np.take(part, -np.arange(n) % n, axis=other)
-        out[sel] = np.conj(part)
-    return out
+        return a.take(spec, bins, axis=axis)
+    mirrored = [b > full_len // 2 for b in bins]
+    out = a.take(spec, [full_len - b if m else b for b, m in zip(bins, mirrored)], axis=axis)
+    if not any(mirrored):
+        return out
+    flipped = out
+    for other in range(axis0, axis):
+        n = flipped.shape[other]
+        flipped = a.take(flipped, [-i % n for i in range(n)], axis=other)
+    shape = [1] * out.ndim
+    shape[axis] = len(bins)
+    mask = a.reshape(a.asarray(mirrored), shape)
+    return a.xp.where(mask, a.conj(flipped), out)
 
 
 def _changed_axes(coarse, fine, real: bool, axis0: int):
@@ -56,24 +56,25 @@ def _changed_axes(coarse, fine, real: bool, axis0: int):
             yield axis, m, n, real and axis == last
 
 
-def tile(spec: np.ndarray, coarse, fine, real: bool, axis0: int) -> np.ndarray:
+def tile(a: Arrays, spec, coarse, fine, real: bool, axis0: int):
     """Spectrum on grid ``fine`` of a signal zero-upsampled from grid ``coarse``."""
     for axis, m, n, half in _changed_axes(coarse, fine, real, axis0):
-        bins = np.arange(n // 2 + 1 if half else n) % m
-        spec = _full_bins(spec, axis, m, bins, half, axis0)
+        bins = [k % m for k in range(n // 2 + 1 if half else n)]
+        spec = _full_bins(a, spec, axis, m, bins, half, axis0)
     return spec
 
 
-def fold(spec: np.ndarray, fine, coarse, real: bool, axis0: int) -> np.ndarray:
+def fold(a: Arrays, spec, fine, coarse, real: bool, axis0: int):
     """Spectrum on grid ``coarse`` of the signal of ``spec`` decimated to ``coarse``."""
     for axis, m, n, half in _changed_axes(coarse, fine, real, axis0):
         if not half:
             shape = spec.shape
-            spec = spec.reshape(shape[:axis] + (n // m, m) + shape[axis + 1:]).mean(axis=axis)
+            spec = a.mean(a.reshape(spec, shape[:axis] + (n // m, m) + shape[axis + 1:]),
+                          axis=axis)
             continue
-        target = np.arange(m // 2 + 1)
-        total = _full_bins(spec, axis, n, target, half, axis0)
+        target = list(range(m // 2 + 1))
+        total = _full_bins(a, spec, axis, n, target, half, axis0)
         for r in range(1, n // m):
-            total += _full_bins(spec, axis, n, target + r * m, half, axis0)
+            total += _full_bins(a, spec, axis, n, [t + r * m for t in target], half, axis0)
         spec = total / (n // m)
     return spec

@@ -8,8 +8,8 @@ the caller asked for (``geometry.LayerGeometry``), without a second engine:
   input gradient its forward pass, both from the same spectra (JAX's
   ``_conv_general_dilated_transpose_*``); complex weights enter conjugated,
   so that ``y = sum w x`` as in ``torch.nn.functional.conv_transpose*d``;
-* **padding modes**: the input is padded with ``np.pad`` before a "valid"
-  engine, and the input gradient's halo is folded back onto the input (the
+* **padding modes**: the input is padded (gathered by
+  ``geometry.padding_source``) before a "valid" engine, and the input gradient's halo is folded back onto the input (the
   padding operator's adjoint, ``geometry.padding_source``); circular padding
   on an FFT engine needs neither (``geometry.circular_geometry``);
 * **channels-last**: arrays are viewed channels-first; the FFT engines read
@@ -21,7 +21,8 @@ Around every engine call the runner also keeps the pass inside the dtype's
 range (operands scaled by powers of two, ``fftconv.scaling``) and bounds
 BLAS's threads by the ``threads`` setting (``fftconv.runtime``).
 
-Every function takes arrays already checked and cast to the compute dtype.
+Every function takes arrays already checked and cast to the compute dtype, of
+one library and device (``fftconv.backends``), and returns arrays of it.
 """
 from __future__ import annotations
 
@@ -31,52 +32,72 @@ from typing import Any, Callable, NamedTuple, Optional, TypeVar, cast
 import numpy as np
 
 from . import runtime, scaling
+from .backends import Arrays
 from .config import get_settings
-from .geometry import PADDING_FILLS, LayerGeometry, padding_source
+from .geometry import LayerGeometry, padding_source
 from .protocol import Saved
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def channels_first(a: np.ndarray, layout: str) -> np.ndarray:
+def channels_first(arrays: Arrays, a, layout: str):
     """``(N, *sp, C)`` viewed as ``(N, C, *sp)`` for channels-last; else ``a``."""
-    return np.moveaxis(a, -1, 1) if layout == "channels_last" else a
+    return arrays.moveaxis(a, -1, 1) if layout == "channels_last" else a
 
 
-def weights_first(w: np.ndarray, layout: str) -> np.ndarray:
+def weights_first(arrays: Arrays, w, layout: str):
     """``(*k, Cg, C_out)`` viewed as ``(C_out, Cg, *k)`` for channels-last; else ``w``."""
     if layout != "channels_last":
         return w
     nd = w.ndim - 2
-    return w.transpose((nd + 1, nd) + tuple(range(nd)))
+    return arrays.permute(w, (nd + 1, nd) + tuple(range(nd)))
 
 
-def weights_last(w: np.ndarray, layout: str) -> np.ndarray:
+def weights_last(arrays: Arrays, w, layout: str):
     """Inverse of :func:`weights_first`, as a contiguous array."""
     if layout != "channels_last":
         return w
-    return np.ascontiguousarray(w.transpose(tuple(range(2, w.ndim)) + (1, 0)))
+    return arrays.contiguous(arrays.permute(w, tuple(range(2, w.ndim)) + (1, 0)))
 
 
-def bias_grad(dy_cf: np.ndarray) -> np.ndarray:
+def bias_grad(arrays: Arrays, dy_cf):
     """``db[o] = sum over batch and space of dy[:, o]`` (``dy`` channels-first, any strides).
 
     Single precision is summed in double: ``db`` is one sum of ``N * prod(out)``
     terms that may nearly cancel (a 5-D float32 layer of 2304 outputs gave a
     6.2e-6 relative error summed in float32, 2.3e-8 in float64).
     """
-    wide = np.complex128 if dy_cf.dtype.kind == "c" else np.float64
-    return dy_cf.sum(axis=(0,) + tuple(range(2, dy_cf.ndim)), dtype=wide).astype(dy_cf.dtype)
+    dtype = arrays.numpy_dtype(dy_cf.dtype)
+    wide = np.complex128 if dtype.kind == "c" else np.float64
+    return arrays.astype(arrays.sum(dy_cf, (0,) + tuple(range(2, dy_cf.ndim)), wide), dtype)
 
 
-def fold_padding(dxpad: np.ndarray, layer: LayerGeometry, out: np.ndarray) -> np.ndarray:
+def pad_by_mode(arrays: Arrays, x_cf, layer: LayerGeometry):
+    """``x_cf`` padded by ``layer.padding_mode`` (circular, reflect, replicate): each
+    spatial axis gathered through ``geometry.padding_source``."""
+    for a, ((lo, hi), n) in enumerate(zip(layer.mode_padding, layer.in_size)):
+        if lo or hi:
+            x_cf = arrays.take(x_cf, padding_source(n, lo, hi, layer.padding_mode), axis=2 + a)
+    return x_cf
+
+
+def zero_extended(arrays: Arrays, x_cf, extra):
+    """``x_cf`` with ``extra[a]`` zeros after its end on spatial axis ``a``."""
+    shape = x_cf.shape[:2] + tuple(n + e for n, e in zip(x_cf.shape[2:], extra))
+    out = arrays.zeros(shape, arrays.numpy_dtype(x_cf.dtype))
+    arrays.copy_into(out[(slice(None), slice(None)) + tuple(slice(0, n) for n in x_cf.shape[2:])],
+                     x_cf)
+    return out
+
+
+def fold_padding(arrays: Arrays, dxpad, layer: LayerGeometry, out):
     """The adjoint of padding with ``layer.padding_mode``: each halo sample of
     ``dxpad`` is added onto the input sample it copied; written into ``out``."""
     folded = dxpad
     for a, ((lo, hi), n) in enumerate(zip(layer.mode_padding, layer.in_size)):
         axis = 2 + a
         source = padding_source(n, lo, hi, layer.padding_mode)
-        core = np.take(folded, np.arange(lo, lo + n), axis=axis)  # a copy
+        core = arrays.take(folded, range(lo, lo + n), axis=axis)  # a copy
         for p in (*range(lo), *range(lo + n, lo + n + hi)):
             index = [slice(None)] * folded.ndim
             index[axis] = slice(source[p], source[p] + 1)
@@ -84,7 +105,7 @@ def fold_padding(dxpad: np.ndarray, layer: LayerGeometry, out: np.ndarray) -> np
             halo[axis] = slice(p, p + 1)
             core[tuple(index)] += folded[tuple(halo)]
         folded = core
-    out[...] = folded
+    arrays.copy_into(out, folded)
     return out
 
 
@@ -109,8 +130,8 @@ def _allocations_named(method: F) -> F:
     def named(self: "Runner", *args: Any, **kwargs: Any) -> Any:
         layer = f"the layer x{self.layer.x_shape} * w{self.layer.w_shape}"
         with runtime.allocation_named(self.func, layer,
-                                      self.engine.workspace_bytes + self.engine.kept_bytes), \
-                np.errstate(invalid="ignore"):
+                                      self.engine.workspace_bytes + self.engine.kept_bytes,
+                                      self.arrays.memory_errors), self.arrays.quiet():
             return method(self, *args, **kwargs)
     return cast(F, named)
 
@@ -123,6 +144,7 @@ class Runner:
     def __init__(self, layer: LayerGeometry, engine, threads: Optional[int] = None,
                  func: str = "fftconv"):
         self.layer, self.engine, self._threads, self.func = layer, engine, threads, func
+        self.arrays: Arrays = engine.arrays
         self.dtype = np.dtype(engine.dtype)
         self._most = scaling.limit(self.dtype, scaling.growth_bits(engine.geom, engine.fft_shape))
 
@@ -130,30 +152,32 @@ class Runner:
         """BLAS bounded by the ``threads`` setting for one pass."""
         return runtime.blas_threads(self._threads or get_settings().threads)
 
-    def _scaled_input(self, x_cf: np.ndarray) -> tuple:
+    def _scale(self, a):
+        return scaling.scale_for(a, self._most, self.arrays)
+
+    def _scaled_input(self, x_cf) -> tuple:
         """``(engine input * 2**-e, e)`` (:meth:`_engine_input`; scaled in place
         when that is a new array)."""
         xe = self._engine_input(x_cf)
-        e = scaling.scale_for(xe, self._most)
-        return scaling.scaled(xe, e, owned=xe is not x_cf), e
+        e = self._scale(xe)
+        return scaling.scaled(xe, e, self.arrays, owned=xe is not x_cf), e
 
     # -- arrays between the caller's layout and the engine's ----------------------------
     def _new(self, shape_cf) -> tuple:
         """A new array in the caller's layout and its channels-first view."""
         layout = self.layer.layout
         shape = self.layer.shown(shape_cf)
-        a = np.empty(shape, self.dtype)
-        return a, channels_first(a, layout)
+        a = self.arrays.empty(shape, self.dtype)
+        return a, channels_first(self.arrays, a, layout)
 
-    def _engine_input(self, x_cf: np.ndarray) -> np.ndarray:
+    def _engine_input(self, x_cf):
         """The layer input as the engine reads it: padded by mode, or extended
         by zeros (transposed), else the view itself."""
         layer = self.layer
         if layer.pads_input:
-            fill: Any = PADDING_FILLS[layer.padding_mode]  # numpy's stubs list literal modes
-            return np.pad(x_cf, ((0, 0), (0, 0)) + layer.mode_padding, mode=fill)
+            return pad_by_mode(self.arrays, x_cf, layer)
         if any(layer.extra):
-            return np.pad(x_cf, ((0, 0), (0, 0)) + tuple((0, e) for e in layer.extra))
+            return zero_extended(self.arrays, x_cf, layer.extra)
         return x_cf
 
     @property
@@ -163,66 +187,66 @@ class Runner:
         return self.layer.layout, self.layer.transposed and self.dtype.kind == "c"
 
     @_allocations_named
-    def weights(self, w: np.ndarray) -> Weights:
+    def weights(self, w) -> Weights:
         """The engine's weight state for the caller's ``w`` (scaled where needed)."""
-        w = weights_first(w, self.layer.layout)
+        w = weights_first(self.arrays, w, self.layer.layout)
         if self.layer.transposed and self.dtype.kind == "c":
-            w = np.conj(w)
-        e = scaling.scale_for(w, self._most)
+            w = self.arrays.conj(w)
+        e = self._scale(w)
         with self._blas():
-            return Weights(self.engine.weights(scaling.scaled(w, e)), e)
+            return Weights(self.engine.weights(scaling.scaled(w, e, self.arrays)), e)
 
     # -- passes ------------------------------------------------------------------------
     @_allocations_named
-    def forward(self, x: np.ndarray, weights: Weights, b: Optional[np.ndarray],
-                keep: bool) -> tuple:
+    def forward(self, x, weights: Weights, b, keep: bool) -> tuple:
         """``(y, saved)``: ``y`` in the caller's layout; ``saved`` for :meth:`backward`
         when ``keep`` (else ``None``)."""
         layer = self.layer
+        arrays = self.arrays
         y, y_cf = self._new(layer.y_shape_cf)
         saved = None
         if layer.conv.batch == 0:
-            y_cf.fill(0)
+            arrays.copy_into(y_cf, 0)
         else:
-            xe, e = self._scaled_input(channels_first(x, layer.layout))
+            xe, e = self._scaled_input(channels_first(arrays, x, layer.layout))
             run = self.engine.input_grad if layer.transposed else self.engine.forward
             with self._blas():
                 _, saved = run(xe, weights.state, keep=keep, out=y_cf)
-            scaling.rescale(y_cf, e + weights.scale)
+            scaling.rescale(y_cf, e + weights.scale, arrays)
             saved = None if saved is None else saved._replace(scale=e)
         if b is not None:
-            y_cf += b.reshape((-1,) + (1,) * layer.ndim)
+            y_cf += arrays.reshape(b, (-1,) + (1,) * layer.ndim)
         return y, saved
 
     @_allocations_named
-    def save(self, x: np.ndarray) -> Saved:
+    def save(self, x) -> Saved:
         """What :meth:`backward` needs of ``x`` without a forward pass (may share ``x``)."""
-        xe, e = self._scaled_input(channels_first(x, self.layer.layout))
+        xe, e = self._scaled_input(channels_first(self.arrays, x, self.layer.layout))
         save = self.engine.save_output if self.layer.transposed else self.engine.save_input
         return save(xe)._replace(scale=e)
 
     @_allocations_named
-    def backward(self, dy: np.ndarray, saved: Optional[Saved], weights: Weights,
+    def backward(self, dy, saved: Optional[Saved], weights: Weights,
                  need_dx: bool = True, need_dw: bool = True) -> tuple:
         """``(dx, dw, db)`` in the caller's layout; ``dx``/``dw`` ``None`` when not needed."""
-        layer = self.layer
-        dy_cf = channels_first(dy, layer.layout)
-        db = bias_grad(dy_cf)
+        layer, arrays = self.layer, self.arrays
+        dy_cf = channels_first(arrays, dy, layer.layout)
+        db = bias_grad(arrays, dy_cf)
         dx, dx_cf = self._new(layer.x_shape_cf) if need_dx else (None, None)
         if layer.conv.batch == 0:
             if need_dx:
-                dx.fill(0)
-            dw = np.zeros(layer.conv.w_shape, self.dtype) if need_dw else None
+                arrays.copy_into(dx, 0)
+            dw = arrays.zeros(layer.conv.w_shape, self.dtype) if need_dw else None
         else:
-            e = scaling.scale_for(dy_cf, self._most)
-            dy_cf = scaling.scaled(dy_cf, e)
+            e = self._scale(dy_cf)
+            dy_cf = scaling.scaled(dy_cf, e, arrays)
             with self._blas():
                 dw = self._engine_backward(dy_cf, saved, weights.state, dx_cf, need_dw)
-            scaling.rescale(dx_cf, e + weights.scale)
+            scaling.rescale(dx_cf, e + weights.scale, arrays)
             if dw is not None and saved is not None:
-                scaling.rescale(dw, e + saved.scale)
+                scaling.rescale(dw, e + saved.scale, arrays)
         if dw is not None:
-            dw = weights_last(dw, layer.layout)
+            dw = weights_last(arrays, dw, layer.layout)
         return dx, dw, db
 
     def _engine_backward(self, dy_cf, saved, state, dx_cf, need_dw):
@@ -236,7 +260,7 @@ class Runner:
         dxe, dw = self.engine.backward(dy_cf, saved, state, need_dx=need_dx,
                                        need_dw=need_dw, out=dx_cf if direct_out else None)
         if need_dx and not direct_out:
-            fold_padding(dxe, layer, dx_cf)
+            fold_padding(self.arrays, dxe, layer, dx_cf)
         return dw
 
     def _transposed_backward(self, dy_cf, saved, weights, dx_cf, need_dw):
@@ -249,7 +273,8 @@ class Runner:
             dy_cf, saved, weights, need_y=dx_cf is not None, need_dw=need_dw,
             out=None if cropped else dx_cf)
         if dx_cf is not None and cropped:
-            dx_cf[...] = ye[(Ellipsis,) + tuple(slice(0, n) for n in layer.in_size)]
+            self.arrays.copy_into(dx_cf, ye[(Ellipsis,) + tuple(slice(0, n)
+                                                                for n in layer.in_size)])
         if dw is not None and self.dtype.kind == "c":
-            np.conjugate(dw, out=dw)
+            self.arrays.conj(dw, out=dw)
         return dw

@@ -31,7 +31,7 @@ import contextlib
 import os
 import threading
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 from .config import available_cores
 
@@ -304,23 +304,28 @@ def available_memory() -> Optional[int]:
     return min(known) if known else None
 
 
-def check_memory(func: str, layer: str, needed: int, available: Optional[int] = None) -> None:
+def check_memory(func: str, layer: str, needed: int, available: Optional[int] = None,
+                 where: str = "memory") -> None:
     """Raise ``MemoryError`` before allocating ``needed`` bytes of workspace for
-    ``layer`` when the process may allocate less, saying how to get by."""
+    ``layer`` when the process may allocate less (``available``: a device's free
+    memory, named ``where``; default the host's), saying how to get by."""
     available = available_memory() if available is None else available
     if available is not None and needed > available:
         raise MemoryError(
             f"{func}: the workspace of {layer} needs {needed} bytes, but only {available} bytes "
-            f"of memory are available; {WAY_OUT}")
+            f"of {where} are available; {WAY_OUT}")
 
 
 @contextlib.contextmanager
-def allocation_named(func: str, layer: str, needed: int) -> Iterator[None]:
+def allocation_named(func: str, layer: str, needed: int,
+                     errors: Tuple[type, ...] = (MemoryError,)) -> Iterator[None]:
     """Turn an allocation that fails in the block (memory taken by others since
-    :func:`check_memory`, or a limit no query shows) into a ``MemoryError`` that
-    names ``func``, ``layer``, the ``needed`` bytes and the way out."""
+    :func:`check_memory`, or a limit no query shows; ``errors``: what the array
+    library raises, a device's out-of-memory error included) into a
+    ``MemoryError`` that names ``func``, ``layer``, the ``needed`` bytes and the
+    way out."""
     try:
         yield
-    except MemoryError as exc:
+    except errors as exc:
         raise MemoryError(f"{func}: {layer} ran out of memory with a workspace of {needed} "
                           f"bytes ({exc}); {WAY_OUT}") from exc

@@ -15,21 +15,31 @@ is scaled only when its largest magnitude ``2**e`` exceeds
 bound (:func:`growth_bits`); below it no pass can overflow whatever the other
 operand is, and nothing is copied.  Finding ``e`` costs one read of the
 operand (a max and a min, no temporary); the weights are read once per
-weight update.  ``fftconv.layer`` applies this around every engine call, so
+weight update.  ``fftconv.runner`` applies this around every engine call, so
 every algorithm and every pass (forward, input and weight gradients,
 pullbacks, transposed layers) goes through it.
+
+On a device (``Arrays.host`` false) reading the largest magnitude back would
+stop the device's queue on every call, so the exponent stays on the device: a
+0-d array, 0 where no scaling is needed, and the operand is multiplied by its
+power of two there (a copy and one pass, exact, whatever its value).  The
+host's shortcut, nothing copied when nothing is scaled, needs the value read.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 
+from .backends import Arrays
 from .geometry import ConvGeometry
 
 #: Exponent bits kept free beyond the growth bound (rounding, sqrt(2) for complex).
 MARGIN_BITS = 4
+
+#: A scaling exponent: an int on the host, a 0-d array on a device.
+Exponent = Union[int, Any]
 
 
 def growth_bits(geom: ConvGeometry, fft_shape: Optional[tuple]) -> int:
@@ -56,42 +66,54 @@ def limit(dtype, growth: int) -> int:
     return (real - growth - MARGIN_BITS) // 2
 
 
-def exponent(a: np.ndarray) -> int:
+def exponent(a, arrays: Arrays) -> int:
     """``e`` with ``max|a| < 2**e`` (``frexp``); 0 for an empty, all-zero or
-    non-finite ``a`` (a NaN or Inf spreads as documented, scaled or not)."""
-    if a.size == 0:
+    non-finite ``a`` (a NaN or Inf spreads as documented, scaled or not).
+    Reads the value back: host arrays only."""
+    if math.prod(a.shape) == 0:
         return 0
-    parts = (a.real, a.imag) if a.dtype.kind == "c" else (a,)
-    largest = max(max(float(p.max()), -float(p.min())) for p in parts)
+    largest = arrays.to_float(arrays.magnitude(a))
     if not math.isfinite(largest) or largest == 0:
         return 0
     return math.frexp(largest)[1]
 
 
-def scale_for(a: np.ndarray, most: int) -> int:
-    """The exponent to take out of ``a``: its :func:`exponent` if above ``most``, else 0."""
-    e = exponent(a)
+def _on_device(a, most: int, arrays: Arrays):
+    """:func:`scale_for` as a 0-d array on ``arrays``' device (no value read back)."""
+    xp = arrays.xp
+    m = arrays.magnitude(a)
+    big = xp.logical_and(m >= 2.0 ** most, xp.isfinite(m))
+    safe = xp.where(big, m, xp.ones_like(m))
+    return xp.where(big, xp.floor(xp.log2(safe)) + 1, xp.zeros_like(m))
+
+
+def scale_for(a, most: int, arrays: Arrays) -> Exponent:
+    """The exponent to take out of ``a``: its :func:`exponent` if above ``most``, else
+    0; on a device, the same as a 0-d array."""
+    if math.prod(a.shape) == 0:
+        return 0
+    if not arrays.host:
+        return _on_device(a, most, arrays)
+    e = exponent(a, arrays)
     return e if e > most else 0
 
 
-def scaled(a: np.ndarray, e: int, owned: bool = False) -> np.ndarray:
+def _none(e: Exponent) -> bool:
+    return isinstance(e, int) and e == 0
+
+
+def scaled(a, e: Exponent, arrays: Arrays, owned: bool = False):
     """``a * 2**-e``: in place when ``owned`` (an array nobody else sees), else a new
     array; ``a`` itself when ``e`` is 0."""
-    if e == 0:
+    if _none(e):
         return a
-    out = a if owned else np.empty_like(a)
-    rescale(out, -e, source=a)
+    out = a if owned else arrays.empty_like(a)
+    arrays.ldexp(a, -e, out=out)
     return out
 
 
-def rescale(a: Optional[np.ndarray], e: int, source: Optional[np.ndarray] = None) -> None:
-    """``a[...] = source * 2**e`` (``source`` defaults to ``a``: in place); exact.
-    Nothing to do for ``e == 0`` or ``a is None``."""
-    if a is None or e == 0:
+def rescale(a, e: Exponent, arrays: Arrays) -> None:
+    """``a *= 2**e`` in place, exactly; nothing to do for ``e == 0`` or ``a is None``."""
+    if a is None or _none(e):
         return
-    source = a if source is None else source
-    if a.dtype.kind == "c":
-        np.ldexp(source.real, e, out=a.real)
-        np.ldexp(source.imag, e, out=a.imag)
-    else:
-        np.ldexp(source, e, out=a)
+    arrays.ldexp(a, e, out=a)

@@ -17,13 +17,17 @@ in ``bench``: FFTW, 2 threads, float32, 128 signals of 128x128):
   3.5 ms; 1-D, 256 x 16384: 13.7 vs 2 ms), so it stays batch-major
   (``frequency_major=False``) and the contraction transposes into it.
 
-Two backends do the work behind the same two classes:
+The FFT library follows the operands' array library (``fftconv.backends``),
+behind the same two classes:
 
-* ``"pyfftw"``: one ``pyfftw.FFTW`` object per buffer pair, planned once with
-  the configured effort, time limit and threads, using and extending the
-  stored wisdom (``fftconv.wisdom``);
-* ``"scipy"``: ``scipy.fft`` (pocketfft) with ``workers=threads``, the
-  fallback for platforms without pyFFTW.
+* numpy arrays, setting ``backend="pyfftw"``: one ``pyfftw.FFTW`` object per
+  buffer pair, planned once with the configured effort, time limit and
+  threads, using and extending the stored wisdom (``fftconv.wisdom``);
+* numpy arrays, setting ``backend="scipy"``: ``scipy.fft`` (pocketfft) with
+  ``workers=threads``, the fallback for platforms without pyFFTW;
+* any other library: its own FFT (``cupy.fft``, that is cuFFT with CuPy's plan
+  cache; ``torch.fft``; the standard's ``fft`` extension), through the
+  backend's ``rfftn``/``irfftn``.
 
 Zero padding is free: a :class:`ForwardTransform` writes its operand into the
 same slots of a zeroed buffer on every call, so the zeros around it stay.
@@ -48,9 +52,9 @@ from math import prod
 from typing import Dict
 
 import numpy as np
-import scipy.fft
 
 from . import runtime, wisdom
+from .backends import Arrays
 from .config import Settings
 from .geometry import half_spectrum_shape
 
@@ -71,11 +75,11 @@ def spectrum_bytes(batch: int, fft_shape, dtype) -> int:
     return batch * prod(half_spectrum_shape(fft_shape, dtype.kind == "f")) * COMPLEX_OF[dtype].itemsize
 
 
-def _empty(shape, dtype, backend: str) -> np.ndarray:
-    if backend == "pyfftw":
+def _empty(shape, dtype, arrays: Arrays, fftw: bool):
+    if fftw:
         import pyfftw
         return pyfftw.empty_aligned(shape, dtype=dtype)
-    return np.empty(shape, dtype=dtype)
+    return arrays.empty(shape, dtype)
 
 
 class PlanningNotice(UserWarning):
@@ -150,17 +154,15 @@ def _fftw(src, dst, nspatial, direction, settings: Settings, destroy_input: bool
     return plan
 
 
-def _batch_axes_first(spec: np.ndarray, nspatial: int) -> np.ndarray:
-    """View a frequency-major ``(*freq, *batch)`` array as ``(*batch, *freq)``."""
-    return np.moveaxis(spec, tuple(range(nspatial)), tuple(range(-nspatial, 0)))
-
-
 class _Transform:
-    """Shared set-up: shapes, dtypes, counters, buffers."""
+    """Shared set-up: shapes, dtypes, counters, buffers on ``arrays``' device."""
 
-    def __init__(self, batch_shape, fft_shape, dtype, settings: Settings,
+    def __init__(self, batch_shape, fft_shape, dtype, settings: Settings, arrays: Arrays,
                  frequency_major: bool = False):
         self.frequency_major = frequency_major
+        self.arrays = arrays
+        #: FFTW plans on these buffers (numpy arrays, pyFFTW backend); else the library's FFT
+        self.fftw = arrays.fftw and settings.backend == "pyfftw"
         self.dtype = np.dtype(dtype)
         self.real = self.dtype.kind == "f"
         self.nspatial = len(fft_shape)
@@ -168,20 +170,19 @@ class _Transform:
         self.batch_shape = tuple(batch_shape)
         self.settings = settings
         self.calls = 0
-        self.signal = _empty(self.batch_shape + self.fft_shape, self.dtype, settings.backend)
+        self.axes = tuple(range(-self.nspatial, 0))
+        self.signal = _empty(self.batch_shape + self.fft_shape, self.dtype, arrays, self.fftw)
         spec_shape = half_spectrum_shape(fft_shape, self.real)
         spec_shape = (spec_shape + self.batch_shape if self.frequency_major
                       else self.batch_shape + spec_shape)
-        self.spectrum = _empty(spec_shape, COMPLEX_OF[self.dtype], settings.backend)
+        self.spectrum = _empty(spec_shape, COMPLEX_OF[self.dtype], arrays, self.fftw)
 
     @property
     def nbytes(self) -> int:
         """Bytes of the signal and spectrum buffers."""
-        return self.signal.nbytes + self.spectrum.nbytes
-
-    @property
-    def _fftw_backend(self) -> bool:
-        return self.settings.backend == "pyfftw"
+        rows = prod(self.batch_shape)
+        return signal_bytes(rows, self.fft_shape, self.dtype) + spectrum_bytes(
+            rows, self.fft_shape, self.dtype)
 
     def _plan_fftw(self, effort=None):
         """Plan this transform's ``pyfftw.FFTW`` (:meth:`_fftw_args`)."""
@@ -212,18 +213,20 @@ class ForwardTransform(_Transform):
         Compute dtype of the operand; real dtypes use real-to-complex FFTs.
     settings : Settings
         Backend, threads and FFTW planner effort.
+    arrays : Arrays
+        The operands' array library and device (``fftconv.backends``).
     """
 
-    def __init__(self, batch_shape, fft_shape, dtype, settings: Settings):
-        super().__init__(batch_shape, fft_shape, dtype, settings)
-        if self._fftw_backend:
+    def __init__(self, batch_shape, fft_shape, dtype, settings: Settings, arrays: Arrays):
+        super().__init__(batch_shape, fft_shape, dtype, settings, arrays)
+        if self.fftw:
             self._plan_fftw()
-        self.signal.fill(0)  # after planning: FFTW_MEASURE scribbles on the buffers
+        self.arrays.copy_into(self.signal, 0)  # after planning: FFTW_MEASURE scribbles on them
 
     def _fftw_args(self) -> tuple:
         return self.signal, self.spectrum, "FFTW_FORWARD", False
 
-    def __call__(self, operand: np.ndarray, placement) -> np.ndarray:
+    def __call__(self, operand, placement):
         """Transform ``operand`` (``(*batch, *spatial)``) written at ``placement``.
 
         ``operand`` may have fewer rows than the buffer on its first axis (the
@@ -232,17 +235,16 @@ class ForwardTransform(_Transform):
         and is overwritten by the next call.
         """
         rows = operand.shape[0]
-        slots = (Ellipsis,) + tuple(placement)
-        self.signal[:rows][slots] = operand
+        inner = (slice(None),) * (len(self.batch_shape) - 1) + tuple(placement)
+        self.arrays.copy_into(self.signal[(slice(0, rows),) + inner], operand)
         if rows < self.signal.shape[0]:
-            self.signal[rows:][slots] = 0
+            self.arrays.copy_into(self.signal[(slice(rows, None),) + inner], 0)
         self.calls += 1
-        if self._fftw_backend:
+        if self.fftw:
             self._execute()
         else:
-            fft = scipy.fft.rfftn if self.real else scipy.fft.fftn
-            self.spectrum[...] = fft(self.signal, axes=tuple(range(-self.nspatial, 0)),
-                                     workers=self.settings.threads)
+            fft = self.arrays.rfftn if self.real else self.arrays.fftn
+            fft(self.signal, self.axes, self.settings.threads, out=self.spectrum)
         return self.spectrum
 
 
@@ -255,43 +257,44 @@ class InverseTransform(_Transform):
     with the crop slices.
     """
 
-    def __init__(self, batch_shape, fft_shape, dtype, settings: Settings,
+    def __init__(self, batch_shape, fft_shape, dtype, settings: Settings, arrays: Arrays,
                  frequency_major: bool = True):
-        super().__init__(batch_shape, fft_shape, dtype, settings, frequency_major)
-        if self._fftw_backend:
+        super().__init__(batch_shape, fft_shape, dtype, settings, arrays, frequency_major)
+        if self.fftw:
             self._plan_fftw()
 
     def _fftw_args(self) -> tuple:
         return self._batch_major_spectrum(), self.signal, "FFTW_BACKWARD", True
 
-    def _batch_major_spectrum(self) -> np.ndarray:
-        return (_batch_axes_first(self.spectrum, self.nspatial) if self.frequency_major
-                else self.spectrum)
+    def _batch_major_spectrum(self):
+        """The spectrum buffer viewed ``(*batch, *freq)``."""
+        if not self.frequency_major:
+            return self.spectrum
+        return self.arrays.moveaxis(self.spectrum, tuple(range(self.nspatial)),
+                                    tuple(range(-self.nspatial, 0)))
 
-    def __call__(self, crop, rows=None, out=None) -> np.ndarray:
+    def __call__(self, crop, rows=None, out=None):
         """Inverse transform of :attr:`spectrum`, cropped and scaled by ``1 / prod(L)``.
 
         Returns ``(rows, *batch[1:], *cropped)`` in the compute dtype, written
         into ``out`` if given (a view is fine), else into a new array.
         """
         self.calls += 1
-        slots = (slice(rows),) + (Ellipsis,) + tuple(crop)
-        if self._fftw_backend:
+        slots = ((slice(rows),) + (slice(None),) * (len(self.batch_shape) - 1)
+                 + tuple(crop))
+        arrays = self.arrays
+        if self.fftw:
             self._execute()  # unnormalised; the 1/L rides on the crop copy below
             cropped, scale = self.signal[slots], 1.0 / prod(self.fft_shape)
         else:
-            axes = tuple(range(-self.nspatial, 0))
-            spectrum = self._batch_major_spectrum()
-            if self.real:
-                full = scipy.fft.irfftn(spectrum, s=self.fft_shape, axes=axes,
-                                        workers=self.settings.threads)
-            else:
-                full = scipy.fft.ifftn(spectrum, axes=axes, workers=self.settings.threads)
+            spectrum, threads = self._batch_major_spectrum(), self.settings.threads
+            full = (arrays.irfftn(spectrum, self.fft_shape, self.axes, threads) if self.real
+                    else arrays.ifftn(spectrum, self.axes, threads))
             cropped, scale = full[slots], None
         if out is None:
-            out = np.empty(cropped.shape, dtype=self.dtype)
+            out = arrays.empty(cropped.shape, self.dtype)
         if scale is None:
-            out[...] = cropped
+            arrays.copy_into(out, cropped)
         else:
-            np.multiply(cropped, scale, out=out)
+            arrays.multiply(cropped, scale, out=out)
         return out

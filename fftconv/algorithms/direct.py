@@ -163,8 +163,9 @@ class DirectEngine:
     fft_shape = None
     tile = None
 
-    def __init__(self, geom: ConvGeometry, dtype, settings=None, chunk=None):
+    def __init__(self, geom: ConvGeometry, dtype, settings=None, chunk=None, arrays=None):
         self.geom, self.dtype = geom, np.dtype(dtype)
+        self.arrays = arrays
         self.chunk = min(chunk or geom.batch, geom.batch)
         self.lock = contextlib.nullcontext()
 
@@ -611,4 +612,5 @@ def work(geom: ConvGeometry, dtype) -> Work:
             "direct_offset": float(calls), "call": 3.0}
 
 
-ALGORITHM = batch_chunked("direct", DirectEngine, work, workspace_bytes, "direct", spatial=True)
+ALGORITHM = batch_chunked("direct", DirectEngine, work, workspace_bytes, "direct", spatial=True,
+                          strided=True)

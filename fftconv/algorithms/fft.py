@@ -36,14 +36,12 @@ from typing import Any, Dict, Optional, Tuple, Union
 import numpy as np
 
 from .. import budget, contraction, costs, resampling
+from ..backends import Arrays
 from ..config import Settings
 from ..costs import Work
 from ..geometry import ConvGeometry
 from ..protocol import Algorithm, Engine, GroupShares, Partition, Saved
 from ..transforms import COMPLEX_OF, ForwardTransform, InverseTransform, signal_bytes, spectrum_bytes
-
-FLIP = slice(None, None, -1)
-
 
 def buffer_list(geom: ConvGeometry, chunk: int) -> list:
     """``(name, rows, grid, has_signal)`` for every buffer of an engine.
@@ -84,15 +82,17 @@ class Passes:
     Not re-entrant: the spectra it returns live in its own buffers.
     """
 
-    def __init__(self, geom: ConvGeometry, dtype, settings: Settings, rows: int):
+    def __init__(self, geom: ConvGeometry, dtype, settings: Settings, rows: int,
+                 arrays: Arrays):
         self.geom = geom
         self.dtype = np.dtype(dtype)
         self.settings = settings
         self.rows = rows
+        self.arrays = arrays
         #: The channel products: GEMMs per frequency, or elementwise (depthwise).
-        self.products = contraction.products_for(geom.groups, geom.in_channels)
+        self.products = contraction.products_for(geom.groups, geom.in_channels, arrays)
         self._transforms: Dict[str, Union[ForwardTransform, InverseTransform]] = {}
-        self._unfolded: Dict[str, np.ndarray] = {}
+        self._unfolded: Dict[str, Any] = {}
         weight_rows = (geom.out_channels, geom.in_channels // geom.groups)
         self._layouts = {"x": ((rows, geom.in_channels), geom.fft_shape),
                          "dx": ((rows, geom.in_channels), geom.fft_shape),
@@ -108,10 +108,11 @@ class Passes:
             if name in ("y", "dx", "dw"):  # dw batch-major: see transforms' docstring
                 major = name != "dw" and self.products.frequency_major
                 self._transforms[name] = InverseTransform(batch_shape, grid, self.dtype,
-                                                          self.settings, frequency_major=major)
+                                                          self.settings, self.arrays,
+                                                          frequency_major=major)
             else:
                 self._transforms[name] = ForwardTransform(batch_shape, grid, self.dtype,
-                                                          self.settings)
+                                                          self.settings, self.arrays)
         return self._transforms[name]
 
     @property
@@ -122,15 +123,15 @@ class Passes:
             counts["inverse" if isinstance(t, InverseTransform) else "forward"] += t.calls
         return counts
 
-    def _spectrum(self, name: str, operand, placement) -> np.ndarray:
+    def _spectrum(self, name: str, operand, placement):
         """Transform ``operand`` on its grid; the spectrum tiled to the full grid,
         batch-major ``(rows, cols, F)``."""
         transform = self._transform(name)
-        spec = resampling.tile(transform(operand, placement), transform.fft_shape,
+        spec = resampling.tile(self.arrays, transform(operand, placement), transform.fft_shape,
                                self.geom.fft_shape, transform.real, axis0=2)
-        return spec.reshape(spec.shape[:2] + (-1,))
+        return self.arrays.reshape(spec, spec.shape[:2] + (-1,))
 
-    def _product_buffer(self, name: str, scratch: bool = False) -> np.ndarray:
+    def _product_buffer(self, name: str, scratch: bool = False):
         """Where a full-grid product for inverse transform ``name`` goes: straight
         into its spectrum buffer, or into a scratch array when it must be folded
         (coarse grid) or summed over chunks (``scratch=True``) first."""
@@ -138,8 +139,9 @@ class Passes:
         if transform.fft_shape == self.geom.fft_shape and not scratch:
             return self._flat(transform, transform.spectrum)
         if name not in self._unfolded:
-            self._unfolded[name] = self._flat(transform, np.empty_like(
-                transform.spectrum, shape=self._spectrum_shape(transform, self.geom.spectrum_shape)))
+            self._unfolded[name] = self._flat(transform, self.arrays.empty(
+                self._spectrum_shape(transform, self.geom.spectrum_shape),
+                COMPLEX_OF[self.dtype]))
         return self._unfolded[name]
 
     @staticmethod
@@ -148,52 +150,54 @@ class Passes:
         return (freq_shape + transform.batch_shape if transform.frequency_major
                 else transform.batch_shape + freq_shape)
 
-    @staticmethod
-    def _flat(transform, spec: np.ndarray) -> np.ndarray:
+    def _flat(self, transform, spec):
         """``(F, rows, cols)`` if frequency-major, else ``(rows, cols, F)``."""
-        return (spec.reshape((-1,) + transform.batch_shape) if transform.frequency_major
-                else spec.reshape(transform.batch_shape + (-1,)))
+        return self.arrays.reshape(spec, (-1,) + transform.batch_shape if transform.frequency_major
+                                   else transform.batch_shape + (-1,))
 
-    def _deliver(self, name: str, product: np.ndarray, accumulate: bool = False):
+    def _deliver(self, name: str, product, accumulate: bool = False):
         """Put ``product`` (from :meth:`_product_buffer`) into the spectrum buffer of
         inverse transform ``name``, folded onto its grid, replacing or adding."""
         if product is not self._unfolded.get(name):
             return  # already there
         transform = self._transform(name)
-        full = product.reshape(self._spectrum_shape(transform, self.geom.spectrum_shape))
-        folded = resampling.fold(full, self.geom.fft_shape, transform.fft_shape, transform.real,
-                                 axis0=0 if transform.frequency_major else 2)
+        full = self.arrays.reshape(product, self._spectrum_shape(transform,
+                                                                 self.geom.spectrum_shape))
+        folded = resampling.fold(self.arrays, full, self.geom.fft_shape, transform.fft_shape,
+                                 transform.real, axis0=0 if transform.frequency_major else 2)
         if accumulate:
             transform.spectrum += folded
         else:
-            transform.spectrum[...] = folded
+            self.arrays.copy_into(transform.spectrum, folded)
 
     # -- spectra of the operands ---------------------------------------------------------
-    def x_spectrum(self, x_rows: np.ndarray) -> np.ndarray:
+    def x_spectrum(self, x_rows):
         """``X`` of up to ``chunk`` samples, ``(chunk, C_in, F)``."""
         return self._spectrum("x", x_rows, self.geom.x_placement)
 
-    def weight_spectrum(self, w: np.ndarray) -> np.ndarray:
+    def _spatial_axes(self, a) -> tuple:
+        return tuple(range(a.ndim - self.geom.ndim, a.ndim))
+
+    def weight_spectrum(self, w):
         """``K`` of the (flipped, dilated) kernel, in :attr:`products`' layout."""
         if self.geom.flip_kernel:
-            w = w[(Ellipsis,) + (FLIP,) * self.geom.ndim]
-        conj_k = self._spectrum("w", np.conj(w) if self.dtype.kind == "c" else w,
+            w = self.arrays.flip(w, self._spatial_axes(w))
+        conj_k = self._spectrum("w", self.arrays.conj(w) if self.dtype.kind == "c" else w,
                                 self.geom.w_placement)
         return self.products.kernel(conj_k, self.settings.threads)
 
-    def dy_spectrum(self, dy_rows: np.ndarray) -> np.ndarray:
+    def dy_spectrum(self, dy_rows):
         """``DY`` of the zero-upsampled ``dy`` of up to ``chunk`` samples."""
         return self._spectrum("dy", dy_rows, self.geom.dy_placement)
 
-    def new_kept_spectrum(self, channels: int) -> np.ndarray:
+    def new_kept_spectrum(self, channels: int):
         """A new spectrum of ``channels`` channels for a forward pass to keep, in
         :attr:`products`' layout."""
         shape = self.products.kept_shape(self.geom.spectrum_size, self.rows, channels)
-        return np.empty(shape, COMPLEX_OF[self.dtype])
+        return self.arrays.empty(shape, COMPLEX_OF[self.dtype])
 
     # -- one piece --------------------------------------------------------------------
-    def forward_piece(self, x_piece: np.ndarray, k: np.ndarray, out: np.ndarray,
-                      x_keep: Optional[np.ndarray] = None):
+    def forward_piece(self, x_piece, k, out, x_keep=None):
         """``out`` = ``y`` (no bias) of ``x_piece`` (up to ``chunk`` samples); ``x_keep``
         receives ``X`` (:meth:`new_kept_spectrum`)."""
         g = self.geom
@@ -203,9 +207,8 @@ class Passes:
         self._deliver("y", product)
         self._transform("y")(g.y_crop, rows=out.shape[0], out=out)
 
-    def backward_piece(self, dy_piece: np.ndarray, k: np.ndarray, out: Optional[np.ndarray] = None,
-                       x_piece: Optional[np.ndarray] = None, x_spec=None,
-                       accumulate: bool = False, dy_keep: Optional[np.ndarray] = None):
+    def backward_piece(self, dy_piece, k, out=None, x_piece=None, x_spec=None,
+                       accumulate: bool = False, dy_keep=None):
         """``out`` = ``dx`` of one piece (skipped if ``None``); with ``x_piece`` (to
         transform) or a kept ``x_spec``, its weight-gradient spectrum replaces (or,
         with ``accumulate``, adds to) the one :meth:`weight_grad` inverts.
@@ -222,8 +225,7 @@ class Passes:
         if dw_product is not None:
             self._deliver("dw", dw_product, accumulate=accumulate)
 
-    def transposed_piece(self, x_piece: np.ndarray, k: np.ndarray, out: Optional[np.ndarray] = None,
-                         dy_piece: Optional[np.ndarray] = None, dy_spec=None,
+    def transposed_piece(self, x_piece, k, out=None, dy_piece=None, dy_spec=None,
                          accumulate: bool = False):
         """``out`` = ``y`` of one piece (skipped if ``None``) and, with ``dy_piece`` or
         a kept ``dy_spec`` (``dy_keep`` of :meth:`backward_piece`), the
@@ -242,14 +244,14 @@ class Passes:
         if dw_product is not None:
             self._deliver("dw", dw_product, accumulate=accumulate)
 
-    def weight_grad(self) -> np.ndarray:
+    def weight_grad(self):
         """``dw`` from the weight-gradient spectrum summed over the pieces so far."""
-        g = self.geom
+        g, a = self.geom, self.arrays
         dw = self._transform("dw")(g.dw_crop)
         if self.dtype.kind == "c":
-            np.conjugate(dw, out=dw)
+            a.conj(dw, out=dw)
         if g.flip_kernel:
-            dw = np.ascontiguousarray(dw[(Ellipsis,) + (FLIP,) * g.ndim])
+            dw = a.contiguous(a.flip(dw, self._spatial_axes(dw)))
         return dw
 
 
@@ -266,11 +268,11 @@ class SpectralEngine:
     def transform_counts(self) -> Dict[str, int]:
         return self.passes.transform_counts
 
-    def weights(self, w: np.ndarray) -> np.ndarray:
+    def weights(self, w):
         return self.passes.weight_spectrum(w)
 
     @staticmethod
-    def save_input(x: np.ndarray) -> Saved:
+    def save_input(x) -> Saved:
         return Saved("signal", x)
 
     save_output = save_input
@@ -284,16 +286,17 @@ class FFTEngine(SpectralEngine):
     share an engine between threads hold :attr:`lock` for the whole call.
     """
 
-    def __init__(self, geom: ConvGeometry, dtype, settings: Settings,
+    def __init__(self, geom: ConvGeometry, dtype, settings: Settings, arrays: Arrays,
                  chunk: Optional[int] = None):
         self.geom = geom
         self.dtype = np.dtype(dtype)
         self.settings = settings
+        self.arrays = arrays
         self.chunk = min(chunk or geom.batch, geom.batch)
         self.lock = threading.Lock()
         #: The output tile when overlap-add runs a single tile on this engine.
         self.tile: Optional[Tuple[int, ...]] = None
-        self.passes = Passes(geom, self.dtype, settings, self.chunk)
+        self.passes = Passes(geom, self.dtype, settings, self.chunk, arrays)
 
     @property
     def chunked(self) -> bool:
@@ -318,31 +321,31 @@ class FFTEngine(SpectralEngine):
         """Bytes a forward pass keeps beyond :attr:`workspace_bytes`: none unchunked
         (the kept spectrum is one of its buffers), else a copy of the input."""
         g = self.geom
-        return 0 if self.keeps_x_spectrum else g.batch * g.in_channels * int(
-            np.prod(g.in_size)) * self.dtype.itemsize
+        return 0 if self.keeps_x_spectrum else g.batch * g.in_channels * math.prod(
+            g.in_size) * self.dtype.itemsize
 
     # -- the engine protocol (fftconv.protocol) ---------------------------------------
     @property
     def fft_shape(self) -> tuple:
         return self.geom.fft_shape
 
-    def _kept(self, channels: int, keep: bool) -> Optional[np.ndarray]:
+    def _kept(self, channels: int, keep: bool):
         """A spectrum for a forward pass to keep, when asked and unchunked (a
         chunked engine keeps the signal)."""
         return self.passes.new_kept_spectrum(channels) if keep and self.keeps_x_spectrum else None
 
-    @staticmethod
-    def _saved(kept: Optional[np.ndarray], operand: np.ndarray, keep: bool) -> Optional[Saved]:
+    def _saved(self, kept, operand, keep: bool) -> Optional[Saved]:
         if not keep:
             return None
-        return Saved("spectrum", kept) if kept is not None else Saved("signal", operand.copy())
+        return (Saved("spectrum", kept) if kept is not None
+                else Saved("signal", self.arrays.copy(operand)))
 
     @staticmethod
     def _piece(saved: Optional[Saved], rows: slice) -> tuple:
         """``(spectrum, signal rows)`` of a saved operand for one chunk; at most one set."""
         if saved is None:
             return None, None
-        return (saved.array, None) if saved.kind == "spectrum" else (None, saved.array[rows])
+        return (saved.array, None) if saved.kind == "spectrum" else (None, saved.array[rows, ...])
 
     def forward(self, x, k, keep=False, out=None) -> tuple:
         return self._keeping_walk(self.passes.forward_piece, x, k, self.geom.y_shape,
@@ -357,10 +360,10 @@ class FFTEngine(SpectralEngine):
         """Run ``piece(rows, k, out_rows, kept)`` over the batch chunks of ``operand``;
         returns the result and, with ``keep``, the :class:`Saved` operand (its new
         spectrum of ``channels`` channels, or a copy when chunked)."""
-        result = np.empty(shape, self.dtype) if out is None else out
+        result = self.arrays.empty(shape, self.dtype) if out is None else out
         kept = self._kept(channels, keep)
         for rows in self.chunks():
-            piece(operand[rows], k, result[rows], kept)
+            piece(operand[rows, ...], k, result[rows, ...], kept)
         return result, self._saved(kept, operand, keep)
 
     def backward(self, dy, saved_x, k, need_dx=True, need_dw=True, out=None) -> tuple:
@@ -376,10 +379,11 @@ class FFTEngine(SpectralEngine):
         part of the ``saved`` other operand (kept spectrum or rows); its results go
         to ``out`` (a new array of ``shape``; skipped when ``shape`` is ``None``).
         Returns ``(result, dw)``, ``dw`` summed over the chunks when ``saved``."""
-        result = None if shape is None else np.empty(shape, self.dtype) if out is None else out
+        result = (None if shape is None
+                  else self.arrays.empty(shape, self.dtype) if out is None else out)
         for i, rows in enumerate(self.chunks()):
             spec, other_rows = self._piece(saved, rows)
-            piece(operand[rows], k, None if result is None else result[rows], other_rows, spec,
+            piece(operand[rows, ...], k, None if result is None else result[rows, ...], other_rows, spec,
                   i > 0)
         return result, self.passes.weight_grad() if saved is not None else None
 
@@ -392,10 +396,10 @@ class GroupShareEngine(SpectralEngine):
     pass transforms its share of it, so a step transforms the weights three
     times, not once.  A saved operand is a copy of the signal."""
 
-    def __init__(self, geom: ConvGeometry, dtype, settings: Settings, groups: int,
-                 chunk: int):
-        self.geom, self.dtype = geom, np.dtype(dtype)
-        self.inner = FFTEngine(group_share(geom, groups), self.dtype, settings, chunk)
+    def __init__(self, geom: ConvGeometry, dtype, settings: Settings, arrays: Arrays,
+                 groups: int, chunk: int):
+        self.geom, self.dtype, self.arrays = geom, np.dtype(dtype), arrays
+        self.inner = FFTEngine(group_share(geom, groups), self.dtype, settings, arrays, chunk)
         self.passes, self.lock, self.chunk = self.inner.passes, self.inner.lock, self.inner.chunk
         self.tile: Optional[Tuple[int, ...]] = None
         cg, og = geom.in_channels // geom.groups, geom.out_channels // geom.groups
@@ -416,45 +420,53 @@ class GroupShareEngine(SpectralEngine):
         """A forward pass keeps a copy of its input (``x``, or ``dy`` for a
         transposed layer's :meth:`input_grad`): the larger."""
         g = self.geom
-        return max(int(np.prod(g.x_shape)), int(np.prod(g.y_shape))) * self.dtype.itemsize
+        return max(math.prod(g.x_shape), math.prod(g.y_shape)) * self.dtype.itemsize
 
-    def weights(self, w: np.ndarray) -> np.ndarray:
+    def weights(self, w):
         return w
 
+    def _new(self, shape, out=None, needed: bool = True):
+        if not needed:
+            return None
+        return self.arrays.empty(shape, self.dtype) if out is None else out
+
+    def _kept_copy(self, operand, keep: bool) -> Optional[Saved]:
+        return Saved("signal", self.arrays.copy(operand)) if keep else None
+
     def forward(self, x, w, keep=False, out=None) -> tuple:
-        y = np.empty(self.geom.y_shape, self.dtype) if out is None else out
+        y = self._new(self.geom.y_shape, out)
         for ci, co in self.shares:
-            self.inner.forward(x[:, ci], self.inner.weights(w[co]), out=y[:, co])
-        return y, Saved("signal", x.copy()) if keep else None
+            self.inner.forward(x[:, ci, ...], self.inner.weights(w[co, ...]), out=y[:, co, ...])
+        return y, self._kept_copy(x, keep)
 
     def input_grad(self, dy, w, keep=False, out=None) -> tuple:
-        dx = np.empty(self.geom.x_shape, self.dtype) if out is None else out
+        dx = self._new(self.geom.x_shape, out)
         for ci, co in self.shares:
-            self.inner.input_grad(dy[:, co], self.inner.weights(w[co]), out=dx[:, ci])
-        return dx, Saved("signal", dy.copy()) if keep else None
+            self.inner.input_grad(dy[:, co, ...], self.inner.weights(w[co, ...]), out=dx[:, ci, ...])
+        return dx, self._kept_copy(dy, keep)
 
     def backward(self, dy, saved_x, w, need_dx=True, need_dw=True, out=None) -> tuple:
-        dx = (np.empty(self.geom.x_shape, self.dtype) if out is None else out) if need_dx else None
-        dw = np.empty(self.geom.w_shape, self.dtype) if need_dw else None
+        dx = self._new(self.geom.x_shape, out, need_dx)
+        dw = self._new(self.geom.w_shape, None, need_dw)
         for ci, co in self.shares:
-            part_x = None if dx is None else dx[:, ci]
-            _, part_w = self.inner.backward(dy[:, co], Saved("signal", saved_x.array[:, ci]),
-                                            self.inner.weights(w[co]), need_dx, need_dw,
+            part_x = None if dx is None else dx[:, ci, ...]
+            _, part_w = self.inner.backward(dy[:, co, ...], Saved("signal", saved_x.array[:, ci, ...]),
+                                            self.inner.weights(w[co, ...]), need_dx, need_dw,
                                             out=part_x)
             if dw is not None:
-                dw[co] = part_w
+                self.arrays.copy_into(dw[co, ...], part_w)
         return dx, dw
 
     def transposed_backward(self, x, saved_dy, w, need_y=True, need_dw=True, out=None) -> tuple:
-        y = (np.empty(self.geom.y_shape, self.dtype) if out is None else out) if need_y else None
-        dw = np.empty(self.geom.w_shape, self.dtype) if need_dw else None
+        y = self._new(self.geom.y_shape, out, need_y)
+        dw = self._new(self.geom.w_shape, None, need_dw)
         for ci, co in self.shares:
-            part_y = None if y is None else y[:, co]
+            part_y = None if y is None else y[:, co, ...]
             _, part_w = self.inner.transposed_backward(
-                x[:, ci], Saved("signal", saved_dy.array[:, co]), self.inner.weights(w[co]),
+                x[:, ci, ...], Saved("signal", saved_dy.array[:, co, ...]), self.inner.weights(w[co, ...]),
                 need_y, need_dw, out=part_y)
             if dw is not None:
-                dw[co] = part_w
+                self.arrays.copy_into(dw[co, ...], part_w)
         return y, dw
 
 
@@ -513,11 +525,12 @@ def partition(func: str, geom: ConvGeometry, dtype: np.dtype, limit: Optional[in
                            workspace_bytes(smallest, dtype, 1), "FFT")
 
 
-def _build(geom: ConvGeometry, dtype: np.dtype, settings: Settings, part: Partition) -> Engine:
+def _build(geom: ConvGeometry, dtype: np.dtype, settings: Settings, part: Partition,
+           arrays: Arrays) -> Engine:
     if isinstance(part, GroupShares):
-        return GroupShareEngine(geom, dtype, settings, part.groups, part.chunk)
+        return GroupShareEngine(geom, dtype, settings, arrays, part.groups, part.chunk)
     assert isinstance(part, int), part
-    return FFTEngine(geom, dtype, settings, part)
+    return FFTEngine(geom, dtype, settings, arrays, part)
 
 
 def _work(geom: ConvGeometry, dtype: np.dtype, part: Optional[Partition]) -> Work:

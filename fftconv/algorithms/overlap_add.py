@@ -39,6 +39,7 @@ import numpy as np
 from typing import List, Optional, Tuple
 
 from .. import budget, contraction, costs
+from ..backends import Arrays
 from ..config import Settings
 from ..costs import Work
 from ..geometry import ConvGeometry, next_fast_length, tile_geometry, window_clip
@@ -55,7 +56,7 @@ def single_tile(geom: ConvGeometry, tile) -> bool:
     return all(t >= o for t, o in zip(tile, geom.out_size))
 
 
-def engine(geom: ConvGeometry, dtype, settings: Settings, tile,
+def engine(geom: ConvGeometry, dtype, settings: Settings, arrays: Arrays, tile,
            per_pass: Optional[int] = None) -> Engine:
     """The engine of overlap-add with output tiles ``tile``, ``per_pass`` of them
     per pass (default :func:`tiles_per_pass`): an
@@ -64,10 +65,10 @@ def engine(geom: ConvGeometry, dtype, settings: Settings, tile,
     and products; measured 1.09-1.27x slower through the tile windows, 2-D
     2048x2048 k9)."""
     if single_tile(geom, tile):
-        whole = FFTEngine(geom, dtype, settings)
+        whole = FFTEngine(geom, dtype, settings, arrays)
         whole.tile = tuple(geom.out_size)  # what the plan reports: the one tile
         return whole
-    return OverlapAddEngine(geom, dtype, settings, tile, per_pass)
+    return OverlapAddEngine(geom, dtype, settings, arrays, tile, per_pass)
 
 
 def workspace_bytes(geom: ConvGeometry, dtype, tile, per_pass: Optional[int] = None) -> int:
@@ -80,7 +81,7 @@ def workspace_bytes(geom: ConvGeometry, dtype, tile, per_pass: Optional[int] = N
     tile = tuple(min(t, o) for t, o in zip(tile, geom.out_size))
     per_pass = per_pass or tiles_per_pass(geom, dtype, tile)
     t = dataclasses.replace(tile_geometry(geom, tile), batch=geom.batch * per_pass)
-    window = np.prod(t.x_shape) + np.prod(t.y_shape)
+    window = math.prod(t.x_shape) + math.prod(t.y_shape)
     rows = t.batch * max(t.in_channels, t.out_channels)
     block = min(contraction.BLOCK_BYTES, spectrum_bytes(rows, t.fft_shape, dtype))
     return fft_workspace_bytes(t, dtype, t.batch) + int(window) * 2 * np.dtype(dtype).itemsize + block
@@ -108,15 +109,16 @@ class OverlapAddEngine(SpectralEngine):
     """Forward and backward passes of ``geom`` by overlap-add over output tiles
     (the engine protocol of ``fftconv.protocol``)."""
 
-    def __init__(self, geom: ConvGeometry, dtype, settings: Settings, tile,
+    def __init__(self, geom: ConvGeometry, dtype, settings: Settings, arrays: Arrays, tile,
                  per_pass: Optional[int] = None):
         self.geom = geom
         self.dtype = np.dtype(dtype)
+        self.arrays = arrays
         self.tile = tuple(min(t, o) for t, o in zip(tile, geom.out_size))
         self.tile_geom = tile_geometry(geom, self.tile)
         self.per_pass = per_pass or tiles_per_pass(geom, self.dtype, self.tile)
         pass_geom = dataclasses.replace(self.tile_geom, batch=geom.batch * self.per_pass)
-        self.passes = Passes(pass_geom, self.dtype, settings, pass_geom.batch)
+        self.passes = Passes(pass_geom, self.dtype, settings, pass_geom.batch, arrays)
         self.lock = threading.Lock()
         self.chunk = geom.batch
         n_tiles = math.prod(-(-o // b) for o, b in zip(geom.out_size, self.tile))
@@ -142,7 +144,7 @@ class OverlapAddEngine(SpectralEngine):
         """Bytes a forward pass keeps beyond :attr:`workspace_bytes`: none in one
         pass (the kept spectrum is one of the pass engine's buffers), else a copy
         of its input."""
-        return 0 if self.single_pass else int(np.prod(self.geom.x_shape)) * self.dtype.itemsize
+        return 0 if self.single_pass else math.prod(self.geom.x_shape) * self.dtype.itemsize
 
     def tiles(self):
         """Output start index per axis of every tile."""
@@ -158,38 +160,38 @@ class OverlapAddEngine(SpectralEngine):
         """Rows of the ``i``-th tile of a pass in the pass's batch (tile-major)."""
         return slice(i * self.geom.batch, (i + 1) * self.geom.batch)
 
-    def _buffer(self, shape) -> np.ndarray:
+    def _buffer(self, shape):
         """A zeroed array of one pass of tile-shaped operands, ``shape`` per tile."""
-        return np.zeros((self.per_pass * shape[0],) + tuple(shape[1:]), self.dtype)
+        return self.arrays.zeros((self.per_pass * shape[0],) + tuple(shape[1:]), self.dtype)
 
-    def _input_windows(self, x: np.ndarray, group, buffer: np.ndarray) -> np.ndarray:
+    def _input_windows(self, x, group, buffer):
         """Padded-input windows of the tiles of ``group`` in ``buffer``'s rows, zero
         outside ``x``; only the rows of the group's tiles are returned."""
-        buffer.fill(0)
+        self.arrays.copy_into(buffer, 0)
         for i, tile in enumerate(group):
             src, dst = self._window_at[tile]
-            buffer[self._rows(i)][dst] = x[src]
-        return buffer[:len(group) * self.geom.batch]
+            self.arrays.copy_into(buffer[self._rows(i), ...][dst], x[src])
+        return buffer[:len(group) * self.geom.batch, ...]
 
-    def _output_tiles(self, dy: np.ndarray, group, buffer: np.ndarray) -> np.ndarray:
+    def _output_tiles(self, dy, group, buffer):
         """The tiles of ``group`` of an output-shaped ``dy``, zero beyond ``out``."""
-        buffer.fill(0)
+        self.arrays.copy_into(buffer, 0)
         for i, tile in enumerate(group):
             into_y, into_tile = self._output_at[tile]
-            buffer[self._rows(i)][into_tile] = dy[into_y]
-        return buffer[:len(group) * self.geom.batch]
+            self.arrays.copy_into(buffer[self._rows(i), ...][into_tile], dy[into_y])
+        return buffer[:len(group) * self.geom.batch, ...]
 
-    def _scatter(self, tiles: np.ndarray, group, y: np.ndarray):
+    def _scatter(self, tiles, group, y):
         """Write the output tiles of ``group`` into ``y``."""
         for i, tile in enumerate(group):
             into_y, into_tile = self._output_at[tile]
-            y[into_y] = tiles[self._rows(i)][into_tile]
+            self.arrays.copy_into(y[into_y], tiles[self._rows(i), ...][into_tile])
 
-    def _overlap_add(self, windows: np.ndarray, group, dx: np.ndarray):
+    def _overlap_add(self, windows, group, dx):
         """Add the input-gradient windows of ``group`` into ``dx``."""
         for i, tile in enumerate(group):
             src, dst = self._window_at[tile]
-            dx[src] += windows[self._rows(i)][dst]
+            dx[src] += windows[self._rows(i), ...][dst]
 
     def _window_slices(self, starts) -> tuple:
         """``(slices into x, slices into the window)`` where a tile's padded-input
@@ -208,28 +210,30 @@ class OverlapAddEngine(SpectralEngine):
 
     # -- the engine protocol ----------------------------------------------------------
     def forward(self, x, k, keep=False, out=None) -> tuple:
-        y = np.empty(self.geom.y_shape, self.dtype) if out is None else out
+        y = self.arrays.empty(self.geom.y_shape, self.dtype) if out is None else out
         x_buf, y_buf = self._buffer(self.tile_geom.x_shape), self._buffer(self.tile_geom.y_shape)
         kept = (self.passes.new_kept_spectrum(self.geom.in_channels)
                 if keep and self.single_pass else None)
         for group in self.tile_groups():
             windows = self._input_windows(x, group, x_buf)
-            self.passes.forward_piece(windows, k, out=y_buf[:len(windows)], x_keep=kept)
+            self.passes.forward_piece(windows, k, out=y_buf[:len(windows), ...], x_keep=kept)
             self._scatter(y_buf, group, y)
         if not keep:
             return y, None
-        return y, Saved("spectrum", kept) if kept is not None else Saved("signal", x.copy())
+        if kept is not None:
+            return y, Saved("spectrum", kept)
+        return y, Saved("signal", self.arrays.copy(x))
 
     def input_grad(self, dy, k, keep=False, out=None) -> tuple:
         dx, _ = self.backward(dy, None, k, need_dw=False, out=out)
-        return dx, Saved("signal", dy.copy()) if keep else None
+        return dx, Saved("signal", self.arrays.copy(dy)) if keep else None
 
     def backward(self, dy, saved_x, k, need_dx=True, need_dw=True, out=None) -> tuple:
         """Tiles' input gradients overlap-added, weight gradients summed."""
         dx = dx_buf = None
         if need_dx:
-            dx = np.empty(self.geom.x_shape, self.dtype) if out is None else out
-            dx.fill(0)  # the tiles' windows are added into it
+            dx = self.arrays.empty(self.geom.x_shape, self.dtype) if out is None else out
+            self.arrays.copy_into(dx, 0)  # the tiles' windows are added into it
             dx_buf = self._buffer(self.tile_geom.x_shape)
         x_spec = saved_x.array if need_dw and saved_x.kind == "spectrum" else None
         x_buf = self._buffer(self.tile_geom.x_shape) if need_dw and x_spec is None else None
@@ -238,7 +242,7 @@ class OverlapAddEngine(SpectralEngine):
             dy_tiles = self._output_tiles(dy, group, dy_buf)
             windows = None if x_buf is None else self._input_windows(saved_x.array, group, x_buf)
             self.passes.backward_piece(dy_tiles, k,
-                                       out=None if dx_buf is None else dx_buf[:len(dy_tiles)],
+                                       out=None if dx_buf is None else dx_buf[:len(dy_tiles), ...],
                                        x_piece=windows, x_spec=x_spec, accumulate=i > 0)
             if dx is not None and dx_buf is not None:
                 self._overlap_add(dx_buf, group, dx)
@@ -248,7 +252,7 @@ class OverlapAddEngine(SpectralEngine):
         """Each input window transformed once for its ``y`` tile and its share of ``dw``."""
         y = y_buf = None
         if need_y:
-            y = np.empty(self.geom.y_shape, self.dtype) if out is None else out
+            y = self.arrays.empty(self.geom.y_shape, self.dtype) if out is None else out
             y_buf = self._buffer(self.tile_geom.y_shape)
         x_buf = self._buffer(self.tile_geom.x_shape)
         dy_buf = self._buffer(self.tile_geom.y_shape) if need_dw else None
@@ -257,7 +261,7 @@ class OverlapAddEngine(SpectralEngine):
             dy_tiles = (None if dy_buf is None
                         else self._output_tiles(saved_dy.array, group, dy_buf))
             self.passes.transposed_piece(windows, k,
-                                         out=None if y_buf is None else y_buf[:len(windows)],
+                                         out=None if y_buf is None else y_buf[:len(windows), ...],
                                          dy_piece=dy_tiles, accumulate=i > 0)
             if y is not None and y_buf is not None:
                 self._scatter(y_buf, group, y)
@@ -364,8 +368,8 @@ def _tiling(geom: ConvGeometry, dtype: np.dtype, partition: Optional[Partition])
 
 ALGORITHM = Algorithm(
     "overlap_add",
-    build=lambda geom, dtype, settings, tiling: engine(geom, dtype, settings,
-                                                       *_tiling(geom, dtype, tiling)),
+    build=lambda geom, dtype, settings, tiling, arrays: engine(
+        geom, dtype, settings, arrays, *_tiling(geom, dtype, tiling)),
     partition=fitting_tiling,
     work=lambda geom, dtype, tiling: work(geom, dtype, *_tiling(geom, dtype, tiling)),
     estimate=_estimate, tiled=True)

@@ -23,6 +23,10 @@ DTYPE_NAMES = ("float16", "float32", "float64", "complex64", "complex128", "int8
                "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool")
 
 
+#: Index arrays kept per backend (:meth:`Arrays.index`).
+INDEX_CACHE = 512
+
+
 class Arrays:
     """One array library on one device: creation, products, layout, reductions,
     FFTs and memory, for arrays of that library only.
@@ -45,6 +49,7 @@ class Arrays:
         self.xp, self.device = xp, device
         self._native = {np.dtype(n): getattr(xp, n) for n in DTYPE_NAMES if hasattr(xp, n)}
         self._numpy = {v: k for k, v in self._native.items()}
+        self._indices: dict = {}
 
     # -- recognising arrays -------------------------------------------------------------
     @classmethod
@@ -113,8 +118,19 @@ class Arrays:
         return self.xp.asarray(a, dtype=native, device=self.device)
 
     def index(self, values) -> Any:
-        """Integer indices (host values) as an index array on this device, for :meth:`take`."""
-        return self.asarray(np.asarray(values, dtype=np.int64), np.int64)
+        """Integer indices (host values) as an index array on this device, for
+        :meth:`take`; kept per set of values, so a geometry's gathers upload their
+        indices to a device once."""
+        key = tuple(int(v) for v in values)
+        found = self._indices.get(key)
+        if found is None:
+            if len(self._indices) >= INDEX_CACHE:
+                self._indices.clear()
+            found = self._indices[key] = self._new_index(key)
+        return found
+
+    def _new_index(self, values: tuple) -> Any:
+        return self.asarray(list(values), np.int64)
 
     def copy(self, a):
         """A new array with ``a``'s values, in C order."""
@@ -173,11 +189,16 @@ class Arrays:
     def conj(self, a, out=None):
         return self._into(self.xp.conj(a), out)
 
-    def ldexp(self, a, e: int, out=None):
-        """``a * 2**e`` exactly (two factors, each inside every float dtype's range)."""
-        half = e // 2
-        r = self.xp.multiply(a, 2.0 ** half)
-        r = self.xp.multiply(r, 2.0 ** (e - half))
+    def ldexp(self, a, e, out=None):
+        """``a * 2**e`` exactly; ``e`` an int or a 0-d array of whole numbers.  Three
+        factors, each inside the range of float32 for any exponent a scaling takes
+        (``fftconv.scaling``); the intermediate values lie between ``a`` and the
+        result, so none overflows or loses bits where the result does not."""
+        first = e // 3
+        second = (e - first) // 2
+        r = a
+        for part in (first, second, e - first - second):
+            r = self.xp.multiply(r, 2.0 ** part)
         return self._into(r, out)
 
     @staticmethod

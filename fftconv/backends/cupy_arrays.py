@@ -54,9 +54,9 @@ class CupyArrays(NumpyLike):
         with self.device:
             return super().asarray(a, dtype)
 
-    def index(self, values):
+    def _new_index(self, values):
         with self.device:
-            return super().index(values)
+            return super()._new_index(values)
 
     def to_host(self, a):
         return a.get()

@@ -19,8 +19,6 @@ from .base import Arrays
 class NumpyLike(Arrays):
     """A library with numpy's API (``lib``: numpy or cupy) and its compat namespace."""
 
-    strided = True
-
     def __init__(self, xp: Any, lib: Any, device: Any = None):
         super().__init__(xp, device)
         self.lib = lib
@@ -46,8 +44,8 @@ class NumpyLike(Arrays):
     def asarray(self, a, dtype=None):
         return self.lib.asarray(a, dtype=dtype)
 
-    def index(self, values):
-        return self.lib.asarray(values, dtype=np.intp)
+    def _new_index(self, values):
+        return self.lib.asarray(np.asarray(values, dtype=np.intp))
 
     def copy(self, a):
         return self.lib.array(a, copy=True, order="C")
@@ -91,6 +89,8 @@ class NumpyLike(Arrays):
         return self.lib.conjugate(a, out=out)
 
     def ldexp(self, a, e, out=None):
+        if not isinstance(e, int):
+            e = e.astype(np.int32)
         if a.dtype.kind == "c":
             out = self.lib.empty_like(a) if out is None else out
             self.lib.ldexp(a.real, e, out=out.real)
@@ -117,6 +117,7 @@ class NumpyArrays(NumpyLike):
 
     name = "numpy"
     fftw = True
+    strided = True
 
     def __init__(self):
         import array_api_compat.numpy as xp
