@@ -93,3 +93,162 @@ def test_every_module_imports_only_from_layers_below_it():
 def test_no_module_imports_the_package_root():
     """A module importing ``fftconv`` itself would close a cycle through ``__init__``."""
     assert not [m for m, targets in GRAPH.items() if m != "fftconv" and "fftconv" in targets]
+
+
+# -- the array-namespace seam: generic modules never call numpy on operands ------------------
+
+#: numpy names a generic module may use: dtypes and host scalars (shapes, sizes), never
+#: an operation on an operand (issue 19: ``fftconv.backends`` provides those, on the
+#: operands' library and device).  ``errstate`` is not among them (``Arrays.quiet()``).
+NUMPY_ALLOWED = frozenset({
+    "dtype", "float16", "float32", "float64", "complex64", "complex128", "int64", "intp",
+    "result_type", "can_cast", "finfo", "iinfo", "integer", "floating", "bool_", "generic",
+    "ndindex", "prod",
+})
+#: allowed in annotations (and ``if TYPE_CHECKING:`` blocks) only
+NUMPY_TYPING_ONLY = frozenset({"ndarray"})
+#: allowed in one module only
+NUMPY_ALLOWED_IN = {"ma": {"fftconv/checks.py"}}
+#: modules that are host-side or library-specific by design: the backends, the torch and
+#: Dask integrations, the cost model and auto's timing, the wisdom file and the direct
+#: algorithm (strided views; unavailable on namespaces without them)
+NUMPY_EXEMPT = ("fftconv/backends/", "fftconv/torch/", "fftconv/dask/", "fftconv/costs.py",
+                "fftconv/autoselect.py", "fftconv/wisdom.py", "fftconv/algorithms/direct.py")
+
+
+def _numpy_aliases(tree) -> tuple:
+    """Names bound to the numpy module (``import numpy as np``) and to names imported
+    from it (``from numpy import pad``: ``{local name: numpy name}``)."""
+    modules, names = set(), {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == "numpy":
+                    modules.add(alias.asname or "numpy")
+                elif alias.name.startswith("numpy.") and alias.asname:
+                    names[alias.asname] = alias.name.split(".")[1]
+                elif alias.name.startswith("numpy."):
+                    modules.add("numpy")
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and (
+                node.module == "numpy" or node.module.startswith("numpy.")):
+            for alias in node.names:
+                if node.module == "numpy.typing":
+                    continue                                     # typing names only
+                first = alias.name if node.module == "numpy" else node.module.split(".")[1]
+                names[alias.asname or alias.name] = first
+    return modules, names
+
+
+_TYPING_FORMS = {"Tuple", "Optional", "Union", "List", "Dict", "Callable", "Sequence",
+                 "Type", "tuple", "list", "dict", "type"}
+
+
+def _is_type_alias(value) -> bool:
+    """``Pair = Tuple[Optional[np.ndarray], ...]``: a subscripted typing form."""
+    if not isinstance(value, ast.Subscript):
+        return False
+    base = value.value
+    name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "")
+    return name in _TYPING_FORMS
+
+
+def _typing_nodes(tree) -> set:
+    """ids of the nodes inside annotations, type aliases, ``cast``'s type and
+    ``if TYPE_CHECKING:`` blocks."""
+    roots = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and _is_type_alias(node.value):
+            roots.append(node.value)
+        if isinstance(node, ast.Call) and node.args and (
+                getattr(node.func, "id", None) == "cast"
+                or getattr(node.func, "attr", None) == "cast"):
+            roots.append(node.args[0])
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            for a in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg]:
+                if a is not None and a.annotation is not None:
+                    roots.append(a.annotation)
+            if node.returns is not None:
+                roots.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            roots.append(node.annotation)
+        elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            roots.extend(node.body)
+    return {id(n) for root in roots for n in ast.walk(root)}
+
+
+def numpy_uses(path: Path) -> list:
+    """``(line, name, in_typing)`` for each use of a numpy name in ``path``:
+    ``np.<name>`` / ``numpy.<name>`` attributes and names imported from numpy."""
+    tree = ast.parse(path.read_text())
+    modules, names = _numpy_aliases(tree)
+    typing = _typing_nodes(tree)
+    uses = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id in modules:
+            uses.append((node.lineno, node.attr, id(node) in typing))
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and (
+                node.module == "numpy" or node.module.startswith("numpy.")) \
+                and node.module != "numpy.typing":
+            for alias in node.names:
+                uses.append((node.lineno, names[alias.asname or alias.name], False))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("numpy."):
+                    uses.append((node.lineno, alias.name.split(".")[1], False))
+        elif isinstance(node, ast.Name) and node.id in names and isinstance(node.ctx, ast.Load):
+            uses.append((node.lineno, names[node.id], id(node) in typing))
+    return uses
+
+
+def numpy_offences() -> list:
+    """``module:line:np.name`` for each numpy use outside the rule."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith(NUMPY_EXEMPT):
+            continue
+        for line, name, in_typing in numpy_uses(path):
+            if name in NUMPY_ALLOWED or rel in NUMPY_ALLOWED_IN.get(name, ()):
+                continue
+            if name in NUMPY_TYPING_ONLY and in_typing:
+                continue
+            found.append(f"{rel}:{line}: np.{name}")
+    return sorted(set(found), key=lambda s: (s.split(":")[0], int(s.split(":")[1]), s))
+
+
+def test_generic_modules_do_not_call_numpy_on_operands():
+    """Issue 19: outside the backends (and the host-side modules listed in
+    ``NUMPY_EXEMPT``) fftconv uses numpy for dtypes and host scalars only; every
+    operation on an operand goes through ``fftconv.backends`` (``Arrays``), so a CuPy
+    array or a tensor never meets numpy."""
+    offences = numpy_offences()
+    assert not offences, (f"{len(offences)} numpy uses outside the array-namespace seam "
+                          f"(module:line: name):\n" + "\n".join(offences))
+
+
+def test_the_numpy_rule_sees_what_it_should(tmp_path):
+    """The scanner itself, on a made-up module."""
+    module = tmp_path / "m.py"
+    module.write_text(
+        "from __future__ import annotations\n"
+        "import numpy as np\n"
+        "import numpy\n"
+        "from numpy import pad, float32 as f32\n"
+        "from numpy.typing import ArrayLike\n"
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    T = np.ndarray\n"
+        "Pair = Tuple[Optional[np.ndarray], np.ndarray]\n"
+        "def f(a: np.ndarray, b: ArrayLike) -> np.ndarray:\n"
+        "    x: np.ndarray = np.empty(3, np.float64)\n"
+        "    with np.errstate(invalid='ignore'):\n"
+        "        y = numpy.fft.rfft(cast(np.ndarray, x))\n"
+        "    isinstance(a, np.ndarray)\n"
+        "    return pad(y, 1).astype(f32)\n")
+    uses = numpy_uses(module)
+    flagged = sorted((line, name) for line, name, typing in uses
+                     if name not in NUMPY_ALLOWED and not (name in NUMPY_TYPING_ONLY and typing))
+    assert flagged == [(4, "pad"), (11, "empty"), (12, "errstate"), (13, "fft"),
+                       (14, "ndarray"), (15, "pad")], flagged
