@@ -9,11 +9,11 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from .backends import Arrays, like as arrays_like
+from .backends import Arrays
 from .checks import (ALGORITHM, DEFAULTS, LAYER_DEFAULTS, SHAPES, Ints, Layout, Padding,
                      PaddingMode, check_algorithm, check_array, check_bias, check_dtype,
-                     check_kind, check_layer, check_plan_options, check_shape, check_shape_tuple,
-                     dtypes_for, fail, keywords_checked, layer_keywords)
+                     check_kind, check_layer, check_like_argument, check_plan_options, check_shape, check_shape_tuple,
+                     dtypes_for, keywords_checked, layer_keywords)
 from .config import Settings, get_settings
 from .docstrings import EXECUTION, PARAMETERS, SIZES
 from .registry import NAMES, REGISTRY
@@ -315,10 +315,7 @@ def plan(x_shape: Sequence[int], w_shape: Sequence[int], *, dtype: DTypeLike,
     """
     func = "fftconv.plan"
     keywords = layer_keywords(locals())
-    try:
-        arrays = arrays_like(like)
-    except TypeError as exc:
-        fail(func, str(exc), TypeError)
+    arrays = check_like_argument(func, like)
     check_algorithm(func, algorithm, NAMES)
     check_runs_on(func, algorithm, arrays)
     compute, result = dtypes_for(np.empty(0, check_dtype(func, dtype)))

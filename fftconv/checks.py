@@ -22,6 +22,7 @@ from typing import (Callable, Literal, NamedTuple, NoReturn, Optional, ParamSpec
 import numpy as np
 
 from .backends import Arrays, KindError, arrays_of, common
+from .backends import like as arrays_like
 from .geometry import LAYOUTS, PADDING_FILLS, PADDING_MODES, make_layer, to_channels_first
 
 #: The settings' vocabularies (``fftconv.configure``).
@@ -135,8 +136,8 @@ def _foreign_array(func: str, name: str, a) -> None:
                    f"here", TypeError)
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(a, torch.Tensor) and a.requires_grad:
-        fail(func, f"{name} is a torch tensor that requires grad, which {func} (numpy in, numpy "
-                   f"out) cannot differentiate; use fftconv.torch.conv (an autograd function "
+        fail(func, f"{name} is a torch tensor that requires grad, which {func} (outside "
+                   f"autograd) cannot differentiate; use fftconv.torch.conv (an autograd function "
                    f"with fftconv's gradients) or fftconv.torch.FFTConv{{1,2,3}}d, or pass "
                    f"{name}.detach() for values without gradients", TypeError)
 
@@ -181,6 +182,14 @@ def check_kind(func: str, **operands) -> Arrays:
     try:
         return common(operands)
     except KindError as exc:
+        fail(func, str(exc), TypeError)
+
+
+def check_like_argument(func: str, like) -> Arrays:
+    """``like=``: ``None`` (numpy) or an array whose library and device to run on."""
+    try:
+        return arrays_like(like)
+    except TypeError as exc:
         fail(func, str(exc), TypeError)
 
 

@@ -26,6 +26,7 @@ from .config import get_settings
 from .docstrings import PARAMETERS
 from .planner import Plan, Pullback
 from .registry import NAMES
+from .backends import host
 from .runner import weights_last
 
 #: Plans kept per layer (one per input shape, least recently used dropped).
@@ -123,7 +124,7 @@ class Conv:
         w_probe = self.kernel_size + (cols // groups, rows) if last else w_first
         check_layer(func, x_probe, w_probe, real=self.dtype.kind != "c", **self.layer)
         w, self._b = self._initial(w_first, bool(bias), np.random.default_rng(rng))
-        self._w = weights_last(w, self.layer["layout"])
+        self._w = weights_last(host(), w, self.layer["layout"])
         self.dw = np.zeros_like(self.w)
         self.db = None if self.b is None else np.zeros_like(self.b)
         self._plans: "OrderedDict[tuple, Plan]" = OrderedDict()

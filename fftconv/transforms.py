@@ -236,9 +236,9 @@ class ForwardTransform(_Transform):
         """
         rows = operand.shape[0]
         inner = (slice(None),) * (len(self.batch_shape) - 1) + tuple(placement)
-        self.arrays.copy_into(self.signal[(slice(0, rows),) + inner], operand)
+        self.arrays.put(self.signal, (slice(0, rows),) + inner, operand)
         if rows < self.signal.shape[0]:
-            self.arrays.copy_into(self.signal[(slice(rows, None),) + inner], 0)
+            self.arrays.put(self.signal, (slice(rows, None),) + inner, 0)
         self.calls += 1
         if self.fftw:
             self._execute()
@@ -285,12 +285,12 @@ class InverseTransform(_Transform):
         arrays = self.arrays
         if self.fftw:
             self._execute()  # unnormalised; the 1/L rides on the crop copy below
-            cropped, scale = self.signal[slots], 1.0 / prod(self.fft_shape)
+            cropped, scale = arrays.at(self.signal, slots), 1.0 / prod(self.fft_shape)
         else:
             spectrum, threads = self._batch_major_spectrum(), self.settings.threads
             full = (arrays.irfftn(spectrum, self.fft_shape, self.axes, threads) if self.real
                     else arrays.ifftn(spectrum, self.axes, threads))
-            cropped, scale = full[slots], None
+            cropped, scale = arrays.at(full, slots), None
         if out is None:
             out = arrays.empty(cropped.shape, self.dtype)
         if scale is None:

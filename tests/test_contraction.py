@@ -8,7 +8,10 @@ import pytest
 
 import fftconv
 from fftconv import contraction, runtime
+from fftconv.backends import host
 from oracle import oracle_backward, oracle_forward
+
+HOST = host()
 
 
 def crand(rng, shape, dtype=np.complex128):
@@ -46,19 +49,19 @@ def run_products(x, dy, conj_k, groups, threads):
     """All three products through ``contraction``, batch-major ``(rows, cols, F)``."""
     n, c, f = x.shape
     o = dy.shape[1]
-    k = contraction.kernel_spectrum(conj_k, groups, threads)
+    k = contraction.kernel_spectrum(HOST, conj_k, groups, threads)
     y = np.empty((f, n, o), x.dtype)
     x_keep = np.empty((f, groups, n, c // groups), x.dtype)
-    contraction.forward_product(x, k, groups, y, x_keep=x_keep, threads=threads)
+    contraction.forward_product(HOST, x, k, groups, y, x_keep=x_keep, threads=threads)
     dx, dw = np.empty((f, n, c), x.dtype), np.empty((o, c // groups, f), x.dtype)
     dy_keep = np.empty((f, groups, n, o // groups), x.dtype)
-    contraction.backward_products(x_keep, dy, k, groups, dx_out=dx, dw_out=dw, dy_keep=dy_keep,
+    contraction.backward_products(HOST, x_keep, dy, k, groups, dx_out=dx, dw_out=dw, dy_keep=dy_keep,
                                   threads=threads)
     # the transposed layer's products, from the kept conj(DY) and from DY itself
     y2, dw2 = np.empty_like(y), np.empty_like(dw)
-    contraction.transposed_products(x, dy_keep, k, groups, y_out=y2, dw_out=dw2, threads=threads)
+    contraction.transposed_products(HOST, x, dy_keep, k, groups, y_out=y2, dw_out=dw2, threads=threads)
     dw3 = np.empty_like(dw)
-    contraction.transposed_products(x, dy, k, groups, dw_out=dw3, threads=threads)
+    contraction.transposed_products(HOST, x, dy, k, groups, dw_out=dw3, threads=threads)
     return [y.transpose(1, 2, 0), dx.transpose(1, 2, 0), dw, y2.transpose(1, 2, 0), dw2, dw3]
 
 
@@ -215,9 +218,9 @@ def test_elementwise_products_equal_the_gemm_products(og, dtype):
         return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
 
     x, dy, conj_w = spec(n, groups, f), spec(n, groups * og, f), spec(groups * og, 1, f)
-    gemm, elem = contraction.GemmProducts(groups), contraction.ElementwiseProducts(groups)
-    assert isinstance(contraction.products_for(groups, groups), contraction.ElementwiseProducts)
-    assert isinstance(contraction.products_for(groups, 2 * groups), contraction.GemmProducts)
+    gemm, elem = contraction.GemmProducts(groups, HOST), contraction.ElementwiseProducts(groups, HOST)
+    assert isinstance(contraction.products_for(groups, groups, HOST), contraction.ElementwiseProducts)
+    assert isinstance(contraction.products_for(groups, 2 * groups, HOST), contraction.GemmProducts)
     kg, ke = gemm.kernel(conj_w), elem.kernel(conj_w)
 
     def batch_major(fm):  # (F, N, C) -> (N, C, F)

@@ -364,7 +364,7 @@ def test_plan_checks_the_layer_keywords():
                                          r"transposed convolution, got w_shape=\(6, 4, 3, 3\)"):
         plan(X.shape, W.shape, dtype=np.float64, transposed=True)
     with pytest.raises(TypeError, match=r"fftconv\.plan: got unexpected keyword argument\(s\) paddings; "
-                                        r"its keywords are dtype, padding, .*, measure, tile$"):
+                                        r"its keywords are dtype, padding, .*, measure, tile, like$"):
         plan(X.shape, W.shape, dtype=np.float64, paddings=1)
     with pytest.raises(TypeError, match=r"fftconv\.plan: transposed must be a bool, got transposed='no'"):
         plan(X.shape, W.shape, dtype=np.float64, transposed="no")

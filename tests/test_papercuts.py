@@ -117,8 +117,9 @@ def test_a_torch_tensor_that_requires_grad_points_to_fftconv_torch():
         fftconv.forward(x, W)
     with pytest.raises(TypeError, match=r"^fftconv\.backward: w is a torch tensor that requires"):
         fftconv.backward(np.ones((2, 4, 6, 6)), X, torch.ones(4, 3, 3, 3, requires_grad=True))
-    # without requires_grad a CPU tensor is read as an array, as before
-    assert fftconv.forward(x.detach(), W).shape == (2, 4, 6, 6)
+    # without requires_grad a CPU tensor is an operand like any array: a tensor comes back
+    y = fftconv.forward(x.detach(), torch.from_numpy(W))
+    assert isinstance(y, torch.Tensor) and y.shape == (2, 4, 6, 6)
 
 
 def test_a_dask_array_points_to_fftconv_dask_without_computing_it():

@@ -84,12 +84,13 @@ def test_cache_is_bounded_and_reuses_engines():
     from fftconv.geometry import make_geometry
     geoms = [make_geometry((1, 1, n), (1, 1, 3), "valid", (1,), (1,), 1, False, True)
              for n in (8, 9, 10)]
+    from fftconv.backends import host
     from fftconv.planner import engine_for
     import fftconv.planner as planner
     old, planner.ENGINE_CACHE = planner.ENGINE_CACHE, cache
 
     def lend(geom, dtype, algorithm, tile=None):
-        with engine_for("t", geom, dtype, algorithm, get_settings(), tile) as entry:
+        with engine_for("t", geom, dtype, algorithm, get_settings(), tile, host()) as entry:
             return entry
     try:
         a = lend(geoms[0], np.float64, "fft")

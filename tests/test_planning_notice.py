@@ -12,6 +12,7 @@ import pytest
 
 import fftconv
 from fftconv import transforms
+from fftconv.backends import host
 
 pytest.importorskip("pyfftw")
 
@@ -26,7 +27,8 @@ def small_threshold(monkeypatch):
 
 
 def plan_transform(fft_shape, batch=(1, 2)):
-    return transforms.ForwardTransform(batch, fft_shape, np.float32, fftconv.get_settings())
+    return transforms.ForwardTransform(batch, fft_shape, np.float32, fftconv.get_settings(),
+                                       host())
 
 
 def notices(fn):

@@ -13,6 +13,7 @@ import pytest
 
 import fftconv
 from fftconv import runtime
+from fftconv.backends import host
 from fftconv.algorithms import overlap_add
 from fftconv.planner import ENGINE_CACHE
 from oracle import (oracle_backward, oracle_forward, oracle_transposed_backward,
@@ -261,9 +262,9 @@ def test_overflow_scaling_covers_transposed_channels_last_and_padding_modes(dtyp
 def test_ordinary_values_are_not_copied_for_scaling():
     from fftconv import scaling
     x = np.ones((2, 3, 8, 8), np.float32)
-    assert scaling.scaled(x, scaling.scale_for(x, 10)) is x
-    assert scaling.exponent(np.array([np.inf, 1.0])) == 0   # non-finite: no scaling
-    assert scaling.exponent(np.array([3e38], np.float32)) == 128
+    assert scaling.scaled(x, scaling.scale_for(x, 10, host()), host()) is x
+    assert scaling.exponent(np.array([np.inf, 1.0]), host()) == 0   # non-finite: no scaling
+    assert scaling.exponent(np.array([3e38], np.float32), host()) == 128
 
 
 # -- the memory budget ---------------------------------------------------------------------

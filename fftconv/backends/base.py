@@ -170,6 +170,30 @@ class Arrays:
         """``a`` at host ``indices`` along ``axis``."""
         return self.xp.take(a, self.index(indices), axis=axis)
 
+    def at(self, a, index: tuple):
+        """``a[index]``, where ``index`` may hold nested lists of ints (an open mesh,
+        ``geometry.open_mesh``): those pick by integer arrays on this device."""
+        return a[self._indexer(index)]
+
+    def put(self, a, index: tuple, values) -> None:
+        """``a[index] = values``, ``index`` as for :meth:`at`."""
+        a[self._indexer(index)] = values
+
+    def _indexer(self, index: tuple) -> tuple:
+        if not any(isinstance(i, list) for i in index):
+            return index
+        return tuple(self._mesh(i) if isinstance(i, list) else i for i in index)
+
+    def _mesh(self, nested: list) -> Any:
+        key = ("mesh", repr(nested))
+        found = self._indices.get(key)
+        if found is None:
+            found = self._indices[key] = self._new_mesh(nested)
+        return found
+
+    def _new_mesh(self, nested: list) -> Any:
+        return self.asarray(nested, np.int64)
+
     def as_strided(self, a, shape, strides):
         """A view of ``a`` with ``strides`` counted in elements."""
         raise NotImplementedError(f"{self.describe()} have no strided views")

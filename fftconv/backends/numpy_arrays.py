@@ -44,6 +44,9 @@ class NumpyLike(Arrays):
     def asarray(self, a, dtype=None):
         return self.lib.asarray(a, dtype=dtype)
 
+    def _new_mesh(self, nested):
+        return self.lib.asarray(np.asarray(nested, dtype=np.intp))
+
     def _new_index(self, values):
         return self.lib.asarray(np.asarray(values, dtype=np.intp))
 

@@ -68,6 +68,9 @@ class TorchArrays(Arrays):
             return self.torch.as_tensor(a, dtype=native, device=self.device)
         return self.xp.asarray(a, dtype=native, device=self.device)
 
+    def _new_mesh(self, nested):
+        return self.torch.as_tensor(np.asarray(nested, dtype=np.int64), device=self.device)
+
     def _new_index(self, values):
         return self.torch.as_tensor(np.asarray(values, dtype=np.int64), device=self.device)
 

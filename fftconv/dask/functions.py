@@ -20,6 +20,7 @@ from .. import api as core
 from ..checks import (ALGORITHM, DEFAULTS, Ints, Layout, Padding, PaddingMode, keywords_checked,
                       layer_keywords)
 from ..docstrings import EXECUTION, PARAMETERS, SIZES
+from ..backends import host
 from ..runner import channels_first, weights_first, weights_last
 from ..planner import Gradients
 from . import graph
@@ -61,9 +62,9 @@ def _prepare(func, x, w, others, algorithm, options, max_workspace_bytes, measur
     layer, compute, result, w, settings = check_call(func, x, w, others, algorithm, options,
                                                      max_workspace_bytes, measure)
     x = whole_channels(func, "x", x, channel_axis(layer.layout, x.ndim))
-    x_cf = channels_first(x, layer.layout).astype(compute, copy=False)
+    x_cf = channels_first(host(), x, layer.layout).astype(compute, copy=False)
     # a copy: the graph is lazy, and the caller may change w in place before computing it
-    w_cf = np.array(weights_first(w, layer.layout), dtype=compute, order="C", copy=True)
+    w_cf = np.array(weights_first(host(), w, layer.layout), dtype=compute, order="C", copy=True)
     conv = layer.conv
     keywords = dict(stride=conv.stride, dilation=conv.dilation, groups=conv.groups,
                     flip_kernel=conv.flip_kernel, algorithm=algorithm)
@@ -189,7 +190,7 @@ def backward(dy, x, w: ArrayLike, *,
     dw, db = dask.compute(*graph.weight_grads(dy_cf, x_cf, axes, w_cf, keywords, settings))
     dx = graph.input_grad(dy_cf, x_cf.chunks, axes, w_cf, keywords, settings)
     return Gradients(_shown(dx, lay, result),
-                     weights_last(dw.astype(result), lay.layout), db.astype(result))
+                     weights_last(host(), dw.astype(result), lay.layout), db.astype(result))
 
 
 @keywords_checked("fftconv.dask.vjp")
