@@ -318,7 +318,7 @@ def plan(x_shape: Sequence[int], w_shape: Sequence[int], *, dtype: DTypeLike,
     arrays = check_like_argument(func, like)
     check_algorithm(func, algorithm, NAMES)
     check_runs_on(func, algorithm, arrays)
-    compute, result = dtypes_for(np.empty(0, check_dtype(func, dtype)))
+    compute, result = dtypes_for(check_dtype(func, dtype, arrays))
     x_shape, w_shape = check_shape_tuple(func, "x_shape", x_shape), check_shape_tuple(
         func, "w_shape", w_shape)
     layer = check_layer(func, x_shape, w_shape, real=compute.kind == "f", names=SHAPES,

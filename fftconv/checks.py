@@ -21,7 +21,7 @@ from typing import (Callable, Literal, NamedTuple, NoReturn, Optional, ParamSpec
 
 import numpy as np
 
-from .backends import Arrays, KindError, arrays_of, common
+from .backends import Arrays, KindError, arrays_of, common, host
 from .backends import like as arrays_like
 from .geometry import LAYOUTS, PADDING_FILLS, PADDING_MODES, make_layer, to_channels_first
 
@@ -143,7 +143,10 @@ def _foreign_array(func: str, name: str, a) -> None:
 
 
 def dtype_of(a) -> np.dtype:
-    """The numpy dtype of an array of any library (``fftconv.backends``)."""
+    """The numpy dtype of an array of any library (``fftconv.backends``), or of a
+    numpy dtype itself."""
+    if isinstance(a, np.dtype):
+        return a
     return arrays_of(a).numpy_dtype(a.dtype)
 
 
@@ -163,7 +166,7 @@ def check_array(func: str, name: str, a):
             fail(func, f"{name} has {exc}", TypeError)
     else:
         try:
-            arr = np.asarray(a)
+            arr = host().asarray(a)
         except ValueError as exc:  # ragged nested lists
             fail(func, f"{name} must be an array or a rectangular nested sequence ({exc})")
         dtype = arr.dtype
@@ -206,16 +209,23 @@ def check_like(func: str, arrays: Arrays, **operands) -> None:
                        f"{name}'s kind)", TypeError)
 
 
-def check_dtype(func: str, dtype) -> np.dtype:
+def check_dtype(func: str, dtype, arrays: Optional[Arrays] = None) -> np.dtype:
     """``fftconv.plan``'s ``dtype``: anything ``np.dtype`` accepts (not ``None``,
-    which numpy reads as float64), numeric and supported as :func:`check_array` says."""
+    which numpy reads as float64) or a dtype of ``arrays``' library (``torch.float32``
+    for a plan ``like=`` a tensor), numeric and supported as :func:`check_array` says."""
+    native = None
+    if arrays is not None and not arrays.fftw and dtype is not None:
+        try:
+            native = arrays.numpy_dtype(dtype)
+        except (TypeError, KeyError):
+            native = None
     try:
         if dtype is None:
             raise TypeError
-        dtype = np.dtype(dtype)
+        dtype = native if native is not None else np.dtype(dtype)
     except TypeError:
         fail(func, f"dtype must be a numpy dtype, got dtype={_shown(dtype)}", TypeError)
-    return check_array(func, "dtype", np.empty(0, dtype)).dtype
+    return dtype_of(check_array(func, "dtype", host().empty((0,), dtype)))
 
 
 def dtypes_for(*arrays) -> tuple:
@@ -580,7 +590,7 @@ def check_parameter(func: str, name: str, a, shape: Optional[tuple], dtype: np.d
     if shape is None or a is None:
         if shape is None and a is not None:
             fail(func, f"the layer has no {name} (it was built with bias=False), got a "
-                       f"{name} of shape {np.shape(a)}; build the layer with bias=True", TypeError)
+                       f"{name} of shape {tuple(getattr(a, 'shape', ()))}; build the layer with bias=True", TypeError)
         if shape is not None:
             fail(func, f"{name} cannot be None on a layer built with one; build the layer "
                        f"with bias=False", TypeError)
@@ -630,22 +640,27 @@ def check_one_kind(func: str, dtypes: dict, complex_kinds: set) -> None:
                    f"(a real tensor t to complex: t.to(torch.complex128), say)", TypeError)
 
 
-def check_shape(func: str, name: str, a: np.ndarray, expected: tuple, why: str):
+def check_shape(func: str, name: str, a, expected: tuple, why: str):
     """``a.shape`` must equal ``expected``."""
-    if a.shape != tuple(expected):
-        fail(func, f"{name} must have shape {tuple(expected)} ({why}), got {name}.shape={a.shape}")
+    if tuple(a.shape) != tuple(expected):
+        fail(func, f"{name} must have shape {tuple(expected)} ({why}), got "
+                   f"{name}.shape={tuple(a.shape)}")
+
+
+def _is_array(value) -> bool:
+    return hasattr(value, "shape") and hasattr(value, "dtype")
 
 
 def _shown(value) -> str:
     """``repr(value)``, abbreviated: an error message never prints a whole array."""
-    if isinstance(value, np.ndarray):
+    if _is_array(value):
         return f"an array of shape {value.shape}"
     return reprlib.repr(value)
 
 
 def check_shape_tuple(func: str, name: str, shape) -> tuple:
     """A shape given as a sequence of non-negative ints (``fftconv.plan``)."""
-    if isinstance(shape, np.ndarray):
+    if _is_array(shape):
         fail(func, f"{name} must be a tuple of ints (an array's .shape, not the array), "
                    f"got {name}={_shown(shape)}", TypeError)
     if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or not all(

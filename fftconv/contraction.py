@@ -75,10 +75,13 @@ def _walk(a: Arrays, n_freq: int, bytes_per_frequency: int, body, threads: int,
     """``body(sl)`` for every frequency block, in up to ``threads`` shares at once,
     or on the calling thread when each frequency's GEMM (``gemm_macs``
     multiply-adds; ``None`` for a plain copy) is outside
-    [:data:`PARALLEL_MIN_MACS`, :data:`PARALLEL_MAX_MACS`], or the arrays live on
-    a device (its own queue runs the blocks)."""
-    if not a.host or (gemm_macs is not None
-                      and not PARALLEL_MIN_MACS <= gemm_macs <= PARALLEL_MAX_MACS):
+    [:data:`PARALLEL_MIN_MACS`, :data:`PARALLEL_MAX_MACS`].  On a device every
+    frequency is one block: one batched GEMM (cuBLAS) instead of many small
+    launches."""
+    if not a.host:  # one batched GEMM over every frequency: the device's own parallelism
+        body(slice(0, n_freq))
+        return
+    if gemm_macs is not None and not PARALLEL_MIN_MACS <= gemm_macs <= PARALLEL_MAX_MACS:
         threads = 1
     runtime.run_shares(body, _blocks(n_freq, bytes_per_frequency), threads)
 

@@ -432,7 +432,7 @@ class Plan:
                  max_workspace_bytes: Optional[int] = None, explain: str = "", tile=None,
                  arrays: Optional[Arrays] = None):
         self.layer = resolve(layer, algorithm)
-        self.compute_dtype, self.result_dtype = dtypes_for(np.empty(0, dtype))
+        self.compute_dtype, self.result_dtype = dtypes_for(np.dtype(dtype))
         self.algorithm = algorithm
         self.explain = explain or f"algorithm {algorithm!r} was requested"
         self.settings = settings or get_settings()

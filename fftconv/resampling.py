@@ -43,7 +43,8 @@ def _full_bins(a: Arrays, spec, axis: int, full_len: int, bins: List[int],
         flipped = a.take(flipped, [-i % n for i in range(n)], axis=other)
     shape = [1] * out.ndim
     shape[axis] = len(bins)
-    mask = a.reshape(a.asarray(mirrored), shape)
+    mask = a.constant(("mirrored", tuple(mirrored), tuple(shape)),
+                      lambda: a.reshape(a.asarray(mirrored), shape))
     return a.xp.where(mask, a.conj(flipped), out)
 
 

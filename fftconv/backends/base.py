@@ -122,12 +122,7 @@ class Arrays:
         :meth:`take`; kept per set of values, so a geometry's gathers upload their
         indices to a device once."""
         key = tuple(int(v) for v in values)
-        found = self._indices.get(key)
-        if found is None:
-            if len(self._indices) >= INDEX_CACHE:
-                self._indices.clear()
-            found = self._indices[key] = self._new_index(key)
-        return found
+        return self.constant(key, lambda: self._new_index(key))
 
     def _new_index(self, values: tuple) -> Any:
         return self.asarray(list(values), np.int64)
@@ -185,10 +180,17 @@ class Arrays:
         return tuple(self._mesh(i) if isinstance(i, list) else i for i in index)
 
     def _mesh(self, nested: list) -> Any:
-        key = ("mesh", repr(nested))
+        return self.constant(("mesh", repr(nested)), lambda: self._new_mesh(nested))
+
+    def constant(self, key: tuple, make) -> Any:
+        """``make()``, an array that depends on ``key`` alone (a geometry's index
+        or mask), made once per backend: a pass on a device then uploads
+        nothing."""
         found = self._indices.get(key)
         if found is None:
-            found = self._indices[key] = self._new_mesh(nested)
+            if len(self._indices) >= INDEX_CACHE:
+                self._indices.clear()
+            found = self._indices[key] = make()
         return found
 
     def _new_mesh(self, nested: list) -> Any:
@@ -196,6 +198,10 @@ class Arrays:
 
     def as_strided(self, a, shape, strides):
         """A view of ``a`` with ``strides`` counted in elements."""
+        raise NotImplementedError(f"{self.describe()} have no strided views")
+
+    def strides(self, a) -> Tuple[int, ...]:
+        """``a``'s strides counted in elements, as :meth:`as_strided` takes them."""
         raise NotImplementedError(f"{self.describe()} have no strided views")
 
     # -- arithmetic with a destination ---------------------------------------------------

@@ -19,6 +19,8 @@ from .base import Arrays
 class NumpyLike(Arrays):
     """A library with numpy's API (``lib``: numpy or cupy) and its compat namespace."""
 
+    strided = True
+
     def __init__(self, xp: Any, lib: Any, device: Any = None):
         super().__init__(xp, device)
         self.lib = lib
@@ -79,6 +81,10 @@ class NumpyLike(Arrays):
         return self.lib.lib.stride_tricks.as_strided(
             a, shape=tuple(shape), strides=tuple(s * size for s in strides))
 
+    def strides(self, a):
+        size = a.dtype.itemsize
+        return tuple(s // size for s in a.strides)
+
     def copy_into(self, out, a) -> None:
         self.lib.copyto(out, a)
 
@@ -120,7 +126,6 @@ class NumpyArrays(NumpyLike):
 
     name = "numpy"
     fftw = True
-    strided = True
 
     def __init__(self):
         import array_api_compat.numpy as xp

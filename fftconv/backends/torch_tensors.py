@@ -20,14 +20,19 @@ class TorchArrays(Arrays):
     """PyTorch tensors on one device."""
 
     name = "torch"
+    strided = True
 
     def __init__(self, device: Any):
         import array_api_compat.torch as xp
         import torch
         super().__init__(xp, torch.device(device))
         self.torch = torch
-        self.host = self.device.type == "cpu"
         self.memory_errors = (MemoryError, torch.OutOfMemoryError)
+
+    @property  # type: ignore[override]
+    def host(self) -> bool:
+        """CPU tensors are read without a synchronisation; CUDA tensors are not."""
+        return self.device.type == "cpu"
 
     @classmethod
     def owns(cls, a) -> bool:
@@ -89,6 +94,9 @@ class TorchArrays(Arrays):
     def as_strided(self, a, shape, strides):
         return a.as_strided(tuple(shape), tuple(strides), a.storage_offset())
 
+    def strides(self, a):
+        return tuple(a.stride())
+
     def copy_into(self, out, a) -> None:
         if hasattr(a, "shape"):
             out.copy_(a)
@@ -135,7 +143,7 @@ class TorchArrays(Arrays):
     def device_memory(self) -> Optional[int]:
         """Free CUDA memory plus what PyTorch's caching allocator holds unused;
         ``None`` on the CPU (host memory)."""
-        if self.host:
+        if self.device.type != "cuda":
             return None
         free, _ = self.torch.cuda.mem_get_info(self.device)
         cached = (self.torch.cuda.memory_reserved(self.device)
@@ -143,5 +151,5 @@ class TorchArrays(Arrays):
         return int(free) + int(cached)
 
     def synchronize(self) -> None:
-        if not self.host:
+        if self.device.type == "cuda":
             self.torch.cuda.synchronize(self.device)
