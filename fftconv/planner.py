@@ -107,7 +107,7 @@ class SharedEngine(NamedTuple):
     def weights(self, form) -> WeightCache:
         cache = self.caches.get(form)
         if cache is None:
-            cache = self.caches.setdefault(form, WeightCache(self.engine.arrays))
+            cache = self.caches.setdefault(form, WeightCache(getattr(self.engine, "arrays")))
         return cache
 
 

@@ -31,7 +31,7 @@ import contextlib
 import os
 import threading
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Type
 
 from .config import available_cores
 
@@ -318,7 +318,7 @@ def check_memory(func: str, layer: str, needed: int, available: Optional[int] = 
 
 @contextlib.contextmanager
 def allocation_named(func: str, layer: str, needed: int,
-                     errors: Tuple[type, ...] = (MemoryError,)) -> Iterator[None]:
+                     errors: Tuple[Type[BaseException], ...] = (MemoryError,)) -> Iterator[None]:
     """Turn an allocation that fails in the block (memory taken by others since
     :func:`check_memory`, or a limit no query shows; ``errors``: what the array
     library raises, a device's out-of-memory error included) into a

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple, Type
 
 import numpy as np
 
@@ -43,7 +43,7 @@ class Arrays:
     fftw = False
     strided = False
     #: Exceptions the library raises when the device runs out of memory.
-    memory_errors: Tuple[type, ...] = (MemoryError,)
+    memory_errors: Tuple[Type[BaseException], ...] = (MemoryError,)
 
     def __init__(self, xp: Any, device: Any = None):
         self.xp, self.device = xp, device

@@ -29,8 +29,8 @@ class TorchArrays(Arrays):
         self.torch = torch
         self.memory_errors = (MemoryError, torch.OutOfMemoryError)
 
-    @property  # type: ignore[override]
-    def host(self) -> bool:
+    @property
+    def host(self) -> bool:  # type: ignore[override]
         """CPU tensors are read without a synchronisation; CUDA tensors are not."""
         return self.device.type == "cpu"
 
