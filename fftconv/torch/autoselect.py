@@ -16,12 +16,18 @@ fftconv's own: ``"native"``, PyTorch's convolution.  It is chosen
   ``torch_choices.json`` beside the other measured choices, so later
   processes reuse the verdict without timing.
 
+On CUDA the cost model has no rates for cuDNN, so ``"auto"`` always measures
+there (the first eager call at a shape): the steps are timed with CUDA events
+(:func:`device_best_of`: a warm-up, a synchronisation, then each step between
+two events), and the verdict is persisted per GPU model and cuDNN/TF32 settings.
+
 :func:`fftconv.torch.convert` with an example input measures every layer at
 the shape it really sees (:func:`measure_choice`).
 """
 from __future__ import annotations
 
 import math
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -137,30 +143,87 @@ def training_step(run, x, w, b):
     return step
 
 
-def _key(x_shape, w_shape, dtype, layer: dict, settings: Settings) -> str:
+def _where(device: str) -> tuple:
+    """What a verdict on ``device`` depends on beyond the layer: nothing more on the
+    CPU; on a GPU its model and PyTorch's cuDNN and TF32 settings."""
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        return ()
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
+    return (dev.type, name, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+            torch.backends.cuda.matmul.allow_tf32)
+
+
+def _key(x_shape, w_shape, dtype, layer: dict, settings: Settings, device: str = "cpu") -> str:
     return repr(("torch", tuple(x_shape), tuple(w_shape), str(dtype),
                  sorted(layer.items()), settings.backend, settings.threads,
-                 torch.get_num_threads()))
+                 torch.get_num_threads()) + _where(device))
 
 
-def measure_choice(x_shape, w_shape, dtype, compute, layer: dict, native, fft) -> Choice:
+def device_best_of(step: Callable[[], object], device, repeats: int = 3,
+                   warmups: int = 1) -> float:
+    """The fastest of ``repeats`` calls of ``step()`` on a CUDA ``device``, in seconds,
+    timed with CUDA events after ``warmups`` warm-up calls and a synchronisation.
+    Each call is timed between two events on the current stream, so host work that
+    leaves the GPU idle inside the step counts, and nothing queued before it does."""
+    device = torch.device(device)
+    for _ in range(warmups):
+        step()
+    torch.cuda.synchronize(device)
+    taken = []
+    for _ in range(repeats):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        end.synchronize()
+        taken.append(start.elapsed_time(end) / 1e3)
+    return min(taken)
+
+
+def stored_choice(x_shape, w_shape, dtype, layer: dict, device: str = "cpu") -> Optional[Choice]:
+    """The persisted verdict for this layer on ``device``, or ``None`` (nothing is timed)."""
+    stored = STORE.get(_key(x_shape, w_shape, dtype, layer, get_settings(), device))
+    if stored is None:
+        return None
+    name = "native" if stored["algorithm"] == "native" else stored["engine"]
+    return Choice(name, None, "auto chose " + stored["explain"] + " (stored)")
+
+
+def measure_choice(x_shape, w_shape, dtype, compute, layer: dict, native, fft,
+                   device: str = "cpu") -> Choice:
     """Time a training step natively and through fftconv at these shapes, with
-    tensors of torch ``dtype`` (fftconv computes in numpy ``compute``); persist
-    the verdict.  ``native(x, w, b)`` and ``fft(x, w, b, algorithm)`` run a call;
-    fftconv's own algorithm is chosen by measurement too (its ``measure=True``)."""
+    tensors of torch ``dtype`` on ``device`` (fftconv computes in numpy ``compute``);
+    persist the verdict.  ``native(x, w, b)`` and ``fft(x, w, b, algorithm)`` run a
+    call; fftconv's own algorithm is chosen by measurement too (its
+    ``measure=True``, on the same device).  On CUDA the steps are timed with CUDA
+    events (:func:`device_best_of`), and fftconv's engine running out of device
+    memory makes the verdict ``"native"``."""
     settings = get_settings()
-    key = _key(x_shape, w_shape, dtype, layer, settings)
-    stored = STORE.get(key)
+    key = _key(x_shape, w_shape, dtype, layer, settings, device)
+    stored = stored_choice(x_shape, w_shape, dtype, layer, device)
     if stored is not None:
-        name = "native" if stored["algorithm"] == "native" else stored["engine"]
-        return Choice(name, None, "auto chose " + stored["explain"] + " (stored)")
+        return stored
+    dev = torch.device(device)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(x_shape, generator=gen, dtype=dtype, requires_grad=True)
-    w = torch.randn(w_shape, generator=gen, dtype=dtype, requires_grad=True)
-    with using(measure=True):
-        engine = plan(x_shape, w_shape, dtype=compute, **layer).algorithm
-    timed = {"native": best_of(training_step(native, x, w, None)),
-             engine: best_of(training_step(lambda *a: fft(*a, algorithm=engine), x, w, None))}
+    x = torch.randn(x_shape, generator=gen, dtype=dtype).to(dev).requires_grad_(True)
+    w = torch.randn(w_shape, generator=gen, dtype=dtype).to(dev).requires_grad_(True)
+    timer = best_of if dev.type == "cpu" else (lambda step: device_best_of(step, dev))
+    timed = {"native": timer(training_step(native, x, w, None))}
+    like = None if dev.type == "cpu" else x.detach()
+    try:
+        with using(measure=True):
+            engine = plan(x_shape, w_shape, dtype=compute, like=like, **layer).algorithm
+        timed[engine] = timer(training_step(lambda *a: fft(*a, algorithm=engine), x, w, None))
+    except (MemoryError, torch.cuda.OutOfMemoryError) as exc:
+        if dev.type == "cpu":
+            raise
+        engine = "fft"
+        explain = f"'native' by measurement; fftconv's engine ran out of memory ({exc})"
+        STORE.put(key, {"algorithm": "native", "engine": engine, "explain": explain,
+                        "seconds": timed})
+        return Choice("native", None, "auto chose " + explain)
     best = min(timed, key=lambda name: timed[name])
     explain = (f"{best!r} by measurement; measured "
                + ", ".join(f"{name} {1e3 * t:.3g} ms" for name, t in timed.items()))

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import api
+from .. import api, registry
 from ..autoselect import Choice
+from ..backends import arrays_of
 from ..checks import (ALGORITHM, DEFAULTS, Ints, Layout, Padding, PaddingMode, check_algorithm,
                       check_bias_shape, check_instance, check_layer, check_layer_keywords,
                       check_one_kind, dtypes_for, keywords_checked)
@@ -18,10 +19,15 @@ from ..config import get_settings
 from ..docstrings import LAYER
 from ..registry import NAMES
 from . import autoselect
-from .ops import from_numpy, to_numpy, traced_conv
+from . import ops
+from .ops import from_engine, to_engine, to_numpy, traced_conv
 
 #: dtypes the engine computes (float16 is computed in float32 and returned as float16).
 ENGINE_DTYPES = (torch.float16, torch.float32, torch.float64, torch.complex64, torch.complex128)
+#: dtypes the engine computes on a device of :data:`fftconv.torch.ops.TENSOR_DEVICES`:
+#: not float16, whose float32 computation would cost a float32 copy of every operand
+#: and is no faster than cuDNN's half-precision kernels (it falls back, with the warning).
+DEVICE_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 
 
 class FallbackWarning(UserWarning):
@@ -51,17 +57,51 @@ def tracing() -> bool:
 
 
 def fallback_reason(*tensors, algorithm: str = "auto"):
-    """Why a call must run natively, or ``None`` when fftconv's engine can serve it."""
+    """Why a call must run natively, or ``None`` when fftconv's engine can serve it.
+
+    CPU tensors reach the engine as numpy arrays, CUDA tensors as tensors (it runs
+    on their device); tensors on another device type, or on different devices
+    (PyTorch's own convolution then raises its error), dtypes the engine does not
+    compute there (bfloat16; float16 on CUDA) and an algorithm the device's
+    backend cannot run (``"direct"`` where it lacks strided views) run natively."""
     present = [t for t in tensors if t is not None]
     if algorithm == "native":
         return "native"
-    elsewhere = [t for t in present if t.device.type != "cpu"]
+    elsewhere = [t for t in present
+                 if t.device.type not in ops.HOST_DEVICES + ops.TENSOR_DEVICES]
     if elsewhere:
         return f"tensors on device '{elsewhere[0].device.type}'"
+    if len({t.device for t in present}) > 1:
+        return "native"
     unserved = [t for t in present if t.dtype not in ENGINE_DTYPES]
     if unserved:
         return f"dtype {unserved[0].dtype} is not one the engine computes"
+    device = present[0].device.type if present else "cpu"
+    if device in ops.TENSOR_DEVICES:
+        unserved = [t for t in present if t.dtype not in DEVICE_DTYPES]
+        if unserved:
+            return (f"dtype {unserved[0].dtype} on device '{device}' is not one the engine "
+                    f"computes there")
+        if algorithm != "auto" and not runs_on_device(algorithm, device):
+            return (f"algorithm {algorithm!r} does not run on torch tensors on device "
+                    f"'{device}' (it needs strided views the backend lacks)")
     return None
+
+
+_runs_on: Dict[tuple, bool] = {}
+
+
+@torch.compiler.assume_constant_result
+def runs_on_device(algorithm: str, device: str) -> bool:
+    """Whether fftconv's ``algorithm`` runs on torch tensors on ``device`` (a device
+    type), as the registry says for that backend (``Algorithm.runs_on``); an
+    unknown name is left to the algorithm check.  A constant of a Dynamo trace."""
+    key = (algorithm, device)
+    if key not in _runs_on:
+        entry = registry.REGISTRY.get(algorithm)
+        _runs_on[key] = entry is None or entry.runs_on(
+            arrays_of(torch.empty(0, device=device)))
+    return _runs_on[key]
 
 
 def _layer(x, w, layer: dict, func: str = "fftconv.torch.conv"):
@@ -211,11 +251,11 @@ class _FFTConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, b, layer, algorithm):
-        y, pullback = api.vjp(to_numpy(x), to_numpy(w), None if b is None else to_numpy(b),
-                              algorithm=algorithm, **layer)
+        y, pullback = api.vjp(to_engine(x), to_engine(w), to_engine(b), algorithm=algorithm,
+                              **layer)
         ctx.pullback, ctx.layer = pullback, layer
         ctx.save_for_backward(x, w, b)     # references, for double backward only
-        return from_numpy(y)
+        return from_engine(y)
 
     @staticmethod
     def backward(ctx, dy):
@@ -229,10 +269,10 @@ class _FFTConv(torch.autograd.Function):
             grads = iter(torch.autograd.grad(y, inputs, dy, create_graph=True))
             return tuple(next(grads) if need else None
                          for need in (need_dx, need_dw, need_db)) + (None, None)
-        dx, dw, db = ctx.pullback(to_numpy(dy), need_dx=need_dx, need_dw=need_dw or need_db)
-        return (from_numpy(dx) if need_dx else None,
-                from_numpy(dw) if need_dw else None,
-                from_numpy(db) if need_db else None, None, None)
+        dx, dw, db = ctx.pullback(to_engine(dy), need_dx=need_dx, need_dw=need_dw or need_db)
+        return (from_engine(dx) if need_dx else None,
+                from_engine(dw) if need_dw else None,
+                from_engine(db) if need_db else None, None, None)
 
 
 #: ``auto_choice`` verdicts of this process, per call signature and settings.
@@ -246,9 +286,17 @@ def auto_choice(x, w, layer: dict) -> Choice:
     here, once per shape; :mod:`fftconv.torch.autoselect`); remembered per
     shapes, dtypes, layer and settings.
 
+    On CUDA there is no fitted cost model of cuDNN: the first eager call at a
+    shape times a training step natively and on fftconv's engine with CUDA
+    events, whatever the ``measure`` setting (:func:`fftconv.torch.autoselect.measure_choice`,
+    persisted per GPU model), so a converted module is never slower than the
+    layer it replaced there either.
+
     While tracing (:func:`tracing`) the choice is made at trace time from the
     shapes: the verdict this process already holds for them (an eager call's,
-    measured or not), else the cost model's; nothing is timed in a trace, and the
+    measured or not), else the cost model's (on CUDA: a persisted measurement,
+    else ``"native"``: run one eager step or ``convert(model, example_input)``
+    first to have fftconv chosen); nothing is timed in a trace, and the
     graph holds the chosen path only.  ``torch.compile`` specialises an
     ``"auto"`` layer's sizes (a recompile per input shape, with or without
     ``dynamic=True``); ``torch.export`` with ``dynamic_shapes`` (symbolic sizes)
@@ -262,16 +310,18 @@ def auto_choice(x, w, layer: dict) -> Choice:
     # recompile per shape, as the choice depends on it), where int() would not
     x_shape = tuple(operator.index(n) for n in x.shape)
     w_shape = tuple(operator.index(n) for n in w.shape)
-    return _choice(x_shape, w_shape, x.dtype, w.dtype, layer, traced)
+    return _choice(x_shape, w_shape, x.dtype, w.dtype, layer, traced, str(x.device))
 
 
 @torch.compiler.assume_constant_result
-def _choice(x_shape, w_shape, x_dtype, w_dtype, layer: dict, traced: bool) -> Choice:
-    """:func:`auto_choice` from shapes, dtypes and the layer keywords: a constant of
-    the trace under ``torch.compile``."""
+def _choice(x_shape, w_shape, x_dtype, w_dtype, layer: dict, traced: bool,
+            device: str = "cpu") -> Choice:
+    """:func:`auto_choice` from shapes, dtypes, the layer keywords and the device: a
+    constant of the trace under ``torch.compile``."""
     settings = get_settings()
+    on_device = torch.device(device).type != "cpu"
     cache_key = (x_shape, w_shape, x_dtype, w_dtype, repr(sorted(layer.items())), settings,
-                 torch.get_num_threads())
+                 torch.get_num_threads()) + ((device,) if on_device else ())
     verdict = _choices.get(cache_key)
     if verdict is None:
         real = not (x_dtype.is_complex or w_dtype.is_complex)
@@ -279,11 +329,17 @@ def _choice(x_shape, w_shape, x_dtype, w_dtype, layer: dict, traced: bool) -> Ch
         conv_geometry = check_layer(func, x_shape, w_shape, real=real,
                                     **check_layer_keywords(func, layer)).conv
         dtype = compute_dtype(x_dtype, w_dtype)
-        if settings.measure and not traced:
+        if (settings.measure or on_device) and not traced:
             verdict = autoselect.measure_choice(
                 x_shape, w_shape, x_dtype, dtype, layer,
                 native=lambda x, w, b: _native(x, w, b, layer),
-                fft=lambda x, w, b, algorithm: engine_conv(x, w, b, layer, algorithm))
+                fft=lambda x, w, b, algorithm: engine_conv(x, w, b, layer, algorithm),
+                device=device)
+        elif on_device:   # traced: a persisted measurement, else PyTorch's own
+            return autoselect.stored_choice(x_shape, w_shape, x_dtype, layer, device) or Choice(
+                "native", None, f"auto chose 'native': no measured verdict for this layer on "
+                                f"{device} while tracing (run one eager step, or "
+                                f"fftconv.torch.convert(model, example_input), first)")
         else:
             verdict = autoselect.estimate_choice(conv_geometry, dtype)
         if traced and settings.measure:
@@ -306,7 +362,8 @@ def measure(x, w, layer: dict) -> Choice:
     return autoselect.measure_choice(
         tuple(x.shape), tuple(w.shape), x.dtype, compute_dtype(x.dtype, w.dtype), layer,
         native=lambda x, w, b: _native(x, w, b, layer),
-        fft=lambda x, w, b, algorithm: engine_conv(x, w, b, layer, algorithm))
+        fft=lambda x, w, b, algorithm: engine_conv(x, w, b, layer, algorithm),
+        device=str(x.device))
 
 
 @keywords_checked("fftconv.torch.conv")
@@ -342,8 +399,11 @@ def conv(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None, *,
     -------
     Tensor
         ``y``, on ``x``'s device, with an autograd node when an input needs grad.
-        Tensors off the CPU, bfloat16 and double backward run :func:`native_conv`
-        (a :class:`FallbackWarning` once per process says so).
+        CPU tensors reach the engine as numpy arrays sharing their memory, CUDA
+        tensors as tensors (the engine runs on their GPU).  Tensors on other
+        devices, bfloat16, float16 on CUDA, ``"direct"`` on CUDA (the backend
+        lacks the strided views it needs) and double backward run
+        :func:`native_conv` (a :class:`FallbackWarning` once per process says so).
 
     Raises
     ------
@@ -395,7 +455,6 @@ def engine_conv(x, w, b, layer: dict, algorithm: str) -> torch.Tensor:
     tracked = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, w, b))
     if not tracked:    # no_grad or nothing to differentiate: keep nothing
-        return from_numpy(api.forward(to_numpy(x), to_numpy(w),
-                                            None if b is None else to_numpy(b),
-                                            algorithm=algorithm, **layer))
+        return from_engine(api.forward(to_engine(x), to_engine(w), to_engine(b),
+                                       algorithm=algorithm, **layer))
     return _FFTConv.apply(x, w, b, layer, algorithm)

@@ -1,5 +1,5 @@
 """fftconv's convolution as PyTorch custom operators: what ``torch.compile``,
-``torch.export`` and ``torch.jit.trace`` see.
+``torch.export`` and ``torch.jit.trace`` see; and how tensors reach the engine.
 
 * ``fftconv::conv(Tensor x, Tensor w, Tensor? b, str layer, str algorithm) -> Tensor``
   runs :func:`fftconv.forward`;
@@ -13,6 +13,13 @@ carry no Python state across their boundary, so a compiled or exported graph
 holds everything it needs.  Their fake (meta) implementations compute shapes and
 dtypes with fftconv's integer geometry (``fftconv.checks.check_layer``), with
 every check of the eager call, and allocate nothing.
+
+The ops run on CPU and CUDA tensors alike (:func:`to_engine`): a CPU tensor
+reaches the engine as a numpy array sharing its memory (pyFFTW is the faster
+library there), a CUDA tensor as itself, detached, so the engine runs on its
+device (``torch.fft``, ``torch.matmul``) and nothing crosses to the host.  Their
+results are contiguous, as the fake implementations promise (Inductor checks
+the strides of an operator's outputs).
 
 Eager calls do not use these ops: :func:`fftconv.torch.conv` keeps its
 ``autograd.Function``, whose backward reuses the spectrum of ``x`` its forward
@@ -40,6 +47,30 @@ def from_numpy(a: np.ndarray) -> torch.Tensor:
     """``torch.from_numpy`` sharing memory where torch can (a result with negative
     strides, e.g. the flipped weight gradient of ``flip_kernel=True``, is copied)."""
     return torch.from_numpy(a if all(s >= 0 for s in a.strides) else a.copy())
+
+
+#: Device types whose tensors reach the engine as numpy arrays sharing their memory.
+HOST_DEVICES = ("cpu",)
+#: Device types whose tensors reach the engine as tensors (it runs on their device).
+TENSOR_DEVICES = ("cuda",)
+
+
+def to_engine(t: Optional[torch.Tensor]):
+    """What fftconv's engine gets for tensor ``t``: a numpy array sharing its memory
+    on the CPU (:func:`to_numpy`), the tensor itself, detached (conjugate and
+    negative views resolved), on a device of :data:`TENSOR_DEVICES`; ``None`` for
+    ``None``."""
+    if t is None:
+        return None
+    if t.device.type in HOST_DEVICES:
+        return to_numpy(t)
+    return t.detach().resolve_conj().resolve_neg()
+
+
+def from_engine(a) -> torch.Tensor:
+    """A result of the engine as a tensor: numpy arrays through :func:`from_numpy`,
+    tensors (the engine ran on their device) as they are."""
+    return from_numpy(a) if isinstance(a, np.ndarray) else a
 
 
 def _plain(value):
@@ -98,10 +129,11 @@ def _is_real(*tensors) -> bool:
 @torch.library.custom_op("fftconv::conv", mutates_args=())
 def conv_op(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor], layer: str,
             algorithm: str) -> torch.Tensor:
-    """:func:`fftconv.forward` of CPU tensors, ``layer`` as :func:`layer_key` wrote it."""
-    y = api.forward(to_numpy(x), to_numpy(w), None if b is None else to_numpy(b),
-                    algorithm=algorithm, **layer_of(layer))
-    return from_numpy(y)
+    """:func:`fftconv.forward` of CPU or CUDA tensors (:func:`to_engine`), ``layer`` as
+    :func:`layer_key` wrote it; ``y`` contiguous, on ``x``'s device."""
+    y = api.forward(to_engine(x), to_engine(w), to_engine(b), algorithm=algorithm,
+                    **layer_of(layer))
+    return from_engine(y).contiguous()
 
 
 @conv_op.register_fake
@@ -114,11 +146,13 @@ def _conv_fake(x, w, b, layer, algorithm):
 def conv_backward_op(dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, layer: str,
                      algorithm: str, need_dx: bool, need_dw: bool,
                      need_db: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`fftconv.backward`; a gradient not needed is an empty tensor."""
-    dx, dw, db = api.backward(to_numpy(dy), to_numpy(x), to_numpy(w), algorithm=algorithm,
+    """:func:`fftconv.backward` of CPU or CUDA tensors; a gradient not needed is an
+    empty tensor; the others contiguous, on ``x``'s device."""
+    dx, dw, db = api.backward(to_engine(dy), to_engine(x), to_engine(w), algorithm=algorithm,
                               **layer_of(layer))
-    def kept(g: Optional[np.ndarray], need: bool) -> torch.Tensor:
-        return from_numpy(g) if need and g is not None else x.new_empty(0)
+
+    def kept(g, need: bool) -> torch.Tensor:
+        return from_engine(g).contiguous() if need and g is not None else x.new_empty(0)
     return kept(dx, need_dx), kept(dw, need_dw), kept(db, need_db)
 
 
