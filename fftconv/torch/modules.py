@@ -51,7 +51,7 @@ class _FFTConvMixin(nn.Module):
 
     def __prepare_scriptable__(self):
         """``torch.jit.script`` cannot compile this module (TorchScript cannot run
-        fftconv's Python dispatch or its numpy engine): say what can."""
+        fftconv's Python dispatch or its engine): say what can."""
         raise TypeError(
             f"fftconv.torch.{type(self).__name__}: torch.jit.script cannot compile fftconv's "
             f"modules (TorchScript runs no Python); use torch.compile(model) or "
