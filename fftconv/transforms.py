@@ -231,8 +231,8 @@ class ForwardTransform(_Transform):
 
         ``operand`` may have fewer rows than the buffer on its first axis (the
         last chunk of a batch); the remaining rows are zeroed.  Returns the
-        spectrum ``(*batch, *spectrum_shape)``; it lives in this object's buffer
-        and is overwritten by the next call.
+        spectrum ``(*batch, *spectrum_shape)``; it may live in this object's
+        buffer, overwritten by the next call.
         """
         rows = operand.shape[0]
         inner = (slice(None),) * (len(self.batch_shape) - 1) + tuple(placement)
@@ -242,10 +242,9 @@ class ForwardTransform(_Transform):
         self.calls += 1
         if self.fftw:
             self._execute()
-        else:
-            fft = self.arrays.rfftn if self.real else self.arrays.fftn
-            fft(self.signal, self.axes, self.settings.threads, out=self.spectrum)
-        return self.spectrum
+            return self.spectrum
+        fft = self.arrays.rfftn if self.real else self.arrays.fftn
+        return fft(self.signal, self.axes, self.settings.threads, out=self.spectrum)
 
 
 class InverseTransform(_Transform):

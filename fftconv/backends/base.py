@@ -264,10 +264,14 @@ class Arrays:
 
     # -- FFTs: normalised like numpy.fft ("backward") ---------------------------------------
     def rfftn(self, a, axes: Tuple[int, ...], threads: int = 1, out=None):
-        return self._into(self.xp.fft.rfftn(a, axes=axes), out)
+        """The spectrum of real ``a`` over ``axes``: written into ``out`` where the
+        library can write a transform into a given array (no copy), else a new
+        array (the caller uses what is returned)."""
+        return self.xp.fft.rfftn(a, axes=axes)
 
     def fftn(self, a, axes: Tuple[int, ...], threads: int = 1, out=None):
-        return self._into(self.xp.fft.fftn(a, axes=axes), out)
+        """As :meth:`rfftn`, for complex ``a``."""
+        return self.xp.fft.fftn(a, axes=axes)
 
     def irfftn(self, a, shape: Tuple[int, ...], axes: Tuple[int, ...], threads: int = 1):
         return self.xp.fft.irfftn(a, s=shape, axes=axes)

@@ -70,10 +70,10 @@ class CupyArrays(NumpyLike):
         return float(a.get())
 
     def rfftn(self, a, axes, threads=1, out=None):
-        return self._into(self.lib.fft.rfftn(a, axes=axes), out)
+        return self.lib.fft.rfftn(a, axes=axes)
 
     def fftn(self, a, axes, threads=1, out=None):
-        return self._into(self.lib.fft.fftn(a, axes=axes), out)
+        return self.lib.fft.fftn(a, axes=axes)
 
     def irfftn(self, a, shape, axes, threads=1):
         return self.lib.fft.irfftn(a, s=shape, axes=axes)

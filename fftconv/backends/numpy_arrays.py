@@ -157,10 +157,10 @@ class NumpyArrays(NumpyLike):
         return np.errstate(invalid="ignore")
 
     def rfftn(self, a, axes, threads=1, out=None):
-        return self._into(scipy.fft.rfftn(a, axes=axes, workers=threads), out)
+        return scipy.fft.rfftn(a, axes=axes, workers=threads)
 
     def fftn(self, a, axes, threads=1, out=None):
-        return self._into(scipy.fft.fftn(a, axes=axes, workers=threads), out)
+        return scipy.fft.fftn(a, axes=axes, workers=threads)
 
     def irfftn(self, a, shape: Tuple[int, ...], axes, threads=1):
         return scipy.fft.irfftn(a, s=shape, axes=axes, workers=threads)

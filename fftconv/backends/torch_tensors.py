@@ -129,10 +129,14 @@ class TorchArrays(Arrays):
         return float(a)
 
     def rfftn(self, a, axes, threads=1, out=None):
-        return self._into(self.torch.fft.rfftn(a, dim=tuple(axes)), out)
+        if out is not None and out.is_contiguous():
+            return self.torch.fft.rfftn(a, dim=tuple(axes), out=out)
+        return self.torch.fft.rfftn(a, dim=tuple(axes))
 
     def fftn(self, a, axes, threads=1, out=None):
-        return self._into(self.torch.fft.fftn(a, dim=tuple(axes)), out)
+        if out is not None and out.is_contiguous():
+            return self.torch.fft.fftn(a, dim=tuple(axes), out=out)
+        return self.torch.fft.fftn(a, dim=tuple(axes))
 
     def irfftn(self, a, shape, axes, threads=1):
         return self.torch.fft.irfftn(a, s=tuple(shape), dim=tuple(axes))
