@@ -305,3 +305,21 @@ def test_cuda_auto_measures_against_cudnn_and_persists(fresh_choices):
     scale = float(want.abs().max())
     assert float((y.detach().double() - want).abs().max()) / scale <= 1e-4
     assert np.isfinite(x.grad.cpu().numpy()).all()
+
+
+def test_checked_geometries_are_remembered_and_errors_are_not():
+    """The bridge's per-call checks are kept per signature (a small layer's GPU step
+    takes about as long as they do); a failed check raises every time, and keywords
+    that cannot be hashed (a list) are checked every time."""
+    bridge._geometries.clear()
+    x, w = torch.randn(1, 2, 16), torch.randn(3, 2, 3)
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"fftconv\.torch\.conv: groups"):
+            ft.conv(x, w, groups=2)
+    assert not bridge._geometries
+    y = ft.conv(x, w, padding=1, algorithm="native")
+    assert len(bridge._geometries) == 1
+    assert torch.equal(ft.conv(x, w, padding=1, algorithm="native"), y)
+    assert len(bridge._geometries) == 1
+    assert torch.equal(ft.conv(x, w, padding=[1], algorithm="native"), y)
+    assert len(bridge._geometries) == 1

@@ -64,24 +64,24 @@ def fallback_reason(*tensors, algorithm: str = "auto"):
     (PyTorch's own convolution then raises its error), dtypes the engine does not
     compute there (bfloat16; float16 on CUDA) and an algorithm the device's
     backend cannot run (``"direct"`` where it lacks strided views) run natively."""
-    present = [t for t in tensors if t is not None]
     if algorithm == "native":
         return "native"
-    elsewhere = [t for t in present
-                 if t.device.type not in ops.HOST_DEVICES + ops.TENSOR_DEVICES]
-    if elsewhere:
-        return f"tensors on device '{elsewhere[0].device.type}'"
-    if len({t.device for t in present}) > 1:
+    present = [t for t in tensors if t is not None]
+    devices = [t.device for t in present]
+    for d in devices:
+        if d.type not in ops.HOST_DEVICES and d.type not in ops.TENSOR_DEVICES:
+            return f"tensors on device '{d.type}'"
+    if any(d != devices[0] for d in devices):
         return "native"
-    unserved = [t for t in present if t.dtype not in ENGINE_DTYPES]
-    if unserved:
-        return f"dtype {unserved[0].dtype} is not one the engine computes"
-    device = present[0].device.type if present else "cpu"
+    for t in present:
+        if t.dtype not in ENGINE_DTYPES:
+            return f"dtype {t.dtype} is not one the engine computes"
+    device = devices[0].type if devices else "cpu"
     if device in ops.TENSOR_DEVICES:
-        unserved = [t for t in present if t.dtype not in DEVICE_DTYPES]
-        if unserved:
-            return (f"dtype {unserved[0].dtype} on device '{device}' is not one the engine "
-                    f"computes there")
+        for t in present:
+            if t.dtype not in DEVICE_DTYPES:
+                return (f"dtype {t.dtype} on device '{device}' is not one the engine "
+                        f"computes there")
         if algorithm != "auto" and not runs_on_device(algorithm, device):
             return (f"algorithm {algorithm!r} does not run on torch tensors on device "
                     f"'{device}' (it needs strided views the backend lacks)")
@@ -104,12 +104,34 @@ def runs_on_device(algorithm: str, device: str) -> bool:
     return _runs_on[key]
 
 
+#: Checked geometries of eager calls, per ``(func, shapes, real, layer keywords)``: the
+#: checks are pure functions of these, and a step of a small layer on a GPU takes
+#: about as long as they do (a converted module must not be slower than PyTorch's).
+_geometries: dict = {}
+_MAX_GEOMETRIES = 1024
+
+
 def _layer(x, w, layer: dict, func: str = "fftconv.torch.conv"):
     """The checked ``LayerGeometry`` of a call (PyTorch's tensors, fftconv's rules;
-    keywords missing from ``layer`` take the shared defaults, ``fftconv.checks.DEFAULTS``)."""
+    keywords missing from ``layer`` take the shared defaults, ``fftconv.checks.DEFAULTS``);
+    remembered for eager calls whose keywords are hashable (a failed check is not)."""
     real = not (x.is_complex() or w.is_complex())
-    return check_layer(func, tuple(x.shape), tuple(w.shape), real=real,
-                       **check_layer_keywords(func, layer))
+    key = None
+    if not tracing():
+        key = (func, tuple(x.shape), tuple(w.shape), real, tuple(layer.items()))
+        try:
+            found = _geometries.get(key)
+        except TypeError:    # a list among the keywords: check every time
+            key = found = None
+        if found is not None:
+            return found
+    geometry = check_layer(func, tuple(x.shape), tuple(w.shape), real=real,
+                           **check_layer_keywords(func, layer))
+    if key is not None:
+        if len(_geometries) >= _MAX_GEOMETRIES:
+            _geometries.clear()
+        _geometries[key] = geometry
+    return geometry
 
 
 def check_kinds(func: str, x, w, b) -> None:
@@ -194,8 +216,9 @@ def _native(x, w, b, layer: dict) -> torch.Tensor:
     dtype = torch.promote_types(x.dtype, w.dtype)
     if b is not None:
         dtype = torch.promote_types(dtype, b.dtype)
-    x, w = x.to(dtype), w.to(dtype)
-    b = None if b is None else b.to(dtype)
+    if x.dtype != dtype or w.dtype != dtype or (b is not None and b.dtype != dtype):
+        x, w = x.to(dtype), w.to(dtype)
+        b = None if b is None else b.to(dtype)
     geometry = _layer(x, w, layer)
     nd = geometry.ndim
     last = geometry.layout == "channels_last"
@@ -306,10 +329,13 @@ def auto_choice(x, w, layer: dict) -> Choice:
     if traced and any(isinstance(n, torch.SymInt) for n in tuple(x.shape) + tuple(w.shape)):
         return Choice("auto", None, "symbolic shapes in a trace: fftconv's own 'auto' "
                                     "chooses its engine at run time; 'native' is not a candidate")
-    # operator.index: Dynamo specialises a size it made dynamic (a guard and a
-    # recompile per shape, as the choice depends on it), where int() would not
-    x_shape = tuple(operator.index(n) for n in x.shape)
-    w_shape = tuple(operator.index(n) for n in w.shape)
+    if traced:
+        # operator.index: Dynamo specialises a size it made dynamic (a guard and a
+        # recompile per shape, as the choice depends on it), where int() would not
+        x_shape = tuple(operator.index(n) for n in x.shape)
+        w_shape = tuple(operator.index(n) for n in w.shape)
+    else:
+        x_shape, w_shape = tuple(x.shape), tuple(w.shape)
     return _choice(x_shape, w_shape, x.dtype, w.dtype, layer, traced, str(x.device))
 
 
@@ -319,8 +345,13 @@ def _choice(x_shape, w_shape, x_dtype, w_dtype, layer: dict, traced: bool,
     """:func:`auto_choice` from shapes, dtypes, the layer keywords and the device: a
     constant of the trace under ``torch.compile``."""
     settings = get_settings()
-    on_device = torch.device(device).type != "cpu"
-    cache_key = (x_shape, w_shape, x_dtype, w_dtype, repr(sorted(layer.items())), settings,
+    on_device = device != "cpu"
+    keywords = tuple(sorted(layer.items()))
+    try:
+        hash(keywords)
+    except TypeError:    # a list among the keywords
+        keywords = repr(keywords)    # type: ignore[assignment]
+    cache_key = (x_shape, w_shape, x_dtype, w_dtype, keywords, settings,
                  torch.get_num_threads()) + ((device,) if on_device else ())
     verdict = _choices.get(cache_key)
     if verdict is None:
