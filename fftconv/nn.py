@@ -1,32 +1,36 @@
-"""``fftconv.Conv``: a numpy convolution layer with weights, gradients and a tape.
+"""``fftconv.Conv``: a convolution layer with weights, gradients and a tape.
 
-For research code that writes its own numpy networks: the layer owns ``w``
+For research code that writes its own numpy networks (or CuPy, or plain torch
+tensors: ``like=``): the layer owns ``w``
 and ``b``, accumulates ``dw`` and ``db`` as PyTorch does, and differentiates
 every call, however many are outstanding, through the pullbacks of
 :func:`fftconv.vjp` (last in, first out, as a tape).  It keeps one plan per
 input shape, so the short last batch of an epoch does not re-plan the full
 one, and each plan keeps its weight spectrum while the weights do not change.
+Its arrays (parameters, gradients, inputs and results) are of one library on
+one device, ``like=``'s (``fftconv.backends``); the initial values are drawn on
+the host and moved there once.
 """
 from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
 from math import prod, sqrt
-from typing import ClassVar, List, Optional, Union, cast
+from typing import Any, ClassVar, List, Optional, Union, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 from .api import plan as make_plan
+from .backends import Arrays, host
 from .checks import (ALGORITHM, DEFAULTS, LAYER_DEFAULTS, Ints, Layout, Padding, PaddingMode,
                      check_algorithm, check_bool, check_count, check_dtype, check_ints,
-                     check_layer, check_layer_input, check_operand, check_parameter, fail,
-                     is_int, layer_keywords)
+                     check_layer, check_layer_input, check_like, check_like_argument,
+                     check_operand, check_parameter, fail, is_int, layer_keywords)
 from .config import get_settings
 from .docstrings import PARAMETERS
-from .planner import Plan, Pullback
+from .planner import Plan, Pullback, check_runs_on
 from .registry import NAMES
-from .backends import host
 from .runner import weights_last
 
 #: Plans kept per layer (one per input shape, least recently used dropped).
@@ -41,7 +45,8 @@ class TapeWarning(UserWarning):
 
 
 class Conv:
-    """An N-d convolution layer (``nn.Conv*d`` / ``nn.ConvTranspose*d`` in numpy).
+    """An N-d convolution layer (``nn.Conv*d`` / ``nn.ConvTranspose*d`` in numpy, CuPy or
+    torch tensors).
 
     Parameters
     ----------
@@ -55,14 +60,22 @@ class Conv:
         Whether the layer has a bias (default True).
     dtype : dtype, optional
         A float or complex dtype (float16/32/64, complex64/128) of the weights
-        and of the inputs the layer takes (default float32); any other is a
-        ``TypeError``.
+        and of the inputs the layer takes (default float32), a numpy dtype or
+        one of ``like``'s library (``torch.float64``); any other is a ``TypeError``.
     rng : numpy Generator or int, optional
-        Seeds the initialisation.
+        Seeds the initialisation (numpy's generator, whatever ``like`` is: a
+        seed gives the same initial values on every library and device).
+    like : array, optional
+        An array (numpy, CuPy, a torch tensor, any array API array) whose
+        library and device the layer lives on (default
+        numpy): ``w``, ``b``, ``dw`` and ``db`` are arrays of that kind, its plans
+        are built ``like=`` it, and it takes inputs and ``dy`` of that kind only
+        (another kind is a ``TypeError``; a list is converted) and returns
+        results of it.  Only its library and device are used, not its values.
 
     Attributes
     ----------
-    w, b : ndarray
+    w, b : array
         Weights ``(C_out, C_in // groups, *kernel)`` (transposed: ``(C_in,
         C_out // groups, *kernel)``; ``layout="channels_last"``: the kernel axes
         first, as :func:`fftconv.forward` takes them) and bias ``(C_out,)`` or
@@ -71,8 +84,10 @@ class Conv:
         ``±1/sqrt(fan_in)`` (``fan_in = C_in // groups * prod(kernel)``, transposed
         ``C_out // groups * prod(kernel)``).  Complex dtypes draw the real and
         imaginary parts so.
-    dw, db : ndarray
+    dw, db : array
         Gradients, accumulated by :meth:`backward` until :meth:`zero_grad`.
+    arrays : fftconv.backends.Arrays
+        The library and device of the layer's arrays (``like``'s).
 
     Examples
     --------
@@ -85,6 +100,10 @@ class Conv:
     ((2, 8, 16, 16), (2, 3, 16, 16), (8, 3, 3, 3), 512.0)
     >>> fftconv.Conv2d(3, 8, 3, padding="same").w.shape      # an int kernel_size
     (8, 3, 3, 3)
+    >>> import torch                                              # doctest: +SKIP
+    >>> conv = fftconv.Conv2d(3, 8, 3, rng=0, like=torch.empty(0))  # doctest: +SKIP
+    >>> type(conv(torch.ones(2, 3, 16, 16)))                        # doctest: +SKIP
+    <class 'torch.Tensor'>
     """
 
     #: The number of spatial axes, fixed by :class:`Conv1d`, :class:`Conv2d` and
@@ -100,15 +119,17 @@ class Conv:
                  padding_mode: PaddingMode = DEFAULTS.padding_mode,
                  layout: Layout = DEFAULTS.layout, algorithm: str = ALGORITHM,
                  bias: bool = True, dtype: DTypeLike = np.float32,
-                 rng: Union[None, int, np.random.Generator] = None) -> None:
+                 rng: Union[None, int, np.random.Generator] = None, like: Any = None) -> None:
         func = self._func = f"fftconv.{type(self).__name__}"
         self.kernel_size = self._kernel(func, kernel_size)
         nd = len(self.kernel_size)
         self.in_channels = check_count(func, "in_channels", in_channels)
         self.out_channels = check_count(func, "out_channels", out_channels)
         self.transposed = check_bool(func, "transposed", transposed)
-        self.dtype = self._dtype(func, dtype)
+        self.arrays: Arrays = check_like_argument(func, like)
+        self.dtype = self._dtype(func, dtype, self.arrays)
         self.algorithm = check_algorithm(func, algorithm, NAMES)
+        check_runs_on(func, self.algorithm, self.arrays)
         self.layer = dict(layer_keywords(locals()), transposed=self.transposed)
         rows, cols = ((self.in_channels, self.out_channels) if self.transposed
                       else (self.out_channels, self.in_channels))
@@ -123,10 +144,13 @@ class Conv:
         x_probe = (1,) + probe + (self.in_channels,) if last else (1, self.in_channels) + probe
         w_probe = self.kernel_size + (cols // groups, rows) if last else w_first
         check_layer(func, x_probe, w_probe, real=self.dtype.kind != "c", **self.layer)
-        w, self._b = self._initial(w_first, bool(bias), np.random.default_rng(rng))
-        self._w = weights_last(host(), w, self.layer["layout"])
-        self.dw = np.zeros_like(self.w)
-        self.db = None if self.b is None else np.zeros_like(self.b)
+        # drawn on the host with numpy's generator, as for any ``like``, then moved once
+        w, b = self._initial(w_first, bool(bias), np.random.default_rng(rng))
+        arrays = self.arrays
+        self._w = arrays.asarray(weights_last(host(), w, self.layer["layout"]), self.dtype)
+        self._b = None if b is None else arrays.asarray(b, self.dtype)
+        self.dw = arrays.zeros(self._w.shape, self.dtype)
+        self.db = None if b is None else arrays.zeros(b.shape, self.dtype)
         self._plans: "OrderedDict[tuple, Plan]" = OrderedDict()
         self._tape: List[Pullback] = []
         #: Pending calls at which the layer warns once (``None``: never).
@@ -143,8 +167,8 @@ class Conv:
 
     @w.setter
     def w(self, value: ArrayLike) -> None:
-        self._w = cast(np.ndarray, check_parameter(   # a shape given: never None
-            self._func, "w", value, self._w.shape, self.dtype,
+        self._w = cast(np.ndarray, self._parameter(   # a shape given: never None
+            "w", value, self._w.shape,
             f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
             f"kernel_size={self.kernel_size}: build a new layer for another kernel size"))
 
@@ -155,22 +179,55 @@ class Conv:
 
     @b.setter
     def b(self, value: Optional[ArrayLike]) -> None:
-        self._b = check_parameter(self._func, "b", value,
-                                  None if self._b is None else self._b.shape, self.dtype,
+        self._b = self._parameter("b", value, None if self._b is None else self._b.shape,
                                   f"out_channels={self.out_channels}")
 
+    def _parameter(self, name: str, value, shape: Optional[tuple], why: str):
+        """A new ``w`` or ``b``: checked (``check_parameter``), of the layer's kind (a
+        list or another sequence is moved there; an array of another kind is a
+        ``TypeError``)."""
+        a = check_parameter(self._func, name, value, None if shape is None else tuple(shape),
+                            self.dtype, why)
+        if a is None:
+            return None
+        if hasattr(value, "shape"):
+            check_like(self._func, self.arrays, **{name: a})
+            return a
+        return self.arrays.asarray(a, self.dtype)
+
+    def _own(self, func: str, name: str, checked, given):
+        """An operand checked by ``fftconv.checks`` (``checked``, from ``given``) as an
+        array of the layer's kind: an array must already be one (else a ``TypeError``),
+        a sequence is moved there."""
+        if hasattr(given, "shape"):
+            check_like(func, self.arrays, **{name: checked})
+            return checked
+        return self.arrays.asarray(checked, checked.dtype)   # numpy's, from the sequence
+
     @staticmethod
-    def _dtype(func: str, dtype) -> np.dtype:
-        """A float or complex dtype that fftconv computes (else a ``TypeError``)."""
+    def _dtype(func: str, dtype, arrays: Arrays) -> np.dtype:
+        """A float or complex dtype that fftconv computes (else a ``TypeError``): a numpy
+        dtype or one of ``arrays``' library."""
+        native = False   # a dtype of like's library (torch.float64), not numpy's
         try:
-            kind = None if dtype is None else np.dtype(dtype).kind
+            given = None if dtype is None else np.dtype(dtype)
         except TypeError:
-            kind = None    # check_dtype says what is wrong
-        if kind is not None and kind not in "fc":
+            try:
+                given, native = arrays.numpy_dtype(dtype), True
+            except (TypeError, KeyError):
+                given = None    # check_dtype says what is wrong
+        if given is not None and given.kind not in "fc":
             fail(func, f"dtype must be a float or complex dtype (float16, float32, float64, "
                        f"complex64, complex128): the layer's weights are trained by gradients, "
-                       f"got dtype={np.dtype(dtype)}", TypeError)
-        return check_dtype(func, dtype)
+                       f"got dtype={given}", TypeError)
+        # a numpy dtype is read by numpy, a library's own by the library (check_dtype)
+        checked = check_dtype(func, dtype, arrays if native or given is None else None)
+        try:
+            arrays.dtype(checked)
+        except KeyError:
+            fail(func, f"dtype={checked} has no equal in the layer's array library "
+                       f"({arrays.describe()}, like=); use float32 or float64", TypeError)
+        return checked
 
     def _kernel(self, func: str, kernel_size) -> tuple:
         """``kernel_size`` as a tuple of ints, one per spatial axis."""
@@ -202,8 +259,9 @@ class Conv:
         kept per shape and settings: ``fftconv.using(threads=1)`` gets its own)."""
         key = (tuple(x_shape), get_settings())
         if key not in self._plans:
-            self._plans[key] = make_plan(x_shape, self.w.shape, dtype=self.dtype,
-                                         algorithm=self.algorithm, **self.layer)
+            self._plans[key] = make_plan(tuple(x_shape), tuple(self.w.shape),
+                                         dtype=self.arrays.dtype(self.dtype),  # the library's
+                                         algorithm=self.algorithm, like=self.w, **self.layer)
             while len(self._plans) > MAX_PLANS:
                 self._plans.popitem(last=False)
         self._plans.move_to_end(key)
@@ -220,16 +278,18 @@ class Conv:
         (:class:`TapeWarning`); the tape itself is never cut, since the calls
         on it may still be differentiated (an unrolled RNN keeps hundreds).
 
-        A list or another sequence is converted to the layer's dtype; an array
-        must have a dtype that promotes to it.
+        A list or another sequence is converted to the layer's dtype (and kind); an
+        array must be of the layer's kind (``like``) and have a dtype that promotes
+        to the layer's.
         """
         func = self._func
-        x = check_layer_input(func, x, self.dtype, self.in_channels, len(self.kernel_size),
-                              self.layer["layout"] == "channels_last")
-        plan = self.plan_for(x.shape)
+        checked = check_layer_input(func, x, self.dtype, self.in_channels, len(self.kernel_size),
+                                    self.layer["layout"] == "channels_last")
+        a = self._own(func, "x", checked, x)
+        plan = self.plan_for(a.shape)
         if not check_bool(func, "grad", grad):
-            return plan.apply(x, self.w, self.b)
-        y, pullback = plan.vjp(x, self.w, self.b)
+            return plan.apply(a, self.w, self.b)
+        y, pullback = plan.vjp(a, self.w, self.b)
         self._tape.append(pullback)
         if (self.tape_warning is not None and not self._warned
                 and len(self._tape) >= self.tape_warning):
@@ -254,8 +314,8 @@ class Conv:
             fail(func, "no call of the layer is waiting for its backward pass; call the layer "
                        "on x first", RuntimeError)
         pullback = self._tape[-1]
-        dy = check_operand(func, "dy", dy, pullback.y_shape, self.dtype, self.dtype,
-                           origin="forward")
+        dy = self._own(func, "dy", check_operand(func, "dy", dy, pullback.y_shape, self.dtype,
+                                                 self.dtype, origin="forward"), dy)
         grads = pullback(dy, need_dx=need_dx)
         self._tape.pop()
         if grads.dw is not None:

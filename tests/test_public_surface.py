@@ -141,6 +141,21 @@ def test_an_int_kernel_size_with_the_rank_known(cls, nd):
     assert isinstance(conv, fftconv.Conv) and set(_params(cls)) == set(_params(fftconv.Conv))
 
 
+@pytest.mark.parametrize("cls", [fftconv.Conv, fftconv.Conv1d, fftconv.Conv2d, fftconv.Conv3d])
+def test_conv_takes_like_as_plan_does(cls):
+    """``like=`` (issue 19): keyword-only, default numpy, the last parameter, as
+    ``fftconv.plan``'s; ``dtype`` and ``rng`` keep their defaults."""
+    params = _params(cls)
+    like, plan_like = params["like"], _params(fftconv.plan)["like"]
+    assert like.kind is like.KEYWORD_ONLY and like.default is None
+    assert plan_like.kind is plan_like.KEYWORD_ONLY and plan_like.default is None
+    assert list(params)[-3:] == ["dtype", "rng", "like"]
+    assert params["dtype"].default is np.float32 and params["rng"].default is None
+    assert "like : array, optional" in fftconv.Conv.__doc__
+    conv = cls(2, 3, (3,) * (cls.spatial_dims or 2), rng=0)
+    assert conv.arrays.key == fftconv.backends.host().key and type(conv.w) is np.ndarray
+
+
 def test_kernel_size_errors():
     with pytest.raises(TypeError, match=r"^fftconv\.Conv: kernel_size=3 is one int, which does not "
                                         r"say how many spatial axes the layer has; give one entry per "

@@ -4,13 +4,14 @@ Each output block runs the ordinary stateless function on its window of the
 input (``blocks``: a halo from the neighbouring chunks, padding at the true
 array edges, ``padding="valid"`` on the window), so results equal
 ``fftconv.forward``/``backward`` to the accuracy bounds of CONVENTIONS §4, for
-any chunking of the batch and spatial axes.
+any chunking of the batch and spatial axes.  The blocks run on their chunks'
+library and device (``fftconv.backends``): a Dask array of CuPy chunks is
+convolved block by block on the GPU, and every result is of that kind.
 """
 from __future__ import annotations
 
 import dask
 import dask.array as da
-import numpy as np
 
 from typing import Callable, Optional, Tuple
 
@@ -20,12 +21,13 @@ from .. import api as core
 from ..checks import (ALGORITHM, DEFAULTS, Ints, Layout, Padding, PaddingMode, keywords_checked,
                       layer_keywords)
 from ..docstrings import EXECUTION, PARAMETERS, SIZES
-from ..backends import host
-from ..runner import channels_first, weights_first, weights_last
+from ..backends import arrays_of
+from ..runner import weights_first, weights_last
 from ..planner import Gradients
 from . import graph
 from .blocks import layer_blocks
-from .inputs import channel_axis, check_call, check_dask, matching_chunks, whole_channels
+from .inputs import (channel_axis, check_call, check_dask, check_kinds, matching_chunks,
+                     whole_channels)
 
 _SIZES = SIZES.replace("\n", "\n        ")
 
@@ -57,24 +59,29 @@ _CHUNKS = """Notes
 
 
 def _prepare(func, x, w, others, algorithm, options, max_workspace_bytes, measure):
-    """Checked and converted operands: ``(layer, result dtype, x channels-first, w
-    channels-first, settings, block-call keywords, axes)``."""
+    """Checked and converted operands: ``(layer, compute dtype, result dtype, x
+    channels-first, w channels-first, settings, block-call keywords, axes)``.
+    ``w`` stays in its own library (numpy, or the chunks'): each task moves it to
+    its block's."""
     layer, compute, result, w, settings = check_call(func, x, w, others, algorithm, options,
                                                      max_workspace_bytes, measure)
     x = whole_channels(func, "x", x, channel_axis(layer.layout, x.ndim))
-    x_cf = channels_first(host(), x, layer.layout).astype(compute, copy=False)
+    x_cf = da.moveaxis(x, -1, 1) if layer.layout == "channels_last" else x
+    x_cf = x_cf.astype(compute, copy=False)
     # a copy: the graph is lazy, and the caller may change w in place before computing it
-    w_cf = np.array(weights_first(host(), w, layer.layout), dtype=compute, order="C", copy=True)
+    arrays = arrays_of(w)
+    w_cf = arrays.copy(arrays.astype(weights_first(arrays, w, layer.layout), compute))
     conv = layer.conv
     keywords = dict(stride=conv.stride, dilation=conv.dilation, groups=conv.groups,
                     flip_kernel=conv.flip_kernel, algorithm=algorithm)
-    return layer, result, x_cf, w_cf, settings, keywords, layer_blocks(layer, x_cf.chunks[2:])
+    return (layer, compute, result, x_cf, w_cf, settings, keywords,
+            layer_blocks(layer, x_cf.chunks[2:]))
 
 
 def _shown(a, layer, result):
     """A channels-first dask array in the caller's layout and dtype."""
     a = a.astype(result, copy=False)
-    return np.moveaxis(a, 1, -1) if layer.layout == "channels_last" else a
+    return da.moveaxis(a, 1, -1) if layer.layout == "channels_last" else a
 
 
 @keywords_checked("fftconv.dask.forward")
@@ -93,16 +100,19 @@ def forward(x, w: ArrayLike, b: Optional[ArrayLike] = None, *,
     x : dask.array.Array, shape ``(N, C_in, *spatial)``
         Input, any chunking of the batch and spatial axes.
     w : array_like, shape ``(C_out, C_in // groups, *kernel)``
-        Weights, a numpy array (placed in the graph once, shipped once per worker).
+        Weights, a numpy array or an array of ``x``'s chunks' kind (a CuPy array
+        for CuPy chunks), placed in the graph once, shipped once per worker, and
+        moved to each block's library and device by its task.
     b : array_like, shape ``(C_out,)``, optional
-        Bias.{params}{dask}
+        Bias, as ``w``.{params}{dask}
 
     Returns
     -------
     y : dask.array.Array, shape ``(N, C_out, *out)``
-        Lazy.  Its batch chunks are ``x``'s; along each spatial axis output ``i``
-        is in the block of input sample ``i * stride`` (a "same" layer with stride 1
-        keeps ``x``'s chunks).  Output length per axis:
+        Lazy, with chunks (and ``_meta``) of ``x``'s chunks' kind.  Its batch chunks
+        are ``x``'s; along each spatial axis output ``i`` is in the block of input
+        sample ``i * stride`` (a "same" layer with stride 1 keeps ``x``'s chunks).
+        Output length per axis:
 
         {sizes}
     {chunks}
@@ -124,10 +134,13 @@ def forward(x, w: ArrayLike, b: Optional[ArrayLike] = None, *,
 
 def _forward(func, x, w, b, algorithm, max_workspace_bytes, measure, options):
     b_checked = None if b is None else core.check_array(func, "b", b)
-    lay, result, x_cf, w_cf, settings, keywords, axes = _prepare(
+    lay, compute, result, x_cf, w_cf, settings, keywords, axes = _prepare(
         func, x, w, [b_checked], algorithm, options, max_workspace_bytes, measure)
+    check_kinds(func, x, b=b_checked)
     bias = core.check_bias(func, b_checked, lay.out_channels)
-    bias = None if bias is None else np.array(bias, dtype=w_cf.dtype, copy=True)
+    if bias is not None:    # a copy, as w's
+        arrays = arrays_of(bias)
+        bias = arrays.copy(arrays.astype(bias, compute))
     y = graph.forward(x_cf, axes, w_cf, bias, keywords, settings)
     return _shown(y, lay, result), x
 
@@ -158,7 +171,8 @@ def backward(dy, x, w: ArrayLike, *,
     Gradients
         ``(dx, dw, db)``: ``dx`` a lazy dask array chunked as ``x``, computed block by
         block from ``dy`` with its own halo (a transposed convolution, the padding
-        halo folded back at the array's edges); ``dw`` and ``db`` numpy arrays, the
+        halo folded back at the array's edges); ``dw`` and ``db`` arrays of ``x``'s
+        chunks' kind (numpy for numpy chunks, CuPy for CuPy chunks), the
         tree-reduced sums of one partial gradient per output block, computed now
         (one pass over ``x`` and ``dy``; summed in double precision).  Computing ``dx``
         later reads ``dy`` again: persist ``dy`` first if it is expensive.
@@ -179,18 +193,21 @@ def backward(dy, x, w: ArrayLike, *,
     func = "fftconv.dask.backward"
     options = layer_keywords(locals())
     check_dask(func, "dy", dy)
-    lay, result, x_cf, w_cf, settings, keywords, axes = _prepare(
+    check_kinds(func, check_dask(func, "x", x), dy=dy)
+    lay, compute, result, x_cf, w_cf, settings, keywords, axes = _prepare(
         func, x, w, [dy], algorithm, options, max_workspace_bytes, measure)
     core.check_shape(func, "dy", dy, lay.y_shape, "the shape of forward's output")
     dy = whole_channels(func, "dy", dy, channel_axis(lay.layout, dy.ndim))
     y_chunks = (x_cf.chunks[0], (lay.out_channels,)) + tuple(a.out_chunks for a in axes)
     dy_first = da.moveaxis(dy, -1, 1) if lay.layout == "channels_last" else dy
     dy_cf = matching_chunks(func, dy_first, y_chunks)
-    dy_cf = dy_cf.astype(w_cf.dtype, copy=False)
+    dy_cf = dy_cf.astype(compute, copy=False)
     dw, db = dask.compute(*graph.weight_grads(dy_cf, x_cf, axes, w_cf, keywords, settings))
     dx = graph.input_grad(dy_cf, x_cf.chunks, axes, w_cf, keywords, settings)
+    arrays = arrays_of(dw)     # the chunks' library: the partial sums were made there
     return Gradients(_shown(dx, lay, result),
-                     weights_last(host(), dw.astype(result), lay.layout), db.astype(result))
+                     weights_last(arrays, arrays.astype(dw, result), lay.layout),
+                     arrays.astype(db, result))
 
 
 @keywords_checked("fftconv.dask.vjp")
@@ -237,7 +254,8 @@ def vjp(x, w: ArrayLike, b: Optional[ArrayLike] = None, *,
     func = "fftconv.dask.vjp"
     options = layer_keywords(locals())
     y, x_used = _forward(func, x, w, b, algorithm, max_workspace_bytes, measure, options)
-    w_kept = np.array(w, copy=True)  # the weights of this call, whatever happens to w
+    kept = arrays_of(w)
+    w_kept = kept.copy(w)  # the weights of this call (in their library), whatever happens to w
 
     def pullback(dy) -> Gradients:
         return backward(dy, x_used, w_kept, algorithm=algorithm,

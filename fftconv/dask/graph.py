@@ -6,7 +6,10 @@ neighbouring blocks its window needs, each cut by its own ``getitem`` task.
 Dask runs a cut where its block lives, so only halos travel between workers,
 never a whole block (a piece that is a whole block is the block's own key).
 The weights enter the graph once, under one key, so ``dask.distributed``
-ships them to each worker once.
+ships them to each worker once; so does the input's ``_meta`` (an empty array
+of the chunks' library), which tells a task that reads no block which library
+to make its block with, and which every result's ``_meta`` is made like: CuPy
+chunks give CuPy results, block by block on the GPU.
 
 * forward: output block ``J`` <- the input pieces of its window;
 * input gradient: ``dxpad`` block ``J`` <- the ``dy`` pieces of its window,
@@ -24,7 +27,10 @@ from dask.array import Array
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from ..backends import arrays_of, host
+from ..checks import dtype_of
 from . import tasks
+from .blocks import chunks_of
 
 #: Partial weight gradients summed per node of the tree reduction.
 SPLIT_EVERY = 8
@@ -62,47 +68,60 @@ def _gather(dsk, name, target, source_name, source_bounds, runs_per_axis):
     return keys, placements
 
 
-def _array(dsk, name, dependencies, chunks, dtype) -> Array:
+def meta_like(meta, ndim: int, dtype):
+    """An empty array of ``meta``'s library and device (an input's ``_meta``) with
+    ``ndim`` axes and numpy ``dtype``: a result's ``_meta``."""
+    return arrays_of(meta).empty((0,) * ndim, dtype)
+
+
+def _array(dsk, name, dependencies, chunks, meta) -> Array:
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=dependencies)
-    return Array(graph, name, chunks, dtype=dtype, meta=np.empty((0,) * len(chunks), dtype))
+    return Array(graph, name, chunks, meta=meta)
 
 
 def _window_shape(batch, channels, axes, J) -> tuple:
     return (batch, channels) + tuple(a.window(j)[1] - a.window(j)[0] for a, j in zip(axes, J))
 
 
-def forward(x: Array, axes, w: np.ndarray, b, layer: dict, settings: dict) -> Array:
-    """``y`` (channels-first, chunks: ``x``'s batch chunks, ``axes``' output chunks)."""
+def forward(x: Array, axes, w, b, layer: dict, settings: dict) -> Array:
+    """``y`` (channels-first, chunks: ``x``'s batch chunks, ``axes``' output chunks;
+    ``_meta``: ``x``'s kind).  ``w`` and ``b``: numpy or the chunks' kind."""
     token = tokenize(x.name, w, b, layer, settings, axes)
     name, halo, wkey = f"fftconv-forward-{token}", f"fftconv-forward-halo-{token}", \
         f"fftconv-weights-{token}"
-    dsk = {(wkey,): w, (wkey, "b"): b}
+    meta = (wkey, "meta")
+    dsk = {(wkey,): w, (wkey, "b"): b, meta: x._meta}
+    dtype = dtype_of(w)
     c_in, c_out = x.shape[1], w.shape[0]
     windows = _window_runs(axes)
     for nb, batch in enumerate(x.chunks[0]):
         for J in _grid(axes):
             out = (batch, c_out) + tuple(a.out_chunks[j] for a, j in zip(axes, J))
             if 0 in out[2:]:
-                dsk[(name, nb, 0) + J] = (tasks.empty, out, w.dtype)
+                dsk[(name, nb, 0) + J] = (tasks.empty, out, dtype, meta)
                 continue
             keys, places = _gather(dsk, halo, (nb,) + J, x.name, [a.bounds for a in axes],
                                    [runs[j] for runs, j in zip(windows, J)])
             dsk[(name, nb, 0) + J] = (tasks.forward_block, _window_shape(batch, c_in, axes, J),
-                                      keys, places, (wkey,), (wkey, "b"), layer, settings)
+                                      keys, places, (wkey,), (wkey, "b"), meta, layer, settings)
     chunks = (x.chunks[0], (c_out,)) + tuple(a.out_chunks for a in axes)
-    return _array(dsk, name, [x], chunks, w.dtype)
+    return _array(dsk, name, [x], chunks, meta_like(x._meta, len(chunks), dtype))
 
 
-def input_grad(dy: Array, x_chunks, axes, w: np.ndarray, layer: dict, settings: dict) -> Array:
-    """``dx`` (channels-first, chunked as ``x_chunks``): ``dxpad`` per block from ``dy``'s
-    windows by a transposed convolution, folded onto the input blocks."""
+def input_grad(dy: Array, x_chunks, axes, w, layer: dict, settings: dict) -> Array:
+    """``dx`` (channels-first, chunked as ``x_chunks``; ``_meta``: ``dy``'s kind, which
+    is ``x``'s): ``dxpad`` per block from ``dy``'s windows by a transposed convolution,
+    folded onto the input blocks."""
     token = tokenize(dy.name, w, layer, settings, axes)
     pad, dx = f"fftconv-dxpad-{token}", f"fftconv-dx-{token}"
     halo, fold, wkey = f"{pad}-halo", f"{dx}-fold", f"fftconv-weights-t-{token}"
-    w_t = np.conj(w) if w.dtype.kind == "c" else w  # a transposed layer conjugates complex w
-    dsk = {(wkey,): w_t}
+    dtype = dtype_of(w)
+    # a transposed layer conjugates complex w (in w's own library: numpy or the chunks')
+    w_t = arrays_of(w).conj(w) if dtype.kind == "c" else w
+    meta = (wkey, "meta")
+    dsk = {(wkey,): w_t, meta: dy._meta}
     c_in, c_out = x_chunks[1][0], w.shape[0]
-    padded = [np.diff(a.padded_bounds) for a in axes]
+    padded = [chunks_of(a.padded_bounds) for a in axes]
     for nb, batch in enumerate(x_chunks[0]):
         for J in _grid(axes):
             ranges = [a.dy_range(j) for a, j in zip(axes, J)]
@@ -111,7 +130,7 @@ def input_grad(dy: Array, x_chunks, axes, w: np.ndarray, layer: dict, settings: 
             dsk[(pad, nb, 0) + J] = (
                 tasks.dxpad_block, (batch, c_in) + tuple(int(p[j]) for p, j in zip(padded, J)),
                 (batch, c_out) + tuple(i1 - i0 for i0, i1 in ranges), keys, places,
-                [a.dxpad_crop(j) for a, j in zip(axes, J)], (wkey,), layer, settings)
+                [a.dxpad_crop(j) for a, j in zip(axes, J)], (wkey,), meta, layer, settings)
         for B in _grid(axes):
             keys, places = [], []
             sources = [a.dx_sources(i) for a, i in zip(axes, B)]
@@ -123,18 +142,20 @@ def input_grad(dy: Array, x_chunks, axes, w: np.ndarray, layer: dict, settings: 
                 places.append((tuple(r.src_slice for _, r in combo),
                                tuple(r.step for _, r in combo)))
             shape = (batch, c_in) + tuple(c[i] for c, i in zip(x_chunks[2:], B))
-            dsk[(dx, nb, 0) + B] = (tasks.scatter, shape, w.dtype, keys, places)
-    return _array(dsk, dx, [dy], x_chunks, w.dtype)
+            dsk[(dx, nb, 0) + B] = (tasks.scatter, shape, dtype, keys, places, meta)
+    return _array(dsk, dx, [dy], x_chunks, meta_like(dy._meta, len(x_chunks), dtype))
 
 
-def weight_grads(dy: Array, x: Array, axes, w: np.ndarray, layer: dict, settings: dict) -> tuple:
-    """``(dw, db)`` as 0-chunked dask arrays in double precision: one partial sum per
-    non-empty output block, tree-reduced (``SPLIT_EVERY`` partials per node)."""
+def weight_grads(dy: Array, x: Array, axes, w, layer: dict, settings: dict) -> tuple:
+    """``(dw, db)`` as 0-chunked dask arrays in double precision, of ``x``'s chunks'
+    kind: one partial sum per non-empty output block, tree-reduced (``SPLIT_EVERY``
+    partials per node)."""
     token = tokenize(dy.name, x.name, w, layer, settings, axes)
     pair, halo, wkey = f"fftconv-dwdb-{token}", f"fftconv-dwdb-halo-{token}", \
         f"fftconv-weights-g-{token}"
     dw_name, db_name = f"fftconv-dw-parts-{token}", f"fftconv-db-parts-{token}"
-    dsk: dict = {(wkey,): w}
+    meta = (wkey, "meta")
+    dsk: dict = {(wkey,): w, meta: x._meta}
     dw_dsk: dict = {}
     db_dsk: dict = {}
     c_in, k = x.shape[1], 0
@@ -146,13 +167,16 @@ def weight_grads(dy: Array, x: Array, axes, w: np.ndarray, layer: dict, settings
             keys, places = _gather(dsk, halo, (nb,) + J, x.name, [a.bounds for a in axes],
                                    [runs[j] for runs, j in zip(windows, J)])
             dsk[(pair, k)] = (tasks.grad_block, _window_shape(batch, c_in, axes, J), keys,
-                              places, (dy.name, nb, 0) + J, (wkey,), layer, settings)
+                              places, (dy.name, nb, 0) + J, (wkey,), meta, layer, settings)
             dw_dsk[(dw_name, k) + (0,) * w.ndim] = (operator.getitem, (pair, k), 0)
             db_dsk[(db_name, k, 0)] = (operator.getitem, (pair, k), 1)
             k += 1
-    wide = np.complex128 if w.dtype.kind == "c" else np.float64
-    pairs = _array(dsk, pair, [dy, x], ((1,) * k,), np.dtype(object))
-    dw_parts = _array(dw_dsk, dw_name, [pairs], ((1,) * k,) + tuple((n,) for n in w.shape), wide)
-    db_parts = _array(db_dsk, db_name, [pairs], ((1,) * k, (w.shape[0],)), wide)
+    wide = np.complex128 if dtype_of(w).kind == "c" else np.float64
+    # pairs of partial sums: a container of tuples, whatever the chunks' library
+    pairs = _array(dsk, pair, [dy, x], ((1,) * k,), host().empty((0,), np.dtype(object)))
+    dw_parts = _array(dw_dsk, dw_name, [pairs], ((1,) * k,) + tuple((n,) for n in w.shape),
+                      meta_like(x._meta, w.ndim + 1, wide))
+    db_parts = _array(db_dsk, db_name, [pairs], ((1,) * k, (w.shape[0],)),
+                      meta_like(x._meta, 2, wide))
     return (dw_parts.sum(axis=0, split_every=SPLIT_EVERY),
             db_parts.sum(axis=0, split_every=SPLIT_EVERY))

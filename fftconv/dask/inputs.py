@@ -3,7 +3,9 @@
 Every check runs before a graph is built: ``x`` and ``dy`` must be Dask arrays
 with known chunk sizes, the channel axis must be one chunk (else it is
 rechunked, with a :class:`ChunkWarning`) and ``dy`` must be chunked as the
-forward pass chunks ``y`` (else it is rechunked, with a warning).  The layer
+forward pass chunks ``y`` (else it is rechunked, with a warning).  The chunks'
+library is ``x._meta``'s: ``dy``'s chunks must be of it, and ``w`` and ``b``
+numpy arrays or arrays of it (a ``TypeError`` that names both kinds).  The layer
 itself is checked by ``fftconv.checks.check_layer``, as for the numpy
 functions, with the same messages.
 """
@@ -15,6 +17,7 @@ import warnings
 import numpy as np
 from dask.array import Array
 
+from ..backends import Arrays, arrays_of, host
 from ..checks import (check_algorithm, check_array, check_layer, check_plan_options, dtypes_for,
                       fail)
 from ..config import get_settings
@@ -36,6 +39,34 @@ def check_dask(func: str, name: str, a) -> Array:
         fail(func, f"{name} must have known chunk sizes, got {name}.chunks={a.chunks}; call "
                    f"{name}.compute_chunk_sizes() first")
     return a
+
+
+def chunk_arrays(x: Array) -> Arrays:
+    """The library and device of ``x``'s chunks, as ``x._meta`` says."""
+    return arrays_of(x._meta)
+
+
+def check_kinds(func: str, x: Array, **operands) -> None:
+    """``operands`` (``w``, ``b``: arrays; ``dy``: a Dask array) against ``x``'s chunks'
+    library: numpy or that library for arrays, that library for a Dask array's
+    chunks; else a ``TypeError`` naming both."""
+    chunks = chunk_arrays(x)
+    for name, a in operands.items():
+        if a is None or not hasattr(a, "shape"):
+            continue
+        if isinstance(a, Array):
+            other = chunk_arrays(a)
+            if other.key != chunks.key:
+                fail(func, f"each of {name}'s chunks is {other.describe()} but each of x's "
+                           f"is {chunks.describe()}; convert one of them (e.g. "
+                           f"{name}.map_blocks(cupy.asarray) or .map_blocks(cupy.asnumpy))",
+                     TypeError)
+            continue
+        other = arrays_of(a)
+        if other.key not in (chunks.key, host().key):
+            fail(func, f"{name} is {other.describe()} but each of x's chunks is "
+                       f"{chunks.describe()}; pass {name} as a numpy array or as an array of "
+                       f"the chunks' kind", TypeError)
 
 
 def channel_axis(layout: str, ndim: int) -> int:
@@ -73,6 +104,7 @@ def check_call(func: str, x, w, others, algorithm, options: dict, max_workspace_
     """
     check_dask(func, "x", x)
     w = check_array(func, "w", w)
+    check_kinds(func, x, w=w)
     check_algorithm(func, algorithm, NAMES)
     compute, result = dtypes_for(x, w, *[a for a in others if a is not None])
     layer = check_layer(func, x.shape, w.shape, real=compute.kind == "f", **options)
