@@ -20,7 +20,7 @@ import numpy as np
 
 import fftconv
 
-from . import calibrate, competitors, compare, experiment, report, runner
+from . import calibrate, competitors, compare, experiment, gpu, report, runner
 from .cases import parse_case
 from .profile import profile, profile_text
 from .runner import Options, run_cases
@@ -54,9 +54,11 @@ def _run_options(parser):
     parser.add_argument("--suite", choices=sorted(SUITES) + ["dask"], default="default",
                         help="problem suite (default: %(default)s; perf and algorithms check "
                              "targets, decisions checks the cost model's choices, torch is "
-                             "'compare torch', dask is 'experiment dask' with its options)")
-    parser.add_argument("--quick", action="store_const", const="quick", dest="suite",
-                        help="tiny suite for CI, a few seconds (same as --suite quick)")
+                             "'compare torch', dask is 'experiment dask' with its options, gpu "
+                             "times training steps on a CUDA device against cuDNN)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny suite for CI, a few seconds (same as --suite quick); with "
+                             "--suite gpu: one row of each kind and fewer samples")
     parser.add_argument("--case", "--shape", action="append", dest="cases", metavar="SPEC",
                         help='custom case instead of a suite, e.g. "N=8,C=16,O=16,size=128x128,'
                              'k=15" (repeatable)')
@@ -85,6 +87,8 @@ def _run_options(parser):
     parser.add_argument("--csv", default=str(DEFAULT_CSV), metavar="PATH",
                         help="raw rows of --suite decisions (default: "
                              "bench/results/decisions.csv)")
+    parser.add_argument("--json", metavar="PATH",
+                        help="raw rows and targets of --suite gpu as JSON (default: none)")
 
 
 def _compare_options(sub):
@@ -302,6 +306,13 @@ def run_torch(args) -> bool:
 
 
 def cmd_run(args, parser) -> int:
+    if args.quick and args.suite != "gpu":
+        args.suite = "quick"
+    if SUITES.get(args.suite) is not None and SUITES[args.suite].mode == "gpu":
+        reason = gpu.skip_reason()
+        if reason:   # CI has no GPU: one line, no traceback, success
+            print(f"python -m bench --suite {args.suite}: skipped, {reason}")
+            return 0
     try:
         suite = SUITES[args.suite]
         suite = custom_suite(suite, args.cases) if args.cases else suite
@@ -315,7 +326,8 @@ def cmd_run(args, parser) -> int:
         parser.error("--threads, --repeat and --rounds must be >= 1")
     start = time.perf_counter()
     count = (f"{len(compare.rows())} rows" if suite.mode == "torch"
-             else f"{len(suite.cases)} cases")
+             else f"{len(suite.cases)} cases"
+             + (" (--quick: fewer)" if args.quick and suite.mode == "gpu" else ""))
     _start(args.threads, f"suite {suite.name}: {count}, dtype {args.dtype}, best of "
                          f"{args.repeat} (budget {args.budget:g}s) x {args.rounds} round(s)")
     options = Options(dtype=args.dtype, threads=args.threads, repeat=args.repeat,
@@ -328,6 +340,8 @@ def cmd_run(args, parser) -> int:
         accurate = run_decisions(suite, options, args.csv)
     elif suite.mode == "torch":
         accurate = run_torch(args)
+    elif suite.mode == "gpu":
+        accurate = gpu.run(suite, args.repeat, args.budget, args.quick, args.json)
     else:
         accurate = run_main(suite, options)
     if args.plot and suite.sweep:

@@ -138,7 +138,7 @@ def _direct_seconds(case, rate: float) -> float:
 
 
 # -- PyTorch ----------------------------------------------------------------------------------
-def _torch_padding(case):
+def torch_padding(case):
     """``padding=`` for torch's functional convolution of ``case``, or None where
     torch has no equivalent call (non-zero padding modes, strided "same",
     transposed string paddings)."""
@@ -158,8 +158,8 @@ def _torch_padding(case):
 
 
 def _torch_seconds(case) -> float:
-    """The skip estimate: infinite where :func:`_torch_padding` has no torch call."""
-    return float("inf") if _torch_padding(case) is None else _direct_seconds(case, RATES["torch"])
+    """The skip estimate: infinite where :func:`torch_padding` has no torch call."""
+    return float("inf") if torch_padding(case) is None else _direct_seconds(case, RATES["torch"])
 
 
 def _torch_prepare(case, data, threads) -> Prepared:
@@ -187,7 +187,7 @@ def _torch_prepare(case, data, threads) -> Prepared:
     b = torch.from_numpy(data.b).requires_grad_(True)
     dy = torch.from_numpy(first(data.dy))
     layer = dict(stride=opts.get("stride", 1), dilation=opts.get("dilation", 1),
-                 groups=opts.get("groups", 1), padding=_torch_padding(case))
+                 groups=opts.get("groups", 1), padding=torch_padding(case))
 
     def run(w):
         wt = torch.from_numpy(w_first(w)).requires_grad_(True)
@@ -266,8 +266,9 @@ def _scipy_seconds(case) -> float:
 
 
 # -- the transform floor ----------------------------------------------------------------------
-def _floor_batches(geom) -> Dict[str, tuple]:
-    """Batch size and direction of each of the six transforms of one step."""
+def floor_batches(geom) -> Dict[str, tuple]:
+    """Batch size and direction (inverse or not) of each of the six transforms of one
+    step (``bench.gpu`` times the same six with cuFFT)."""
     n, c, o = geom.batch, geom.in_channels, geom.out_channels
     cw = o * (c // geom.groups)
     return {"x": (n * c, False), "w": (cw, False), "dy": (n * o, False),
@@ -316,7 +317,7 @@ def _floor_prepare(case, data, threads) -> Prepared:
                         **case.layer).geometry
     make = _pyfftw_transform if fftconv.get_settings().backend == "pyfftw" else _scipy_transform
     pairs = [make(batch, geom.fft_shape, data.x.dtype, inverse, threads)
-             for batch, inverse in _floor_batches(geom).values()]
+             for batch, inverse in floor_batches(geom).values()]
 
     def run(_w):
         for execute, _ in pairs:

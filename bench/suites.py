@@ -176,10 +176,11 @@ class Suite:
         (None: all of them).
     only : dict
         Competitor key -> the only cases it runs on (others: every case).
-    mode : {"table", "decisions", "torch"}
+    mode : {"table", "decisions", "torch", "gpu"}
         ``"decisions"`` compares the cost model's choices with measurements
         instead of printing the competitors' table; ``"torch"`` times PyTorch
-        layers against their converted modules (``bench.compare``).
+        layers against their converted modules (``bench.compare``); ``"gpu"``
+        times training steps on a CUDA device against cuDNN (``bench.gpu``).
     repeat, budget : int, float
         Default timed steps per competitor and seconds of sampling
         (``--repeat``, ``--budget``).
@@ -257,6 +258,55 @@ SMALL_KERNEL_CASES = tuple(layers(2, 8, 16, 128, (3,)) + layers(2, 8, 16, 64, (3
                            + layers(3, 2, 8, 32, (3,)))
 
 
+# -- the GPU suite (issue 19): training steps on a CUDA device, against cuDNN -------------------
+#: Long kernels, where fftconv should beat cuDNN's best algorithm by far (float32).
+GPU_CONV_CASES = tuple(layers(1, 4, 32, 16384, (255, 1023)) + layers(2, 8, 32, 128, (15, 31))
+                       + layers(3, 2, 16, 40, (9, 15)))
+#: Small and mid kernels, where cuDNN wins: ``auto`` must then run cuDNN (never slower).
+GPU_SMALL_CASES = (WIDE_CASE, Case(8, 64, 64, (56, 56), (3, 3), "same"),
+                   Case(8, 64, 64, (4096,), (9,), "same"),
+                   Case(8, 16, 16, (128, 128), (7, 7), "same"))
+#: Hyena/H3 long convolutions: depthwise, causal, a true convolution with a kernel as
+#: long as the sequence, (B, H, L) = (4, 768, 8192) and (2, 768, 65536); timed
+#: against the ``torch.fft`` reference ``irfft(rfft(u, n=2L) * rfft(k, n=2L))[..., :L]``.
+GPU_LONG_CASES = tuple(Case(b, h, h, (n,), (n,), "causal", (("flip_kernel", True), ("groups", h)))
+                       for b, h, n in ((4, 768, 8192), (2, 768, 65536)))
+GPU_CASES = GPU_CONV_CASES + GPU_SMALL_CASES + GPU_LONG_CASES
+#: ``--suite gpu --quick``: one row of each kind, for a first look on a rented GPU.
+GPU_QUICK_CASES = (GPU_CONV_CASES[0], GPU_CONV_CASES[2], GPU_CONV_CASES[4], GPU_SMALL_CASES[0],
+                   GPU_LONG_CASES[0])
+
+
+def gpu_targets(conv: tuple, small: tuple, long: tuple) -> tuple:
+    """Targets of the ``gpu`` suite (float32, on one GPU), each with TF32 off and on
+    (keys ``*_tf32`` for the latter: cuDNN's convolutions and the matmuls may use
+    TF32).  ``fft`` and ``auto`` are ``fftconv.torch.conv`` on CUDA tensors,
+    ``cudnn`` PyTorch's convolution with ``torch.backends.cudnn.benchmark=True``
+    (its best algorithm), ``floor`` the six batched cuFFT transforms of the step.
+
+    * 1-D k >= 255 and 3-D k >= 9: fftconv at least 5x faster than cuDNN;
+    * 2-D k >= 15: at least 1.5x faster;
+    * ``auto`` (the bridge, with cuDNN among its candidates) never slower than
+      ``nn.Conv``: at most 1.1x cuDNN's time on every conv row;
+    * the long depthwise causal convolutions at least as fast as the ``torch.fft``
+      reference;
+    * a step at most 1.5x its cuFFT transform floor (long-kernel and long rows).
+    """
+    out = []
+    for tf32 in ("", "_tf32"):
+        cudnn, fft, auto = "cudnn" + tf32, "fft" + tf32, "auto" + tf32
+        out += [Target(cudnn, fft, 5.0, ndim=1, min_kernel=255, cases=conv),
+                Target(cudnn, fft, 1.5, ndim=2, min_kernel=15, cases=conv),
+                Target(cudnn, fft, 5.0, ndim=3, min_kernel=9, cases=conv),
+                Target(auto, cudnn, 1.1, at_least=False, cases=conv + small)]
+    out += [Target("torchfft", "fft", 1.0, cases=long),
+            Target("fft", "floor", 1.5, at_least=False, cases=conv + long)]
+    return tuple(out)
+
+
+GPU_TARGETS = gpu_targets(GPU_CONV_CASES, GPU_SMALL_CASES, GPU_LONG_CASES)
+
+
 def decision_cases() -> Tuple[Case, ...]:
     """Small, fast layers over input size and kernel size, 1-D to 3-D (55 cases)."""
     one = [c for n in (256, 1024, 4096, 16384, 65536) for c in layers(1, 2, 8, n, (3, 15, 63, 255))]
@@ -291,6 +341,8 @@ SUITES = {
                        competitors=("fft", "direct", "overlap_add"), repeat=15, budget=2.0),
     # nn.Conv*d against the converted module (bench.compare builds its own rows)
     "torch": Suite("torch", cases=PERF_CASES, mode="torch", repeat=5, budget=4.0),
+    # training steps on a CUDA device (bench.gpu builds its own rows; --quick: fewer)
+    "gpu": Suite("gpu", cases=GPU_CASES, targets=GPU_TARGETS, mode="gpu", repeat=5, budget=2.0),
     "quick": Suite(
         "quick",
         cases=tuple(layers(1, 2, 4, 256, (9,)) + layers(2, 2, 4, 32, (5,))
