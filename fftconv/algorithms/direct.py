@@ -25,8 +25,12 @@ pixels.  Two strategies, chosen by stride:
 
 Memory beyond the inputs and outputs is ``O(chunk * C * prod(padded) *
 stacked taps)`` for flat shifts and ``O(N * C * out)`` for patches.  All
-functions take arrays already checked and cast to the compute dtype, and a
-:class:`~fftconv.geometry.ConvGeometry`.
+functions take arrays already checked and cast to the compute dtype, a
+:class:`~fftconv.geometry.ConvGeometry` and the operands'
+:class:`~fftconv.backends.Arrays`: every operation on an operand goes through
+it (numpy, CuPy, torch tensors on any device), with strided views
+(:meth:`~fftconv.backends.Arrays.as_strided`, strides in elements) where the
+flat shifts need them; numpy is called on dtypes and host integers only.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from .. import costs
+from ..backends import Arrays, host
 from ..costs import Work
 from ..geometry import ConvGeometry
 from ..protocol import Saved, batch_chunked
@@ -51,68 +56,92 @@ def _kernel_offsets(geom: ConvGeometry):
                        for ji, d, o, s in zip(j, geom.dilation, geom.out_size, geom.stride))
 
 
-def _channels_first(a: np.ndarray, groups: int) -> np.ndarray:
+def _dtype(arrays: Arrays, *operands) -> np.dtype:
+    """The numpy dtype of a result of ``operands`` (as numpy promotes)."""
+    return np.result_type(*(arrays.numpy_dtype(a.dtype) for a in operands))
+
+
+def _channels_first(a, groups: int, arrays: Arrays):
     """``(N, C, *sp)`` -> contiguous ``(groups, C // groups, N, *sp)``."""
     n, c = a.shape[:2]
-    grouped = a.reshape((n, groups, c // groups) + a.shape[2:])
-    return np.ascontiguousarray(np.moveaxis(grouped, 0, 2))
+    grouped = arrays.reshape(a, (n, groups, c // groups) + tuple(a.shape[2:]))
+    return arrays.contiguous(arrays.moveaxis(grouped, 0, 2))
 
 
-def _batch_first(a: np.ndarray) -> np.ndarray:
+def _batch_first(a, arrays: Arrays):
     """Inverse of :func:`_channels_first`: ``(G, Cg, N, *sp)`` -> ``(N, C, *sp)``."""
     g, cg, n = a.shape[:3]
-    return np.ascontiguousarray(np.moveaxis(a, 2, 0)).reshape((n, g * cg) + a.shape[3:])
+    return arrays.reshape(arrays.contiguous(arrays.moveaxis(a, 2, 0)),
+                          (n, g * cg) + tuple(a.shape[3:]))
 
 
-def _flipped(a: np.ndarray, ndim: int) -> np.ndarray:
-    """``a`` reversed on its last ``ndim`` (spatial) axes, a view."""
-    return a[(Ellipsis,) + (slice(None, None, -1),) * ndim]
+def _flipped(a, ndim: int, arrays: Arrays):
+    """``a`` reversed on its last ``ndim`` (spatial) axes (a view where the library
+    has negative strides, numpy and CuPy; a copy in torch)."""
+    return arrays.flip(a, tuple(range(a.ndim - ndim, a.ndim)))
 
 
-def _oriented(w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+def _oriented(w, geom: ConvGeometry, arrays: Arrays):
     """The kernel as correlated: flipped on every spatial axis for ``flip_kernel``."""
-    return _flipped(w, geom.ndim) if geom.flip_kernel else w
+    return _flipped(w, geom.ndim, arrays) if geom.flip_kernel else w
 
 
-def _grouped_kernel(w: np.ndarray, groups: int) -> np.ndarray:
+def _grouped_kernel(w, groups: int, arrays: Arrays):
     """``(C_out, Cg, *k)`` -> ``(G, Og, Cg, *k)``."""
-    return w.reshape((groups, w.shape[0] // groups) + w.shape[1:])
+    return arrays.reshape(w, (groups, w.shape[0] // groups) + tuple(w.shape[1:]))
 
 
-def prepare(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+def _conj(a, arrays: Arrays):
+    """``conj(a)`` for a complex ``a``, else ``a`` itself."""
+    return arrays.conj(a) if arrays.numpy_dtype(a.dtype).kind == "c" else a
+
+
+def prepare(x, geom: ConvGeometry, arrays: Arrays):
     """``x`` as both passes read it: zero-padded, ``(N, C, *padded)``.  Always a
     new array, so a plan keeps it for the gradients instead of a copy of ``x``."""
-    return np.pad(x, ((0, 0), (0, 0)) + geom.padding)
+    if not any(lo or hi for lo, hi in geom.padding):
+        return arrays.copy(x)
+    xpad = arrays.empty(tuple(x.shape[:2]) + tuple(geom.padded_size), arrays.numpy_dtype(x.dtype))
+    inner = tuple(slice(lo, lo + n) for (lo, _), n in zip(geom.padding, x.shape[2:]))
+    arrays.copy_into(xpad[(slice(None), slice(None)) + inner], x)
+    # the halo zeroed slab by slab (as numpy.pad does): each element is written once
+    # (zeros and a copy write the inside twice: 1.10x slower at 8x16x130x130 float64)
+    for a, ((lo, hi), n) in enumerate(zip(geom.padding, x.shape[2:])):
+        for side in (slice(0, lo), slice(lo + n, lo + n + hi)):
+            if side.stop > side.start:
+                arrays.copy_into(xpad[(slice(None),) * (2 + a) + (side,)], 0)
+    return xpad
 
 
-def forward(xpad: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+def forward(xpad, w, geom: ConvGeometry, arrays: Arrays):
     """``y`` of shape ``(N, C_out, *out)`` (no bias) from ``xpad = prepare(x)``."""
-    return (_flat_forward if _flat(geom) else _patch_forward)(xpad, w, geom)
+    return (_flat_forward if _flat(geom) else _patch_forward)(xpad, w, geom, arrays)
 
 
-def gradients(dy: np.ndarray, xpad: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> tuple:
+def gradients(dy, xpad, w, geom: ConvGeometry, arrays: Arrays) -> tuple:
     """``(dx, dw)`` from ``xpad = prepare(x)``."""
-    xc = np.conj(xpad) if xpad.dtype.kind == "c" else xpad
+    xc = _conj(xpad, arrays)
     if not _flat(geom):
-        return _patch_input_grad(dy, w, geom), _patch_weight_grad(dy, xc, geom)
-    return _flat_backward(_ShiftedDy(dy, geom), xc, w, geom)
+        return (_patch_input_grad(dy, w, geom, arrays),
+                _patch_weight_grad(dy, xc, geom, arrays))
+    return _flat_backward(_ShiftedDy(dy, geom, arrays), xc, w, geom, arrays)
 
 
-def input_grad(dy: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+def input_grad(dy, w, geom: ConvGeometry, arrays: Arrays):
     """``dx`` alone (a transposed layer's forward pass)."""
     if not _flat(geom):
-        return _patch_input_grad(dy, w, geom)
-    return _flat_backward(_ShiftedDy(dy, geom), None, w, geom)[0]
+        return _patch_input_grad(dy, w, geom, arrays)
+    return _flat_backward(_ShiftedDy(dy, geom, arrays), None, w, geom, arrays)[0]
 
 
-def weight_grad(dy: np.ndarray, xpad: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+def weight_grad(dy, xpad, geom: ConvGeometry, arrays: Arrays):
     """``dw`` alone from ``xpad = prepare(x)``.  With stride 1 the shared-operand
     path computes ``dx`` too and drops it (one correlation's extra work)."""
-    xc = np.conj(xpad) if xpad.dtype.kind == "c" else xpad
+    xc = _conj(xpad, arrays)
     if not _flat(geom):
-        return _patch_weight_grad(dy, xc, geom)
-    w = np.zeros(geom.w_shape, np.result_type(dy, xpad))
-    return _flat_backward(_ShiftedDy(dy, geom), xc, w, geom)[1]
+        return _patch_weight_grad(dy, xc, geom, arrays)
+    w = arrays.zeros(geom.w_shape, _dtype(arrays, dy, xpad))
+    return _flat_backward(_ShiftedDy(dy, geom, arrays), xc, w, geom, arrays)[1]
 
 
 def workspace_bytes(geom: ConvGeometry, dtype, chunk: int) -> int:
@@ -163,9 +192,10 @@ class DirectEngine:
     fft_shape = None
     tile = None
 
-    def __init__(self, geom: ConvGeometry, dtype, settings=None, chunk=None, arrays=None):
+    def __init__(self, geom: ConvGeometry, dtype, settings=None, chunk=None,
+                 arrays: Optional[Arrays] = None):
         self.geom, self.dtype = geom, np.dtype(dtype)
-        self.arrays = arrays
+        self.arrays = host() if arrays is None else arrays
         self.chunk = min(chunk or geom.batch, geom.batch)
         self.lock = contextlib.nullcontext()
 
@@ -195,9 +225,9 @@ class DirectEngine:
         ``piece(rows, geometry)`` returns those rows.  One piece is returned as is."""
         if self.chunk >= self.geom.batch and out is None:
             return piece(slice(None), self.geom)
-        result = np.empty(shape, self.dtype) if out is None else out
+        result = self.arrays.empty(shape, self.dtype) if out is None else out
         for rows, g in self._pieces():
-            result[rows] = piece(rows, g)
+            self.arrays.copy_into(result[rows], piece(rows, g))
         return result
 
     def _summed(self, piece):
@@ -205,65 +235,76 @@ class DirectEngine:
         total = None
         for rows, g in self._pieces():
             part = piece(rows, g)
-            total = part if total is None else np.add(total, part, out=total)
+            if total is None:
+                total = part
+            else:
+                total += part
         return total
 
-    @staticmethod
-    def weights(w: np.ndarray) -> np.ndarray:
+    def weights(self, w):
         """``w`` itself, a private array already (see the protocol); made contiguous
         once here when it is a layout view, not in every pass."""
-        return np.ascontiguousarray(w)
+        return self.arrays.contiguous(w)
 
-    def save_input(self, x: np.ndarray) -> Saved:
-        return Saved("padded", prepare(x, self.geom))
+    def save_input(self, x) -> Saved:
+        return Saved("padded", prepare(x, self.geom, self.arrays))
 
     @staticmethod
-    def save_output(dy: np.ndarray) -> Saved:
+    def save_output(dy) -> Saved:
         return Saved("signal", dy)
 
     def forward(self, x, w, keep=False, out=None) -> tuple:
+        arrays = self.arrays
         if keep:
             saved = self.save_input(x)
             return self._run(self.geom.y_shape, out,
-                             lambda rows, g: forward(saved.array[rows], w, g)), saved
+                             lambda rows, g: forward(saved.array[rows], w, g, arrays)), saved
         return self._run(self.geom.y_shape, out,
-                         lambda rows, g: forward(prepare(x[rows], g), w, g)), None
+                         lambda rows, g: forward(prepare(x[rows], g, arrays), w, g, arrays)), None
 
     def input_grad(self, dy, w, keep=False, out=None) -> tuple:
-        dx = self._run(self.geom.x_shape, out, lambda rows, g: input_grad(dy[rows], w, g))
-        return dx, Saved("signal", dy.copy()) if keep else None
+        arrays = self.arrays
+        dx = self._run(self.geom.x_shape, out,
+                       lambda rows, g: input_grad(dy[rows], w, g, arrays))
+        return dx, Saved("signal", arrays.copy(dy)) if keep else None
 
     def backward(self, dy, saved_x, w, need_dx=True, need_dw=True, out=None) -> tuple:
+        arrays = self.arrays
         if not need_dw:
             return self.input_grad(dy, w, out=out)[0], None
         xpad = saved_x.array
         if not need_dx:
-            return None, self._summed(lambda rows, g: weight_grad(dy[rows], xpad[rows], g))
+            return None, self._summed(
+                lambda rows, g: weight_grad(dy[rows], xpad[rows], g, arrays))
         if self.chunk >= self.geom.batch:
-            dx, dw = gradients(dy, xpad, w, self.geom)
+            dx, dw = gradients(dy, xpad, w, self.geom, arrays)
             return (dx if out is None else self._copy(out, dx)), dw
-        dw = np.zeros(self.geom.w_shape, self.dtype)
-        dx = np.empty(self.geom.x_shape, self.dtype) if out is None else out
+        dw = arrays.zeros(self.geom.w_shape, self.dtype)
+        dx = arrays.empty(self.geom.x_shape, self.dtype) if out is None else out
         for rows, g in self._pieces():
-            dx[rows], part = gradients(dy[rows], xpad[rows], w, g)
+            dx_part, part = gradients(dy[rows], xpad[rows], w, g, arrays)
+            arrays.copy_into(dx[rows], dx_part)
             dw += part
         return dx, dw
 
-    @staticmethod
-    def _copy(out, a):
-        out[...] = a
+    def _copy(self, out, a):
+        self.arrays.copy_into(out, a)
         return out
 
     def transposed_backward(self, x, saved_dy, w, need_y=True, need_dw=True, out=None) -> tuple:
-        y = (np.empty(self.geom.y_shape, self.dtype) if out is None else out) if need_y else None
+        arrays = self.arrays
+        y = (arrays.empty(self.geom.y_shape, self.dtype) if out is None else out) if need_y else None
         dw = None
         for rows, g in self._pieces():
-            xpad = prepare(x[rows], g)
+            xpad = prepare(x[rows], g, arrays)
             if y is not None:
-                y[rows] = forward(xpad, w, g)
+                arrays.copy_into(y[rows], forward(xpad, w, g, arrays))
             if need_dw:
-                part = weight_grad(saved_dy.array[rows], xpad, g)
-                dw = part if dw is None else np.add(dw, part, out=dw)
+                part = weight_grad(saved_dy.array[rows], xpad, g, arrays)
+                if dw is None:
+                    dw = part
+                else:
+                    dw += part
         return y, dw
 
 
@@ -356,12 +397,14 @@ class _Stacker:
     in one buffer reused across chunks: fresh pages for every chunk cost more
     than the copies (2-D N=8, 16 ch, 128^2, k=3: forward 13 vs 6 ms)."""
 
-    def __init__(self, read, shape, dtype, offsets, start: int, span: int, chunk: int):
+    def __init__(self, read, shape, dtype, offsets, start: int, span: int, chunk: int,
+                 arrays: Arrays):
         self.read, self.offsets, self.start, self.span = read, offsets, start, span
+        self.arrays = arrays
         self.buffer = (None if len(offsets) == 1 else
-                       np.empty((chunk,) + shape[1:3] + (len(offsets), span), dtype))
+                       arrays.empty((chunk,) + tuple(shape[1:3]) + (len(offsets), span), dtype))
 
-    def __call__(self, n0: int, n1: int) -> np.ndarray:
+    def __call__(self, n0: int, n1: int):
         """Samples ``n0:n1`` as ``(n, G, C * stacked, span)``: row ``(c, i)`` is
         ``src[..., c, start + offsets[i]:][:span]``; a view when nothing is stacked."""
         src, start, span = self.read(n0, n1), self.start, self.span
@@ -369,15 +412,15 @@ class _Stacker:
             return src[..., start + self.offsets[0]:start + self.offsets[0] + span]
         out = self.buffer[:n1 - n0]
         for i, off in enumerate(self.offsets):
-            out[..., i, :] = src[..., start + off:start + off + span]
-        return out.reshape(out.shape[:2] + (-1, span))
+            self.arrays.copy_into(out[..., i, :], src[..., start + off:start + off + span])
+        return self.arrays.reshape(out, tuple(out.shape[:2]) + (-1, span))
 
 
 class _FlatArray:
-    """A flat source ``(N, G, C, P)`` already in memory."""
+    """A flat source ``(N, G, C, P)`` already in memory (``dtype``: its numpy dtype)."""
 
-    def __init__(self, a: np.ndarray):
-        self.a, self.shape, self.dtype = a, a.shape, a.dtype
+    def __init__(self, a, arrays: Arrays):
+        self.a, self.shape, self.dtype = a, tuple(a.shape), arrays.numpy_dtype(a.dtype)
 
     def reader(self, chunk: int):
         """``read(n0, n1)``: samples ``n0:n1``."""
@@ -389,42 +432,41 @@ class _ShiftedDy:
     elsewhere: a flat source ``(N, G, Og, M + prod(padded))`` that is never
     built whole: each batch chunk is embedded into one reused buffer."""
 
-    def __init__(self, dy: np.ndarray, geom: ConvGeometry):
+    def __init__(self, dy, geom: ConvGeometry, arrays: Arrays):
         g = geom.groups
-        self.dy = dy.reshape((geom.batch, g, geom.out_channels // g) + geom.out_size)
+        self.arrays = arrays
+        self.dy = arrays.reshape(dy, (geom.batch, g, geom.out_channels // g) + geom.out_size)
         self.offset, self.strides = _max_offset(geom), _flat_strides(geom)
-        self.shape = self.dy.shape[:3] + (self.offset + prod(geom.padded_size),)
-        self.dtype = dy.dtype
+        self.shape = tuple(self.dy.shape[:3]) + (self.offset + prod(geom.padded_size),)
+        self.dtype = arrays.numpy_dtype(dy.dtype)
 
     def reader(self, chunk: int):
         """``read(n0, n1)``: samples ``n0:n1`` embedded (zeros stay zero between chunks)."""
-        buffer = np.zeros((chunk,) + self.shape[1:], self.dtype)
-        slots = _on_grid(buffer[..., self.offset:], self.dy.shape[3:], self.strides,
-                         writeable=True)
+        arrays = self.arrays
+        buffer = arrays.zeros((chunk,) + self.shape[1:], self.dtype)
+        slots = _on_grid(buffer[..., self.offset:], self.dy.shape[3:], self.strides, arrays)
 
         def read(n0, n1):
-            slots[:n1 - n0] = self.dy[n0:n1]
+            arrays.copy_into(slots[:n1 - n0], self.dy[n0:n1])
             return buffer[:n1 - n0]
         return read
 
 
-def _looped_weights(w: np.ndarray, taps: _Taps) -> np.ndarray:
+def _looped_weights(w, taps: _Taps, arrays: Arrays):
     """``(G, O, C, *k)`` -> ``(looped, G, O, C * stacked)`` matching :class:`_Stacker` rows."""
     g, o, c = w.shape[:3]
-    w = w.reshape(g, o, c, prod(taps.looped_kernel), prod(taps.stacked_kernel))
-    return np.ascontiguousarray(w.transpose(3, 0, 1, 2, 4)).reshape(-1, g, o, c * w.shape[-1])
+    w = arrays.reshape(w, (g, o, c, prod(taps.looped_kernel), prod(taps.stacked_kernel)))
+    return arrays.reshape(arrays.contiguous(arrays.permute(w, (3, 0, 1, 2, 4))),
+                          (-1, g, o, c * w.shape[-1]))
 
 
-def _on_grid(flat: np.ndarray, size, strides, writeable: bool = False) -> np.ndarray:
+def _on_grid(flat, size, strides, arrays: Arrays):
     """View the positions of a ``size`` box inside a flat ``(..., L)`` array."""
-    item = flat.itemsize
-    return np.lib.stride_tricks.as_strided(
-        flat, shape=flat.shape[:-1] + tuple(size),
-        strides=flat.strides[:-1] + tuple(st * item for st in strides), writeable=writeable)
+    return arrays.as_strided(flat, tuple(flat.shape[:-1]) + tuple(size),
+                             arrays.strides(flat)[:-1] + tuple(strides))
 
 
-def _correlate(src, w: np.ndarray, taps: _Taps, start: int, out: np.ndarray,
-               strides, rows: Optional[np.ndarray] = None):
+def _correlate(src, w, taps: _Taps, start: int, out, strides, arrays: Arrays, rows=None):
     """``out[n, g, o, *i] = sum_{c, j} w[g, o, c, j] src[n, g, c, start + p(i) + off_j]``.
 
     ``src`` is a flat ``(N, G, C, P)`` source (:class:`_FlatArray`,
@@ -438,46 +480,48 @@ def _correlate(src, w: np.ndarray, taps: _Taps, start: int, out: np.ndarray,
     multiplies: the weight gradient's GEMMs, which read the same operand.
     """
     n, g, c = src.shape[:3]
-    wl = _looped_weights(w, taps)
+    wl = _looped_weights(w, taps, arrays)
     length = _flat_length(out.shape[3:], strides)
     span = length + taps.last_looped
-    dtype = np.result_type(src.dtype, w) if rows is None else np.result_type(src.dtype, w, rows)
+    dtype = np.result_type(src.dtype, _dtype(arrays, w, *(() if rows is None else (rows,))))
     chunk = _chunk(n, _sample_bytes(g, c, wl.shape[2], taps, span, length, dtype.itemsize))
-    stack = _Stacker(src.reader(chunk), src.shape, src.dtype, taps.stacked, start, span, chunk)
-    acc = np.empty((chunk, g, wl.shape[2], length), dtype)
-    term = np.empty_like(acc)
+    stack = _Stacker(src.reader(chunk), src.shape, src.dtype, taps.stacked, start, span, chunk,
+                     arrays)
+    acc = arrays.empty((chunk, g, wl.shape[2], length), dtype)
+    term = arrays.empty_like(acc)
     sums = (None if rows is None else
-            np.zeros((len(taps.looped), g, rows.shape[2], c * len(taps.stacked)), dtype))
+            arrays.zeros((len(taps.looped), g, rows.shape[2], c * len(taps.stacked)), dtype))
+    transposed = (0, 1, 3, 2)  # S^T: the last two axes of a stacked slice swapped, a view
     for n0 in range(0, n, chunk):
         nc = min(chunk, n - n0)
         stacked = stack(n0, n0 + nc)
         for i, off in enumerate(taps.looped):
             s_i = stacked[..., off:off + length]
-            product = np.matmul(wl[i], s_i, out=(term if i else acc)[:nc])
+            product = arrays.matmul(wl[i], s_i, out=(term if i else acc)[:nc])
             if i:
                 acc[:nc] += product
             if rows is not None and sums is not None:
                 # rows @ S^T: BLAS streams the long rows as a row-major operand,
                 # 2.5x faster than S @ rows^T (2-D N=8, 16 ch, 128^2: 5.7 vs 14.5 ms)
-                sums[i] += np.matmul(rows[n0:n0 + nc, ..., start:start + length],
-                                     s_i.swapaxes(-1, -2)).sum(axis=0)
-        out[n0:n0 + nc] = _on_grid(acc[:nc], out.shape[3:], strides)
+                sums[i] += arrays.sum(arrays.matmul(rows[n0:n0 + nc, ..., start:start + length],
+                                                    arrays.permute(s_i, transposed)), (0,))
+        arrays.copy_into(out[n0:n0 + nc], _on_grid(acc[:nc], out.shape[3:], strides, arrays))
     return sums
 
 
-def _flat_input(xpad: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+def _flat_input(xpad, geom: ConvGeometry, arrays: Arrays):
     """``(N, C, *padded)`` -> ``(N, groups, Cg, prod(padded))``, a view."""
     n, c = xpad.shape[:2]
-    return xpad.reshape(n, geom.groups, c // geom.groups, -1)
+    return arrays.reshape(xpad, (n, geom.groups, c // geom.groups, -1))
 
 
-def _flat_forward(xpad, w, geom):
+def _flat_forward(xpad, w, geom, arrays: Arrays):
     g = geom.groups
-    wg = _grouped_kernel(_oriented(w, geom), g)
-    y = np.empty((geom.batch, g, wg.shape[1]) + geom.out_size, np.result_type(xpad, w))
-    _correlate(_FlatArray(_flat_input(xpad, geom)), wg, _taps(geom, wg.shape[2]), 0, y,
-               _flat_strides(geom))
-    return y.reshape(geom.y_shape)
+    wg = _grouped_kernel(_oriented(w, geom, arrays), g, arrays)
+    y = arrays.empty((geom.batch, g, wg.shape[1]) + geom.out_size, _dtype(arrays, xpad, w))
+    _correlate(_FlatArray(_flat_input(xpad, geom, arrays), arrays), wg,
+               _taps(geom, wg.shape[2]), 0, y, _flat_strides(geom), arrays)
+    return arrays.reshape(y, geom.y_shape)
 
 
 def _max_offset(geom: ConvGeometry) -> int:
@@ -486,7 +530,7 @@ def _max_offset(geom: ConvGeometry) -> int:
                zip(geom.kernel, geom.dilation, _flat_strides(geom)))
 
 
-def _flat_backward(dy_big: "_ShiftedDy", xc, w, geom):
+def _flat_backward(dy_big: "_ShiftedDy", xc, w, geom, arrays: Arrays):
     """``(dx, dw)`` from one stacked operand of the shifted ``dy`` per batch chunk
     (``dw`` is ``None`` when ``xc`` is: the input gradient alone).
 
@@ -500,25 +544,29 @@ def _flat_backward(dy_big: "_ShiftedDy", xc, w, geom):
       same ``t`` because ``xpad`` is zero outside the input's slots.
     """
     g, strides = geom.groups, _flat_strides(geom)
-    wg = _grouped_kernel(_oriented(w, geom), g)
-    v = _flipped(np.conj(wg.transpose((0, 2, 1) + tuple(range(3, 3 + geom.ndim)))), geom.ndim)
+    wg = _grouped_kernel(_oriented(w, geom, arrays), g, arrays)
+    v = _flipped(arrays.conj(arrays.permute(wg, (0, 2, 1) + tuple(range(3, 3 + geom.ndim)))),
+                 geom.ndim, arrays)
     taps = _taps(geom, wg.shape[1])
     q0 = sum(lo * st for (lo, _), st in zip(geom.padding, strides))
-    dx = np.empty((geom.batch, g, wg.shape[2]) + geom.in_size, np.result_type(dy_big.dtype, w))
-    rows = None if xc is None else _flat_input(xc, geom)
-    sums = _correlate(dy_big, v, taps, q0, dx, strides, rows=rows)
-    return dx.reshape(geom.x_shape), None if xc is None else _weight_grad_layout(sums, taps, geom)
+    dx = arrays.empty((geom.batch, g, wg.shape[2]) + geom.in_size,
+                      np.result_type(dy_big.dtype, arrays.numpy_dtype(w.dtype)))
+    rows = None if xc is None else _flat_input(xc, geom, arrays)
+    sums = _correlate(dy_big, v, taps, q0, dx, strides, arrays, rows=rows)
+    return (arrays.reshape(dx, geom.x_shape),
+            None if sums is None else _weight_grad_layout(sums, taps, geom, arrays))
 
 
-def _weight_grad_layout(dws: np.ndarray, taps: _Taps, geom: ConvGeometry) -> np.ndarray:
+def _weight_grad_layout(dws, taps: _Taps, geom: ConvGeometry, arrays: Arrays):
     """``(looped, G, Cg, Og * stacked)`` sums, indexed by the flipped tap, ->
     ``dw`` of shape ``(C_out, Cg, *k)``."""
     nl, ns = len(taps.looped_kernel), len(taps.stacked_kernel)
     g, cg = dws.shape[1:3]
-    dw = dws.reshape(taps.looped_kernel + (g, cg, -1) + taps.stacked_kernel)
-    dw = dw.transpose((nl, nl + 2, nl + 1) + tuple(range(nl)) + tuple(range(nl + 3, nl + 3 + ns)))
-    dw = _flipped(dw, geom.ndim).reshape((geom.out_channels, cg) + geom.kernel)
-    return np.ascontiguousarray(_oriented(dw, geom))
+    dw = arrays.reshape(dws, taps.looped_kernel + (g, cg, -1) + taps.stacked_kernel)
+    dw = arrays.permute(dw, (nl, nl + 2, nl + 1) + tuple(range(nl))
+                        + tuple(range(nl + 3, nl + 3 + ns)))
+    dw = arrays.reshape(_flipped(dw, geom.ndim, arrays), (geom.out_channels, cg) + geom.kernel)
+    return arrays.contiguous(_oriented(dw, geom, arrays))
 
 
 def flat_work(geom: ConvGeometry, itemsize: int) -> tuple:
@@ -551,46 +599,46 @@ def flat_work(geom: ConvGeometry, itemsize: int) -> tuple:
 
 
 # -- patches (any stride) ----------------------------------------------------------------
-def _patch_forward(xpad: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+def _patch_forward(xpad, w, geom: ConvGeometry, arrays: Arrays):
     """``y`` of shape ``(N, C_out, *out)`` (no bias)."""
     g, n = geom.groups, geom.batch
-    xpad = _channels_first(xpad, g)
-    wg = _grouped_kernel(_oriented(w, geom), g)
+    dtype = _dtype(arrays, xpad, w)
+    xpad = _channels_first(xpad, g, arrays)
+    wg = _grouped_kernel(_oriented(w, geom, arrays), g, arrays)
     rows = n * prod(geom.out_size)
-    acc = np.zeros((g, wg.shape[1], rows), dtype=np.result_type(xpad, w))
+    acc = arrays.zeros((g, wg.shape[1], rows), dtype)
     for j, window in _kernel_offsets(geom):
-        patch = xpad[(Ellipsis,) + window].reshape(g, -1, rows)
-        acc += np.matmul(wg[(Ellipsis,) + j], patch)
-    return _batch_first(acc.reshape(acc.shape[:2] + (n,) + geom.out_size))
+        patch = arrays.reshape(xpad[(Ellipsis,) + window], (g, -1, rows))
+        acc += arrays.matmul(wg[(Ellipsis,) + j], patch)
+    return _batch_first(arrays.reshape(acc, tuple(acc.shape[:2]) + (n,) + geom.out_size), arrays)
 
 
-def _patch_input_grad(dy: np.ndarray, w: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+def _patch_input_grad(dy, w, geom: ConvGeometry, arrays: Arrays):
     """``dx``: scatter ``conj(w[:, :, j])^T @ dy`` back into each window (adjoint of ``forward``)."""
     g, n = geom.groups, geom.batch
-    dyt = _channels_first(dy, g).reshape(g, dy.shape[1] // g, -1)
-    wg = _grouped_kernel(np.conj(_oriented(w, geom)), g)
-    dxpad = np.zeros((g, geom.in_channels // g, n) + geom.padded_size,
-                     dtype=np.result_type(dy, w))
+    dyt = arrays.reshape(_channels_first(dy, g, arrays), (g, dy.shape[1] // g, -1))
+    wg = _grouped_kernel(arrays.conj(_oriented(w, geom, arrays)), g, arrays)
+    dxpad = arrays.zeros((g, geom.in_channels // g, n) + geom.padded_size, _dtype(arrays, dy, w))
     for j, window in _kernel_offsets(geom):
-        contribution = np.matmul(wg[(Ellipsis,) + j].transpose(0, 2, 1), dyt)
-        dxpad[(Ellipsis,) + window] += contribution.reshape(
-            contribution.shape[:2] + (n,) + geom.out_size)
-    return _batch_first(dxpad[(Ellipsis,) + geom.dx_crop])
+        contribution = arrays.matmul(arrays.permute(wg[(Ellipsis,) + j], (0, 2, 1)), dyt)
+        dxpad[(Ellipsis,) + window] += arrays.reshape(
+            contribution, tuple(contribution.shape[:2]) + (n,) + geom.out_size)
+    return _batch_first(dxpad[(Ellipsis,) + geom.dx_crop], arrays)
 
 
-def _patch_weight_grad(dy: np.ndarray, xc: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+def _patch_weight_grad(dy, xc, geom: ConvGeometry, arrays: Arrays):
     """``dw``: correlate ``dy`` with each window of ``xc = conj(xpad)``, summed over the batch."""
     g = geom.groups
-    xpad = _channels_first(xc, g)
-    dyt = _channels_first(dy, g).reshape(g, dy.shape[1] // g, -1)
+    dtype = _dtype(arrays, dy, xc)
+    xpad = _channels_first(xc, g, arrays)
+    dyt = arrays.reshape(_channels_first(dy, g, arrays), (g, dy.shape[1] // g, -1))
     rows = dyt.shape[-1]
-    dw = np.empty((g, dyt.shape[1], geom.in_channels // g) + geom.kernel,
-                  dtype=np.result_type(dy, xc))
+    dw = arrays.empty((g, dyt.shape[1], geom.in_channels // g) + geom.kernel, dtype)
     for j, window in _kernel_offsets(geom):
-        patch = xpad[(Ellipsis,) + window].reshape(g, -1, rows)
-        dw[(Ellipsis,) + j] = np.matmul(dyt, patch.transpose(0, 2, 1))
-    dw = dw.reshape((geom.out_channels,) + dw.shape[2:])
-    return np.ascontiguousarray(_oriented(dw, geom))
+        patch = arrays.reshape(xpad[(Ellipsis,) + window], (g, -1, rows))
+        arrays.copy_into(dw[(Ellipsis,) + j], arrays.matmul(dyt, arrays.permute(patch, (0, 2, 1))))
+    dw = arrays.reshape(dw, (geom.out_channels,) + tuple(dw.shape[2:]))
+    return arrays.contiguous(_oriented(dw, geom, arrays))
 
 
 # -- the plugin: cost terms, partition, registry entry ---------------------------------------
