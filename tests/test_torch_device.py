@@ -323,3 +323,24 @@ def test_checked_geometries_are_remembered_and_errors_are_not():
     assert len(bridge._geometries) == 1
     assert torch.equal(ft.conv(x, w, padding=[1], algorithm="native"), y)
     assert len(bridge._geometries) == 1
+
+
+def test_a_gpu_verdict_held_in_memory_depends_on_the_tf32_settings(fresh_choices, monkeypatch):
+    """``auto`` measured with TF32 off is not reused with it on (cuDNN's speed changes)."""
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    layer = {**fftconv.checks.LAYER_DEFAULTS}
+    args = ((2, 4, 64), (4, 4, 31), torch.float32, torch.float32, layer, False, "cuda:0")
+    measured = []
+
+    def fake_measure(*a, **k):
+        measured.append(torch.backends.cudnn.allow_tf32)
+        return bridge.Choice("fft", None, "auto chose 'fft' by measurement (fake)")
+    monkeypatch.setattr(autoselect, "measure_choice", fake_measure)
+    before = torch.backends.cudnn.allow_tf32
+    try:
+        for flag in (False, False, True, True):
+            torch.backends.cudnn.allow_tf32 = flag
+            assert bridge._choice(*args).algorithm == "fft"
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
+    assert measured == [False, True]

@@ -352,7 +352,7 @@ def _choice(x_shape, w_shape, x_dtype, w_dtype, layer: dict, traced: bool,
     except TypeError:    # a list among the keywords
         keywords = repr(keywords)    # type: ignore[assignment]
     cache_key = (x_shape, w_shape, x_dtype, w_dtype, keywords, settings,
-                 torch.get_num_threads()) + ((device,) if on_device else ())
+                 torch.get_num_threads()) + (_device_settings(device) if on_device else ())
     verdict = _choices.get(cache_key)
     if verdict is None:
         real = not (x_dtype.is_complex or w_dtype.is_complex)
@@ -379,6 +379,13 @@ def _choice(x_shape, w_shape, x_dtype, w_dtype, layer: dict, traced: bool,
             _choices.clear()
         _choices[cache_key] = verdict
     return verdict
+
+
+def _device_settings(device: str) -> tuple:
+    """What a verdict on a GPU depends on beyond the layer: the device and PyTorch's
+    cuDNN and TF32 settings (cuDNN's speed changes with them)."""
+    return (device, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+            torch.backends.cuda.matmul.allow_tf32)
 
 
 def compute_dtype(*dtypes: torch.dtype) -> np.dtype:
