@@ -209,12 +209,18 @@ def check_like(func: str, arrays: Arrays, **operands) -> None:
                        f"{name}'s kind)", TypeError)
 
 
+def _numpy_dtype_like(dtype) -> bool:
+    """A numpy dtype, a numpy scalar type or a dtype string (not another library's dtype)."""
+    return isinstance(dtype, (np.dtype, str)) or (isinstance(dtype, type)
+                                                   and issubclass(dtype, np.generic))
+
+
 def check_dtype(func: str, dtype, arrays: Optional[Arrays] = None) -> np.dtype:
     """``fftconv.plan``'s ``dtype``: anything ``np.dtype`` accepts (not ``None``,
     which numpy reads as float64) or a dtype of ``arrays``' library (``torch.float32``
     for a plan ``like=`` a tensor), numeric and supported as :func:`check_array` says."""
     native = None
-    if arrays is not None and not arrays.fftw and dtype is not None:
+    if arrays is not None and not arrays.fftw and dtype is not None and not _numpy_dtype_like(dtype):
         try:
             native = arrays.numpy_dtype(dtype)
         except (TypeError, KeyError):
