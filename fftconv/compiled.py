@@ -488,8 +488,8 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
-_REAL = {np.dtype(np.complex64): np.dtype(np.float32),
-         np.dtype(np.complex128): np.dtype(np.float64)}
+_REAL: Dict[np.dtype, np.dtype] = {np.dtype(np.complex64): np.dtype(np.float32),
+                                   np.dtype(np.complex128): np.dtype(np.float64)}
 
 
 def _floats(a: np.ndarray) -> np.ndarray:
