@@ -429,6 +429,13 @@ def _cell(result: GpuResult, key: str) -> str:
     return f"{cell} ({pick})" if pick and cell != "-" else cell
 
 
+def progress(result: GpuResult) -> str:
+    """One row's figures in one line (printed as it finishes, so that a run cut short
+    still shows the rows it timed)."""
+    cells = [f"{k} {_cell(result, k)}" for k in KEYS if k in result.times or k in result.failed]
+    return ", ".join(cells) + " ms"
+
+
 def tables(results: List[GpuResult]) -> str:
     """The two tables (TF32 off, on), the accuracy table and the failures."""
     off = ["cudnn", "fft", "auto", "cupy", "floor", "torchfft"]
@@ -514,8 +521,8 @@ def run(suite, repeat: int, budget: Optional[float], quick: bool = False,
             for i, case in enumerate(cases):
                 start = time.perf_counter()
                 results.append(run_row(case, columns(case, cupy), repeat, warmups, budget))
-                print(f"[{i + 1}/{len(cases)}] {case.name} ({time.perf_counter() - start:.1f} s)",
-                      flush=True)
+                print(f"[{i + 1}/{len(cases)}] {case.name} ({time.perf_counter() - start:.1f} s): "
+                      f"{progress(results[-1])}", flush=True)
     finally:
         torch.backends.cudnn.benchmark = benchmark
     print()
