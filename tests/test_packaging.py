@@ -49,3 +49,16 @@ def test_readme_says_how_to_keep_an_existing_pytorch():
         text = (ROOT / name).read_text()
         assert re.search(r"keep\w*\s+a\s+PyTorch\s+you\s+already\s+have", text), name
         assert "torch>=2.3" in text, name
+
+
+def test_the_gpu_extra_names_cupy_and_stays_out_of_the_install_everything_lines():
+    """CuPy needs a CUDA GPU: the ``gpu`` extra names its CUDA 12 wheel (and says which
+    one CUDA 13 takes), and no install-everything line asks for it."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    lines = [line.strip() for line in config["options.extras_require"]["gpu"].splitlines()]
+    assert [Requirement(line).name for line in lines if line] == ["cupy-cuda12x"]
+    assert "cupy-cuda13x" in (ROOT / "setup.cfg").read_text()
+    for name in ("README.md", "docs/index.md", ".ci/run"):
+        for line in install_lines((ROOT / name).read_text()):
+            assert "gpu" not in line, f"{name}: {line!r}"
