@@ -198,14 +198,21 @@ def _torch_syncs():
             syncs.extend(str(w.message) for w in caught if SYNC in str(w.message))
 
 
-def _device_layer(ns, algorithm):
+#: layers for the synchronisation checks: zero padding; and a reflect-padded, strided,
+#: dilated one, whose gathers use index arrays made once per geometry (``Arrays.constant``)
+SYNC_LAYERS = {"zeros": dict(padding="same"),
+               "reflect-strided": dict(padding="same", padding_mode="reflect", stride=(2, 1),
+                                       dilation=(1, 2))}
+
+
+def _device_layer(ns, algorithm, layer):
     rng = np.random.default_rng(21)
     x_np = rng.standard_normal((4, 8, 48, 40)).astype(np.float32)
     w_np = rng.standard_normal((8, 8, 5, 5)).astype(np.float32)
     b_np = rng.standard_normal(8).astype(np.float32)
     x, w, b = ns.asarray(x_np), ns.asarray(w_np), ns.asarray(b_np)
-    p = fftconv.plan(x.shape, w.shape, dtype=np.float32, like=x, padding="same",
-                     algorithm=algorithm)
+    p = fftconv.plan(x.shape, w.shape, dtype=np.float32, like=x, algorithm=algorithm,
+                     **SYNC_LAYERS[layer])
     y, pullback = p.vjp(x, w, b)                       # warm-up: buffers, FFT plans, spectra
     dy = ns.asarray(rng.standard_normal(y.shape).astype(np.float32))
     pullback(dy)
@@ -214,14 +221,15 @@ def _device_layer(ns, algorithm):
 
 
 @needs_torch
+@pytest.mark.parametrize("layer", list(SYNC_LAYERS))
 @pytest.mark.parametrize("algorithm", ["fft", "overlap_add"])
-def test_torch_cuda_calls_do_not_synchronise(algorithm):
-    """A pullback reads nothing back (PyTorch's sync debug mode sees no synchronising
-    operation); a plan's forward with the weights unchanged reads back at most the one
-    boolean of the on-device weight comparison.  (Index arrays built from host values,
-    e.g. for reflect padding, are host-to-device copies: the layer here has none.)"""
+def test_torch_cuda_calls_do_not_synchronise(algorithm, layer):
+    """A pullback reads nothing back and uploads nothing (PyTorch's sync debug mode sees
+    no synchronising operation: a host-to-device copy from pageable memory is one); a
+    plan's forward with the weights unchanged reads back at most the one boolean of the
+    on-device weight comparison (docs/design-notes.md, "The one read-back left")."""
     torch = namespace("torch-cuda").torch
-    p, x, w, b, dy, pullback = _device_layer(namespace("torch-cuda"), algorithm)
+    p, x, w, b, dy, pullback = _device_layer(namespace("torch-cuda"), algorithm, layer)
     torch.cuda.synchronize()
     with _torch_syncs() as syncs:
         grads = pullback(dy)
@@ -234,8 +242,9 @@ def test_torch_cuda_calls_do_not_synchronise(algorithm):
 
 
 @needs_cupy
+@pytest.mark.parametrize("layer", list(SYNC_LAYERS))
 @pytest.mark.parametrize("algorithm", ["fft", "overlap_add"])
-def test_cupy_pullback_does_not_synchronise(algorithm):
+def test_cupy_pullback_does_not_synchronise(algorithm, layer):
     """CuPy's (deprecated, still present in CuPy 13) ``cupyx.allow_synchronize(False)``
     raises on a device synchronisation CuPy performs, ``.get()`` included."""
     import cupyx
@@ -243,7 +252,7 @@ def test_cupy_pullback_does_not_synchronise(algorithm):
     if allow is None:
         pytest.skip("this CuPy has no cupyx.allow_synchronize")
     ns = namespace("cupy")
-    p, x, w, b, dy, pullback = _device_layer(ns, algorithm)
+    p, x, w, b, dy, pullback = _device_layer(ns, algorithm, layer)
     ns.cp.cuda.Device().synchronize()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
