@@ -115,8 +115,9 @@ NUMPY_ALLOWED_IN = {"ma": {"fftconv/checks.py"},
 #: modules that are host-side or library-specific by design: the backends, the torch and
 #: Dask integrations, the cost model and auto's timing, the wisdom file and the direct
 #: algorithm (strided views; unavailable on namespaces without them)
-NUMPY_EXEMPT = ("fftconv/backends/", "fftconv/torch/", "fftconv/dask/", "fftconv/costs.py",
-                "fftconv/autoselect.py", "fftconv/wisdom.py", "fftconv/algorithms/direct.py")
+NUMPY_EXEMPT = ("fftconv/backends/", "fftconv/torch/", "fftconv/costs.py",
+                "fftconv/autoselect.py", "fftconv/wisdom.py",
+                "fftconv/compiled.py")   # numba kernels: numpy arrays by design
 
 
 def _numpy_aliases(tree) -> tuple:
