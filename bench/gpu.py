@@ -367,16 +367,16 @@ def run_row(case: Case, keys, repeat: int, warmups: int, budget: Optional[float]
     for key in keys:
         name, on = key.removesuffix("_tf32"), key.endswith("_tf32")
         try:
-            with tf32(on):
+            with tf32(on):    # auto's verdict depends on the TF32 settings: pick inside
                 step, prepare, clock = PREPARE[name](case, data)
                 taken, first = device_samples(step, clock, repeat, warmups, prepare, budget)
+                if name == "auto":
+                    result.picks[key] = _pick(case, data)
         except Exception as exc:  # a failed column is reported, the row goes on
             result.failed[key] = _one_line(exc)
             torch.cuda.empty_cache()
             continue
         result.times[key] = taken
-        if name == "auto":
-            result.picks[key] = _pick(case, data)
         if not on and name in ("cudnn", "torchfft", "fft", "auto", "cupy"):
             outputs[key] = _as_torch(first)
         del step, prepare, first
