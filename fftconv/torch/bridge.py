@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from .. import api, registry
 from ..autoselect import Choice
-from ..backends import arrays_of
+from ..backends.torch_tensors import TorchArrays
 from ..checks import (ALGORITHM, DEFAULTS, Ints, Layout, Padding, PaddingMode, check_algorithm,
                       check_bias_shape, check_instance, check_layer, check_layer_keywords,
                       check_one_kind, dtypes_for, keywords_checked)
@@ -99,8 +99,7 @@ def runs_on_device(algorithm: str, device: str) -> bool:
     key = (algorithm, device)
     if key not in _runs_on:
         entry = registry.REGISTRY.get(algorithm)
-        _runs_on[key] = entry is None or entry.runs_on(
-            arrays_of(torch.empty(0, device=device)))
+        _runs_on[key] = entry is None or entry.runs_on(TorchArrays(torch.device(device)))
     return _runs_on[key]
 
 
