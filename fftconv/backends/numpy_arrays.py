@@ -153,9 +153,6 @@ class NumpyArrays(NumpyLike):
     def to_host(self, a) -> np.ndarray:
         return a
 
-    def quiet(self):
-        return np.errstate(invalid="ignore")
-
     def rfftn(self, a, axes, threads=1, out=None):
         return scipy.fft.rfftn(a, axes=axes, workers=threads)
 
