@@ -116,18 +116,20 @@ _jit: Dict[str, Any] = {}               # helper dispatchers, made once
 # imaginary parts at ``p + TL + j * LANES``.
 _stack_floats: Any = None
 _at: Any = None
+_prefetch: Any = None
+_ahead: Any = None
 _mk4: Any = None
 _mk1: Any = None
 _planar: Any = None
 _store: Any = None
 
 
-def _py_mk4(a, ao, a_ss, b, bo, b_sq, b_ss, s_count, res, j, conj_b):
+def _py_mk4(a, ao, a_ss, b, bo, b_sq, b_ss, s_count, res, ro, j, conj_b):
     """``res[q] = sum_s A(s) B(q, s)`` for four ``q``, on sub-block ``j``.
 
     ``A(s)`` is the planar row at ``a[ao + s * a_ss]``, ``B(q, s)`` the one at
     ``b[bo + q * b_sq + s * b_ss]``, conjugated if ``conj_b``; result ``q`` goes
-    to sub-block ``j`` of the planar row ``res[q * W]``.  The rows are views made
+    to sub-block ``j`` of the planar row ``res[ro + q * W]``.  The rows are views made
     without bounds arithmetic (``_at``) and indexed by the loop counter plus
     constants, so LLVM sees contiguous vector loads.  The accumulators are a
     fresh stack array of this call (``_stack_floats``): LLVM sees that nothing
@@ -177,7 +179,7 @@ def _py_mk4(a, ao, a_ss, b, bo, b_sq, b_ss, s_count, res, j, conj_b):
                 acc[5 * L + f] = (acc[5 * L + f] + xr * k2[TL + f]) + xi * k2[f]
                 acc[6 * L + f] = (acc[6 * L + f] + xr * k3[f]) - xi * k3[TL + f]
                 acc[7 * L + f] = (acc[7 * L + f] + xr * k3[TL + f]) + xi * k3[f]
-    out = _at(res, j * L)
+    out = _at(res, ro + j * L)
     for f in range(L):
         out[f] = acc[f]
         out[TL + f] = acc[1 * L + f]
@@ -189,7 +191,7 @@ def _py_mk4(a, ao, a_ss, b, bo, b_sq, b_ss, s_count, res, j, conj_b):
         out[3 * W + TL + f] = acc[7 * L + f]
 
 
-def _py_mk1(a, ao, a_ss, b, bo, b_ss, s_count, res, j, conj_b):
+def _py_mk1(a, ao, a_ss, b, bo, b_ss, s_count, res, ro, j, conj_b):
     """:func:`_py_mk4` for one ``q``."""
     L = LANES
     TL = LANES * BLOCK_LANES
@@ -215,7 +217,7 @@ def _py_mk1(a, ao, a_ss, b, bo, b_ss, s_count, res, j, conj_b):
                 xi = x[TL + f]
                 acc[f] = (acc[f] + xr * k0[f]) - xi * k0[TL + f]
                 acc[1 * L + f] = (acc[1 * L + f] + xr * k0[TL + f]) + xi * k0[f]
-    out = _at(res, j * L)
+    out = _at(res, ro + j * L)
     for f in range(L):
         out[f] = acc[f]
         out[TL + f] = acc[1 * L + f]
@@ -258,6 +260,13 @@ def _py_store(acc, q, row, count, conj):
             row[2 * f + 1] = src[TL + f]
 
 
+def _py_ahead(row, start, stop):
+    """Prefetch ``row[start:stop]`` (a 1-D float array), one hint per 64-byte line."""
+    step = 64 // row.itemsize
+    for i in range(start, min(stop, row.shape[0]), step):
+        _prefetch(row, i)
+
+
 def _py_products(x, dy, kp, y, dx, dw, x_keep, dy_keep, dims, t0, t1):
     """Tasks ``t0 <= t < t1`` (task ``t``: group ``t // per_group``, frequencies
     from ``(t % per_group) * TL`` on) of the products that ``dims`` asks for.
@@ -283,7 +292,8 @@ def _py_products(x, dy, kp, y, dx, dw, x_keep, dy_keep, dims, t0, t1):
     # the task's X and DY, planar rows: [row][channel][W]
     xs = np.zeros(n_rows * cg * W if need_x else 0, kp.dtype)
     ds = np.zeros(n_rows * og * W if need_dy else 0, kp.dtype)
-    acc = np.empty(4 * W, kp.dtype)     # the micro-kernels' results, planar rows
+    # the micro-kernels' results, four planar rows per row of the batch (or of DW)
+    res = np.empty(max(n_rows, og) * 4 * W, kp.dtype)
     cg4 = cg - cg % 4
     og4 = og - og % 4
     for t in range(t0, t1):
@@ -296,6 +306,7 @@ def _py_products(x, dy, kp, y, dx, dw, x_keep, dy_keep, dims, t0, t1):
             for n in range(n_rows):
                 for c in range(cg):
                     ch = g * cg + c
+                    _ahead(x[n, ch], 2 * (f0 + count), 2 * (f0 + count + TL))
                     _planar(x[n, ch, 2 * f0:2 * (f0 + count)], xs, (n * cg + c) * W, count,
                             x_keep[n, ch, 2 * f0:2 * (f0 + count)] if keep_x else x_keep[0, 0, 0:0],
                             keep_x, False)
@@ -303,46 +314,61 @@ def _py_products(x, dy, kp, y, dx, dw, x_keep, dy_keep, dims, t0, t1):
             for n in range(n_rows):
                 for o in range(og):
                     ch = g * og + o
+                    _ahead(dy[n, ch], 2 * (f0 + count), 2 * (f0 + count + TL))
                     _planar(dy[n, ch, 2 * f0:2 * (f0 + count)], ds, (n * og + o) * W, count,
                             dy_keep[n, ch, 2 * f0:2 * (f0 + count)] if keep_dy else dy_keep[0, 0, 0:0],
                             keep_dy, False)
         fr = slice(2 * f0, 2 * (f0 + count))
+        # each block of four output channels: sub-block by sub-block (its slice of K stays
+        # in L1 over the rows), then the rows stored whole
         if do_y:          # Y[n, o] = sum_c X[n, c] K[o, c]
             for o in range(0, og4, 4):
+                for j in range(subs):
+                    for n in range(n_rows):
+                        _mk4(xs, n * cg * W, W, kp, kb + o * cg * W, cg * W, W, cg, res, n * 4 * W,
+                             j, False)
                 for n in range(n_rows):
-                    for j in range(subs):
-                        _mk4(xs, n * cg * W, W, kp, kb + o * cg * W, cg * W, W, cg, acc, j, False)
                     for q in range(4):
-                        _store(acc, q, y[n, g * og + o + q, fr], count, False)
+                        _store(res, 4 * n + q, y[n, g * og + o + q, fr], count, False)
             for o in range(og4, og):
+                for j in range(subs):
+                    for n in range(n_rows):
+                        _mk1(xs, n * cg * W, W, kp, kb + o * cg * W, W, cg, res, n * 4 * W, j,
+                             False)
                 for n in range(n_rows):
-                    for j in range(subs):
-                        _mk1(xs, n * cg * W, W, kp, kb + o * cg * W, W, cg, acc, j, False)
-                    _store(acc, 0, y[n, g * og + o, fr], count, False)
+                    _store(res, 4 * n, y[n, g * og + o, fr], count, False)
         if do_dx:         # DX[n, c] = sum_o DY[n, o] conj(K[o, c])
             for c in range(0, cg4, 4):
+                for j in range(subs):
+                    for n in range(n_rows):
+                        _mk4(ds, n * og * W, W, kp, kb + c * W, W, cg * W, og, res, n * 4 * W, j,
+                             True)
                 for n in range(n_rows):
-                    for j in range(subs):
-                        _mk4(ds, n * og * W, W, kp, kb + c * W, W, cg * W, og, acc, j, True)
                     for q in range(4):
-                        _store(acc, q, dx[n, g * cg + c + q, fr], count, False)
+                        _store(res, 4 * n + q, dx[n, g * cg + c + q, fr], count, False)
             for c in range(cg4, cg):
+                for j in range(subs):
+                    for n in range(n_rows):
+                        _mk1(ds, n * og * W, W, kp, kb + c * W, cg * W, og, res, n * 4 * W, j,
+                             True)
                 for n in range(n_rows):
-                    for j in range(subs):
-                        _mk1(ds, n * og * W, W, kp, kb + c * W, cg * W, og, acc, j, True)
-                    _store(acc, 0, dx[n, g * cg + c, fr], count, False)
+                    _store(res, 4 * n, dx[n, g * cg + c, fr], count, False)
         if do_dw:         # conj(DW[o, c]) = sum_n DY[n, o] conj(X[n, c])
             for c in range(0, cg4, 4):
+                for j in range(subs):
+                    for o in range(og):
+                        _mk4(ds, o * W, og * W, xs, c * W, W, cg * W, n_rows, res, o * 4 * W, j,
+                             True)
                 for o in range(og):
-                    for j in range(subs):
-                        _mk4(ds, o * W, og * W, xs, c * W, W, cg * W, n_rows, acc, j, True)
                     for q in range(4):
-                        _store(acc, q, dw[g * og + o, c + q, fr], count, True)
+                        _store(res, 4 * o + q, dw[g * og + o, c + q, fr], count, True)
             for c in range(cg4, cg):
+                for j in range(subs):
+                    for o in range(og):
+                        _mk1(ds, o * W, og * W, xs, c * W, cg * W, n_rows, res, o * 4 * W, j,
+                             True)
                 for o in range(og):
-                    for j in range(subs):
-                        _mk1(ds, o * W, og * W, xs, c * W, cg * W, n_rows, acc, j, True)
-                    _store(acc, 0, dw[g * og + o, c, fr], count, True)
+                    _store(res, 4 * o, dw[g * og + o, c, fr], count, True)
 
 
 def _py_pack(conj_k, kp, groups, t0, t1):
@@ -367,7 +393,7 @@ def _py_pack(conj_k, kp, groups, t0, t1):
 def _compile(real: np.dtype):
     """The numba kernels for float ``real`` (float32 or float64): compiled, or loaded
     from numba's cache; a :class:`CompileNotice` first when they must be compiled."""
-    global _noticed, _stack_floats, _at, _mk4, _mk1, _planar, _store
+    global _noticed, _stack_floats, _at, _prefetch, _ahead, _mk4, _mk1, _planar, _store
     import numba
     from numba import types
     from numba.core import cgutils
@@ -410,12 +436,30 @@ def _compile(real: np.dtype):
                 return out._getvalue()
             return types.Array(arr.dtype, 1, "C")(arr, types.intp), codegen
 
-        _stack_floats, _at = stack_floats, at
+        @intrinsic
+        def prefetch(typingctx, arr, offset):
+            """A hint to fetch the cache line of ``arr[offset]`` for reading; never
+            faults, whatever the address."""
+            def codegen(context, builder, signature, args):
+                import llvmlite.ir as ir
+                src = context.make_array(arr)(context, builder, args[0])
+                ptr = builder.bitcast(builder.gep(src.data, [args[1]]), ir.IntType(8).as_pointer())
+                fn = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(ir.VoidType(), [
+                        ir.IntType(8).as_pointer(), ir.IntType(32), ir.IntType(32), ir.IntType(32)]),
+                    "llvm.prefetch.p0i8")
+                builder.call(fn, [ptr, ir.Constant(ir.IntType(32), 0),
+                                  ir.Constant(ir.IntType(32), 3), ir.Constant(ir.IntType(32), 1)])
+                return context.get_dummy_value()
+            return types.void(arr, types.intp), codegen
+
+        _stack_floats, _at, _prefetch = stack_floats, at, prefetch
         inline = dict(options, inline="always")
         _mk4 = _jit["mk4"] = numba.njit(**inline)(_py_mk4)
         _mk1 = _jit["mk1"] = numba.njit(**inline)(_py_mk1)
         _planar = _jit["planar"] = numba.njit(**inline)(_py_planar)
         _store = _jit["store"] = numba.njit(**inline)(_py_store)
+        _ahead = _jit["ahead"] = numba.njit(**inline)(_py_ahead)
 
     f = numba.from_dtype(real)
     a3, a1 = types.Array(f, 3, "C"), types.Array(f, 1, "C")
