@@ -428,9 +428,10 @@ def conv(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None, *,
     b : Tensor, shape ``(C_out,)``, optional{params}
     algorithm : {{"auto", "native", "fft", "direct", "overlap_add"}}, optional
         fftconv's algorithms, or ``"native"``: PyTorch's own convolution
-        (:func:`native_conv`).  ``"auto"`` (default) has ``"native"`` among its candidates, so a call is not slower
-        than PyTorch's where the cost model (or, with the ``measure`` setting, a
-        measurement) says PyTorch is faster (:func:`auto_choice`).
+        (:func:`native_conv`).  ``"auto"`` (default) has ``"native"`` among its
+        candidates, so a call is not slower than PyTorch's where the cost model
+        (or, with the ``measure`` setting, and always on CUDA, a measurement)
+        says PyTorch is faster (:func:`auto_choice`).
 
     Returns
     -------
