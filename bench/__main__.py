@@ -341,6 +341,8 @@ def cmd_run(args, parser) -> int:
     elif suite.mode == "torch":
         accurate = run_torch(args)
     elif suite.mode == "gpu":
+        if args.dtype != "float32":
+            print(f"--dtype {args.dtype} ignored: the gpu suite and its targets are float32")
         accurate = gpu.run(suite, args.repeat, args.budget, args.quick, args.json)
     else:
         accurate = run_main(suite, options)
