@@ -195,7 +195,7 @@ def estimate(geom: ConvGeometry, dtype, settings: Settings,
         if key in _estimated:
             _estimated.move_to_end(key)
             return _estimated[key]
-    priced = registry.estimates(geom, dtype, names)
+    priced = registry.candidates(geom, dtype, arrays)
     est = {name: seconds for name, (seconds, _) in priced.items()}
     best = min(est, key=lambda name: est[name])
     partitions = {name: partition for name, (_, partition) in priced.items()}
@@ -228,8 +228,8 @@ def _time_step(plan_factory, geom: ConvGeometry, dtype, arrays: Arrays,
 
 def measure(geom: ConvGeometry, dtype, settings: Settings, plan_factory,
             arrays: Arrays) -> Choice:
-    """Time every candidate that runs on ``arrays`` once per geometry and device,
-    and persist the fastest.
+    """Time every candidate (``registry.candidates``: it runs on ``arrays`` and can
+    run the layer) once per geometry and device, and persist the fastest.
 
     ``plan_factory(algorithm, tile)`` builds a plan for a candidate.
     """
@@ -243,11 +243,10 @@ def measure(geom: ConvGeometry, dtype, settings: Settings, plan_factory,
         return Choice(stored["algorithm"], tile,
                       f"auto chose {stored['algorithm']!r} by measurement (stored); measured "
                       f"{_describe(stored['seconds'], {stored['algorithm']: tile})}")
-    names = registry.names_on(arrays)
     partitions = {name: partition
-                  for name, (_, partition) in registry.estimates(geom, dtype, names).items()}
+                  for name, (_, partition) in registry.candidates(geom, dtype, arrays).items()}
     timed = {name: _time_step(lambda: plan_factory(name, partitions[name]), geom, dtype, arrays)
-             for name in names}
+             for name in partitions}
     best = min(timed, key=lambda name: timed[name])
     tile = partitions[best]
     STORE.put(key, {"algorithm": best, "tile": None if tile is None else list(tile),

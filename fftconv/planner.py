@@ -340,7 +340,7 @@ def _within(func: str, geom: ConvGeometry, dtype, choice: autoselect.Choice,
     """``choice`` if its engine fits ``budget`` as the model priced it, else the
     algorithm cheapest at the partition (batch chunk, tiling) that fits it."""
     fitted, needs = {}, {}
-    for name in registry.names_on(arrays):
+    for name in registry.candidates(geom, dtype, arrays):
         try:
             fitted[name] = registry.partition(func, name, geom, dtype, budget)
         except ValueError as exc:

@@ -8,6 +8,7 @@ names from here; nothing else names an algorithm.
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -44,6 +45,16 @@ def build(name: str, geom: ConvGeometry, dtype, settings: Settings,
 def names_on(arrays: Arrays) -> Tuple[str, ...]:
     """The algorithms whose engines run on ``arrays``' library, in registry order."""
     return tuple(name for name, entry in REGISTRY.items() if entry.runs_on(arrays))
+
+
+def candidates(geom: ConvGeometry, dtype,
+               arrays: Optional[Arrays] = None) -> Dict[str, Tuple[float, Optional[Tuple[int, ...]]]]:
+    """:func:`estimates` of the algorithms that can run ``geom``: those whose engine
+    runs on ``arrays``' library (default: all) and whose cost is finite (an
+    algorithm prices a geometry outside its scope as infinite)."""
+    names = NAMES if arrays is None else names_on(arrays)
+    return {name: priced for name, priced in estimates(geom, dtype, names).items()
+            if math.isfinite(priced[0])}
 
 
 def estimates(geom: ConvGeometry, dtype,
