@@ -13,23 +13,27 @@ transposes at all.  ``DW`` is batch-major ``(C_out, Cg, F)``, as always.
 The kernels: NNPACK's "tuple GEMM" (``src/convolution-output.c``) in numba.
 
 * **Frequencies in the SIMD lanes.**  Every operand is planar (real and imaginary
-  parts apart) in blocks of :data:`LANES` frequencies, so the innermost loop is
-  :data:`LANES` independent complex multiply-adds, four real FMAs each, over
-  contiguous floats: LLVM vectorises it (16 float32 lanes are one AVX-512
-  register).  ``K`` is kept planar and blocked, ``[g][block][o][c][re|im][LANES]``,
-  made once per weight update by :meth:`CompiledProducts.kernel`; the blocks of
-  ``X`` and ``DY`` are made planar in a per-call scratch as they are read.
-* **Register blocking.**  One call of the micro-kernel computes four output
-  channels of one row (``_mk4``; ``_mk1`` for the rest) over the whole channel
-  sum, so each load of the row's operand feeds four complex multiply-adds.  The
-  accumulators live on the stack (``_stack_floats``), so LLVM knows they alias
-  nothing and keeps them out of its runtime alias checks.
-* **Cache blocking.**  A *task* is one group and :data:`BLOCK_LANES` consecutive
-  blocks of frequencies (:func:`_task_blocks`): its operands are read from the
-  spectra in rows of ``16 x`` that many complex values, and its working set
-  (one sub-block of ``K`` for four output channels, one row of ``X``) stays in
-  L1/L2.
-* **Threads.**  The tasks (groups x frequency blocks) are split into ``threads``
+  parts apart), so the innermost loop is :data:`LANES` independent complex
+  multiply-adds, four real FMAs each, over contiguous floats: LLVM vectorises it
+  (16 float32 lanes are one AVX-512 register, 16 float64 lanes two).  ``K`` is
+  kept planar and blocked, ``[g][task][o][c][re|im][TASK_LANES]``, made once per
+  weight update by :meth:`CompiledProducts.kernel`; each task's rows of ``X`` and
+  ``DY`` are made planar in a per-call scratch as they are read.
+* **Register blocking.**  One call of the micro-kernel (``_mk4``; ``_mk1`` for the
+  channels left over) computes four output channels of one row over the whole
+  channel sum: each load of the row's operand feeds four complex multiply-adds,
+  and the eight accumulators stay in registers for the whole sum (they are a
+  fresh stack array of the call, which LLVM can prove aliases nothing; the row
+  views are made without bounds arithmetic, ``_at``, so the loads are plain
+  vector loads and no runtime alias check or scalar fallback is left).
+* **Cache blocking.**  A *task* is one group and :data:`TASK_LANES` consecutive
+  frequencies: its operands are read from the spectra, and its results written,
+  in runs of that many complex values per (row, channel), and the next task's
+  runs are prefetched.  Within a task each block of four output channels walks
+  the sub-blocks of :data:`LANES` frequencies outermost and the rows innermost,
+  so that sub-block's slice of ``K`` stays in L1 over the rows; the results are
+  then stored as whole runs.
+* **Threads.**  The tasks (groups x frequency runs) are split into ``threads``
   contiguous shares, run at once by ``runtime.run_shares`` (the kernels release
   the GIL).  No numba threading layer is used, so ``threads`` is exact, calls from
   several threads at once are safe and a forked child works.
@@ -37,7 +41,13 @@ The kernels: NNPACK's "tuple GEMM" (``src/convolution-output.c``) in numba.
   rounding instead of two, never worse), nothing is reordered and no flag assumes
   finite values, so a NaN or Inf spreads exactly as in the GEMMs (over its own
   sample's outputs, and over ``DW``).  Errors stay within CONVENTIONS §4
-  (``tests/test_compiled.py``: 1e-12 and 1e-5 of the largest magnitude).
+  (``tests/test_compiled.py``: 1e-12 and 1e-5 of the largest magnitude).  The
+  results do not depend on ``threads`` (bit for bit).
+
+Memory.  ``K`` is as large as the GEMMs' (the same complex values, planar), plus
+the padding of the last task of each group to :data:`TASK_LANES` frequencies:
+negligible for thousands of frequencies, large for a handful (at ``F = 1`` it
+is 64 times the spectrum).  A call's scratch is one task's planar rows.
 
 Compilation.  numba is optional (the ``compiled`` extra); this module imports
 without it (:data:`AVAILABLE` says whether it is installed) and imports numba
@@ -59,7 +69,7 @@ import importlib.util
 import threading
 import time
 import warnings
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
@@ -81,19 +91,25 @@ def _installed() -> bool:
 #: Found without importing numba; the first :class:`CompiledProducts` imports it.
 AVAILABLE: bool = _installed()
 
-#: Frequencies per planar block: the SIMD lanes of the innermost loop (one
+#: Frequencies per micro-kernel call: the SIMD lanes of the innermost loop (one
 #: AVX-512 register of float32, two of float64).  A compile-time constant.
 LANES = 16
-#: Blocks of :data:`LANES` frequencies per task: the rows read from and written to
-#: the spectra are ``LANES * BLOCK_LANES`` complex values long.  Measured on the
-#: 2-D bench case (N=8, 16->16, 128x128, F=10512, float32, one thread, forward
-#: product, min of 8x3 on the loaded 2-core VM): see ``bench/compiled_products.py``.
+#: Sub-blocks of :data:`LANES` frequencies per task: the runs read from and written
+#: to the spectra are ``LANES * BLOCK_LANES`` complex values long.  Measured on the
+#: 2-D bench case (N=8, 16->16, 128x128 "same", F=10512, float32, one thread), min
+#: of 16x3 calls alternating, on the loaded 2-core VM: forward 8.6 / 10.1 / 13.4 ms
+#: and backward 18.1 / 17.6 / 23.6 ms for 2 / 4 / 8 (a load average of 6; a quieter
+#: run put 4 at 6.1 and 11.1 ms).
 BLOCK_LANES = 4
 #: Frequencies per task.
 TASK_LANES = LANES * BLOCK_LANES
 #: Fewest complex multiply-adds in a call for its tasks to be shared out over
 #: threads (below it, handing a share to the pool costs more than it saves).
-PARALLEL_MIN_MACS = 1 << 16
+#: Measured: forward products of N x C -> C x F, complex64, two threads against
+#: one (min of 20 each, alternating, 2-core VM at a load average of 1.5):
+#: 32768 multiply-adds 1.57x as long, 131072 1.49x, 524288 1.28x, 2097152
+#: 0.96x, 8388608 0.64x.
+PARALLEL_MIN_MACS = 1 << 21
 
 
 class CompileNotice(UserWarning):
@@ -582,7 +598,13 @@ class CompiledProducts:
     # -- helpers ----------------------------------------------------------------------------
     @staticmethod
     def _dtype(*arrays) -> np.dtype:
-        dtype = np.result_type(*[a.dtype for a in arrays if a is not None])
+        """The complex compute dtype of numpy ``arrays`` (``None`` skipped)."""
+        given = [a for a in arrays if a is not None]
+        for a in given:
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"CompiledProducts: runs on numpy arrays only (the numpy "
+                                f"backend), got {type(a).__module__}.{type(a).__name__}")
+        dtype = np.result_type(*[a.dtype for a in given])
         return np.dtype(np.complex128 if dtype == np.complex128 or dtype == np.float64
                         else np.complex64)
 

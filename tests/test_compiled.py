@@ -305,3 +305,12 @@ def test_a_transposed_layer_on_compiled_products_matches_the_oracle(compiled_lay
     want_dx, want_dw, _ = oracle_transposed_backward(dy, x, w, stride=2, padding=1)
     for got, ref in ((y, want), (grads.dx, want_dx), (grads.dw, want_dw)):
         assert rel(got, ref) <= 1e-10
+
+
+def test_other_array_libraries_are_refused():
+    class NotNumpy:
+        dtype = np.dtype(np.complex64)
+        shape = (1, 1, 4)
+
+    with pytest.raises(TypeError, match="CompiledProducts: runs on numpy arrays only"):
+        compiled.CompiledProducts(1).kernel(NotNumpy())
