@@ -166,8 +166,8 @@ def main(argv=None) -> None:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=6)
     parser.add_argument("--case", action="append", default=None,
                         help="a layer's label prefix, e.g. '2-D N8' (default: all four)")
     args = parser.parse_args(argv)
