@@ -583,8 +583,9 @@ class _Out:
 class CompiledProducts:
     """The products as compiled tuple GEMMs on batch-major spectra (any grouping).
 
-    ``K`` (from :meth:`kernel`) is a flat float array: planar blocks
-    ``[g][block][o][c][re|im][LANES]``.  ``Y`` and ``DX`` are written batch-major
+    ``K`` (from :meth:`kernel`) is a flat float array: planar runs
+    ``[g][task][o][c][re|im][TASK_LANES]``, the last task of each group padded
+    with zeros.  ``Y`` and ``DX`` are written batch-major
     ``(rows, cols, F)``, ``DW`` ``(C_out, Cg, F)``; a kept ``X`` or ``DY`` is a
     batch-major copy ``(rows, cols, F)``.  numpy arrays only (the numpy backend).
     """
