@@ -395,6 +395,7 @@ def check_settings(func: str, values: dict, pyfftw_available: bool) -> dict:
                                                  values["planning_timelimit"]),
                 max_workspace_bytes=check_budget(func, values["max_workspace_bytes"]),
                 measure=check_bool(func, "measure", values["measure"]),
+                compiled=check_bool(func, "compiled", values["compiled"]),
                 engine_cache_bytes=check_count(func, "engine_cache_bytes",
                                                values["engine_cache_bytes"]),
                 engine_cache_entries=check_count(func, "engine_cache_entries",

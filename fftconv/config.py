@@ -22,6 +22,10 @@ built under another one.
   ``yes/no``, ``on/off`` in any case): ``False``.  With ``True``,
   ``algorithm="auto"`` times the candidates once per geometry instead of
   trusting the cost model (``fftconv.autoselect``).
+* ``compiled`` (``FFTCONV_COMPILED``, a bool as for ``measure``): ``True``.
+  Where numba is installed (the ``compiled`` extra), the channel products of
+  numpy layers run as compiled kernels (``fftconv.compiled``); ``False``
+  keeps numpy's batched GEMMs.  Without numba it changes nothing.
 * ``max_workspace_bytes`` (``FFTCONV_MAX_WORKSPACE``): ``None`` (no limit).
   Bounds the FFT buffers of the stateless ``forward``/``backward``; above it
   the batch is processed in chunks.  ``FFTCONV_MAX_WORKSPACE=1e9`` is read
@@ -99,6 +103,7 @@ class Settings:
     planning_timelimit: float
     max_workspace_bytes: Optional[int] = None
     measure: bool = False
+    compiled: bool = True
     # the engine cache's bounds: process-wide, and not part of any cache key
     engine_cache_bytes: int = dataclasses.field(default=ENGINE_CACHE_BYTES, compare=False)
     engine_cache_entries: int = dataclasses.field(default=ENGINE_CACHE_ENTRIES, compare=False)
@@ -112,7 +117,7 @@ def _defaults() -> dict:
     return dict(backend="pyfftw" if _pyfftw_available() else "scipy",
                 threads=available_cores(), planner_effort="FFTW_MEASURE",
                 planning_timelimit=2.0, max_workspace_bytes=None, measure=False,
-                engine_cache_bytes=ENGINE_CACHE_BYTES, engine_cache_entries=ENGINE_CACHE_ENTRIES)
+                compiled=True, engine_cache_bytes=ENGINE_CACHE_BYTES, engine_cache_entries=ENGINE_CACHE_ENTRIES)
 
 
 def _clamp_threads(values: dict, source: str, stacklevel: int) -> dict:
@@ -155,6 +160,7 @@ ENVIRONMENT = {
     "planning_timelimit": ("FFTCONV_PLANNING_TIME", float, "a number of seconds > 0"),
     "max_workspace_bytes": ("FFTCONV_MAX_WORKSPACE", _int, "an int >= 1 (bytes)"),
     "measure": ("FFTCONV_MEASURE", _bool, "one of 0/1, true/false, yes/no, on/off"),
+    "compiled": ("FFTCONV_COMPILED", _bool, "one of 0/1, true/false, yes/no, on/off"),
     "engine_cache_bytes": ("FFTCONV_ENGINE_CACHE_BYTES", _int, "an int >= 1 (bytes)"),
     "engine_cache_entries": ("FFTCONV_ENGINE_CACHE_ENTRIES", _int, "an int >= 1"),
 }
@@ -214,7 +220,7 @@ def configure(**changes) -> Settings:
     ----------
     **changes
         Any of ``backend``, ``threads``, ``planner_effort``,
-        ``planning_timelimit``, ``max_workspace_bytes``, ``measure``,
+        ``planning_timelimit``, ``max_workspace_bytes``, ``measure``, ``compiled``,
         ``engine_cache_bytes`` and ``engine_cache_entries`` (the module's
         docstring says what each means and its environment variable).
 

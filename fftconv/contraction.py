@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from . import runtime
+from . import compiled, runtime
 from .backends import Arrays
 
 #: Target working set of one frequency block.  Measured on the 2-D bench case
@@ -355,8 +355,22 @@ class ElementwiseProducts:
         return y_out, dw_out
 
 
-def products_for(groups: int, in_channels: int, arrays: Arrays):
-    """:class:`ElementwiseProducts` for one input channel per group, else
-    :class:`GemmProducts`, on ``arrays``."""
-    kind = ElementwiseProducts if in_channels == groups else GemmProducts
-    return kind(groups, arrays)
+#: Fewest frequencies for the compiled products: their kernel spectrum is padded
+#: to whole tasks of ``compiled.TASK_LANES`` frequencies per group, under 12.5%
+#: more from this size on.
+COMPILED_MIN_FREQUENCIES = 8 * compiled.TASK_LANES
+
+
+def products_for(groups: int, in_channels: int, arrays: Arrays, n_freq: int = 0,
+                 use_compiled: bool = False):
+    """The products of a layer on ``arrays``: :class:`ElementwiseProducts` for one
+    input channel per group; else, with ``use_compiled`` (the setting), numba
+    installed, arrays its kernels read and at least
+    :data:`COMPILED_MIN_FREQUENCIES` frequencies, the compiled products
+    (``fftconv.compiled``); else :class:`GemmProducts`."""
+    if in_channels == groups:
+        return ElementwiseProducts(groups, arrays)
+    if (use_compiled and compiled.AVAILABLE and arrays.compiled
+            and n_freq >= COMPILED_MIN_FREQUENCIES):
+        return compiled.CompiledProducts(groups, arrays)
+    return GemmProducts(groups, arrays)

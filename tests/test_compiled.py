@@ -256,11 +256,11 @@ def test_importing_the_package_imports_no_numba():
 @pytest.fixture
 def compiled_layers(monkeypatch):
     """``contraction.products_for`` returns CompiledProducts for every layer that
-    takes GEMMs; engines built before are dropped."""
+    takes GEMMs, small spectra included; engines built before are dropped."""
     original = contraction.products_for
 
-    def products_for(groups, in_channels, arrays):
-        chosen = original(groups, in_channels, arrays)
+    def products_for(groups, in_channels, arrays, *args):
+        chosen = original(groups, in_channels, arrays, *args)
         if isinstance(chosen, contraction.GemmProducts):
             return compiled.CompiledProducts(groups, arrays)
         return chosen
@@ -314,3 +314,28 @@ def test_other_array_libraries_are_refused():
 
     with pytest.raises(TypeError, match="CompiledProducts: runs on numpy arrays only"):
         compiled.CompiledProducts(1).kernel(NotNumpy())
+
+
+# -- the choice: numpy layers with numba and the setting on, large enough spectra ----------
+@pytest.mark.parametrize("setting", [True, False])
+def test_products_for_chooses_the_compiled_kernels_by_the_setting(setting):
+    from fftconv.backends import host
+    big = contraction.COMPILED_MIN_FREQUENCIES
+    chosen = contraction.products_for(2, 8, host(), big, setting)
+    assert isinstance(chosen, compiled.CompiledProducts if setting and compiled.AVAILABLE
+                      else contraction.GemmProducts)
+    assert isinstance(contraction.products_for(2, 8, host(), big - 1, True),
+                      contraction.GemmProducts)          # small spectra: the GEMMs
+    assert isinstance(contraction.products_for(8, 8, host(), big, True),
+                      contraction.ElementwiseProducts)   # depthwise: elementwise
+
+
+def test_a_plan_uses_the_setting():
+    x_shape, w_shape = (2, 4, 48, 48), (4, 4, 3, 3)
+    with fftconv.using(compiled=True):
+        on = fftconv.plan(x_shape, w_shape, dtype=np.float32, algorithm="fft")
+    with fftconv.using(compiled=False):
+        off = fftconv.plan(x_shape, w_shape, dtype=np.float32, algorithm="fft")
+    assert isinstance(off._engine.passes.products, contraction.GemmProducts)
+    assert isinstance(on._engine.passes.products, compiled.CompiledProducts
+                      if compiled.AVAILABLE else contraction.GemmProducts)

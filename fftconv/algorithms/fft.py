@@ -89,8 +89,10 @@ class Passes:
         self.settings = settings
         self.rows = rows
         self.arrays = arrays
-        #: The channel products: GEMMs per frequency, or elementwise (depthwise).
-        self.products = contraction.products_for(geom.groups, geom.in_channels, arrays)
+        #: The channel products: GEMMs per frequency, compiled kernels, or elementwise
+        #: (depthwise).
+        self.products = contraction.products_for(geom.groups, geom.in_channels, arrays,
+                                                 geom.spectrum_size, settings.compiled)
         self._transforms: Dict[str, Union[ForwardTransform, InverseTransform]] = {}
         self._unfolded: Dict[str, Any] = {}
         weight_rows = (geom.out_channels, geom.in_channels // geom.groups)

@@ -34,13 +34,16 @@ class Arrays:
     tensors), so a pass may branch on them (``fftconv.scaling``) and split
     work over threads.  ``fftw``: the buffers are numpy arrays FFTW can plan on.
     ``strided``: arrays can be viewed with explicit strides (:meth:`as_strided`),
-    which the direct algorithm needs.
+    which the direct algorithm needs.  ``compiled``: numba's kernels can read
+    them (numpy's host arrays).
     """
 
     name = "array API"
     host = True
     fftw = False
     strided = False
+    #: numba's compiled kernels (``fftconv.compiled``) can read these arrays.
+    compiled = False
     #: Exceptions the library raises when the device runs out of memory.
     memory_errors: Tuple[Type[BaseException], ...] = (MemoryError,)
 

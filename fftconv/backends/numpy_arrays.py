@@ -126,6 +126,7 @@ class NumpyArrays(NumpyLike):
 
     name = "numpy"
     fftw = True
+    compiled = True
 
     def __init__(self):
         import array_api_compat.numpy as xp
