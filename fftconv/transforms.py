@@ -158,7 +158,7 @@ class _Transform:
     """Shared set-up: shapes, dtypes, counters, buffers on ``arrays``' device."""
 
     def __init__(self, batch_shape, fft_shape, dtype, settings: Settings, arrays: Arrays,
-                 frequency_major: bool = False):
+                 frequency_major: bool = False, spectrum_buffer: bool = True):
         self.frequency_major = frequency_major
         self.arrays = arrays
         #: FFTW plans on these buffers (numpy arrays, pyFFTW backend); else the library's FFT
@@ -175,7 +175,11 @@ class _Transform:
         spec_shape = half_spectrum_shape(fft_shape, self.real)
         spec_shape = (spec_shape + self.batch_shape if self.frequency_major
                       else self.batch_shape + spec_shape)
-        self.spectrum = _empty(spec_shape, COMPLEX_OF[self.dtype], arrays, self.fftw)
+        #: The spectrum buffer; ``None`` for a forward transform whose library returns
+        #: a new spectrum (scipy, CuPy): that array is the buffer, so the workspace
+        #: counts it once, not twice.
+        self.spectrum = (_empty(spec_shape, COMPLEX_OF[self.dtype], arrays, self.fftw)
+                         if spectrum_buffer or self.fftw else None)
 
     @property
     def nbytes(self) -> int:
@@ -218,7 +222,8 @@ class ForwardTransform(_Transform):
     """
 
     def __init__(self, batch_shape, fft_shape, dtype, settings: Settings, arrays: Arrays):
-        super().__init__(batch_shape, fft_shape, dtype, settings, arrays)
+        super().__init__(batch_shape, fft_shape, dtype, settings, arrays,
+                         spectrum_buffer=arrays.fft_into)
         if self.fftw:
             self._plan_fftw()
         self.arrays.copy_into(self.signal, 0)  # after planning: FFTW_MEASURE scribbles on them

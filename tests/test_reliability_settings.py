@@ -322,6 +322,7 @@ BAD_ENVIRONMENT = [
     ("FFTCONV_MAX_WORKSPACE", "lots"), ("FFTCONV_MAX_WORKSPACE", "0"),
     ("FFTCONV_MAX_WORKSPACE", "1.5e0"), ("FFTCONV_MEASURE", "maybe"), ("FFTCONV_MEASURE", "2"),
     ("FFTCONV_BACKEND", "mkl"), ("FFTCONV_PLANNER_EFFORT", "FFTW_FAST"),
+    ("FFTCONV_COMPILED", "perhaps"),
 ]
 SETTING_OF = {variable: name for name, (variable, _, _) in config.ENVIRONMENT.items()}
 
@@ -339,9 +340,11 @@ def test_a_bad_environment_value_warns_and_falls_back(variable, value):
 
 @pytest.mark.parametrize("environment", [
     {"FFTCONV_THREADS": "abc", "FFTCONV_PLANNING_TIME": "abc", "FFTCONV_MAX_WORKSPACE": "lots",
-     "FFTCONV_MEASURE": "maybe", "FFTCONV_BACKEND": "mkl", "FFTCONV_PLANNER_EFFORT": "FFTW_FAST"},
+     "FFTCONV_MEASURE": "maybe", "FFTCONV_BACKEND": "mkl", "FFTCONV_PLANNER_EFFORT": "FFTW_FAST",
+     "FFTCONV_COMPILED": "perhaps"},
     {"FFTCONV_THREADS": "1.5", "FFTCONV_PLANNING_TIME": "nan", "FFTCONV_MAX_WORKSPACE": "1.5e0",
-     "FFTCONV_MEASURE": "2", "FFTCONV_BACKEND": "", "FFTCONV_PLANNER_EFFORT": " "},
+     "FFTCONV_MEASURE": "2", "FFTCONV_BACKEND": "", "FFTCONV_PLANNER_EFFORT": " ",
+     "FFTCONV_COMPILED": "2"},
 ])
 def test_import_never_fails_because_of_the_environment(environment):
     """A fresh interpreter with bad values in every variable imports fftconv, warns once per

@@ -44,6 +44,8 @@ class Arrays:
     strided = False
     #: numba's compiled kernels (``fftconv.compiled``) can read these arrays.
     compiled = False
+    #: The library's forward FFTs write into a given array (:meth:`rfftn`'s ``out``).
+    fft_into = False
     #: Exceptions the library raises when the device runs out of memory.
     memory_errors: Tuple[Type[BaseException], ...] = (MemoryError,)
 

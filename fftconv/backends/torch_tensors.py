@@ -20,6 +20,7 @@ class TorchArrays(Arrays):
     """PyTorch tensors on one device."""
 
     name = "torch"
+    fft_into = True
     strided = True
 
     def __init__(self, device: Any):
