@@ -88,3 +88,17 @@ def install(setitem=None):
                          ("cupy.cuda", cuda), ("cupy.cuda.device", device)]:
         (setitem or dict.__setitem__)(sys.modules, name, module)
     return cupy
+
+
+def use(monkeypatch):
+    """Install the stand-in for one test (undone after it) and make fftconv's CuPy
+    backend claim its arrays before numpy's does; returns the stand-in."""
+    from fftconv import backends
+    for name in [n for n in sys.modules if n == "array_api_compat.cupy"
+                 or n.startswith("array_api_compat.cupy.")]:
+        monkeypatch.delitem(sys.modules, name)
+    cupy = install(monkeypatch.setitem)
+    monkeypatch.setattr(backends, "BACKENDS", (backends.CupyArrays,) + tuple(
+        b for b in backends.BACKENDS if b is not backends.CupyArrays))
+    monkeypatch.setattr(backends, "_made", {})
+    return cupy

@@ -432,3 +432,19 @@ def weights_from_channels_last(w):
     w = np.asarray(w)
     return np.ascontiguousarray(
         np.transpose(w, (w.ndim - 1, w.ndim - 2) + tuple(range(w.ndim - 2))))
+
+
+def oracle_products(x, dy, conj_k, groups):
+    """The frequency-domain channel products of CONVENTIONS section 3, by einsum in
+    complex128: ``Y``, ``DX`` and ``DW`` from batch-major spectra ``X (N, C, F)``,
+    ``DY (N, O, F)`` and the spectrum of ``conj(w)`` ``(O, C // groups, F)``."""
+    x, dy, conj_k = (np.asarray(a).astype(np.complex128) for a in (x, dy, conj_k))
+    n, c, f = x.shape
+    o = dy.shape[1]
+    k = np.conj(conj_k).reshape(groups, o // groups, c // groups, f)   # K = conj(FFT(conj w))
+    xg = x.reshape(n, groups, c // groups, f)
+    dyg = dy.reshape(n, groups, o // groups, f)
+    y = np.einsum("ngcf,gocf->ngof", xg, k).reshape(n, o, f)
+    dx = np.einsum("ngof,gocf->ngcf", dyg, np.conj(k)).reshape(n, c, f)
+    dw = np.einsum("ngof,ngcf->gocf", np.conj(dyg), xg).reshape(o, c // groups, f)
+    return y, dx, dw

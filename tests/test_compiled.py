@@ -12,8 +12,8 @@ import pytest
 
 import fftconv
 from fftconv import compiled, contraction, planner
-from oracle import (oracle_backward, oracle_forward, oracle_transposed_backward,
-                    oracle_transposed_forward)
+from oracle import (oracle_backward, oracle_forward, oracle_products,
+                    oracle_transposed_backward, oracle_transposed_forward)
 
 # relative to the largest magnitude (CONVENTIONS section 4; tests/test_contraction.py)
 TOL = {np.dtype(np.complex64): 1e-5, np.dtype(np.complex128): 1e-12}
@@ -58,20 +58,6 @@ def operands(case, dtype, seed=0):
     dy = real_spectra(rng, n, o, f, dtype)
     conj_k = real_spectra(rng, o, c // groups, f, dtype)   # spectrum of conj(w) = w (real)
     return x, dy, conj_k
-
-
-def oracle(x, dy, conj_k, groups):
-    """``Y``, ``DX``, ``DW`` by einsum in complex128 (CONVENTIONS section 3)."""
-    x, dy, conj_k = (a.astype(np.complex128) for a in (x, dy, conj_k))
-    n, c, f = x.shape
-    o = dy.shape[1]
-    k = np.conj(conj_k).reshape(groups, o // groups, c // groups, f)   # K = conj(FFT(conj w))
-    xg = x.reshape(n, groups, c // groups, f)
-    dyg = dy.reshape(n, groups, o // groups, f)
-    y = np.einsum("ngcf,gocf->ngof", xg, k).reshape(n, o, f)
-    dx = np.einsum("ngof,gocf->ngcf", dyg, np.conj(k)).reshape(n, c, f)
-    dw = np.einsum("ngof,ngcf->gocf", np.conj(dyg), xg).reshape(o, c // groups, f)
-    return y, dx, dw
 
 
 def rel(got, want) -> float:
@@ -123,7 +109,7 @@ def gemm(groups):
 def test_products_match_the_oracle_and_the_gemms(shared_out, case, dtype):
     x, dy, conj_k = operands(case, dtype)
     groups = case[3]
-    want_y, want_dx, want_dw = oracle(x, dy, conj_k, groups)
+    want_y, want_dx, want_dw = oracle_products(x, dy, conj_k, groups)
     want = {"y": want_y, "dx": want_dx, "dw": want_dw, "y2": want_y, "dw2": want_dw,
             "dw3": want_dw, "dx_only": want_dx, "dw_only": want_dw}
     tol = TOL[np.dtype(dtype)]
@@ -160,7 +146,7 @@ def test_kept_spectra_are_copies_in_the_transforms_layout(dtype):
 def test_results_go_into_non_contiguous_outputs_too():
     case = (2, 4, 6, 1, 50)
     x, dy, conj_k = operands(case, np.complex128, seed=5)
-    want_y, want_dx, want_dw = oracle(x, dy, conj_k, 1)
+    want_y, want_dx, want_dw = oracle_products(x, dy, conj_k, 1)
     p = compiled.CompiledProducts(1)
     k = p.kernel(conj_k[:, :, ::-1][:, :, ::-1])            # a view in, too
     y = np.empty((6, 2, 50), np.complex128).transpose(1, 0, 2)

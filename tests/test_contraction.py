@@ -9,7 +9,7 @@ import pytest
 import fftconv
 from fftconv import contraction, runtime
 from fftconv.backends import host
-from oracle import oracle_backward, oracle_forward
+from oracle import oracle_backward, oracle_forward, oracle_products
 
 HOST = host()
 
@@ -30,19 +30,6 @@ def spectra(groups, dtype=np.complex128, n=3, c=4, o=6, f=53):
     x, dy = crand(rng, (n, c, f), dtype), crand(rng, (n, o, f), dtype)
     conj_k = crand(rng, (o, c // groups, f), dtype)  # batch-major spectrum of conj(w)
     return x, dy, conj_k
-
-
-def oracle_products(x, dy, conj_k, groups):
-    """``Y``, ``DX`` and ``DW`` per CONVENTIONS' frequency-domain identities, by einsum."""
-    n, c, f = x.shape
-    o = dy.shape[1]
-    k = np.conj(conj_k).reshape(groups, o // groups, c // groups, f)   # K = conj(FFT(conj w))
-    xg = x.reshape(n, groups, c // groups, f)
-    dyg = dy.reshape(n, groups, o // groups, f)
-    y = np.einsum("ngcf,gocf->ngof", xg, k).reshape(n, o, f)
-    dx = np.einsum("ngof,gocf->ngcf", dyg, np.conj(k)).reshape(n, c, f)
-    dw = np.einsum("ngof,ngcf->gocf", np.conj(dyg), xg).reshape(o, c // groups, f)
-    return y, dx, dw
 
 
 def run_products(x, dy, conj_k, groups, threads):

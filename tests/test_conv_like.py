@@ -13,46 +13,8 @@ import pytest
 
 import fftconv
 from conftest import TOL, rel_err
+from kinds import KINDS, Kind, torch, xp
 
-torch = pytest.importorskip("torch")
-xp = pytest.importorskip("array_api_strict")
-
-CPU = xp.Device("CPU_DEVICE")
-
-
-class Kind:
-    """One array library (and device) a layer lives on."""
-
-    def __init__(self, name):
-        self.name = name
-        self.device = xp.Device("device1") if name == "strict-device1" else CPU
-
-    def like(self):
-        if self.name == "torch":
-            return torch.empty(0)
-        return xp.empty((0,), device=self.device)
-
-    def asarray(self, a):
-        if self.name == "torch":
-            return torch.from_numpy(np.array(a, copy=True, order="C"))
-        return xp.asarray(np.array(a, copy=True), device=self.device)
-
-    def to_numpy(self, a):
-        if self.name == "torch":
-            return a.detach().cpu().numpy().copy()
-        return np.array(np.from_dlpack(a.to_device(CPU)), copy=True)
-
-    def is_kind(self, a) -> bool:
-        if self.name == "torch":
-            return type(a) is torch.Tensor and a.device.type == "cpu" and not a.requires_grad
-        return type(a) is type(xp.asarray(0.0)) and a.device == self.device
-
-    def native(self, dtype):
-        lib = torch if self.name == "torch" else xp
-        return getattr(lib, np.dtype(dtype).name)
-
-
-KINDS = ["torch", "strict", "strict-device1"]
 
 
 def _check(kind, got, want, dtype, what):

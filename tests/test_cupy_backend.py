@@ -2,7 +2,6 @@
 (``fake_cupy``): arrays in are the stand-in's, arrays out are too, the FFTs go
 through ``cupy.fft``, memory through CuPy's queries, and the results equal
 numpy's.  On a GPU, ``tests/test_gpu.py`` runs the same layers on real CuPy."""
-import sys
 
 import numpy as np
 import pytest
@@ -16,13 +15,7 @@ from conftest import assert_close
 
 @pytest.fixture
 def cupy(monkeypatch):
-    for name in [n for n in sys.modules if n == "array_api_compat.cupy"
-                 or n.startswith("array_api_compat.cupy.")]:
-        monkeypatch.delitem(sys.modules, name)
-    cp = fake_cupy.install(monkeypatch.setitem)
-    monkeypatch.setattr(backends, "BACKENDS", (backends.CupyArrays,) + tuple(
-        b for b in backends.BACKENDS if b is not backends.CupyArrays))
-    monkeypatch.setattr(backends, "_made", {})
+    cp = fake_cupy.use(monkeypatch)
     fftconv.clear_caches()
     yield cp
     fftconv.clear_caches()

@@ -29,42 +29,11 @@ from conftest import TOL, rel_err
 
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
-torch = pytest.importorskip("torch")
-xp = pytest.importorskip("array_api_strict")
+from kinds import KINDS, Kind, torch, xp  # noqa: E402
 
 import fftconv.dask as fd  # noqa: E402
 from fftconv.dask import tasks  # noqa: E402
 
-CPU = xp.Device("CPU_DEVICE")
-
-
-class Kind:
-    """One array library (and device) the blocks run on."""
-
-    def __init__(self, name):
-        self.name = name
-        self.device = xp.Device("device1") if name == "strict-device1" else CPU
-
-    def asarray(self, a):
-        if self.name == "torch":
-            return torch.from_numpy(np.array(a, copy=True, order="C"))
-        return xp.asarray(np.array(a, copy=True), device=self.device)
-
-    def to_numpy(self, a):
-        if self.name == "torch":
-            return a.numpy().copy()
-        return np.array(np.from_dlpack(a.to_device(CPU)), copy=True)
-
-    def is_kind(self, a) -> bool:
-        if self.name == "torch":
-            return type(a) is torch.Tensor and a.device.type == "cpu"
-        return type(a) is type(xp.asarray(0.0)) and a.device == self.device
-
-    def native(self, dtype):
-        return getattr(torch if self.name == "torch" else xp, np.dtype(dtype).name)
-
-
-KINDS = ["torch", "strict", "strict-device1"]
 
 
 def _close(got, want, dtype, what):

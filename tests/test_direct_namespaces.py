@@ -14,7 +14,6 @@ modes, channels-last, transposed with ``output_padding``, ``flip_kernel``, 1-3
 spatial axes, the four dtypes, and batch chunks under a small
 ``max_workspace_bytes``.
 """
-import sys
 
 import numpy as np
 import pytest
@@ -247,13 +246,7 @@ def test_auto_on_torch_may_choose_direct(rng):
 @pytest.fixture
 def cupy(monkeypatch):
     import fake_cupy
-    for name in [n for n in sys.modules if n == "array_api_compat.cupy"
-                 or n.startswith("array_api_compat.cupy.")]:
-        monkeypatch.delitem(sys.modules, name)
-    cp = fake_cupy.install(monkeypatch.setitem)
-    monkeypatch.setattr(backends, "BACKENDS", (backends.CupyArrays,) + tuple(
-        b for b in backends.BACKENDS if b is not backends.CupyArrays))
-    monkeypatch.setattr(backends, "_made", {})
+    cp = fake_cupy.use(monkeypatch)
     fftconv.clear_caches()
     yield cp
     fftconv.clear_caches()

@@ -130,14 +130,17 @@ class TorchArrays(Arrays):
         return float(a)
 
     def rfftn(self, a, axes, threads=1, out=None):
-        if out is not None and out.is_contiguous():
-            return self.torch.fft.rfftn(a, dim=tuple(axes), out=out)
-        return self.torch.fft.rfftn(a, dim=tuple(axes))
+        return self._forward_fft(self.torch.fft.rfftn, a, axes, out)
 
     def fftn(self, a, axes, threads=1, out=None):
+        return self._forward_fft(self.torch.fft.fftn, a, axes, out)
+
+    @staticmethod
+    def _forward_fft(fft, a, axes, out):
+        """``fft`` over ``axes``, written into ``out`` when it is contiguous."""
         if out is not None and out.is_contiguous():
-            return self.torch.fft.fftn(a, dim=tuple(axes), out=out)
-        return self.torch.fft.fftn(a, dim=tuple(axes))
+            return fft(a, dim=tuple(axes), out=out)
+        return fft(a, dim=tuple(axes))
 
     def irfftn(self, a, shape, axes, threads=1):
         return self.torch.fft.irfftn(a, s=tuple(shape), dim=tuple(axes))
