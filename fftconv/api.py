@@ -9,11 +9,12 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from .backends import Arrays
+from .backends import Arrays, arrays_of
 from .checks import (ALGORITHM, DEFAULTS, LAYER_DEFAULTS, SHAPES, Ints, Layout, Padding,
                      PaddingMode, check_algorithm, check_array, check_bias, check_dtype,
-                     check_kind, check_layer, check_like_argument, check_plan_options, check_shape, check_shape_tuple,
-                     dtypes_for, keywords_checked, layer_keywords)
+                     check_kind, check_layer, check_like_argument, check_plan_options,
+                     check_shape, check_shape_tuple, dtype_of, dtypes_for, keywords_checked,
+                     layer_keywords)
 from .config import Settings, get_settings
 from .docstrings import EXECUTION, PARAMETERS, SIZES
 from .registry import NAMES, REGISTRY
@@ -69,9 +70,14 @@ def _checked(func: str, **operands) -> tuple:
     nested sequences become arrays of it."""
     checked = {name: None if a is None else check_array(func, name, a)
                for name, a in operands.items()}
-    arrays = check_kind(func, **checked)
-    return tuple(a if a is None or arrays.owns(a) else arrays.asarray(a)
-                 for a in checked.values()) + (arrays,)
+    arrays = check_kind(func, **{name: a for name, a in operands.items() if _is_array(a)})
+    return tuple(a if a is None or arrays_of(a).key == arrays.key
+                 else arrays.asarray(a, dtype_of(a)) for a in checked.values()) + (arrays,)
+
+
+def _is_array(a) -> bool:
+    """An array of some library (a nested sequence is not: it takes the others' kind)."""
+    return hasattr(a, "shape") and hasattr(a, "dtype")
 
 
 def _forward(func, x, w, b, keywords: dict, algorithm, max_workspace_bytes, measure,

@@ -702,7 +702,7 @@ _ORIGINS = {"plan": ("the shape this plan was built for", "this plan was built f
 
 
 def check_operand(func: str, name: str, a, shape, result_dtype, compute_dtype,
-                  origin: str = "plan") -> np.ndarray:
+                  origin: str = "plan", arrays: Optional[Arrays] = None):
     """``a`` must have ``shape`` and a dtype that promotes to ``result_dtype``.
 
     Anything that would change the result dtype (a float64 ``x`` for a float32
@@ -717,4 +717,6 @@ def check_operand(func: str, name: str, a, shape, result_dtype, compute_dtype,
     if np.result_type(given, result_dtype) != result_dtype:
         rule = dtype_rule.format(result_dtype, np.result_type(given, result_dtype), name)
         fail(func, f"{name} has dtype={given} but {rule}", TypeError)
+    if arrays is not None and arrays_of(a).key != arrays.key:   # a sequence, read by numpy
+        return arrays.asarray(a, compute_dtype)
     return arrays_of(a).astype(a, compute_dtype)

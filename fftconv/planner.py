@@ -388,7 +388,7 @@ class Pullback:
         need_dw = check_bool(self._func, "need_dw", need_dw)
         check_like(self._func, self._arrays, dy=dy)
         dy = check_operand(self._func, "dy", dy, self.y_shape, self._result,
-                           self._runner.dtype, origin="forward")
+                           self._runner.dtype, origin="forward", arrays=self._arrays)
         with self._lock:
             grads = self._runner.backward(dy, self._saved, self._weights, need_dx, need_dw)
         return result_gradients(grads, self._result, self._arrays)
@@ -510,7 +510,8 @@ class Plan:
     # -- the passes -----------------------------------------------------------------
     def _check(self, func: str, name: str, a, shape):
         check_like(func, self.arrays, **{name: a})
-        return check_operand(func, name, a, shape, self.result_dtype, self.compute_dtype)
+        return check_operand(func, name, a, shape, self.result_dtype, self.compute_dtype,
+                             arrays=self.arrays)
 
     def vjp(self, x, w, b=None) -> tuple:
         """``(y, pullback)``: ``y = conv(x, w) + b`` and a :class:`Pullback` that gives

@@ -4,6 +4,7 @@
 device, the FFTs and the device's memory."""
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Optional
 
@@ -57,6 +58,17 @@ class CupyArrays(NumpyLike):
     def _new_index(self, values):
         with self.device:
             return super()._new_index(values)
+
+    def _new_mesh(self, nested):
+        with self.device:
+            return super()._new_mesh(nested)
+
+    @contextlib.contextmanager
+    def quiet(self):
+        """A pass runs with this backend's GPU current: its kernels, cuFFT plans and
+        temporaries land there whatever device CuPy had current."""
+        with super().quiet(), self.device:
+            yield
 
     def to_host(self, a):
         return a.get()

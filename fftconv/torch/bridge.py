@@ -439,8 +439,8 @@ def conv(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None, *,
         ``y``, on ``x``'s device, with an autograd node when an input needs grad.
         CPU tensors reach the engine as numpy arrays sharing their memory, CUDA
         tensors as tensors (the engine runs on their GPU).  Tensors on other
-        devices, bfloat16, float16 on CUDA, ``"direct"`` on CUDA (the backend
-        lacks the strided views it needs) and double backward run
+        devices, bfloat16, float16 on CUDA, an algorithm the tensors' backend
+        cannot run and double backward run
         :func:`native_conv` (a :class:`FallbackWarning` once per process says so).
 
     Raises
