@@ -58,8 +58,11 @@ def step_seconds(plan, x, w, dy, repeats=3) -> float:
 
 
 def candidates(xs, ws):
-    """``(algorithm, tile)`` pairs to time for one layer."""
-    pairs = [(name, None) for name in ALGORITHMS]
+    """``(algorithm, tile)`` pairs to time for one layer: the algorithms that can run
+    it (``fftconv.registry.candidates``: a finite price)."""
+    geom = fftconv.plan(xs, ws, dtype=np.float32, algorithm="direct").geometry
+    runs = fftconv.registry.candidates(geom, np.float32)
+    pairs = [(name, None) for name in ALGORITHMS if name in runs]
     if np.prod(xs[2:]) >= 1 << 16:
         pairs += [("overlap_add", t) for t in EXTRA_TILES.get(len(xs) - 2, [])]
     return pairs

@@ -55,6 +55,7 @@ import scipy.signal
 
 import fftconv
 from fftconv.algorithms import overlap_add
+from fftconv.registry import candidates
 
 from .timing import torch_available
 
@@ -135,6 +136,15 @@ def _plan_step(algorithm: str):
 def _direct_seconds(case, rate: float) -> float:
     """Three direct passes of ``case.macs`` multiply-adds at ``rate`` GFLOP/s."""
     return 6.0 * case.macs / (rate * 1e9)
+
+
+def _winograd_seconds(case) -> float:
+    """The skip estimate: infinite outside Winograd's scope (its plan refuses such a
+    layer: it prices it infinite), else a direct step's."""
+    geom = fftconv.plan(case.x_shape, case.w_shape, dtype=np.float32, algorithm="direct",
+                        **case.layer).geometry
+    in_scope = "winograd" in candidates(geom, np.float32)
+    return _direct_seconds(case, RATES["direct"]) if in_scope else float("inf")
 
 
 # -- PyTorch ----------------------------------------------------------------------------------
@@ -337,6 +347,8 @@ COMPETITORS = {c.key: c for c in (
     Competitor("direct", "fftconv direct", _plan_step("direct"),
                lambda case: _direct_seconds(case, RATES["direct"]), first_call_counts=True),
     Competitor("overlap_add", "fftconv overlap-add", _plan_step("overlap_add"), traced=True),
+    Competitor("winograd", "fftconv Winograd", _plan_step("winograd"), _winograd_seconds,
+               first_call_counts=True),
     Competitor("auto", "fftconv auto", _plan_step("auto")),
     Competitor("torch", "PyTorch CPU", _torch_prepare, _torch_seconds, first_call_counts=True),
     Competitor("scipy", "fftconvolve loop", _scipy_prepare, _scipy_seconds,

@@ -38,6 +38,14 @@ RATES = {
     "spectrum_element": 2.84e-09,
     "spectrum_mac": 6.24e-11,
     "tile_copy": 0.0,
+    # The Winograd algorithm's units (fftconv.algorithms.winograd.work): fitted by NNLS on
+    # the relative error of 14 float32 training steps in its scope (1-D to 3-D, 3 to 256
+    # channels, 3 and 5 taps; best of 4-5 rounds of 3 steps, 2 threads, `call` at its rate
+    # above) on the 2-core reference VM at load averages 0.2-1.3; the model then priced
+    # those steps at 0.76-1.27 times their measured times.
+    "winograd_element": 1.43e-10,
+    "winograd_flop": 8.98e-12,
+    "winograd_grid": 1.83e-09,
 }
 
 #: Units of work by name (the keys of :data:`RATES`).

@@ -13,7 +13,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from .algorithms import direct, fft, overlap_add
+from .algorithms import direct, fft, overlap_add, winograd
 from .backends import Arrays
 from .config import Settings
 from .geometry import ConvGeometry
@@ -23,6 +23,7 @@ REGISTRY: Dict[str, Algorithm] = {a.name: a for a in (
     fft.ALGORITHM,
     direct.ALGORITHM,
     overlap_add.ALGORITHM,
+    winograd.ALGORITHM,
 )}
 
 #: Algorithm names, in registry order; ``"auto"`` chooses among them.

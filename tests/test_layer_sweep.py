@@ -14,6 +14,7 @@ import pytest
 
 import fftconv
 import oracle
+from fftconv import registry
 from conftest import ALGORITHMS, assert_close, random_array, random_padding
 
 OPERATIONS = ("transposed", "circular", "reflect", "replicate")
@@ -29,8 +30,10 @@ def _per_axis(v, nd):
     return (v,) * nd if isinstance(v, int) else tuple(v)
 
 
-def _make_config(rng, idx, nd, operation, layout):
-    """One random layer of ``operation`` that PyTorch's rules allow."""
+def _make_config(rng, idx, nd, operation, layout, small_kernels=False):
+    """One random layer of ``operation`` that PyTorch's rules allow; with
+    ``small_kernels``, inside Winograd's scope: stride 1, dilation 1 and 3 or 5 taps
+    per axis (5 in 1-D and 2-D only)."""
     small = nd >= 4
     while True:
         groups = 1 if small or rng.random() < 0.5 else int(rng.integers(2, 4))
@@ -41,6 +44,9 @@ def _make_config(rng, idx, nd, operation, layout):
         kernel = tuple(int(v) for v in rng.integers(1, (4 if nd <= 2 else 3) + 1, size=nd))
         stride = _axis(rng, nd, [1, 1, 2, 3] if nd <= 3 else [1, 2])
         dilation = _axis(rng, nd, [1, 1, 2])
+        if small_kernels:
+            kernel = tuple(int(v) for v in rng.choice([3, 5] if nd <= 2 else [3], size=nd))
+            stride, dilation = 1, 1
         flip = bool(rng.random() < 0.3)
         kw = dict(stride=stride, dilation=dilation, groups=groups, flip_kernel=flip)
         s, d = _per_axis(stride, nd), _per_axis(dilation, nd)
@@ -86,7 +92,21 @@ def _build(seed=2026):
     return configs
 
 
+def _build_small_kernels(first: int, seed=2027):
+    """Layers with 3 and 5 taps at stride 1 (the small-kernel band, where the
+    ``winograd`` algorithm runs), numbered from ``first``."""
+    rng = np.random.default_rng(seed)
+    configs = []
+    for operation in OPERATIONS:
+        for nd in (1, 2, 3):
+            for layout in ("channels_first", "channels_last"):
+                configs.append(_make_config(rng, first + len(configs), nd, operation, layout,
+                                            small_kernels=True))
+    return configs
+
+
 CONFIGS = _build()
+CONFIGS += _build_small_kernels(len(CONFIGS))
 
 
 def _reference(c, x, w, b, dy):
@@ -151,6 +171,35 @@ def test_layer_sweep_plan(c, algorithm):
         assert_close(got, want, np.float64, name)
 
 
+def _in_winograd_scope(c) -> bool:
+    """Whether ``winograd`` prices the layer finitely (runs it); elsewhere it is a clear
+    error by name (``tests/test_winograd.py``) and ``auto`` never weighs it."""
+    kw = dict(c["kw"], layout=c["layout"])
+    x_shape = c["x_shape"]
+    if c["layout"] == "channels_last":
+        x_shape = (x_shape[0],) + tuple(x_shape[2:]) + (x_shape[1],)
+    w_shape = c["w_shape"]
+    if c["layout"] == "channels_last":
+        w_shape = tuple(w_shape[2:]) + (w_shape[1], w_shape[0])
+    geom = fftconv.plan(x_shape, w_shape, dtype=np.float64, algorithm="direct", **kw).geometry
+    return "winograd" in registry.candidates(geom, np.float64)
+
+
+WINOGRAD_CONFIGS = [c for c in CONFIGS if _in_winograd_scope(c)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c", [pytest.param(c, id=_id(c)) for c in WINOGRAD_CONFIGS])
+def test_layer_sweep_winograd(c, dtype):
+    """The sweep for ``winograd``, on the layers inside its scope."""
+    test_layer_sweep(c, dtype, "winograd")
+
+
+@pytest.mark.parametrize("c", [pytest.param(c, id=_id(c)) for c in WINOGRAD_CONFIGS])
+def test_layer_sweep_plan_winograd(c):
+    test_layer_sweep_plan(c, "winograd")
+
+
 def _vdot(a, b):
     return np.vdot(a.ravel(), b.ravel())
 
@@ -159,6 +208,16 @@ def _vdot(a, b):
 @pytest.mark.parametrize("dtype", ["float64", "complex128"])
 @pytest.mark.parametrize("c", [pytest.param(c, id=_id(c)) for c in CONFIGS if c["nd"] <= 3])
 def test_adjoint_identity(c, dtype, algorithm):
+    _adjoint_identity(c, dtype, algorithm)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+@pytest.mark.parametrize("c", [pytest.param(c, id=_id(c)) for c in WINOGRAD_CONFIGS])
+def test_adjoint_identity_winograd(c, dtype):
+    _adjoint_identity(c, dtype, "winograd")
+
+
+def _adjoint_identity(c, dtype, algorithm):
     """``<forward(x, w), g> == <x, dx(g)> == <w, dw(x, g)>`` for each new operation."""
     x, w, _, dy, _, _ = _case(c["idx"], dtype)
     kw = dict(c["kw"], layout=c["layout"], algorithm=algorithm)

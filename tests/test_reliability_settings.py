@@ -86,7 +86,7 @@ def cache(tmp_path, monkeypatch):
     wisdom.forget_loaded_state()
 
 
-FAKE_SECONDS = {"direct": 1e-3, "fft": 2e-3, "overlap_add": 3e-3}
+FAKE_SECONDS = {"direct": 1e-3, "fft": 2e-3, "overlap_add": 3e-3, "winograd": 4e-3}
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def fresh_process(monkeypatch):
     (lambda e: e.update(algorithm="overlap_add", tile="64"), "malformed tile"),
     (lambda e: e.update(algorithm="overlap_add", tile=[8, 8]), "tile \\[8, 8\\] for a 1-d layer"),
     (lambda e: e.update(algorithm="direct", tile=[8]), "malformed tile"),
-    (lambda e: e.update(algorithm="winograd"), "unknown algorithm 'winograd'"),
+    (lambda e: e.update(algorithm="magic"), "unknown algorithm 'magic'"),
     (lambda e: e.clear(), "unknown algorithm None"),
 ])
 def test_a_malformed_choice_is_dropped_with_one_warning_and_rewritten(cache, fake_timing,
@@ -168,7 +168,7 @@ def test_the_torch_bridge_choices_are_validated_too(cache, monkeypatch):
     good = {"algorithm": "native", "engine": "fft", "explain": "'native' by measurement",
             "seconds": {"native": 1e-3, "fft": 2e-3}}
     choices = {"a": good, "b": {**good, "explain": None}, "c": {**good, "seconds": {}},
-               "d": {**good, "algorithm": "fftconv", "engine": "winograd"}}
+               "d": {**good, "algorithm": "fftconv", "engine": "magic"}}
     monkeypatch.setattr(ts, "STORE", ts.new_store())
     path = cache / ts.STORE.file_name
     path.write_text(json.dumps({"format": autoselect.FORMAT_VERSION, "fftconv": fftconv.__version__,
