@@ -16,6 +16,7 @@ layers and fits ``fftconv.torch.autoselect.NATIVE_RATES`` the same way
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 from scipy.optimize import nnls
@@ -38,6 +39,19 @@ LAYERS = (
     + [((1, 4, 1 << 18), (4, 4, 65)), ((1, 1, 1024, 1024), (1, 1, 9, 9)),
        ((2, 4, 256, 256), (4, 4, 5, 5)), ((1, 4, 1 << 20), (4, 4, 65)),
        ((1, 1, 2048, 2048), (1, 1, 9, 9))]
+    # issue 20's mid band and small layers ("same" ones as the equivalent "valid"
+    # input) and the two layers the model once mispicked
+    + [((8, 16, 128 + k - 1, 128 + k - 1), (16, 16, k, k)) for k in (5, 7, 9)]
+    + [((4, 24, 86, 86), (24, 24, 7, 7)), ((4, 16, 30, 30, 30), (16, 16, 7, 7, 7)),
+       ((4, 16, 26, 26, 26), (16, 16, 3, 3, 3)), ((32, 64, 34, 34), (64, 64, 3, 3)),
+       ((8, 32, 1028), (32, 32, 5)), ((16, 8, 50, 50), (8, 8, 3, 3)),
+       ((2, 8, 200, 200), (8, 8, 25, 25)), ((16, 8, 48, 48), (8, 8, 3, 3))]
+    # depthwise (elementwise products): Hyena-style causal long convolutions and
+    # MobileNet-style 2-D blocks
+    + [((b, h, n), (h, 1, n), {"padding": "causal", "flip_kernel": True, "groups": h})
+       for b, h, n in ((4, 64, 8192), (2, 256, 4096))]
+    + [((8, 64, 56, 56), (64, 1, 3, 3), {"padding": "same", "groups": 64}),
+       ((4, 32, 64, 64), (32, 1, 7, 7), {"padding": "same", "groups": 32})]
 )
 #: Overlap-add is also timed with these explicit tiles (besides the model's
 #: choice), so that the fit sees small tiles, which the model rarely picks, and
@@ -57,10 +71,15 @@ def step_seconds(plan, x, w, dy, repeats=3) -> float:
     return min(time_step(run, w, repeats)[0])
 
 
-def candidates(xs, ws):
+def _unpacked(layer):
+    """``(x_shape, w_shape, layer keywords)`` of a :data:`LAYERS` entry."""
+    return layer if len(layer) == 3 else (*layer, {})
+
+
+def candidates(xs, ws, **layer):
     """``(algorithm, tile)`` pairs to time for one layer: the algorithms that can run
     it (``fftconv.registry.candidates``: a finite price)."""
-    geom = fftconv.plan(xs, ws, dtype=np.float32, algorithm="direct").geometry
+    geom = fftconv.plan(xs, ws, dtype=np.float32, algorithm="direct", **layer).geometry
     runs = fftconv.registry.candidates(geom, np.float32)
     pairs = [(name, None) for name in ALGORITHMS if name in runs]
     if np.prod(xs[2:]) >= 1 << 16:
@@ -72,11 +91,12 @@ def measure(layers, max_seconds: float):
     """Rows ``(algorithm, units, seconds, geometry)`` for every layer and algorithm."""
     rng = np.random.default_rng(0)
     rows = []
-    for i, (xs, ws) in enumerate(layers):
+    for i, entry in enumerate(layers):
+        xs, ws, layer = _unpacked(entry)
         x = rng.standard_normal(xs).astype(np.float32)
         w = rng.standard_normal(ws).astype(np.float32)
-        for name, tile in candidates(xs, ws):
-            plan = fftconv.plan(xs, ws, dtype=np.float32, algorithm=name, tile=tile)
+        for name, tile in candidates(xs, ws, **layer):
+            plan = fftconv.plan(xs, ws, dtype=np.float32, algorithm=name, tile=tile, **layer)
             g = plan.geometry
             units = fftconv.registry.REGISTRY[name].work(g, np.float32, partition_of(plan.tile))
             if costs.seconds(units) > max_seconds:
@@ -101,10 +121,14 @@ def time_native(xs, ws) -> float:
 
 
 def measure_native(layers):
-    """Rows ``("native", units, seconds, geometry)`` for every layer."""
+    """Rows ``("native", units, seconds, geometry)`` for every plain layer (those
+    with keywords are left out: PyTorch is timed on "valid", ungrouped layers)."""
     from fftconv.torch.autoselect import native_work
     rows = []
-    for i, (xs, ws) in enumerate(layers):
+    for i, entry in enumerate(layers):
+        xs, ws, layer = _unpacked(entry)
+        if layer:
+            continue
         g = fftconv.plan(xs, ws, dtype=np.float32, algorithm="direct").geometry
         rows.append(("native", native_work(g, np.float32), time_native(xs, ws), g))
         print(f"[native {i + 1}/{len(layers)}] {xs} * {ws}", flush=True)
@@ -148,6 +172,31 @@ def agreement(rows, rates: dict) -> float:
     return sum(hits) / max(len(hits), 1)
 
 
+def slowdowns(rows, rates: dict) -> list:
+    """Per layer, the measured time of the model's cheapest algorithm over the
+    measured fastest (1 where it picks the fastest): ``auto``'s slowdown."""
+    by_layer = {}
+    for name, units, t, g in rows:
+        est, best = price(name, units, rates), by_layer.setdefault(g, {}).get(name)
+        if best is None or est < best[0]:
+            by_layer[g][name] = (est, t)
+    return [r[min(r, key=lambda n: r[n][0])][1] / min(t for _, t in r.values())
+            for r in by_layer.values() if len(r) > 1]
+
+
+def save_rows(path, rows, native_rows) -> None:
+    """Write the timed rows to ``path`` (JSON), for refitting without timing again."""
+    with open(path, "w") as f:
+        json.dump([[name, units, t, repr(g)] for name, units, t, g in rows + native_rows], f)
+
+
+def load_rows(path):
+    """The rows :func:`save_rows` wrote, as ``(rows, native_rows)`` (geometries as text)."""
+    with open(path) as f:
+        loaded = [tuple(r) for r in json.load(f)]
+    return ([r for r in loaded if r[0] != "native"], [r for r in loaded if r[0] == "native"])
+
+
 def bridge_agreement(rows, native_rows, rates: dict) -> float:
     """Fraction of layers where ``fftconv.torch``'s cost-model rule (native unless an
     fftconv transform algorithm is estimated ``NATIVE_MARGIN`` times cheaper) picks
@@ -172,6 +221,10 @@ def add_options(parser) -> None:
     parser.add_argument("--max-seconds", type=float, default=3.0,
                         help="skip runs the current model prices above this "
                              "(default: %(default)s)")
+    parser.add_argument("--save", metavar="FILE",
+                        help="also write the timed rows to FILE (JSON)")
+    parser.add_argument("--load", metavar="FILE",
+                        help="fit the rows of an earlier --save instead of timing")
     parser.add_argument("--only", choices=("fftconv", "native"),
                         help="time and fit only fftconv's algorithms, or only PyTorch's "
                              "convolution (default: both, native if torch is installed)")
@@ -181,10 +234,15 @@ def run_calibrate(args) -> int:
     """Time, fit and print the rates; returns the exit status (0)."""
     set_threads(args.threads or fftconv.config.available_cores())
     rows, native_rows = [], []
-    if args.only != "native":
-        rows = measure(LAYERS, args.max_seconds)
-    if args.only != "fftconv" and torch_available():
-        native_rows = measure_native(LAYERS)
+    if args.load:
+        rows, native_rows = load_rows(args.load)
+    else:
+        if args.only != "native":
+            rows = measure(LAYERS, args.max_seconds)
+        if args.only != "fftconv" and torch_available():
+            native_rows = measure_native(LAYERS)
+    if args.save:
+        save_rows(args.save, rows, native_rows)
     rates = current_rates()
     fits = [(rows, "fftconv", "RATES", "fftconv/costs.py"),
             (native_rows, "native", "NATIVE_RATES", "fftconv/torch/autoselect.py")]
@@ -193,6 +251,12 @@ def run_calibrate(args) -> int:
     fitted = {**rates, **{key: fit(subset, rates[key]) for subset, key, _, _ in fits if subset}}
     print(f"fitted rates:  model picks the measured fastest on "
           f"{agreement(rows + native_rows, fitted):.0%} of layers")
+    for label, table in (("current", rates), ("fitted", fitted)):
+        slow = slowdowns(rows, table)
+        if slow:
+            print(f"{label} rates: the model's pick within 1.2x of the measured fastest on "
+                  f"{sum(s <= 1.2 for s in slow)} of {len(slow)} layers, worst "
+                  f"{max(slow):.2f}x")
     if rows and native_rows:
         print(f"fftconv.torch's rule (native unless fftconv is estimated NATIVE_MARGIN times "
               f"faster) picks the measured faster on "

@@ -17,7 +17,7 @@ import dataclasses
 from typing import Dict, List, Optional, Tuple
 
 from .cases import Case, layers, parse_case
-from .competitors import BEST
+from .competitors import BEST, OWN
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,19 +83,21 @@ def _speedup(numerator, bound, ndim, k, and_up=False):
                   max_kernel=None if and_up else k)
 
 
+#: The large-kernel guard: never slower than before issue 20 (torch/fft was 38x
+#: at 2-D 128x128 k31 and 42x at 1-D k1023 then), and the older speed-ups.
 SPEEDUP_TARGETS = (
     _speedup("torch", 15, 2, 15),
-    _speedup("torch", 40, 2, 31),
+    _speedup("torch", 38, 2, 31),
     _speedup("torch", 6, 3, 9),
-    _speedup("torch", 30, 1, 1023),
+    _speedup("torch", 42, 1, 1023),
     _speedup("scipy", 20, 2, 15, and_up=True),
 )
 
 
 def perf_targets(floor_cases: tuple, torch_bounds: tuple) -> tuple:
-    """Targets of the ``perf`` suite.
+    """Targets of the ``perf`` suite (issue 20).
 
-    The FFT path within 1.6x of its transform floor on ``floor_cases``; ``auto``
+    The FFT path within 1.5x of its transform floor on ``floor_cases``; ``auto``
     over PyTorch at most ``bound`` on each ``(case, bound)`` of ``torch_bounds``;
     ``auto`` within 1.2x of the fastest of fftconv's own algorithms on every case;
     and the speed-ups over PyTorch and the scipy loop of :data:`SPEEDUP_TARGETS`.
@@ -103,7 +105,7 @@ def perf_targets(floor_cases: tuple, torch_bounds: tuple) -> tuple:
     by construction: a single tile runs the FFT path's engine, which
     ``tests/test_overlap_add.py`` checks; timed, the two differ only by noise.)
     """
-    return ((Target("fft", "floor", 1.6, at_least=False, cases=tuple(floor_cases)),)
+    return ((Target("fft", "floor", 1.5, at_least=False, cases=tuple(floor_cases)),)
             + tuple(Target("auto", "torch", bound, at_least=False, cases=(case,))
                     for case, bound in torch_bounds)
             + (Target("auto", BEST, 1.2, at_least=False),)
@@ -231,12 +233,21 @@ PERF_CASES = tuple(layers(2, 8, 16, 128, (3, 7, 15, 31)) + layers(3, 2, 8, 40, (
 SAME_CASES = tuple(layers(2, 8, 16, 128, (5, 7, 9, 15, 31), padding="same")
                    + layers(3, 2, 8, 32, (5,), padding="same"))
 WIDE_CASE = Case(32, 64, 64, (32, 32), (3, 3), "same")
-PERF_ALL = PERF_CASES + SAME_CASES + (WIDE_CASE,)
+#: The mid band and the small layers of issue 20, where PyTorch's CPU
+#: convolution (oneDNN) is the rival: 2-D 80x80 k7 at 24 channels, 3-D 24^3
+#: k7 and k3 at 16 channels, 2-D 48x48 k3 and 1-D 1024 k5.
+MID_CASES = (Case(4, 24, 24, (80, 80), (7, 7), "same"),
+             Case(4, 16, 16, (24,) * 3, (7,) * 3, "same"))
+SMALL_CASES = (Case(8, 32, 32, (1024,), (5,), "same"),
+               Case(16, 8, 8, (48, 48), (3, 3), "same"),
+               Case(4, 16, 16, (24,) * 3, (3,) * 3, "same"))
+PERF_ALL = PERF_CASES + SAME_CASES + (WIDE_CASE,) + MID_CASES + SMALL_CASES
+#: auto/PyTorch bounds: <= 1.0 on 2-D "same" k5-k9 at 16 channels, the mid band
+#: and 3-D k7; <= 1.2 at k3 with 64 channels and on the small layers.
+TORCH_BOUNDS = (tuple((case, 1.0) for case in SAME_CASES[:3] + MID_CASES)
+                + tuple((case, 1.2) for case in (WIDE_CASE,) + SMALL_CASES))
 PERF_TARGETS = perf_targets(
-    floor_cases=[c for c in PERF_ALL if (c.ndim == 2 and c.kernel_size in (7, 15, 31))
-                 or (c.ndim == 3 and c.kernel_size == 9) or c.ndim == 1],
-    torch_bounds=tuple(zip(SAME_CASES[:3], (1.3, 1.0, 0.8))) + ((SAME_CASES[5], 1.0),
-                                                               (WIDE_CASE, 1.4)))
+    floor_cases=PERF_ALL, torch_bounds=TORCH_BOUNDS)
 #: Long convolutions of sequence models (issue 21): depthwise, causal, a true
 #: convolution with a kernel as long as the sequence, (B, H, L) = (4, 64, 8192),
 #: (2, 256, 16384) and (1, 32, 2**20), the last under a 256 MiB workspace budget;
@@ -307,13 +318,20 @@ def gpu_targets(conv: tuple, small: tuple, long: tuple) -> tuple:
 GPU_TARGETS = gpu_targets(GPU_CONV_CASES, GPU_SMALL_CASES, GPU_LONG_CASES)
 
 
+#: Layers where the cost model once missed its own best (issue 20: 3.4x and 1.6x).
+MISPICK_CASES = (Case(2, 8, 8, (200, 200), (25, 25)), Case(16, 8, 8, (48, 48), (3, 3)))
+
+
 def decision_cases() -> Tuple[Case, ...]:
-    """Small, fast layers over input size and kernel size, 1-D to 3-D (55 cases)."""
+    """Small, fast layers over input size and kernel size, 1-D to 3-D, the
+    layers the model once mispicked, and the mid band and small layers of the
+    perf suite (66 cases)."""
     one = [c for n in (256, 1024, 4096, 16384, 65536) for c in layers(1, 2, 8, n, (3, 15, 63, 255))]
     two = [c for n, batch in ((16, 8), (32, 8), (64, 4), (128, 4), (256, 2))
            for c in layers(2, batch, 8, n, (1, 3, 7, 15))]
     three = [c for n in (8, 16, 24, 40) for c in layers(3, 1, 4, n, (1, 3, 5, 9))]
-    return tuple(c for c in one + two + three if min(c.out_size) >= 1)
+    issue = MISPICK_CASES + SAME_CASES[:3] + (WIDE_CASE,) + MID_CASES + SMALL_CASES
+    return unique(c for c in one + two + three + list(issue) if min(c.out_size) >= 1)
 
 
 # algorithms and decisions compare close algorithms (the FFT path and overlap-add
@@ -338,7 +356,7 @@ SUITES = {
         competitors=("fft", "direct", "overlap_add", "auto", "torch"),
         only={"torch": SMALL_KERNEL_CASES[:1]}, repeat=10, budget=2.0),
     "decisions": Suite("decisions", cases=decision_cases(), mode="decisions",
-                       competitors=("fft", "direct", "overlap_add"), repeat=15, budget=2.0),
+                       competitors=OWN, repeat=15, budget=2.0),
     # nn.Conv*d against the converted module (bench.compare builds its own rows)
     "torch": Suite("torch", cases=PERF_CASES, mode="torch", repeat=5, budget=4.0),
     # training steps on a CUDA device (bench.gpu builds its own rows; --quick: fewer)

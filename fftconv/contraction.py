@@ -361,16 +361,51 @@ class ElementwiseProducts:
 COMPILED_MIN_FREQUENCIES = 8 * compiled.TASK_LANES
 
 
+def product_kind(groups: int, in_channels: int, n_freq: int, use_compiled: bool,
+                 arrays: Optional[Arrays] = None) -> str:
+    """Which products a layer runs: ``"elementwise"`` for one input channel per
+    group; else, with ``use_compiled`` (the setting), numba installed, arrays its
+    kernels read (numpy; any host array when ``arrays`` is ``None``, as the cost
+    model asks) and at least :data:`COMPILED_MIN_FREQUENCIES` frequencies,
+    ``"compiled"``; else ``"gemm"``."""
+    if in_channels == groups:
+        return "elementwise"
+    if (use_compiled and compiled.AVAILABLE and (arrays is None or arrays.compiled)
+            and n_freq >= COMPILED_MIN_FREQUENCIES):
+        return "compiled"
+    return "gemm"
+
+
 def products_for(groups: int, in_channels: int, arrays: Arrays, n_freq: int = 0,
                  use_compiled: bool = False):
-    """The products of a layer on ``arrays``: :class:`ElementwiseProducts` for one
-    input channel per group; else, with ``use_compiled`` (the setting), numba
-    installed, arrays its kernels read and at least
-    :data:`COMPILED_MIN_FREQUENCIES` frequencies, the compiled products
-    (``fftconv.compiled``); else :class:`GemmProducts`."""
-    if in_channels == groups:
+    """The products of a layer on ``arrays`` (:func:`product_kind`):
+    :class:`ElementwiseProducts`, the compiled products (``fftconv.compiled``) or
+    :class:`GemmProducts`."""
+    kind = product_kind(groups, in_channels, n_freq, use_compiled, arrays)
+    if kind == "elementwise":
         return ElementwiseProducts(groups, arrays)
-    if (use_compiled and compiled.AVAILABLE and arrays.compiled
-            and n_freq >= COMPILED_MIN_FREQUENCIES):
+    if kind == "compiled":
         return compiled.CompiledProducts(groups, arrays)
     return GemmProducts(groups, arrays)
+
+
+#: The unit of :data:`fftconv.costs.RATES` that prices one complex multiply-add of
+#: each kind of products.
+MAC_UNITS = {"gemm": "spectrum_mac", "compiled": "compiled_mac",
+             "elementwise": "elementwise_mac"}
+
+
+def product_work(batch: int, in_channels: int, out_channels: int, groups: int,
+                 n_freq: int, use_compiled: bool) -> dict:
+    """Units of the three products of one training step (forward, input and weight
+    gradients): ``3 * F * N * C_out * Cg`` complex multiply-adds, priced by the
+    kind of products that runs them (:data:`MAC_UNITS`), since a multiply-add
+    costs very differently in a tiny per-frequency GEMM, a compiled tuple GEMM
+    and a streaming elementwise product; the GEMMs also move every spectrum
+    through their block transposes (``spectrum_element``)."""
+    kind = product_kind(groups, in_channels, n_freq, use_compiled)
+    units = {MAC_UNITS[kind]: 3.0 * n_freq * batch * out_channels * (in_channels // groups)}
+    if kind == "gemm":
+        rows = 3 * batch * (in_channels + out_channels) + 2 * out_channels * (in_channels // groups)
+        units["spectrum_element"] = float(n_freq * rows)
+    return units

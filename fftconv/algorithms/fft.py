@@ -35,7 +35,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from .. import budget, contraction, costs, resampling
+from .. import budget, config, contraction, costs, resampling
 from ..backends import Arrays
 from ..config import Settings
 from ..costs import Work
@@ -485,9 +485,8 @@ def work(geom: ConvGeometry, dtype, weight_transforms: bool = True,
     """Units of work of one training step (``input_transforms=2`` when the
     backward pass transforms ``x`` again): a fixed cost per pass (six transform
     calls, the products' Python loop), six batched transforms (halved for real
-    data), the per-frequency channel products (complex multiply-adds plus the
-    spectrum traffic of transposes and folds), and copying operands in and
-    results out."""
+    data), the per-frequency channel products priced by the kind that runs them
+    (``contraction.product_work``), and copying operands in and results out."""
     g, p = geom, costs.precision(dtype)
     x_rows, y_rows = g.batch * g.in_channels, g.batch * g.out_channels
     w_rows = g.out_channels * (g.in_channels // g.groups)
@@ -498,11 +497,11 @@ def work(geom: ConvGeometry, dtype, weight_transforms: bool = True,
     if weight_transforms:
         transforms = costs.add(transforms,
                                costs.transform_work(w_rows, g.dilation_fft_shape, g.real), scale=2)
-    f = g.spectrum_size
-    units = {"spectrum_mac": 3.0 * f * g.batch * g.out_channels * (g.in_channels // g.groups) * p,
-             "spectrum_element": f * (3 * x_rows + 3 * y_rows + 2 * w_rows) * p,
-             "signal_element": (2 * x_rows + 2 * y_rows) * math.prod(g.fft_shape) * p,
+    products = contraction.product_work(g.batch, g.in_channels, g.out_channels, g.groups,
+                                        g.spectrum_size, config.get_settings().compiled)
+    units = {"signal_element": (2 * x_rows + 2 * y_rows) * math.prod(g.fft_shape) * p,
              "call": 3.0, "fft_call": 3.0}
+    units = costs.add(units, products, scale=p)
     return costs.add(units, transforms, scale=p)
 
 
