@@ -197,6 +197,18 @@ def test_the_compile_notice_is_given_once_before_compiling(monkeypatch):
     assert "warm_up" in str(notices[0].message) and "float32" in str(notices[0].message)
 
 
+def test_warm_up_compiles_without_a_notice(monkeypatch):
+    """Whoever calls warm_up asked for the compile: no CompileNotice, even uncached."""
+    monkeypatch.setattr(compiled, "_kernels", {})
+    monkeypatch.setattr(compiled, "_noticed", False)
+    monkeypatch.setattr(compiled, "_in_cache", lambda dispatcher, signature: False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled.warm_up((np.float32,))
+    assert not [w for w in caught if issubclass(w.category, compiled.CompileNotice)]
+    assert np.dtype(np.float32) in compiled._kernels
+
+
 def test_cached_kernels_give_no_notice(monkeypatch):
     compiled.warm_up()                     # compiled (or loaded) and cached on disk by now
     monkeypatch.setattr(compiled, "_kernels", {})
