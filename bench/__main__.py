@@ -288,7 +288,8 @@ def run_decisions(suite, options: Options, csv_path: str) -> bool:
     print(f"\n{retimed} near ties (two fastest within {runner.REMATCH:g}x) were timed "
           f"again, {runner.REMATCH_ROUNDS} alternating rounds each")
     for line in report.decisions_summary(runner.summarise(results),
-                                         runner.AGREEMENT_TARGET, runner.CLOSE):
+                                         runner.AGREEMENT_TARGET, runner.CLOSE,
+                                         runner.SLOWDOWN_TARGET):
         print(line)
     path = runner.write_csv(csv_path, results, found, options.dtype, options.threads)
     print(f"rows: {path}")

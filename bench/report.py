@@ -145,8 +145,10 @@ def decisions_table(results) -> str:
     return table(headers, rows)
 
 
-def decisions_summary(summary, target: float, close: float) -> List[str]:
-    """The agreement of the model with the measurements, in a few lines."""
+def decisions_summary(summary, target: float, close: float,
+                      slowdown_target: float = 1.2) -> List[str]:
+    """The agreement of the model with the measurements, in a few lines; the worst
+    slowdown against ``slowdown_target``."""
     if not summary.cases:
         return ["no case measured"]
     lines = [f"model picked the measured fastest in {summary.agreed} of {summary.cases} cases "
@@ -157,7 +159,8 @@ def decisions_summary(summary, target: float, close: float) -> List[str]:
     worst = summary.worst_result
     if worst is not None and summary.worst > 1:
         lines.append(f"worst slowdown {summary.worst:.2f}x at {worst.case.name} (picked "
-                     f"{worst.choice}, fastest {worst.fastest_own()})")
+                     f"{worst.choice}, fastest {worst.fastest_own()}; target <= "
+                     f"{slowdown_target:g}: {'yes' if summary.worst <= slowdown_target else 'NO'})")
     else:
         lines.append("worst slowdown 1.00x (every pick was the fastest)")
     return lines

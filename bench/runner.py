@@ -231,6 +231,8 @@ def run_cases(cases, competitors, options: Options, title: str,
 AGREEMENT_TARGET = 0.9
 #: A pick this close to the fastest (time ratio) counts as "close" in the summary.
 CLOSE = 1.1
+#: auto's pick must run within this factor of the measured fastest on every case (issue 20).
+SLOWDOWN_TARGET = 1.2
 #: Cases whose two fastest algorithms came within this factor are timed again
 #: (:func:`rematch`), alternately, this many rounds.
 REMATCH = 1.1
