@@ -111,27 +111,14 @@ def time_products(calls, rounds: int, repeat: int) -> Dict[Tuple[str, str], floa
     return best
 
 
-ORIGINAL_PRODUCTS_FOR = contraction.products_for
-
-
-def _compiled_products_for(groups, in_channels, arrays):
-    """``contraction.products_for`` with the GEMMs replaced by the compiled products."""
-    chosen = ORIGINAL_PRODUCTS_FOR(groups, in_channels, arrays)
-    if isinstance(chosen, contraction.GemmProducts):
-        return compiled.CompiledProducts(groups, arrays)
-    return chosen
-
-
 def step_plans(case: Case, dtype: str) -> Dict[str, object]:
-    """Two plans of ``case``: products as GEMMs, and compiled."""
-    plans = {"gemm": fftconv.plan(case.x_shape, case.w_shape, dtype=dtype, algorithm="fft",
-                                  **case.layer)}
-    contraction.products_for = _compiled_products_for      # type: ignore[assignment]
-    try:
-        plans["compiled"] = fftconv.plan(case.x_shape, case.w_shape, dtype=dtype,
-                                         algorithm="fft", **case.layer)
-    finally:
-        contraction.products_for = ORIGINAL_PRODUCTS_FOR   # type: ignore[assignment]
+    """Two plans of ``case``: products as GEMMs (the ``compiled`` setting off), and
+    compiled (on; the products a plan runs are fixed when it is built)."""
+    plans = {}
+    for name, on in (("gemm", False), ("compiled", True)):
+        with fftconv.config.using(compiled=on):
+            plans[name] = fftconv.plan(case.x_shape, case.w_shape, dtype=dtype,
+                                       algorithm="fft", **case.layer)
     return plans
 
 

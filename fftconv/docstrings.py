@@ -63,12 +63,14 @@ LAYER = """
 
 #: ``algorithm``, as the core's functions take it.
 ALGORITHM = """
-    algorithm : {"auto", "fft", "direct", "overlap_add"}, optional
+    algorithm : {"auto", "fft", "direct", "overlap_add", "winograd"}, optional
         ``"auto"`` (default) picks the fastest of the others for this layer by
         a calibrated cost model (or by timing, see ``measure``); ``"fft"``
         computes in the frequency domain; ``"direct"`` runs the vectorised
         spatial-domain implementation; ``"overlap_add"`` tiles the output and
-        runs a small FFT per tile.  All give the same results."""
+        runs a small FFT per tile; ``"winograd"`` runs Winograd's minimal
+        filtering (3- and 5-tap kernels at stride 1 only).  All give the same
+        results."""
 
 #: The parameter text of every layer keyword and ``algorithm``.
 PARAMETERS = LAYER + ALGORITHM
