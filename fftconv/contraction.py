@@ -359,29 +359,46 @@ class ElementwiseProducts:
 #: to whole tasks of ``compiled.TASK_LANES`` frequencies per group, under 12.5%
 #: more from this size on.
 COMPILED_MIN_FREQUENCIES = 8 * compiled.TASK_LANES
+#: The compiled micro-kernel keeps the slice of ``K`` of four output channels
+#: and one sub-block of frequencies (``4 * channels * 2 * LANES`` floats) in L1
+#: while it walks the rows.  Past this many bytes, with
+#: :data:`COMPILED_MAX_SPILL_ROWS` rows or more, the batched GEMMs win.
+#: Measured on the 2-core Xeon (48 KiB L1d), forward and backward products,
+#: compiled/GEMM: float64 N32 64->64 F684 (64 KiB slice) 1.53, N64 1.68,
+#: float32 N32 128->128 (64 KiB) 1.27; but float64 N16 64->64 0.80, N8
+#: 128->128 0.74, and every slice up to 48 KiB 0.31-0.95.
+COMPILED_L1_BYTES = 48 << 10
+COMPILED_MAX_SPILL_ROWS = 32
 
 
 def product_kind(groups: int, in_channels: int, n_freq: int, use_compiled: bool,
-                 arrays: Optional[Arrays] = None) -> str:
+                 arrays: Optional[Arrays] = None, rows: int = 0,
+                 out_channels: Optional[int] = None, itemsize: int = 4) -> str:
     """Which products a layer runs: ``"elementwise"`` for one input channel per
     group; else, with ``use_compiled`` (the setting), numba installed, arrays its
     kernels read (numpy; any host array when ``arrays`` is ``None``, as the cost
-    model asks) and at least :data:`COMPILED_MIN_FREQUENCIES` frequencies,
-    ``"compiled"``; else ``"gemm"``."""
+    model asks), at least :data:`COMPILED_MIN_FREQUENCIES` frequencies and no
+    kernel slice past L1 over many rows (:data:`COMPILED_L1_BYTES`; ``rows`` per
+    pass, ``itemsize`` of the real dtype), ``"compiled"``; else ``"gemm"``."""
     if in_channels == groups:
         return "elementwise"
+    widest = max(in_channels, in_channels if out_channels is None else out_channels) // groups
+    spills = (4 * widest * 2 * compiled.LANES * itemsize > COMPILED_L1_BYTES
+              and rows >= COMPILED_MAX_SPILL_ROWS)
     if (use_compiled and compiled.AVAILABLE and (arrays is None or arrays.compiled)
-            and n_freq >= COMPILED_MIN_FREQUENCIES):
+            and n_freq >= COMPILED_MIN_FREQUENCIES and not spills):
         return "compiled"
     return "gemm"
 
 
 def products_for(groups: int, in_channels: int, arrays: Arrays, n_freq: int = 0,
-                 use_compiled: bool = False):
+                 use_compiled: bool = False, rows: int = 0,
+                 out_channels: Optional[int] = None, itemsize: int = 4):
     """The products of a layer on ``arrays`` (:func:`product_kind`):
     :class:`ElementwiseProducts`, the compiled products (``fftconv.compiled``) or
     :class:`GemmProducts`."""
-    kind = product_kind(groups, in_channels, n_freq, use_compiled, arrays)
+    kind = product_kind(groups, in_channels, n_freq, use_compiled, arrays, rows, out_channels,
+                        itemsize)
     if kind == "elementwise":
         return ElementwiseProducts(groups, arrays)
     if kind == "compiled":
@@ -396,14 +413,15 @@ MAC_UNITS = {"gemm": "spectrum_mac", "compiled": "compiled_mac",
 
 
 def product_work(batch: int, in_channels: int, out_channels: int, groups: int,
-                 n_freq: int, use_compiled: bool) -> dict:
+                 n_freq: int, use_compiled: bool, itemsize: int = 4) -> dict:
     """Units of the three products of one training step (forward, input and weight
     gradients): ``3 * F * N * C_out * Cg`` complex multiply-adds, priced by the
     kind of products that runs them (:data:`MAC_UNITS`), since a multiply-add
     costs very differently in a tiny per-frequency GEMM, a compiled tuple GEMM
     and a streaming elementwise product; the GEMMs also move every spectrum
     through their block transposes (``spectrum_element``)."""
-    kind = product_kind(groups, in_channels, n_freq, use_compiled)
+    kind = product_kind(groups, in_channels, n_freq, use_compiled, rows=batch,
+                        out_channels=out_channels, itemsize=itemsize)
     units = {MAC_UNITS[kind]: 3.0 * n_freq * batch * out_channels * (in_channels // groups)}
     if kind == "gemm":
         rows = 3 * batch * (in_channels + out_channels) + 2 * out_channels * (in_channels // groups)
