@@ -328,6 +328,24 @@ def test_products_for_chooses_the_compiled_kernels_by_the_setting(setting):
                       contraction.ElementwiseProducts)   # depthwise: elementwise
 
 
+@pytest.mark.skipif(not compiled.AVAILABLE, reason="numba is not installed")
+def test_the_gemms_take_layers_whose_kernel_slice_outgrows_l1_over_many_rows():
+    from fftconv.backends import host
+    big = contraction.COMPILED_MIN_FREQUENCIES
+    many = contraction.COMPILED_MAX_SPILL_ROWS
+    # 4 outputs x 64 channels x 2 x LANES float64 = 64 KiB: past L1
+    assert contraction.product_kind(1, 64, big, True, rows=many, itemsize=8) == "gemm"
+    assert contraction.product_kind(1, 64, big, True, rows=many - 1, itemsize=8) == "compiled"
+    assert contraction.product_kind(1, 64, big, True, rows=many, itemsize=4) == "compiled"
+    # the wider side counts (the input gradient's sums run over the output channels)
+    assert contraction.product_kind(1, 8, big, True, rows=many, out_channels=128) == "gemm"
+    # per group: 4 groups of 32 -> 32 channels are a 16 KiB slice
+    assert contraction.product_kind(4, 128, big, True, rows=many, out_channels=128,
+                                    itemsize=8) == "compiled"
+    assert isinstance(contraction.products_for(1, 64, host(), big, True, many, 64, 8),
+                      contraction.GemmProducts)
+
+
 def test_a_plan_uses_the_setting():
     x_shape, w_shape = (2, 4, 48, 48), (4, 4, 3, 3)
     with fftconv.using(compiled=True):
