@@ -9,8 +9,10 @@ part          what is timed (exclusive of the parts nested inside)
 ============  ==============================================================
 transforms    the batched FFT executions (``pyfftw.FFTW.execute`` or ``scipy.fft``)
 placement     copying operands into the zeroed transform buffers
-products      the per-frequency channel products (``contraction.*_product*``)
-transposes    the frequency-block and kernel-spectrum transposes
+products      the per-frequency channel products (``contraction.*_product*``, the
+              compiled and the elementwise products)
+transposes    the frequency-block and kernel-spectrum transposes (the compiled
+              products' packing of the kernel spectrum)
 crops         cropping, scaling and flipping the inverse transforms' results
 resampling    spectrum tiling and folding (stride, dilation)
 other         the rest of the step: Python, argument checks, the weight cache, bias
@@ -34,7 +36,7 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-from fftconv import contraction, resampling, transforms
+from fftconv import compiled, contraction, resampling, transforms
 from fftconv.algorithms import fft as fftpath
 from fftconv.backends.numpy_arrays import NumpyArrays
 
@@ -97,6 +99,13 @@ _TIMED = (
     (contraction, "transposed_products", "products"),
     (contraction, "_frequency_major", "transposes"),
     (contraction, "kernel_spectrum", "transposes"),
+    (compiled.CompiledProducts, "forward", "products"),
+    (compiled.CompiledProducts, "backward", "products"),
+    (compiled.CompiledProducts, "transposed", "products"),
+    (compiled.CompiledProducts, "kernel", "transposes"),
+    (contraction.ElementwiseProducts, "forward", "products"),
+    (contraction.ElementwiseProducts, "backward", "products"),
+    (contraction.ElementwiseProducts, "transposed", "products"),
     (resampling, "tile", "resampling"),
     (resampling, "fold", "resampling"),
 ) + tuple((NumpyArrays, f, "transforms") for f in ("rfftn", "irfftn", "fftn", "ifftn"))
