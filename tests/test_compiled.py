@@ -257,8 +257,8 @@ def compiled_layers(monkeypatch):
     takes GEMMs, small spectra included; engines built before are dropped."""
     original = contraction.products_for
 
-    def products_for(groups, in_channels, arrays, *args):
-        chosen = original(groups, in_channels, arrays, *args)
+    def products_for(groups, in_channels, arrays, *args, **kwargs):
+        chosen = original(groups, in_channels, arrays, *args, **kwargs)
         if isinstance(chosen, contraction.GemmProducts):
             return compiled.CompiledProducts(groups, arrays)
         return chosen
@@ -355,3 +355,14 @@ def test_a_plan_uses_the_setting():
     assert isinstance(off._engine.passes.products, contraction.GemmProducts)
     assert isinstance(on._engine.passes.products, compiled.CompiledProducts
                       if compiled.AVAILABLE else contraction.GemmProducts)
+
+
+@pytest.mark.skipif(not compiled.AVAILABLE, reason="numba is not installed")
+def test_a_plan_passes_its_rows_and_precision_to_the_choice_of_products():
+    many = contraction.COMPILED_MAX_SPILL_ROWS
+    x_shape, w_shape = (many, 64, 40, 40), (64, 64, 3, 3)  # a 64 KiB slice in float64
+    with fftconv.using(compiled=True):
+        wide = fftconv.plan(x_shape, w_shape, dtype=np.float64, algorithm="fft")
+        narrow = fftconv.plan(x_shape, w_shape, dtype=np.float32, algorithm="fft")
+    assert isinstance(wide._engine.passes.products, contraction.GemmProducts)
+    assert isinstance(narrow._engine.passes.products, compiled.CompiledProducts)

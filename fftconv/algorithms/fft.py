@@ -91,8 +91,9 @@ class Passes:
         self.arrays = arrays
         #: The channel products: GEMMs per frequency, compiled kernels, or elementwise
         #: (depthwise).
-        self.products = contraction.products_for(geom.groups, geom.in_channels, arrays,
-                                                 geom.spectrum_size, settings.compiled)
+        self.products = contraction.products_for(
+            geom.groups, geom.in_channels, arrays, geom.spectrum_size, settings.compiled,
+            rows=rows, out_channels=geom.out_channels, itemsize=np.finfo(self.dtype).bits // 8)
         self._transforms: Dict[str, Union[ForwardTransform, InverseTransform]] = {}
         self._unfolded: Dict[str, Any] = {}
         weight_rows = (geom.out_channels, geom.in_channels // geom.groups)
@@ -498,7 +499,8 @@ def work(geom: ConvGeometry, dtype, weight_transforms: bool = True,
         transforms = costs.add(transforms,
                                costs.transform_work(w_rows, g.dilation_fft_shape, g.real), scale=2)
     products = contraction.product_work(g.batch, g.in_channels, g.out_channels, g.groups,
-                                        g.spectrum_size, config.get_settings().compiled)
+                                        g.spectrum_size, config.get_settings().compiled,
+                                        itemsize=np.finfo(dtype).bits // 8)
     units = {"signal_element": (2 * x_rows + 2 * y_rows) * math.prod(g.fft_shape) * p,
              "call": 3.0, "fft_call": 3.0}
     units = costs.add(units, products, scale=p)
