@@ -160,28 +160,30 @@ def fit(rows, rates: dict):
     return dict(zip(names, fitted))
 
 
-def agreement(rows, rates: dict) -> float:
-    """Fraction of layers where the model's cheapest algorithm was the measured fastest."""
-    by_layer = {}
+def _by_layer(rows, rates: dict) -> list:
+    """Per layer timed with more than one algorithm, ``{algorithm: (estimate,
+    measured time)}``; of an algorithm timed with several tiles, the tile the model
+    would pick among those timed."""
+    by_layer: dict = {}
     for name, units, t, g in rows:
         est, best = price(name, units, rates), by_layer.setdefault(g, {}).get(name)
-        if best is None or est < best[0]:  # the tile the model would pick among those timed
+        if best is None or est < best[0]:
             by_layer[g][name] = (est, t)
+    return [r for r in by_layer.values() if len(r) > 1]
+
+
+def agreement(rows, rates: dict) -> float:
+    """Fraction of layers where the model's cheapest algorithm was the measured fastest."""
     hits = [min(r, key=lambda n: r[n][0]) == min(r, key=lambda n: r[n][1])
-            for r in by_layer.values() if len(r) > 1]
+            for r in _by_layer(rows, rates)]
     return sum(hits) / max(len(hits), 1)
 
 
 def slowdowns(rows, rates: dict) -> list:
     """Per layer, the measured time of the model's cheapest algorithm over the
     measured fastest (1 where it picks the fastest): ``auto``'s slowdown."""
-    by_layer = {}
-    for name, units, t, g in rows:
-        est, best = price(name, units, rates), by_layer.setdefault(g, {}).get(name)
-        if best is None or est < best[0]:
-            by_layer[g][name] = (est, t)
     return [r[min(r, key=lambda n: r[n][0])][1] / min(t for _, t in r.values())
-            for r in by_layer.values() if len(r) > 1]
+            for r in _by_layer(rows, rates)]
 
 
 def save_rows(path, rows, native_rows) -> None:

@@ -182,41 +182,48 @@ def test_a_non_finite_value_stays_in_its_own_sample():
     assert not np.isfinite(dx[1, :, 40]).any() and np.isfinite(dx[[0, 2]]).all()
 
 
-def test_the_compile_notice_is_given_once_before_compiling(monkeypatch):
-    """Kernels not in numba's cache: one CompileNotice naming warm_up, then none."""
+def forget_kernels(monkeypatch) -> None:
+    """No kernel loaded in this process and no notice given yet."""
     monkeypatch.setattr(compiled, "_kernels", {})
     monkeypatch.setattr(compiled, "_noticed", False)
+
+
+@pytest.fixture
+def uncached(monkeypatch):
+    """Kernels forgotten (:func:`forget_kernels`) and numba's disk cache reported empty."""
+    forget_kernels(monkeypatch)
     monkeypatch.setattr(compiled, "_in_cache", lambda dispatcher, signature: False)
+
+
+def compile_notices(action) -> list:
+    """The CompileNotices ``action()`` gives."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        action()
+    return [w for w in caught if issubclass(w.category, compiled.CompileNotice)]
+
+
+def test_the_compile_notice_is_given_once_before_compiling(uncached):
+    """Kernels not in numba's cache: one CompileNotice naming warm_up, then none."""
+    def use_both_precisions():
         compiled.kernels(np.float32)
         compiled.kernels(np.float64)
         assert compiled.warm_up() >= 0
-    notices = [w for w in caught if issubclass(w.category, compiled.CompileNotice)]
+    notices = compile_notices(use_both_precisions)
     assert len(notices) == 1
     assert "warm_up" in str(notices[0].message) and "float32" in str(notices[0].message)
 
 
-def test_warm_up_compiles_without_a_notice(monkeypatch):
+def test_warm_up_compiles_without_a_notice(uncached):
     """Whoever calls warm_up asked for the compile: no CompileNotice, even uncached."""
-    monkeypatch.setattr(compiled, "_kernels", {})
-    monkeypatch.setattr(compiled, "_noticed", False)
-    monkeypatch.setattr(compiled, "_in_cache", lambda dispatcher, signature: False)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        compiled.warm_up((np.float32,))
-    assert not [w for w in caught if issubclass(w.category, compiled.CompileNotice)]
+    assert not compile_notices(lambda: compiled.warm_up((np.float32,)))
     assert np.dtype(np.float32) in compiled._kernels
 
 
 def test_cached_kernels_give_no_notice(monkeypatch):
     compiled.warm_up()                     # compiled (or loaded) and cached on disk by now
-    monkeypatch.setattr(compiled, "_kernels", {})
-    monkeypatch.setattr(compiled, "_noticed", False)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        compiled.kernels(np.float32)
-    assert not [w for w in caught if issubclass(w.category, compiled.CompileNotice)]
+    forget_kernels(monkeypatch)
+    assert not compile_notices(lambda: compiled.kernels(np.float32))
 
 
 # -- without numba ---------------------------------------------------------------------------
