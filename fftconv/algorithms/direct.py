@@ -47,6 +47,7 @@ from ..backends import Arrays, host
 from ..costs import Work
 from ..geometry import ConvGeometry
 from ..protocol import Saved, batch_chunked
+from . import direct_1d
 
 
 def _kernel_offsets(geom: ConvGeometry):
@@ -115,12 +116,16 @@ def prepare(x, geom: ConvGeometry, arrays: Arrays):
 
 def forward(xpad, w, geom: ConvGeometry, arrays: Arrays):
     """``y`` of shape ``(N, C_out, *out)`` (no bias) from ``xpad = prepare(x)``."""
+    if direct_1d.applies(geom):
+        return _line_forward(xpad, w, geom, arrays)
     return (_flat_forward if _flat(geom) else _patch_forward)(xpad, w, geom, arrays)
 
 
 def gradients(dy, xpad, w, geom: ConvGeometry, arrays: Arrays) -> tuple:
     """``(dx, dw)`` from ``xpad = prepare(x)``."""
     xc = _conj(xpad, arrays)
+    if direct_1d.applies(geom):
+        return _line_backward(dy, xc, w, geom, arrays)
     if not _flat(geom):
         return (_patch_input_grad(dy, w, geom, arrays),
                 _patch_weight_grad(dy, xc, geom, arrays))
@@ -129,26 +134,61 @@ def gradients(dy, xpad, w, geom: ConvGeometry, arrays: Arrays) -> tuple:
 
 def input_grad(dy, w, geom: ConvGeometry, arrays: Arrays):
     """``dx`` alone (a transposed layer's forward pass)."""
+    if direct_1d.applies(geom):
+        return _line_backward(dy, None, w, geom, arrays)[0]
     if not _flat(geom):
         return _patch_input_grad(dy, w, geom, arrays)
     return _flat_backward(_ShiftedDy(dy, geom, arrays), None, w, geom, arrays)[0]
 
 
 def weight_grad(dy, xpad, geom: ConvGeometry, arrays: Arrays):
-    """``dw`` alone from ``xpad = prepare(x)``.  With stride 1 the shared-operand
-    path computes ``dx`` too and drops it (one correlation's extra work)."""
+    """``dw`` alone from ``xpad = prepare(x)``.  With stride 1 on 2-3 axes the
+    shared-operand path computes ``dx`` too and drops it (one correlation's
+    extra work); on one axis only the weight gradient's GEMMs run."""
     xc = _conj(xpad, arrays)
+    w = arrays.zeros(geom.w_shape, _dtype(arrays, dy, xpad))
+    if direct_1d.applies(geom):
+        return _line_backward(dy, xc, w, geom, arrays, need_dx=False)[1]
     if not _flat(geom):
         return _patch_weight_grad(dy, xc, geom, arrays)
-    w = arrays.zeros(geom.w_shape, _dtype(arrays, dy, xpad))
     return _flat_backward(_ShiftedDy(dy, geom, arrays), xc, w, geom, arrays)[1]
+
+
+# -- one axis, stride 1: im2col GEMMs (fftconv.algorithms.direct_1d) ------------------------
+def _line_forward(xpad, w, geom: ConvGeometry, arrays: Arrays):
+    """:func:`forward` on one axis at stride 1: ``y`` written in place by
+    :func:`direct_1d.forward`."""
+    g = geom.groups
+    wg = _grouped_kernel(_oriented(w, geom, arrays), g, arrays)
+    y = arrays.empty((geom.batch, g, wg.shape[1]) + geom.out_size, _dtype(arrays, xpad, w))
+    direct_1d.forward(_flat_input(xpad, geom, arrays), wg, y, geom.dilation[0], arrays)
+    return arrays.reshape(y, geom.y_shape)
+
+
+def _line_backward(dy, xc, w, geom: ConvGeometry, arrays: Arrays, need_dx: bool = True):
+    """``(dx, dw)`` on one axis at stride 1 (:func:`direct_1d.backward`): ``dx``
+    ``None`` unless ``need_dx``, ``dw`` ``None`` when ``xc = conj(xpad)`` is."""
+    g, n = geom.groups, geom.batch
+    wg = _grouped_kernel(_oriented(w, geom, arrays), g, arrays)
+    v = _flipped(arrays.conj(arrays.permute(wg, (0, 2, 1, 3))), 1, arrays)
+    og, cg = wg.shape[1], wg.shape[2]
+    dtype = np.result_type(_dtype(arrays, dy, w), *(() if xc is None else (_dtype(arrays, xc),)))
+    dx = arrays.empty((n, g, cg) + geom.in_size, dtype) if need_dx else None
+    sums = direct_1d.backward(arrays.reshape(dy, (n, g, og) + geom.out_size), v,
+                              None if xc is None else _flat_input(xc, geom, arrays), dx,
+                              geom.padding[0][0], geom.in_size[0], geom.dilation[0], dtype,
+                              arrays)
+    dw = None if sums is None else _weight_grad_layout(arrays.reshape(sums, (1,) + tuple(sums.shape)),
+                                                       _taps(geom, og), geom, arrays)
+    return (None if dx is None else arrays.reshape(dx, geom.x_shape)), dw
 
 
 def workspace_bytes(geom: ConvGeometry, dtype, chunk: int) -> int:
     """Bytes a pass over ``chunk`` samples allocates beyond its inputs and outputs
     (an upper bound): the padded input, the channels-first copies and per-tap
     patches of the patch path, the piece's result before it is copied out, and,
-    with stride 1, :func:`_correlate`'s cache-sized stacked operands and sums.
+    with stride 1, :func:`_correlate`'s cache-sized stacked operands and sums
+    (on one axis, :mod:`direct_1d`'s block buffers and the kernel's copies).
     Checked against tracemalloc's peak (``tests/test_reliability_runtime.py``)."""
     if chunk == 0:
         return 0
@@ -157,6 +197,9 @@ def workspace_bytes(geom: ConvGeometry, dtype, chunk: int) -> int:
     pad, inp, out = prod(geom.padded_size), prod(geom.in_size), prod(geom.out_size)
     if not _flat(geom):
         return chunk * (3 * ci * pad + 2 * ci * inp + 2 * ci * out + 4 * co * out) * itemsize
+    if direct_1d.applies(geom):  # the kernel's zero, oriented and flipped copies, the blocks
+        return (chunk * (ci * pad + max(co * out, ci * inp)) * itemsize
+                + 4 * prod(geom.w_shape) * itemsize + direct_1d.pass_bytes(geom, chunk, itemsize))
     return chunk * (ci * pad + max(co * out, ci * inp)) * itemsize + max(
         _correlate_bytes(geom, src, dst, size, chunk, itemsize)
         for src, dst, size in ((ci, co, geom.out_size), (co, ci, geom.in_size)))
@@ -651,7 +694,9 @@ def work(geom: ConvGeometry, dtype) -> Work:
     taps, out = prod(geom.kernel), prod(geom.out_size)
     flops = 6 * geom.batch * geom.out_channels * (geom.in_channels // geom.groups) * out * taps
     flops *= 4 if np.dtype(dtype).kind == "c" else 1
-    if _flat(geom):
+    if direct_1d.applies(geom):
+        elements, calls = direct_1d.work(geom, np.dtype(dtype).itemsize)
+    elif _flat(geom):
         elements, calls = flat_work(geom, np.dtype(dtype).itemsize)
     else:  # patches: a copy in and an accumulation out per tap and pass
         elements = 3 * taps * geom.batch * (geom.in_channels + geom.out_channels) * out
