@@ -128,9 +128,8 @@ def _allocations_named(method: F) -> F:
     range, so an overflow warning is a defect to report."""
     @functools.wraps(method)
     def named(self: "Runner", *args: Any, **kwargs: Any) -> Any:
-        layer = f"the layer x{self.layer.x_shape} * w{self.layer.w_shape}"
-        with runtime.allocation_named(self.func, layer,
-                                      self.engine.workspace_bytes + self.engine.kept_bytes,
+        layer, needed = self._named
+        with runtime.allocation_named(self.func, layer, needed,
                                       self.arrays.memory_errors), self.arrays.quiet():
             return method(self, *args, **kwargs)
     return cast(F, named)
@@ -147,6 +146,10 @@ class Runner:
         self.arrays: Arrays = engine.arrays
         self.dtype = np.dtype(engine.dtype)
         self._most = scaling.limit(self.dtype, scaling.growth_bits(engine.geom, engine.fft_shape))
+        #: What a failed allocation's message names: the layer and the engine's bytes
+        #: (fixed per engine; built once, not on every pass).
+        self._named = (f"the layer x{layer.x_shape} * w{layer.w_shape}",
+                       engine.workspace_bytes + engine.kept_bytes)
 
     def _blas(self):
         """BLAS bounded by the ``threads`` setting for one pass."""

@@ -30,7 +30,11 @@ behind the same two classes:
   backend's ``rfftn``/``irfftn``.
 
 Zero padding is free: a :class:`ForwardTransform` writes its operand into the
-same slots of a zeroed buffer on every call, so the zeros around it stay.
+same slots of a zeroed buffer on every call, so the zeros around it stay (the
+buffer is zeroed once; a call with fewer rows than the last zeroes only the
+placement of the rows the last one filled).  An :class:`InverseTransform`
+copies its crop out of the transform's output in one pass that also applies
+FFTW's ``1 / prod(L)``; the index tuples of both are built once.
 
 Planning notice: the first plan of a large transform with an effort other
 than ``FFTW_ESTIMATE`` makes FFTW time several algorithms, up to
@@ -49,7 +53,7 @@ import os
 import sys
 import warnings
 from math import prod
-from typing import Dict
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
@@ -154,6 +158,23 @@ def _fftw(src, dst, nspatial, direction, settings: Settings, destroy_input: bool
     return plan
 
 
+def _cached_index(cache: dict, where, rows: tuple, make) -> tuple:
+    """``make()``, built once per ``(where, rows)`` and kept in ``cache``: the engines
+    pass the same placement and crop objects on every call, so they are keyed by
+    identity (slices are not hashable) and kept alive beside the index, so that the
+    identity cannot be reused by another object.  Bounded: a caller passing new
+    objects on every call refills it."""
+    key = (id(where),) + rows
+    hit = cache.get(key)
+    if hit is not None and hit[0] is where:
+        return hit[1]
+    if len(cache) >= 64:
+        cache.clear()
+    index = make()
+    cache[key] = (where, index)
+    return index
+
+
 class _Transform:
     """Shared set-up: shapes, dtypes, counters, buffers on ``arrays``' device."""
 
@@ -227,23 +248,41 @@ class ForwardTransform(_Transform):
         if self.fftw:
             self._plan_fftw()
         self.arrays.copy_into(self.signal, 0)  # after planning: FFTW_MEASURE scribbles on them
+        #: Rows from which the whole buffer is known to hold zeros (:meth:`__call__`).
+        self._zero_from = 0
+        self._placed: tuple = ()  # the placement of the last call
+        self._slots: Dict[tuple, Tuple[Any, tuple]] = {}
 
     def _fftw_args(self) -> tuple:
         return self.signal, self.spectrum, "FFTW_FORWARD", False
+
+    def _rows_at(self, start, stop, placement) -> tuple:
+        """The buffer's slots of rows ``start:stop`` at ``placement``."""
+        return _cached_index(self._slots, placement, (start, stop), lambda: (
+            (slice(start, stop),) + (slice(None),) * (len(self.batch_shape) - 1)
+            + tuple(placement)))
 
     def __call__(self, operand, placement):
         """Transform ``operand`` (``(*batch, *spatial)``) written at ``placement``.
 
         ``operand`` may have fewer rows than the buffer on its first axis (the
-        last chunk of a batch); the remaining rows are zeroed.  Returns the
-        spectrum ``(*batch, *spectrum_shape)``; it may live in this object's
-        buffer, overwritten by the next call.
+        last chunk of a batch); the remaining rows hold zeros.  Only the
+        placement is written: the zeros around it were written once, and rows
+        below the operand's are zeroed only where an earlier call left data
+        (placements never change between calls of one transform's user, so
+        zeroing the placement of those rows is enough).  Returns the spectrum
+        ``(*batch, *spectrum_shape)``; it may live in this object's buffer,
+        overwritten by the next call.
         """
         rows = operand.shape[0]
-        inner = (slice(None),) * (len(self.batch_shape) - 1) + tuple(placement)
-        self.arrays.put(self.signal, (slice(0, rows),) + inner, operand)
-        if rows < self.signal.shape[0]:
-            self.arrays.put(self.signal, (slice(rows, None),) + inner, 0)
+        if self._zero_from and placement is not self._placed and placement != self._placed:
+            self.arrays.copy_into(self.signal, 0)  # a new placement: clear the old one
+            self._zero_from = 0
+        self._placed = placement
+        self.arrays.put(self.signal, self._rows_at(0, rows, placement), operand)
+        if rows < self._zero_from:
+            self.arrays.put(self.signal, self._rows_at(rows, self._zero_from, placement), 0)
+        self._zero_from = rows
         self.calls += 1
         if self.fftw:
             self._execute()
@@ -266,6 +305,9 @@ class InverseTransform(_Transform):
         super().__init__(batch_shape, fft_shape, dtype, settings, arrays, frequency_major)
         if self.fftw:
             self._plan_fftw()
+        #: FFTW's results are unnormalised: the crop's copy applies ``1 / prod(L)``.
+        self._scale = 1.0 / prod(self.fft_shape) if self.fftw else None
+        self._slots: Dict[tuple, Tuple[Any, tuple]] = {}
 
     def _fftw_args(self) -> tuple:
         return self._batch_major_spectrum(), self.signal, "FFTW_BACKWARD", True
@@ -284,21 +326,25 @@ class InverseTransform(_Transform):
         into ``out`` if given (a view is fine), else into a new array.
         """
         self.calls += 1
-        slots = ((slice(rows),) + (slice(None),) * (len(self.batch_shape) - 1)
-                 + tuple(crop))
+        slots = self._crop_slots(crop, rows)
         arrays = self.arrays
         if self.fftw:
             self._execute()  # unnormalised; the 1/L rides on the crop copy below
-            cropped, scale = arrays.at(self.signal, slots), 1.0 / prod(self.fft_shape)
+            cropped = arrays.at(self.signal, slots)
         else:
             spectrum, threads = self._batch_major_spectrum(), self.settings.threads
             full = (arrays.irfftn(spectrum, self.fft_shape, self.axes, threads) if self.real
                     else arrays.ifftn(spectrum, self.axes, threads))
-            cropped, scale = arrays.at(full, slots), None
+            cropped = arrays.at(full, slots)
         if out is None:
             out = arrays.empty(cropped.shape, self.dtype)
-        if scale is None:
+        if self._scale is None:
             arrays.copy_into(out, cropped)
         else:
-            arrays.multiply(cropped, scale, out=out)
+            arrays.multiply(cropped, self._scale, out=out)
         return out
+
+    def _crop_slots(self, crop, rows) -> tuple:
+        """``(rows, *batch[1:], *crop)`` as an index."""
+        return _cached_index(self._slots, crop, (rows,), lambda: (
+            (slice(rows),) + (slice(None),) * (len(self.batch_shape) - 1) + tuple(crop)))

@@ -96,6 +96,14 @@ class Passes:
             rows=rows, out_channels=geom.out_channels, itemsize=np.finfo(self.dtype).bits // 8)
         self._transforms: Dict[str, Union[ForwardTransform, InverseTransform]] = {}
         self._unfolded: Dict[str, Any] = {}
+        self._direct: Dict[str, Any] = {}
+        # Derived geometry, computed once: every pass reads these (the geometry's
+        # properties recompute them on each access).
+        self.fft_shape = geom.fft_shape
+        self.spectrum_shape = geom.spectrum_shape
+        self.placements = {"x": geom.x_placement, "w": geom.w_placement,
+                           "dy": geom.dy_placement}
+        self.crops = {"y": geom.y_crop, "dx": geom.dx_crop, "dw": geom.dw_crop}
         weight_rows = (geom.out_channels, geom.in_channels // geom.groups)
         self._layouts = {"x": ((rows, geom.in_channels), geom.fft_shape),
                          "dx": ((rows, geom.in_channels), geom.fft_shape),
@@ -126,12 +134,14 @@ class Passes:
             counts["inverse" if isinstance(t, InverseTransform) else "forward"] += t.calls
         return counts
 
-    def _spectrum(self, name: str, operand, placement):
+    def _spectrum(self, name: str, operand):
         """Transform ``operand`` on its grid; the spectrum tiled to the full grid,
         batch-major ``(rows, cols, F)``."""
         transform = self._transform(name)
-        spec = resampling.tile(self.arrays, transform(operand, placement), transform.fft_shape,
-                               self.geom.fft_shape, transform.real, axis0=2)
+        spec = transform(operand, self.placements[name])
+        if transform.fft_shape != self.fft_shape:
+            spec = resampling.tile(self.arrays, spec, transform.fft_shape, self.fft_shape,
+                                   transform.real, axis0=2)
         return self.arrays.reshape(spec, spec.shape[:2] + (-1,))
 
     def _product_buffer(self, name: str, scratch: bool = False):
@@ -139,11 +149,13 @@ class Passes:
         into its spectrum buffer, or into a scratch array when it must be folded
         (coarse grid) or summed over chunks (``scratch=True``) first."""
         transform = self._transform(name)
-        if transform.fft_shape == self.geom.fft_shape and not scratch:
-            return self._flat(transform, transform.spectrum)
+        if transform.fft_shape == self.fft_shape and not scratch:
+            if name not in self._direct:  # a view of a persistent buffer: made once
+                self._direct[name] = self._flat(transform, transform.spectrum)
+            return self._direct[name]
         if name not in self._unfolded:
             self._unfolded[name] = self._flat(transform, self.arrays.empty(
-                self._spectrum_shape(transform, self.geom.spectrum_shape),
+                self._spectrum_shape(transform, self.spectrum_shape),
                 COMPLEX_OF[self.dtype]))
         return self._unfolded[name]
 
@@ -164,9 +176,8 @@ class Passes:
         if product is not self._unfolded.get(name):
             return  # already there
         transform = self._transform(name)
-        full = self.arrays.reshape(product, self._spectrum_shape(transform,
-                                                                 self.geom.spectrum_shape))
-        folded = resampling.fold(self.arrays, full, self.geom.fft_shape, transform.fft_shape,
+        full = self.arrays.reshape(product, self._spectrum_shape(transform, self.spectrum_shape))
+        folded = resampling.fold(self.arrays, full, self.fft_shape, transform.fft_shape,
                                  transform.real, axis0=0 if transform.frequency_major else 2)
         if accumulate:
             transform.spectrum += folded
@@ -176,7 +187,7 @@ class Passes:
     # -- spectra of the operands ---------------------------------------------------------
     def x_spectrum(self, x_rows):
         """``X`` of up to ``chunk`` samples, ``(chunk, C_in, F)``."""
-        return self._spectrum("x", x_rows, self.geom.x_placement)
+        return self._spectrum("x", x_rows)
 
     def _spatial_axes(self, a) -> tuple:
         return tuple(range(a.ndim - self.geom.ndim, a.ndim))
@@ -185,13 +196,12 @@ class Passes:
         """``K`` of the (flipped, dilated) kernel, in :attr:`products`' layout."""
         if self.geom.flip_kernel:
             w = self.arrays.flip(w, self._spatial_axes(w))
-        conj_k = self._spectrum("w", self.arrays.conj(w) if self.dtype.kind == "c" else w,
-                                self.geom.w_placement)
+        conj_k = self._spectrum("w", self.arrays.conj(w) if self.dtype.kind == "c" else w)
         return self.products.kernel(conj_k, self.settings.threads)
 
     def dy_spectrum(self, dy_rows):
         """``DY`` of the zero-upsampled ``dy`` of up to ``chunk`` samples."""
-        return self._spectrum("dy", dy_rows, self.geom.dy_placement)
+        return self._spectrum("dy", dy_rows)
 
     def new_kept_spectrum(self, channels: int):
         """A new spectrum of ``channels`` channels for a forward pass to keep, in
@@ -203,12 +213,11 @@ class Passes:
     def forward_piece(self, x_piece, k, out, x_keep=None):
         """``out`` = ``y`` (no bias) of ``x_piece`` (up to ``chunk`` samples); ``x_keep``
         receives ``X`` (:meth:`new_kept_spectrum`)."""
-        g = self.geom
         product = self._product_buffer("y")
         self.products.forward(self.x_spectrum(x_piece), k, out=product, x_keep=x_keep,
                               threads=self.settings.threads)
         self._deliver("y", product)
-        self._transform("y")(g.y_crop, rows=out.shape[0], out=out)
+        self._transform("y")(self.crops["y"], rows=out.shape[0], out=out)
 
     def backward_piece(self, dy_piece, k, out=None, x_piece=None, x_spec=None,
                        accumulate: bool = False, dy_keep=None):
@@ -216,7 +225,6 @@ class Passes:
         transform) or a kept ``x_spec``, its weight-gradient spectrum replaces (or,
         with ``accumulate``, adds to) the one :meth:`weight_grad` inverts.
         ``dy_keep`` receives what :meth:`transposed_piece` reads of ``DY``."""
-        g = self.geom
         xs = x_spec if x_spec is not None else (
             None if x_piece is None else self.x_spectrum(x_piece))
         dw_product = None if xs is None else self._product_buffer("dw", scratch=accumulate)
@@ -224,7 +232,7 @@ class Passes:
                                dx_out=None if out is None else self._product_buffer("dx"),
                                dw_out=dw_product, dy_keep=dy_keep, threads=self.settings.threads)
         if out is not None:
-            self._transform("dx")(g.dx_crop, rows=out.shape[0], out=out)
+            self._transform("dx")(self.crops["dx"], rows=out.shape[0], out=out)
         if dw_product is not None:
             self._deliver("dw", dw_product, accumulate=accumulate)
 
@@ -234,7 +242,6 @@ class Passes:
         a kept ``dy_spec`` (``dy_keep`` of :meth:`backward_piece`), the
         weight-gradient spectrum of ``x_piece`` against it, from one transform of
         ``x_piece``."""
-        g = self.geom
         ds = dy_spec if dy_spec is not None else (
             None if dy_piece is None else self.dy_spectrum(dy_piece))
         y_product = None if out is None else self._product_buffer("y")
@@ -243,21 +250,19 @@ class Passes:
                                  dw_out=dw_product, threads=self.settings.threads)
         if out is not None and y_product is not None:
             self._deliver("y", y_product)
-            self._transform("y")(g.y_crop, rows=out.shape[0], out=out)
+            self._transform("y")(self.crops["y"], rows=out.shape[0], out=out)
         if dw_product is not None:
             self._deliver("dw", dw_product, accumulate=accumulate)
 
     def weight_grad(self):
         """``dw`` from the weight-gradient spectrum summed over the pieces so far."""
-        g, a = self.geom, self.arrays
-        dw = self._transform("dw")(g.dw_crop)
+        a = self.arrays
+        dw = self._transform("dw")(self.crops["dw"])
         if self.dtype.kind == "c":
             a.conj(dw, out=dw)
-        if g.flip_kernel:
+        if self.geom.flip_kernel:
             dw = a.contiguous(a.flip(dw, self._spatial_axes(dw)))
         return dw
-
-
 
 
 class SpectralEngine:
@@ -300,6 +305,10 @@ class FFTEngine(SpectralEngine):
         #: The output tile when overlap-add runs a single tile on this engine.
         self.tile: Optional[Tuple[int, ...]] = None
         self.passes = Passes(geom, self.dtype, settings, self.chunk, arrays)
+        self._chunks = tuple(slice(i, i + self.chunk)
+                             for i in range(0, geom.batch, max(self.chunk, 1)))
+        self._workspace = workspace_bytes(geom, self.dtype, self.chunk)
+        self._x_shape, self._y_shape = geom.x_shape, geom.y_shape
 
     @property
     def chunked(self) -> bool:
@@ -312,12 +321,12 @@ class FFTEngine(SpectralEngine):
 
     def chunks(self):
         """Row slices of the batch, ``chunk`` samples each."""
-        return [slice(i, i + self.chunk) for i in range(0, self.geom.batch, self.chunk)]
+        return self._chunks
 
     @property
     def workspace_bytes(self) -> int:
         """Bytes this engine needs for a whole training step (allocated or not)."""
-        return workspace_bytes(self.geom, self.dtype, self.chunk)
+        return self._workspace
 
     @property
     def kept_bytes(self) -> int:
@@ -330,7 +339,7 @@ class FFTEngine(SpectralEngine):
     # -- the engine protocol (fftconv.protocol) ---------------------------------------
     @property
     def fft_shape(self) -> tuple:
-        return self.geom.fft_shape
+        return self.passes.fft_shape
 
     def _kept(self, channels: int, keep: bool):
         """A spectrum for a forward pass to keep, when asked and unchunked (a
@@ -351,13 +360,13 @@ class FFTEngine(SpectralEngine):
         return (saved.array, None) if saved.kind == "spectrum" else (None, saved.array[rows, ...])
 
     def forward(self, x, k, keep=False, out=None) -> tuple:
-        return self._keeping_walk(self.passes.forward_piece, x, k, self.geom.y_shape,
+        return self._keeping_walk(self.passes.forward_piece, x, k, self._y_shape,
                                   self.geom.in_channels, keep, out)
 
     def input_grad(self, dy, k, keep=False, out=None) -> tuple:
         return self._keeping_walk(lambda dy_rows, k_, out_rows, kept: self.passes.backward_piece(
                                       dy_rows, k_, out_rows, dy_keep=kept),
-                                  dy, k, self.geom.x_shape, self.geom.out_channels, keep, out)
+                                  dy, k, self._x_shape, self.geom.out_channels, keep, out)
 
     def _keeping_walk(self, piece, operand, k, shape, channels, keep, out) -> tuple:
         """Run ``piece(rows, k, out_rows, kept)`` over the batch chunks of ``operand``;
@@ -371,11 +380,11 @@ class FFTEngine(SpectralEngine):
 
     def backward(self, dy, saved_x, k, need_dx=True, need_dw=True, out=None) -> tuple:
         return self._walk(self.passes.backward_piece, dy, saved_x if need_dw else None, k,
-                          self.geom.x_shape if need_dx else None, out)
+                          self._x_shape if need_dx else None, out)
 
     def transposed_backward(self, x, saved_dy, k, need_y=True, need_dw=True, out=None) -> tuple:
         return self._walk(self.passes.transposed_piece, x, saved_dy if need_dw else None, k,
-                          self.geom.y_shape if need_y else None, out)
+                          self._y_shape if need_y else None, out)
 
     def _walk(self, piece, operand, saved, k, shape, out) -> tuple:
         """Run ``piece`` over the batch chunks of ``operand``, each with the matching
