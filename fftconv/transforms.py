@@ -130,15 +130,17 @@ def _planning_notice(shape, settings: Settings) -> str:
 
 
 def _fftw(src, dst, nspatial, direction, settings: Settings, destroy_input: bool,
-          effort=None):
-    """A planned ``pyfftw.FFTW`` over the last ``nspatial`` axes of fixed buffers
-    (``effort``: the planner effort, default the setting's); the first planning of a
-    large transform not in the wisdom gives a :class:`PlanningNotice`."""
+          effort=None, axes=None):
+    """A planned ``pyfftw.FFTW`` over the last ``nspatial`` axes of fixed buffers, or
+    over ``axes`` when given (``effort``: the planner effort, default the setting's);
+    the first planning of a large transform not in the wisdom gives a
+    :class:`PlanningNotice`."""
     global _noticed
     import pyfftw
     effort = effort or settings.planner_effort
     flags = (effort,) + (("FFTW_DESTROY_INPUT",) if destroy_input else ())
-    where = dict(axes=tuple(range(-nspatial, 0)), direction=direction,
+    where = dict(axes=tuple(range(-nspatial, 0)) if axes is None else tuple(axes),
+                 direction=direction,
                  threads=runtime.fftw_threads(int(settings.threads)))
     with wisdom.planner_lock:
         wisdom.load_once()
@@ -179,7 +181,8 @@ class _Transform:
     """Shared set-up: shapes, dtypes, counters, buffers on ``arrays``' device."""
 
     def __init__(self, batch_shape, fft_shape, dtype, settings: Settings, arrays: Arrays,
-                 frequency_major: bool = False, spectrum_buffer: bool = True):
+                 frequency_major: bool = False, spectrum_buffer: bool = True,
+                 signal_buffer: bool = True):
         self.frequency_major = frequency_major
         self.arrays = arrays
         #: FFTW plans on these buffers (numpy arrays, pyFFTW backend); else the library's FFT
@@ -192,7 +195,8 @@ class _Transform:
         self.settings = settings
         self.calls = 0
         self.axes = tuple(range(-self.nspatial, 0))
-        self.signal = _empty(self.batch_shape + self.fft_shape, self.dtype, arrays, self.fftw)
+        self.signal = (_empty(self.batch_shape + self.fft_shape, self.dtype, arrays, self.fftw)
+                       if signal_buffer else None)
         spec_shape = half_spectrum_shape(fft_shape, self.real)
         spec_shape = (spec_shape + self.batch_shape if self.frequency_major
                       else self.batch_shape + spec_shape)
@@ -348,3 +352,133 @@ class InverseTransform(_Transform):
         """``(rows, *batch[1:], *crop)`` as an index."""
         return _cached_index(self._slots, crop, (rows,), lambda: (
             (slice(rows),) + (slice(None),) * (len(self.batch_shape) - 1) + tuple(crop)))
+
+
+def prunable(batch_shape, fft_shape, crop, dtype, settings: Settings, arrays: Arrays) -> bool:
+    """Whether a :class:`PrunedInverse` serves this inverse transform: FFTW plans
+    (explicit buffers), two or more axes, a crop of plain slices that keeps at most
+    half of the points on the axes before the last, and stage buffers that take no
+    more bytes than the full signal buffer they replace (so the engine's workspace
+    bound still holds)."""
+    if not (arrays.fftw and settings.backend == "pyfftw") or len(fft_shape) < 2:
+        return False
+    if not all(isinstance(c, slice) and c.step in (None, 1) for c in crop):
+        return False
+    kept = [len(range(*c.indices(n))) for c, n in zip(crop, fft_shape)]
+    if prod(kept[:-1]) * 2 > prod(fft_shape[:-1]):
+        return False
+    return PrunedInverse.stage_bytes(batch_shape, fft_shape, kept, dtype) <= signal_bytes(
+        prod(batch_shape), fft_shape, dtype)
+
+
+#: Byte boundary on which each stage buffer of a :class:`PrunedInverse` starts (the
+#: widest SIMD alignment FFTW uses, AVX-512's).
+STAGE_ALIGNMENT = 64
+
+
+def _aligned(nbytes: int) -> int:
+    return -(-nbytes // STAGE_ALIGNMENT) * STAGE_ALIGNMENT
+
+
+def _carve(buffer, shapes, dtypes) -> list:
+    """Arrays of ``shapes`` and ``dtypes`` laid one after another in ``buffer`` (a
+    contiguous, aligned host array large enough: :meth:`PrunedInverse.stage_bytes`),
+    each on a :data:`STAGE_ALIGNMENT` boundary."""
+    raw, start, views = buffer.reshape(-1).view("u1"), 0, []  # bytes
+    for shape, dtype in zip(shapes, dtypes):
+        size = prod(shape) * np.dtype(dtype).itemsize
+        views.append(raw[start:start + size].view(dtype).reshape(shape))
+        start += _aligned(size)
+    return views
+
+
+class PrunedInverse(InverseTransform):
+    """An inverse transform whose result is cropped to a small corner (a weight
+    gradient: ``k`` of ``L`` points per axis), computed one axis at a time so that
+    each axis after the first transforms only the lines the crop keeps.
+
+    The caller writes batch-major spectra into :attr:`spectrum`.  A call runs, for
+    each axis but the last, a complex inverse transform along it in place, then
+    copies the kept points of that axis into the next, smaller stage buffer; the
+    last axis is a complex-to-real (or complex) inverse transform into a real
+    buffer ``(*batch, k_0, ..., k_{d-2}, L_{d-1})``, whose crop is copied out with
+    the ``1 / prod(L)`` scale.  On ``d`` axes of ``L`` points with ``k`` kept, the
+    work is about ``(1 + k/L + (k/L)**2 + ...) / d`` of the whole transform.  FFTW
+    plans only (:func:`prunable`).
+    """
+
+    def __init__(self, batch_shape, fft_shape, dtype, settings: Settings, arrays: Arrays,
+                 crop):
+        _Transform.__init__(self, batch_shape, fft_shape, dtype, settings, arrays,
+                            frequency_major=False)
+        self.crop = tuple(crop)
+        nb, self.kept = len(self.batch_shape), [
+            len(range(*c.indices(n))) for c, n in zip(self.crop, self.fft_shape)]
+        #: Stage buffers: after each axis but the last, the spectrum with that axis cut;
+        #: then the result.  They are carved out of the signal buffer, which the whole
+        #: transform would fill: the transform takes the same bytes either way.
+        shapes = self._stage_shapes(self.batch_shape, self.fft_shape, self.kept, self.real)
+        dtypes = [COMPLEX_OF[self.dtype]] * (len(shapes) - 1) + [self.dtype]
+        views = _carve(self.signal, shapes, dtypes)
+        self.stages, self.result = views[:-1], views[-1]
+        self._cuts = [(slice(None),) * (nb + i) + (self.crop[i],) for i in range(self.nspatial - 1)]
+        self._scale = 1.0 / prod(self.fft_shape)
+        self._slots = {}
+        self._plan_fftw()
+
+    @staticmethod
+    def _stage_shapes(batch_shape, fft_shape, kept, real: bool) -> list:
+        """Shapes of the stage buffers, the last one the real (or complex) result."""
+        spec = list(half_spectrum_shape(tuple(fft_shape), real))
+        shapes = []
+        for i in range(len(fft_shape) - 1):
+            spec[i] = kept[i]
+            shapes.append(tuple(batch_shape) + tuple(spec))
+        return shapes + [tuple(batch_shape) + tuple(kept[:-1]) + (fft_shape[-1],)]
+
+    @classmethod
+    def stage_bytes(cls, batch_shape, fft_shape, kept, dtype) -> int:
+        """Bytes of the stage buffers and the result buffer, each starting on a
+        :data:`STAGE_ALIGNMENT` boundary (:func:`_carve`)."""
+        dtype = np.dtype(dtype)
+        shapes = cls._stage_shapes(batch_shape, fft_shape, kept, dtype.kind == "f")
+        sizes = ([prod(s) * COMPLEX_OF[dtype].itemsize for s in shapes[:-1]]
+                 + [prod(shapes[-1]) * dtype.itemsize])
+        return sum(_aligned(n) for n in sizes)
+
+    def _plan_fftw(self, effort=None):
+        """One plan per axis: in place along each axis but the last, then the last axis
+        from the last stage buffer into the result."""
+        self._generation = runtime.generation()
+        nb = len(self.batch_shape)
+        plans, src = [], self.spectrum
+        for i, stage in enumerate(self.stages):
+            plans.append(_fftw(src, src, 1, "FFTW_BACKWARD", self.settings, False, effort,
+                               axes=(nb + i,)))
+            src = stage
+        plans.append(_fftw(src, self.result, 1, "FFTW_BACKWARD", self.settings, True, effort,
+                           axes=(nb + self.nspatial - 1,)))
+        self._plans = plans
+
+    def __call__(self, crop, rows=None, out=None):
+        """As :meth:`InverseTransform.__call__`; ``crop`` must be the one given at
+        construction."""
+        if tuple(crop) != self.crop:
+            raise ValueError(f"PrunedInverse: built for crop {self.crop}, called with {crop}")
+        self.calls += 1
+        if self._generation != runtime.generation() and self.settings.threads > 1:
+            self._plan_fftw(effort="FFTW_ESTIMATE")
+        arrays, src = self.arrays, self.spectrum
+        for plan, stage, cut in zip(self._plans, self.stages, self._cuts):
+            plan.execute()
+            arrays.copy_into(stage, arrays.at(src, cut))
+            src = stage
+        self._plans[-1].execute()
+        slots = _cached_index(self._slots, crop, (rows,), lambda: (
+            (slice(rows),) + (slice(None),) * (len(self.batch_shape) - 1)
+            + (slice(None),) * (self.nspatial - 1) + (self.crop[-1],)))
+        cropped = arrays.at(self.result, slots)
+        if out is None:
+            out = arrays.empty(cropped.shape, self.dtype)
+        arrays.multiply(cropped, self._scale, out=out)
+        return out

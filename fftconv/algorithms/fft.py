@@ -41,7 +41,8 @@ from ..config import Settings
 from ..costs import Work
 from ..geometry import ConvGeometry
 from ..protocol import Algorithm, Engine, GroupShares, Partition, Saved
-from ..transforms import COMPLEX_OF, ForwardTransform, InverseTransform, signal_bytes, spectrum_bytes
+from ..transforms import (COMPLEX_OF, ForwardTransform, InverseTransform, PrunedInverse, prunable,
+                          signal_bytes, spectrum_bytes)
 
 def buffer_list(geom: ConvGeometry, chunk: int) -> list:
     """``(name, rows, grid, has_signal)`` for every buffer of an engine.
@@ -116,7 +117,12 @@ class Passes:
         """The transform for operand ``name``, built on first use."""
         if name not in self._transforms:
             batch_shape, grid = self._layouts[name]
-            if name in ("y", "dx", "dw"):  # dw batch-major: see transforms' docstring
+            if name == "dw" and prunable(batch_shape, grid, self.crops["dw"], self.dtype,
+                                         self.settings, self.arrays):
+                self._transforms[name] = PrunedInverse(batch_shape, grid, self.dtype,
+                                                       self.settings, self.arrays,
+                                                       self.crops["dw"])
+            elif name in ("y", "dx", "dw"):  # dw batch-major: see transforms' docstring
                 major = name != "dw" and self.products.frequency_major
                 self._transforms[name] = InverseTransform(batch_shape, grid, self.dtype,
                                                           self.settings, self.arrays,

@@ -1,0 +1,66 @@
+"""The pruned inverse transform of weight gradients (``transforms.PrunedInverse``).
+
+It inverts one axis at a time and keeps only the lines the crop needs; these
+tests compare its crop with numpy's whole inverse FFT of the same spectrum,
+cropped, for real and complex dtypes, 2-D and 3-D grids and crops that keep
+few or many points, call after call with new spectra (its stage buffers are
+reused).
+"""
+import numpy as np
+import pytest
+
+import fftconv
+from fftconv import backends, transforms
+
+CASES = [((4, 3), (16, 12), (5, 4)), ((2, 3), (10, 9, 8), (3, 4, 2)), ((6,), (32, 30), (15, 30)),
+         ((2, 2), (12, 12, 12), (1, 1, 1))]
+
+
+def _settings():
+    return fftconv.get_settings()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+@pytest.mark.parametrize("batch, grid, kept", CASES)
+def test_pruned_inverse_equals_the_whole_inverse_cropped(dtype, batch, grid, kept, rng):
+    with fftconv.using(backend="pyfftw", threads=1):
+        crop = tuple(slice(0, k) for k in kept)
+        if not transforms.prunable(batch, grid, crop, dtype, _settings(), backends.host()):
+            pytest.skip("the crop keeps too much to prune")
+        t = transforms.PrunedInverse(batch, grid, dtype, _settings(), backends.host(), crop)
+        real = np.dtype(dtype).kind == "f"
+        axes = tuple(range(len(batch), len(batch) + len(grid)))
+        for _ in range(3):
+            spec = rng.standard_normal(t.spectrum.shape) + 1j * rng.standard_normal(t.spectrum.shape)
+            t.spectrum[...] = spec
+            want = (np.fft.irfftn(spec, s=grid, axes=axes) if real
+                    else np.fft.ifftn(spec, axes=axes))[(Ellipsis,) + crop]
+            got = t(crop)
+            assert got.dtype == np.dtype(dtype) and got.shape == want.shape
+            tol = 1e-5 if np.dtype(dtype) in (np.float32, np.complex64) else 1e-12
+            assert np.abs(got - want).max() <= tol * np.abs(want).max()
+
+
+def test_pruned_inverse_takes_the_bytes_of_the_whole_one():
+    """Its stages live in the signal buffer of the whole transform: the same bytes."""
+    with fftconv.using(backend="pyfftw", threads=1):
+        crop = (slice(0, 5), slice(0, 4))
+        t = transforms.PrunedInverse((4, 3), (16, 12), np.float32, _settings(), backends.host(), crop)
+        whole = transforms.InverseTransform((4, 3), (16, 12), np.float32, _settings(),
+                                            backends.host(), frequency_major=False)
+        assert t.nbytes == whole.nbytes
+        assert t.signal.nbytes == whole.signal.nbytes
+        for stage in t.stages + [t.result]:
+            assert np.shares_memory(stage, t.signal)
+
+
+def test_only_fftw_and_small_crops_prune():
+    host = backends.host()
+    with fftconv.using(backend="scipy"):
+        assert not transforms.prunable((4,), (16, 16), (slice(0, 3),) * 2, np.float32, _settings(), host)
+    with fftconv.using(backend="pyfftw"):
+        s = _settings()
+        assert transforms.prunable((4,), (16, 16), (slice(0, 3),) * 2, np.float32, s, host)
+        assert not transforms.prunable((4,), (64,), (slice(0, 3),), np.float32, s, host)  # 1-D
+        assert not transforms.prunable((4,), (16, 16), (slice(0, 12), slice(0, 3)), np.float32, s, host)
+        assert not transforms.prunable((4,), (16, 16), ([0, 5, 9], slice(0, 3)), np.float32, s, host)
