@@ -75,6 +75,13 @@ def test_random_layers_match_the_oracle(seed, dtype):
     _check_step(random_array(rng, x_shape, dtype), random_array(rng, w_shape, dtype), dtype, **kw)
 
 
+@pytest.mark.parametrize("w_shape", [(2, 8, 2), (8, 2, 3)])  # O*k < C, O*k >= C
+def test_both_orders_of_the_weight_gradient_gemm_match_the_oracle(w_shape):
+    rng = np.random.default_rng(2)
+    x, w = random_array(rng, (3, 8, 23), "float64"), random_array(rng, w_shape, "float64")
+    _check_step(x, w, "float64", padding=1, groups=8 // w_shape[1])
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("samples_and_segment", [(1, 5), (2, 7), (3, 10 ** 6)])
 def test_blocks_of_samples_and_segments_match_the_oracle(monkeypatch, samples_and_segment, dtype):
@@ -172,3 +179,49 @@ def test_the_cost_units_count_the_blocks():
     assert bigger == 2 * elements and calls > 0
     units = direct.work(small, np.float32)
     assert units["direct_element"] > 0 and units["gemm_flop"] > 0
+
+
+@pytest.mark.parametrize("mode", ["channels_last", "reflect"])
+def test_results_the_gemms_cannot_write_in_place_are_copied_out(mode):
+    """A channels-last ``y``/``dx`` (not C-contiguous) and a padded ``dx`` folded
+    back by the runner take a new array and a copy; the results are the oracle's."""
+    rng = np.random.default_rng(7)
+    x, w = random_array(rng, (3, 4, 25), "float64"), random_array(rng, (6, 4, 3), "float64")
+    kw = dict(padding=2, padding_mode="reflect") if mode == "reflect" else dict(padding="same")
+    layout = mode == "channels_last"
+    p = fftconv.plan((3, 25, 4) if layout else x.shape, (3, 4, 6) if layout else w.shape,
+                     dtype="float64", algorithm="direct",
+                     layout="channels_last" if layout else "channels_first", **kw)
+    xs, ws = (x.transpose(0, 2, 1), w.transpose(2, 1, 0)) if layout else (x, w)
+    y = p.forward(xs, ws)
+    dy = random_array(rng, y.shape, "float64")
+    dx, dw, _ = p.backward(dy)
+    if layout:
+        y, dy, dx, dw = (y.transpose(0, 2, 1), dy.transpose(0, 2, 1), dx.transpose(0, 2, 1),
+                         dw.transpose(2, 1, 0))
+    assert_close(y, oracle_forward(x, w, **kw), "float64", "y")
+    for got, want, name in zip((dx, dw), oracle_backward(dy, x, w, **kw), ("dx", "dw")):
+        assert_close(got, want, "float64", name)
+
+
+def test_torch_tensors_in_blocks_and_segments_match_numpy(monkeypatch):
+    """The path on the ``Arrays`` seam: torch CPU tensors, with GEMMs into
+    segment views (not contiguous), equal the numpy results and the oracle."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(direct_1d, "blocking", lambda n, length, *a: direct_1d.Blocking(
+        min(2, n), min(6, length)))
+    rng = np.random.default_rng(8)
+    kw = dict(padding="same", dilation=2, groups=2)
+    x, w = random_array(rng, (3, 4, 19), "float64"), random_array(rng, (4, 2, 3), "float64")
+    p = fftconv.plan(x.shape, w.shape, dtype="float64", algorithm="direct", **kw)
+    y = p.forward(x, w)
+    dy = random_array(rng, y.shape, "float64")
+    dx, dw, _ = p.backward(dy)
+    pt = fftconv.plan(x.shape, w.shape, dtype="float64", algorithm="direct",
+                      like=torch.from_numpy(x), **kw)
+    yt = pt.forward(torch.from_numpy(x), torch.from_numpy(w))
+    dxt, dwt, _ = pt.backward(torch.from_numpy(dy))
+    for got, want, name in zip((yt, dxt, dwt), (y, dx, dw), ("y", "dx", "dw")):
+        assert isinstance(got, torch.Tensor)
+        assert_close(got.numpy(), want, "float64", name)
+    assert_close(y, oracle_forward(x, w, **kw), "float64", "y")

@@ -114,28 +114,30 @@ def prepare(x, geom: ConvGeometry, arrays: Arrays):
     return xpad
 
 
-def forward(xpad, w, geom: ConvGeometry, arrays: Arrays):
-    """``y`` of shape ``(N, C_out, *out)`` (no bias) from ``xpad = prepare(x)``."""
+def forward(xpad, w, geom: ConvGeometry, arrays: Arrays, out=None):
+    """``y`` of shape ``(N, C_out, *out)`` (no bias) from ``xpad = prepare(x)``.
+    On one axis at stride 1, ``y`` is written into ``out`` where it can be
+    (:func:`_destination`): a caller copies the result only if it is not ``out``."""
     if direct_1d.applies(geom):
-        return _line_forward(xpad, w, geom, arrays)
+        return _line_forward(xpad, w, geom, arrays, out)
     return (_flat_forward if _flat(geom) else _patch_forward)(xpad, w, geom, arrays)
 
 
-def gradients(dy, xpad, w, geom: ConvGeometry, arrays: Arrays) -> tuple:
-    """``(dx, dw)`` from ``xpad = prepare(x)``."""
+def gradients(dy, xpad, w, geom: ConvGeometry, arrays: Arrays, out=None) -> tuple:
+    """``(dx, dw)`` from ``xpad = prepare(x)`` (``dx`` into ``out`` as :func:`forward`)."""
     xc = _conj(xpad, arrays)
     if direct_1d.applies(geom):
-        return _line_backward(dy, xc, w, geom, arrays)
+        return _line_backward(dy, xc, w, geom, arrays, out=out)
     if not _flat(geom):
         return (_patch_input_grad(dy, w, geom, arrays),
                 _patch_weight_grad(dy, xc, geom, arrays))
     return _flat_backward(_ShiftedDy(dy, geom, arrays), xc, w, geom, arrays)
 
 
-def input_grad(dy, w, geom: ConvGeometry, arrays: Arrays):
-    """``dx`` alone (a transposed layer's forward pass)."""
+def input_grad(dy, w, geom: ConvGeometry, arrays: Arrays, out=None):
+    """``dx`` alone (a transposed layer's forward pass; into ``out`` as :func:`forward`)."""
     if direct_1d.applies(geom):
-        return _line_backward(dy, None, w, geom, arrays)[0]
+        return _line_backward(dy, None, w, geom, arrays, out=out)[0]
     if not _flat(geom):
         return _patch_input_grad(dy, w, geom, arrays)
     return _flat_backward(_ShiftedDy(dy, geom, arrays), None, w, geom, arrays)[0]
@@ -155,32 +157,52 @@ def weight_grad(dy, xpad, geom: ConvGeometry, arrays: Arrays):
 
 
 # -- one axis, stride 1: im2col GEMMs (fftconv.algorithms.direct_1d) ------------------------
-def _line_forward(xpad, w, geom: ConvGeometry, arrays: Arrays):
+def _destination(out, shape, dtype, arrays: Arrays):
+    """``out`` if a GEMM can write into it in place (C-contiguous, of ``shape`` and
+    ``dtype``: a channels-last view would send numpy's matmul to its slow loop),
+    else a new array."""
+    if (out is not None and tuple(out.shape) == tuple(shape)
+            and arrays.numpy_dtype(out.dtype) == dtype
+            and arrays.strides(out) == tuple(prod(shape[a + 1:]) for a in range(len(shape)))):
+        return out
+    return arrays.empty(shape, dtype)
+
+
+def _by_group(a, groups: int, arrays: Arrays):
+    """``(N, C, L)`` -> ``(N, groups, C // groups, L)``: an axis split, always a view."""
+    return arrays.reshape(a, (a.shape[0], groups, a.shape[1] // groups, a.shape[2]))
+
+
+def _line_forward(xpad, w, geom: ConvGeometry, arrays: Arrays, out=None):
     """:func:`forward` on one axis at stride 1: ``y`` written in place by
-    :func:`direct_1d.forward`."""
+    :func:`direct_1d.forward`, into ``out`` where it can be."""
     g = geom.groups
     wg = _grouped_kernel(_oriented(w, geom, arrays), g, arrays)
-    y = arrays.empty((geom.batch, g, wg.shape[1]) + geom.out_size, _dtype(arrays, xpad, w))
-    direct_1d.forward(_flat_input(xpad, geom, arrays), wg, y, geom.dilation[0], arrays)
-    return arrays.reshape(y, geom.y_shape)
+    y = _destination(out, geom.y_shape, _dtype(arrays, xpad, w), arrays)
+    direct_1d.forward(_flat_input(xpad, geom, arrays), wg, _by_group(y, g, arrays),
+                      geom.dilation[0], arrays)
+    return y
 
 
-def _line_backward(dy, xc, w, geom: ConvGeometry, arrays: Arrays, need_dx: bool = True):
+def _line_backward(dy, xc, w, geom: ConvGeometry, arrays: Arrays, need_dx: bool = True,
+                   out=None):
     """``(dx, dw)`` on one axis at stride 1 (:func:`direct_1d.backward`): ``dx``
-    ``None`` unless ``need_dx``, ``dw`` ``None`` when ``xc = conj(xpad)`` is."""
+    (into ``out`` where it can be) ``None`` unless ``need_dx``, ``dw`` ``None``
+    when ``xc = conj(xpad)`` is."""
     g, n = geom.groups, geom.batch
     wg = _grouped_kernel(_oriented(w, geom, arrays), g, arrays)
     v = _flipped(arrays.conj(arrays.permute(wg, (0, 2, 1, 3))), 1, arrays)
-    og, cg = wg.shape[1], wg.shape[2]
+    og = wg.shape[1]
     dtype = np.result_type(_dtype(arrays, dy, w), *(() if xc is None else (_dtype(arrays, xc),)))
-    dx = arrays.empty((n, g, cg) + geom.in_size, dtype) if need_dx else None
+    dx = _destination(out, geom.x_shape, dtype, arrays) if need_dx else None
     sums = direct_1d.backward(arrays.reshape(dy, (n, g, og) + geom.out_size), v,
-                              None if xc is None else _flat_input(xc, geom, arrays), dx,
+                              None if xc is None else _flat_input(xc, geom, arrays),
+                              None if dx is None else _by_group(dx, g, arrays),
                               geom.padding[0][0], geom.in_size[0], geom.dilation[0], dtype,
                               arrays)
-    dw = None if sums is None else _weight_grad_layout(arrays.reshape(sums, (1,) + tuple(sums.shape)),
-                                                       _taps(geom, og), geom, arrays)
-    return (None if dx is None else arrays.reshape(dx, geom.x_shape)), dw
+    dw = None if sums is None else _weight_grad_layout(
+        arrays.reshape(sums, (1,) + tuple(sums.shape)), _taps(geom, og), geom, arrays)
+    return dx, dw
 
 
 def workspace_bytes(geom: ConvGeometry, dtype, chunk: int) -> int:
@@ -265,12 +287,18 @@ class DirectEngine:
 
     def _run(self, shape, out, piece):
         """``out`` (a new array of ``shape`` if ``None``) filled piece by piece:
-        ``piece(rows, geometry)`` returns those rows.  One piece is returned as is."""
-        if self.chunk >= self.geom.batch and out is None:
-            return piece(slice(None), self.geom)
+        ``piece(rows, geometry, destination)`` returns those rows, written into
+        ``destination`` where it can (else they are copied there).  One piece
+        without ``out`` is returned as is."""
+        if self.chunk >= self.geom.batch:
+            part = piece(slice(None), self.geom, out)
+            return part if out is None or part is out else self._copy(out, part)
         result = self.arrays.empty(shape, self.dtype) if out is None else out
         for rows, g in self._pieces():
-            self.arrays.copy_into(result[rows], piece(rows, g))
+            destination = result[rows]
+            part = piece(rows, g, destination)
+            if part is not destination:
+                self.arrays.copy_into(destination, part)
         return result
 
     def _summed(self, piece):
@@ -300,15 +328,15 @@ class DirectEngine:
         arrays = self.arrays
         if keep:
             saved = self.save_input(x)
-            return self._run(self.geom.y_shape, out,
-                             lambda rows, g: forward(saved.array[rows], w, g, arrays)), saved
-        return self._run(self.geom.y_shape, out,
-                         lambda rows, g: forward(prepare(x[rows], g, arrays), w, g, arrays)), None
+            return self._run(self.geom.y_shape, out, lambda rows, g, dest: forward(
+                saved.array[rows], w, g, arrays, dest)), saved
+        return self._run(self.geom.y_shape, out, lambda rows, g, dest: forward(
+            prepare(x[rows], g, arrays), w, g, arrays, dest)), None
 
     def input_grad(self, dy, w, keep=False, out=None) -> tuple:
         arrays = self.arrays
         dx = self._run(self.geom.x_shape, out,
-                       lambda rows, g: input_grad(dy[rows], w, g, arrays))
+                       lambda rows, g, dest: input_grad(dy[rows], w, g, arrays, dest))
         return dx, Saved("signal", arrays.copy(dy)) if keep else None
 
     def backward(self, dy, saved_x, w, need_dx=True, need_dw=True, out=None) -> tuple:
@@ -320,13 +348,15 @@ class DirectEngine:
             return None, self._summed(
                 lambda rows, g: weight_grad(dy[rows], xpad[rows], g, arrays))
         if self.chunk >= self.geom.batch:
-            dx, dw = gradients(dy, xpad, w, self.geom, arrays)
-            return (dx if out is None else self._copy(out, dx)), dw
+            dx, dw = gradients(dy, xpad, w, self.geom, arrays, out)
+            return (dx if out is None or dx is out else self._copy(out, dx)), dw
         dw = arrays.zeros(self.geom.w_shape, self.dtype)
         dx = arrays.empty(self.geom.x_shape, self.dtype) if out is None else out
         for rows, g in self._pieces():
-            dx_part, part = gradients(dy[rows], xpad[rows], w, g, arrays)
-            arrays.copy_into(dx[rows], dx_part)
+            destination = dx[rows]
+            dx_part, part = gradients(dy[rows], xpad[rows], w, g, arrays, destination)
+            if dx_part is not destination:
+                arrays.copy_into(destination, dx_part)
             dw += part
         return dx, dw
 
@@ -341,7 +371,10 @@ class DirectEngine:
         for rows, g in self._pieces():
             xpad = prepare(x[rows], g, arrays)
             if y is not None:
-                arrays.copy_into(y[rows], forward(xpad, w, g, arrays))
+                destination = y[rows]
+                part = forward(xpad, w, g, arrays, destination)
+                if part is not destination:
+                    arrays.copy_into(destination, part)
             if need_dw:
                 part = weight_grad(saved_dy.array[rows], xpad, g, arrays)
                 if dw is None:

@@ -17,7 +17,7 @@ copies, no partial sums, no crop.
   ``dw[c, (o, j)] = sum_{n, t} xc[n, c, t] cols[n, o, j, t]``.
 
 The work runs in *blocks* of samples and, when one sample's column matrix
-is larger than :data:`BLOCK_BYTES`, of output segments (:func:`blocks`), so
+is larger than a block (:data:`BLOCK_BYTES`), of output segments (:func:`blocks`), so
 the column matrix stays in cache and the workspace is bounded for any length
 (:func:`block_bytes`, the honest bound the engine reports).  Every operation
 on an operand goes through the operands' :class:`~fftconv.backends.Arrays`;
@@ -31,13 +31,21 @@ from typing import Iterator, NamedTuple, Optional
 from ..backends import Arrays
 from ..geometry import ConvGeometry
 
-#: Bytes of one block's column matrix (and its embedded source): the samples per
-#: block, or the segment length of one sample, are chosen to fill about this
-#: much.  Measured by a hand-run sweep (``docs/design-notes.md``, "a 1-D direct
-#: path"): 1-D float32 training steps, 2 threads, k 3-15, 2-64 channels, lengths
-#: 256-65536; 1 to 64 MiB were within noise of each other from 4 to 16 MiB, and
-#: below 2 MiB the GEMMs got too short.
+#: Bytes of one block's buffers (its column matrix above all), at most: the
+#: samples per block, or the segment length of one sample, are chosen to fill
+#: :func:`block_target`.  The GEMMs of a pass with few output channels are
+#: bound by memory, and run best on a block that stays in the 2 MiB L2 cache
+#: per core; with many output channels they are bound by arithmetic, and
+#: longer GEMMs run best.  Measured by a hand-run sweep of 1-D float32
+#: training steps, 2 threads, "same", block targets 0.25 to 32 MiB
+#: (``docs/design-notes.md``, "a 1-D direct path"): the best target was 1 MiB
+#: at 2 and 4 channels (up to 1.7x faster than 8 MiB), flat at 8, 4-8 MiB at
+#: 16 to 64 channels (1 MiB was 1.12-1.3x slower there).
 BLOCK_BYTES = 8 << 20
+
+#: The smallest block target, and the target's growth per output channel.
+SMALL_BLOCK_BYTES = 1 << 20
+BLOCK_BYTES_PER_CHANNEL = 256 << 10
 
 #: The shortest output segment a block takes (a long kernel over many channels
 #: would otherwise make GEMMs of a few columns); the workspace bound counts it.
@@ -71,12 +79,17 @@ def _per_sample(groups: int, src: int, dst: int, taps: int, halo: int, segment: 
     return groups * src * (taps * segment + segment + halo) + groups * src * dst * taps
 
 
+def block_target(dst: int) -> int:
+    """Bytes a block of a pass into ``dst`` output channels (per group) fills."""
+    return min(BLOCK_BYTES, max(SMALL_BLOCK_BYTES, dst * BLOCK_BYTES_PER_CHANNEL))
+
+
 def blocking(n: int, length: int, groups: int, src: int, dst: int, taps: int, halo: int,
              itemsize: int) -> Blocking:
     """Samples and segment length per block for ``n`` samples of ``length``
     output positions, ``src`` channels into ``dst`` per group, ``taps`` taps
-    spanning ``halo + 1`` positions (see :data:`BLOCK_BYTES`)."""
-    budget = BLOCK_BYTES // itemsize
+    spanning ``halo + 1`` positions, to fill :func:`block_target`."""
+    budget = block_target(dst) // itemsize
     whole = _per_sample(groups, src, dst, taps, halo, length)
     if whole <= budget:
         per_block = min(n, max(1, budget // whole))
@@ -177,15 +190,24 @@ def backward(dy, v, xc, dx, lo: int, length: int, dilation: int, dtype, arrays: 
     embedded = _Embedded(dy, lo, halo, cut, dtype, arrays)
     buffer = arrays.empty((cut.samples * g * o * k * cut.segment,), dtype)
     v2 = arrays.reshape(v, (g, c, o * k))
-    sums = None if xc is None else arrays.zeros((g, c, o * k), dtype)
+    # the weight gradient's GEMM with the operand of more rows on the left:
+    # OpenBLAS ran cols @ rows^T 1.2-1.7x faster than rows @ cols^T where
+    # O*k >= C, and 1.2x slower at C = 64, O*k = 24 (one thread, float32)
+    cols_first = o * k >= c
+    sums = None if xc is None else arrays.zeros((g, o * k, c) if cols_first else (g, c, o * k),
+                                               dtype)
+    swap = (0, 1, 3, 2)
     for b in _blocks(n, length, cut):
         cols = _columns(buffer, embedded(b), k, dilation, b.t1 - b.t0, arrays)
         if dx is not None:
             arrays.matmul(v2, cols, out=dx[b.n0:b.n1, ..., b.t0:b.t1])
         if xc is not None and sums is not None:
             rows = xc[b.n0:b.n1, ..., lo + b.t0:lo + b.t1]
-            # rows @ cols^T: BLAS streams the long rows as a row-major operand
-            sums += arrays.sum(arrays.matmul(rows, arrays.permute(cols, (0, 1, 3, 2))), (0,))
+            product = (arrays.matmul(cols, arrays.permute(rows, swap)) if cols_first else
+                       arrays.matmul(rows, arrays.permute(cols, swap)))
+            sums += arrays.sum(product, (0,))
+    if sums is not None and cols_first:
+        return arrays.permute(sums, (0, 2, 1))
     return sums
 
 
