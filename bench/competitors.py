@@ -349,6 +349,7 @@ COMPETITORS = {c.key: c for c in (
     Competitor("overlap_add", "fftconv overlap-add", _plan_step("overlap_add"), traced=True),
     Competitor("winograd", "fftconv Winograd", _plan_step("winograd"), _winograd_seconds,
                first_call_counts=True),
+    Competitor("fft_tiles", "fftconv small FFT tiles", _plan_step("fft_tiles"), traced=True),
     Competitor("auto", "fftconv auto", _plan_step("auto")),
     Competitor("torch", "PyTorch CPU", _torch_prepare, _torch_seconds, first_call_counts=True),
     Competitor("scipy", "fftconvolve loop", _scipy_prepare, _scipy_seconds,
@@ -357,7 +358,7 @@ COMPETITORS = {c.key: c for c in (
                first_call_counts=True),
 )}
 #: Competitors a suite runs only when it names them (``Suite.competitors``).
-ON_REQUEST = ("torchfft",)
+ON_REQUEST = ("torchfft", "fft_tiles")
 
 
 assert set(OWN) <= set(COMPETITORS), "every registered algorithm needs a competitor entry"

@@ -40,6 +40,12 @@ RATES = {
     "spectrum_element": 2.84e-09,
     "spectrum_mac": 6.24e-11,
     "tile_copy": 0.0,
+    # Elements written by fftconv.algorithms.fft_tiles' gathers and scatters
+    # (fft_tiles.moved_elements): provisional, not fitted by calibrate yet: those copies
+    # alone, timed (best of 7) on 5 float32 layers (2-D 48x48 k3, 32x32 k3, 128x128 k7,
+    # 3-D 24^3 k7; 8- to 32-point windows; 2 threads) on the shared 2-core VM at load
+    # average ~4, took 1.4-2.5 ns per element; the median.
+    "tile_element": 2.1e-09,
     # The Winograd algorithm's units (fftconv.algorithms.winograd.work): fitted by NNLS on
     # the relative error of 14 float32 training steps in its scope (1-D to 3-D, 3 to 256
     # channels, 3 and 5 taps; best of 4-5 rounds of 3 steps, 2 threads, `call` at its rate

@@ -63,14 +63,15 @@ LAYER = """
 
 #: ``algorithm``, as the core's functions take it.
 ALGORITHM = """
-    algorithm : {"auto", "fft", "direct", "overlap_add", "winograd"}, optional
+    algorithm : {"auto", "fft", "direct", "overlap_add", "winograd", "fft_tiles"}, optional
         ``"auto"`` (default) picks the fastest of the others for this layer by
         a calibrated cost model (or by timing, see ``measure``); ``"fft"``
         computes in the frequency domain; ``"direct"`` runs the vectorised
         spatial-domain implementation; ``"overlap_add"`` tiles the output and
         runs a small FFT per tile; ``"winograd"`` runs Winograd's minimal
-        filtering (3- and 5-tap kernels at stride 1 only).  All give the same
-        results."""
+        filtering (3- and 5-tap kernels at stride 1 only); ``"fft_tiles"``
+        cuts the output into small tiles (8- to 32-point FFT windows) and runs
+        all of them as one batch.  All give the same results."""
 
 #: The parameter text of every layer keyword and ``algorithm``.
 PARAMETERS = LAYER + ALGORITHM

@@ -13,7 +13,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from .algorithms import direct, fft, overlap_add, winograd
+from .algorithms import direct, fft, fft_tiles, overlap_add, winograd
 from .backends import Arrays
 from .config import Settings
 from .geometry import ConvGeometry
@@ -24,6 +24,7 @@ REGISTRY: Dict[str, Algorithm] = {a.name: a for a in (
     direct.ALGORITHM,
     overlap_add.ALGORITHM,
     winograd.ALGORITHM,
+    fft_tiles.ALGORITHM,
 )}
 
 #: Algorithm names, in registry order; ``"auto"`` chooses among them.

@@ -30,9 +30,10 @@ def test_plan_says_what_it_chose_and_why():
     assert p.explain.startswith(f"auto chose {p.algorithm!r} by the cost model")
     for name in ("direct", "fft", "overlap_add"):
         assert f"{name} " in p.explain and " ms" in p.explain
-    # only overlap-add has a tile, shown as a tuple of ints
-    assert p.explain.count("(tile (") == 1
+    # only overlap-add and fft_tiles have a tile, shown as a tuple of ints
+    assert p.explain.count("(tile (") == 2
     assert re.search(r"overlap_add [0-9.e+-]+ ms \(tile \(\d+, \d+\)\)", p.explain), p.explain
+    assert re.search(r"fft_tiles [0-9.e+-]+ ms \(tile \(\d+, \d+\)\)", p.explain), p.explain
     q = fftconv.plan((2, 3, 40, 40), (4, 3, 5, 5), dtype=np.float32, algorithm="fft")
     assert q.algorithm == "fft" and q.explain == "algorithm 'fft' was requested"
 

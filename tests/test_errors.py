@@ -71,7 +71,7 @@ CASES = [
     (lambda: fwd(x=X.astype(np.longdouble)), TypeError, r"x has extended precision dtype"),
     (lambda: fwd(x=[[[1.0, 2.0], [3.0]]]), ValueError,
      r"fftconv\.forward: x must be an array or a rectangular nested sequence"),
-    (lambda: fwd(algorithm="fast"), ValueError, r"algorithm must be one of \('auto', 'fft', 'direct', 'overlap_add', 'winograd'\), got algorithm='fast'"),
+    (lambda: fwd(algorithm="fast"), ValueError, r"algorithm must be one of \('auto', 'fft', 'direct', 'overlap_add', 'winograd', 'fft_tiles'\), got algorithm='fast'"),
     (lambda: fwd(flip_kernel="yes"), TypeError, r"flip_kernel must be a bool, got flip_kernel='yes'"),
     (lambda: fwd(x=np.zeros((2, 0, 8, 8)), w=np.zeros((6, 0, 3, 3))), ValueError,
      r"channel counts must be >= 1, got C_in=0"),

@@ -296,3 +296,11 @@ def test_channels_last_makes_no_layout_copies_on_the_fft_path():
     first, x_bytes = _step_peak("channels_first", "fft")
     last, _ = _step_peak("channels_last", "fft")
     assert last < first + x_bytes // 4
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c", [pytest.param(c, id=_id(c)) for c in CONFIGS[::2]])
+def test_layer_sweep_fft_tiles(c, dtype):
+    """The sweep for ``fft_tiles`` on every other layer, with its own tile choice (the
+    whole output where the kernel is longer than every window)."""
+    test_layer_sweep(c, dtype, "fft_tiles")

@@ -77,8 +77,8 @@ def test_cost_model_tiles_long_inputs_and_not_short_ones():
 
 
 def test_tile_needs_overlap_add():
-    with pytest.raises(ValueError, match=r"fftconv\.plan: tile is for algorithm='overlap_add', "
-                                         r"got algorithm='fft'"):
+    with pytest.raises(ValueError, match=r"fftconv\.plan: tile is for algorithm='overlap_add' "
+                                         r"or 'fft_tiles', got algorithm='fft'"):
         fftconv.plan((1, 1, 64), (1, 1, 3), dtype=np.float64, algorithm="fft", tile=(8,))
     with pytest.raises(ValueError, match=r"fftconv\.plan: tile must be >= 1 on every axis"):
         fftconv.plan((1, 1, 64), (1, 1, 3), dtype=np.float64, algorithm="overlap_add", tile=(0,))

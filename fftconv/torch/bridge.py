@@ -426,7 +426,7 @@ def conv(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None, *,
         too, and the gradients flow as for a batch of one.
     w : Tensor, shape ``(C_out, C_in // groups, *kernel)``
     b : Tensor, shape ``(C_out,)``, optional{params}
-    algorithm : {{"auto", "native", "fft", "direct", "overlap_add", "winograd"}}, optional
+    algorithm : {{"auto", "native", "fft", "direct", "overlap_add", "winograd", "fft_tiles"}}, optional
         fftconv's algorithms, or ``"native"``: PyTorch's own convolution
         (:func:`native_conv`).  ``"auto"`` (default) has ``"native"`` among its
         candidates, so a call is not slower than PyTorch's where the cost model
