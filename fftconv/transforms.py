@@ -482,3 +482,107 @@ class PrunedInverse(InverseTransform):
             out = arrays.empty(cropped.shape, self.dtype)
         arrays.multiply(cropped, self._scale, out=out)
         return out
+
+
+def prunable_forward(batch_shape, fft_shape, placement, dtype, settings: Settings,
+                     arrays: Arrays) -> bool:
+    """Whether a :class:`PrunedForward` serves this forward transform: as
+    :func:`prunable`, for an operand placed at ``placement`` (plain slices)."""
+    if not (arrays.fftw and settings.backend == "pyfftw") or len(fft_shape) < 2:
+        return False
+    if not all(isinstance(c, slice) and c.step in (None, 1) for c in placement):
+        return False
+    kept = [len(range(*c.indices(n))) for c, n in zip(placement, fft_shape)]
+    if prod(kept[:-1]) * 2 > prod(fft_shape[:-1]):
+        return False
+    return PrunedForward.stage_bytes(batch_shape, fft_shape, kept, dtype) <= signal_bytes(
+        prod(batch_shape), fft_shape, dtype)
+
+
+class PrunedForward(ForwardTransform):
+    """A forward transform of operands that fill a small corner of the grid (a
+    kernel: ``k`` of ``L`` points per axis), computed one axis at a time from the
+    last, so that each axis but the first transforms only the lines that hold data.
+
+    Stage ``j`` holds the data with the axes before ``j`` cut to the operand's
+    extent and axis ``j`` zero-padded to ``L_j``; the transform along the last axis
+    reads the placed operand, and each transform along axis ``j`` writes into the
+    operand's slots of stage ``j - 1`` (out of place: the zeros around them stay).
+    The first axis is transformed in place in the spectrum buffer, whose slots
+    outside the operand's are zeroed on every call.  The stages are carved out of
+    the signal buffer, so the transform takes the bytes of the whole one.  Work:
+    about ``(1 + k/L + (k/L)**2 + ...)/d`` of the whole, plus zeroing the spectrum
+    outside the operand's first-axis extent.  FFTW plans only
+    (:func:`prunable_forward`); the operand fills every row.
+    """
+
+    def __init__(self, batch_shape, fft_shape, dtype, settings: Settings, arrays: Arrays,
+                 placement):
+        _Transform.__init__(self, batch_shape, fft_shape, dtype, settings, arrays)
+        self.placement = tuple(placement)
+        nb, d = len(self.batch_shape), self.nspatial
+        self.kept = [len(range(*c.indices(n))) for c, n in zip(self.placement, self.fft_shape)]
+        shapes = self._stage_shapes(self.batch_shape, self.fft_shape, self.kept, self.real)
+        dtypes = [self.dtype] + [COMPLEX_OF[self.dtype]] * (len(shapes) - 1)
+        #: ``stages[0]``: the operand's lines, full along the last axis; ``stages[i]``:
+        #: before the transform along axis ``d - 1 - i``.  The spectrum is the last.
+        self.stages = _carve(self.signal, shapes, dtypes) + [self.spectrum]
+        self._operand_slots = ((slice(None),) * (nb + d - 1) + (self.placement[-1],))
+        self._targets = [self.stages[i + 1][(slice(None),) * (nb + d - 2 - i)
+                                            + (self.placement[d - 2 - i],)]
+                         for i in range(d - 1)]
+        first = self.placement[0].indices(self.fft_shape[0])
+        self._clear = [(slice(None),) * nb + (cut,) for cut in
+                       (slice(0, first[0]), slice(first[1], self.fft_shape[0]))
+                       if cut.stop > cut.start]
+        self._plan_fftw()
+        for stage in self.stages[:-1]:
+            self.arrays.copy_into(stage, 0)  # after planning: FFTW_MEASURE scribbles on them
+
+    @staticmethod
+    def _stage_shapes(batch_shape, fft_shape, kept, real: bool) -> list:
+        """Shapes of the carved stages: the operand's lines, then the input of each
+        axis's transform from ``d - 2`` down to ``1``."""
+        d = len(fft_shape)
+        spec = half_spectrum_shape(tuple(fft_shape), real)
+        shapes = [tuple(batch_shape) + tuple(kept[:-1]) + (fft_shape[-1],)]
+        for j in range(d - 2, 0, -1):
+            shapes.append(tuple(batch_shape) + tuple(kept[:j]) + tuple(spec[j:]))
+        return shapes
+
+    @classmethod
+    def stage_bytes(cls, batch_shape, fft_shape, kept, dtype) -> int:
+        """Bytes of the carved stages, each on a :data:`STAGE_ALIGNMENT` boundary."""
+        dtype = np.dtype(dtype)
+        shapes = cls._stage_shapes(batch_shape, fft_shape, kept, dtype.kind == "f")
+        sizes = ([prod(shapes[0]) * dtype.itemsize]
+                 + [prod(s) * COMPLEX_OF[dtype].itemsize for s in shapes[1:]])
+        return sum(_aligned(n) for n in sizes)
+
+    def _plan_fftw(self, effort=None):
+        """One plan per axis, from the last: out of place into the next stage's slots,
+        the first axis in place in the spectrum."""
+        self._generation = runtime.generation()
+        nb, d = len(self.batch_shape), self.nspatial
+        plans = [_fftw(self.stages[i], self._targets[i], 1, "FFTW_FORWARD", self.settings,
+                       False, effort, axes=(nb + d - 1 - i,)) for i in range(d - 1)]
+        plans.append(_fftw(self.spectrum, self.spectrum, 1, "FFTW_FORWARD", self.settings,
+                           False, effort, axes=(nb,)))
+        self._plans = plans
+
+    def __call__(self, operand, placement):
+        """As :meth:`ForwardTransform.__call__` for an operand of all rows at the
+        placement given at construction."""
+        if tuple(placement) != self.placement or operand.shape[0] != self.batch_shape[0]:
+            raise ValueError(f"PrunedForward: built for all {self.batch_shape[0]} rows at "
+                             f"{self.placement}, called with {operand.shape[0]} at {placement}")
+        self.calls += 1
+        if self._generation != runtime.generation() and self.settings.threads > 1:
+            self._plan_fftw(effort="FFTW_ESTIMATE")
+        arrays = self.arrays
+        arrays.put(self.stages[0], self._operand_slots, operand)
+        for slots in self._clear:
+            arrays.put(self.spectrum, slots, 0)
+        for plan in self._plans:
+            plan.execute()
+        return self.spectrum

@@ -41,8 +41,9 @@ from ..config import Settings
 from ..costs import Work
 from ..geometry import ConvGeometry
 from ..protocol import Algorithm, Engine, GroupShares, Partition, Saved
-from ..transforms import (COMPLEX_OF, ForwardTransform, InverseTransform, PrunedInverse, prunable,
-                          signal_bytes, spectrum_bytes)
+from ..transforms import (COMPLEX_OF, ForwardTransform, InverseTransform, PrunedForward,
+                          PrunedInverse, prunable, prunable_forward, signal_bytes,
+                          spectrum_bytes)
 
 def buffer_list(geom: ConvGeometry, chunk: int) -> list:
     """``(name, rows, grid, has_signal)`` for every buffer of an engine.
@@ -127,6 +128,11 @@ class Passes:
                 self._transforms[name] = InverseTransform(batch_shape, grid, self.dtype,
                                                           self.settings, self.arrays,
                                                           frequency_major=major)
+            elif name == "w" and prunable_forward(batch_shape, grid, self.placements["w"],
+                                                  self.dtype, self.settings, self.arrays):
+                self._transforms[name] = PrunedForward(batch_shape, grid, self.dtype,
+                                                       self.settings, self.arrays,
+                                                       self.placements["w"])
             else:
                 self._transforms[name] = ForwardTransform(batch_shape, grid, self.dtype,
                                                           self.settings, self.arrays)

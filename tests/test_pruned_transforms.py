@@ -1,10 +1,11 @@
-"""The pruned inverse transform of weight gradients (``transforms.PrunedInverse``).
+"""The pruned transforms of weights and weight gradients (``transforms.PrunedForward``,
+``transforms.PrunedInverse``).
 
-It inverts one axis at a time and keeps only the lines the crop needs; these
-tests compare its crop with numpy's whole inverse FFT of the same spectrum,
-cropped, for real and complex dtypes, 2-D and 3-D grids and crops that keep
-few or many points, call after call with new spectra (its stage buffers are
-reused).
+They transform one axis at a time over only the lines that hold data (forward) or
+that the crop keeps (inverse).  These tests compare them with numpy's whole FFT of
+the zero-padded operand, or numpy's whole inverse FFT cropped, for real and complex
+dtypes, 2-D and 3-D grids and corners of few or many points, call after call with
+new data (their stage buffers are reused).
 """
 import numpy as np
 import pytest
@@ -64,3 +65,29 @@ def test_only_fftw_and_small_crops_prune():
         assert not transforms.prunable((4,), (64,), (slice(0, 3),), np.float32, s, host)  # 1-D
         assert not transforms.prunable((4,), (16, 16), (slice(0, 12), slice(0, 3)), np.float32, s, host)
         assert not transforms.prunable((4,), (16, 16), ([0, 5, 9], slice(0, 3)), np.float32, s, host)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+@pytest.mark.parametrize("batch, grid, kept", CASES)
+def test_pruned_forward_equals_the_whole_transform(dtype, batch, grid, kept, rng):
+    """The pruned forward transform of a corner operand (a kernel), call after call
+    with new operands, equals numpy's transform of it zero-padded to the grid."""
+    with fftconv.using(backend="pyfftw", threads=1):
+        placement = tuple(slice(0, k) for k in kept)
+        if not transforms.prunable_forward(batch, grid, placement, dtype, _settings(),
+                                           backends.host()):
+            pytest.skip("the operand fills too much to prune")
+        t = transforms.PrunedForward(batch, grid, dtype, _settings(), backends.host(), placement)
+        real = np.dtype(dtype).kind == "f"
+        axes = tuple(range(len(batch), len(batch) + len(grid)))
+        for _ in range(3):
+            operand = rng.standard_normal(batch + tuple(kept))
+            if not real:
+                operand = operand + 1j * rng.standard_normal(operand.shape)
+            operand = operand.astype(dtype)
+            padded = np.zeros(batch + tuple(grid), dtype)
+            padded[(Ellipsis,) + placement] = operand
+            want = np.fft.rfftn(padded, axes=axes) if real else np.fft.fftn(padded, axes=axes)
+            got = np.array(t(operand, placement))
+            tol = 1e-5 if np.dtype(dtype) in (np.float32, np.complex64) else 1e-12
+            assert np.abs(got - want).max() <= tol * np.abs(want).max()
