@@ -94,7 +94,8 @@ def test_blocks_of_samples_and_segments_match_the_oracle(monkeypatch, samples_an
     rng = np.random.default_rng(samples)
     for kw in (dict(padding="same", dilation=2, groups=2), dict(padding=[(4, 1)]),
                dict(padding="full", flip_kernel=True)):
-        x, w = random_array(rng, (5, 4, 31), dtype), random_array(rng, (6, 4 // kw.get("groups", 1), 4), dtype)
+        w_shape = (6, 4 // kw.get("groups", 1), 4)
+        x, w = random_array(rng, (5, 4, 31), dtype), random_array(rng, w_shape, dtype)
         _check_step(x, w, dtype, **kw)
 
 

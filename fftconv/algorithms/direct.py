@@ -2,7 +2,7 @@
 
 Same semantics as the FFT path (CONVENTIONS §1-3), computed with GEMMs over
 the kernel taps; Python loops run over taps and batch chunks, never over
-pixels.  Two strategies, chosen by stride:
+pixels.  Three strategies, chosen by stride and the number of axes:
 
 * **flat shifts** (stride 1 on every axis).  The padded input is flattened
   per channel; the output at flat position ``p`` is ``sum_j w[:, :, j] @
@@ -18,6 +18,10 @@ pixels.  Two strategies, chosen by stride:
   ``x`` (:func:`_flat_backward`).  Stacking and cache-sized chunks took a
   2-D N=8, 16->16, 128x128, k=3 float32 training step from 32-37 ms (one GEMM
   per tap over the whole batch) to 19-20 ms, and k=5 from 75-86 ms to 45 ms.
+* **one axis, stride 1** (:mod:`fftconv.algorithms.direct_1d`): one im2col
+  GEMM per product, its column matrix built with one strided copy per block
+  and its result written in place (into the caller's ``y``/``dx`` where they
+  are C-contiguous); the flat shifts above take two and three axes.
 * **patches** (any stride): for offset ``j`` the strided patch
   ``xpad[..., j*d : j*d + (out-1)*s + 1 : s]`` is copied to a matrix and
   multiplied; a flat-shift version would compute ``prod(stride)`` times too
@@ -720,9 +724,10 @@ def _patch_weight_grad(dy, xc, geom: ConvGeometry, arrays: Arrays):
 # -- the plugin: cost terms, partition, registry entry ---------------------------------------
 def work(geom: ConvGeometry, dtype) -> Work:
     """Units of work of one training step: ``3 * 2 * N * C_out * Cg * prod(out) *
-    prod(k)`` GEMM flops, the elements copied and accumulated (stacked operands
-    and per-tap sums for stride 1, :func:`flat_work`; patch copies otherwise)
-    and a fixed overhead per GEMM call."""
+    prod(k)`` GEMM flops, the elements copied and accumulated (column matrices
+    on one axis at stride 1, :func:`direct_1d.work`; stacked operands and
+    per-tap sums for stride 1 on more axes, :func:`flat_work`; patch copies
+    otherwise) and a fixed overhead per GEMM call."""
     p = costs.precision(dtype)
     taps, out = prod(geom.kernel), prod(geom.out_size)
     flops = 6 * geom.batch * geom.out_channels * (geom.in_channels // geom.groups) * out * taps

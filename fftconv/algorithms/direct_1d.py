@@ -17,16 +17,17 @@ copies, no partial sums, no crop.
   ``dw[c, (o, j)] = sum_{n, t} xc[n, c, t] cols[n, o, j, t]``.
 
 The work runs in *blocks* of samples and, when one sample's column matrix
-is larger than a block (:data:`BLOCK_BYTES`), of output segments (:func:`blocks`), so
-the column matrix stays in cache and the workspace is bounded for any length
-(:func:`block_bytes`, the honest bound the engine reports).  Every operation
+is larger than a block (:func:`block_target`), of output segments
+(:func:`blocking`), so the column matrix stays in cache and the workspace is
+bounded for any length (:func:`block_bytes`, the honest bound the engine
+reports).  Every operation
 on an operand goes through the operands' :class:`~fftconv.backends.Arrays`;
 numpy is called on dtypes only.
 """
 from __future__ import annotations
 
 from math import ceil
-from typing import Iterator, NamedTuple, Optional
+from typing import Iterator, NamedTuple
 
 from ..backends import Arrays
 from ..geometry import ConvGeometry
