@@ -198,9 +198,9 @@ class TileEngine(SpectralEngine):
             window = tuple(slice(j * st, j * st + n) for j, st, n in zip(js, self.step, lengths))
             yield window, list(zip(js, lengths))
 
-    def _tiled(self, buffer, first: slice, shape_tail: Sequence[int]):
-        """The rows of a pass buffer for slabs ``first``, viewed tile-major
-        ``(slabs, T_2, ..., N, C, *tail)``."""
+    def _tiled(self, buffer, first: slice):
+        """The rows of a pass buffer for slabs ``first``, and those rows viewed
+        tile-major ``(slabs, T_2, ..., N, C, *window or tile)``."""
         count = first.stop - first.start
         rows = count * slab(self.geom, self.tile) * self.geom.batch
         view = buffer[:rows, ...]
@@ -220,7 +220,7 @@ class TileEngine(SpectralEngine):
     def _windows(self, stage, first: slice, buffer):
         """The padded-input windows of slabs ``first`` in ``buffer``'s rows, one copy per piece."""
         a = self.arrays
-        rows, tiled = self._tiled(buffer, first, self.tile_geom.in_size)
+        rows, tiled = self._tiled(buffer, first)
         blocked = self._blocked(stage, self.step)
         to_tiles, _ = self._order()
         for window, pieces in self._pieces():
@@ -232,7 +232,7 @@ class TileEngine(SpectralEngine):
         """Add the windows' gradients of slabs ``first`` into the staging ``dx``: one
         strided add per piece (the pieces of different tiles never meet)."""
         a = self.arrays
-        _, tiled = self._tiled(buffer, first, self.tile_geom.in_size)
+        _, tiled = self._tiled(buffer, first)
         blocked = self._blocked(stage, self.step)
         _, back = self._order()
         for window, pieces in self._pieces():
@@ -250,7 +250,7 @@ class TileEngine(SpectralEngine):
         stage = self._output_stage("dy")
         if first.start == 0:
             a.copy_into(stage[self._interior([0] * g.ndim, g.out_size)], dy)
-        rows, tiled = self._tiled(buffer, first, self.tile)
+        rows, tiled = self._tiled(buffer, first)
         to_tiles, _ = self._order()
         whole = [(0, b) for b in self.tile]
         a.copy_into(tiled, a.permute(self._blocked(stage, self.tile)[self._select(first, whole)],
@@ -261,7 +261,7 @@ class TileEngine(SpectralEngine):
         """The output tiles of slabs ``first`` into the staging output."""
         a = self.arrays
         stage = self._output_stage("y")
-        _, tiled = self._tiled(buffer, first, self.tile)
+        _, tiled = self._tiled(buffer, first)
         _, back = self._order()
         whole = [(0, b) for b in self.tile]
         a.copy_into(self._blocked(stage, self.tile)[self._select(first, whole)],
