@@ -220,12 +220,16 @@ class _Transform:
         self._plan = _fftw(src, dst, self.nspatial, direction, self.settings, destroy_input,
                            effort)
 
-    def _execute(self):
-        """Run the FFTW plan.  One made with threads before a fork is re-planned in
-        the child, on one thread and without touching the buffers (``FFTW_ESTIMATE``):
-        its OpenMP threads are gone (``fftconv.runtime``)."""
+    def _replan_after_fork(self):
+        """Plans made with threads before a fork are re-planned in the child, on one
+        thread and without touching the buffers (``FFTW_ESTIMATE``): their OpenMP
+        threads are gone (``fftconv.runtime``)."""
         if self._generation != runtime.generation() and self.settings.threads > 1:
             self._plan_fftw(effort="FFTW_ESTIMATE")
+
+    def _execute(self):
+        """Run the FFTW plan (:meth:`_replan_after_fork` first)."""
+        self._replan_after_fork()
         self._plan.execute()
 
 
@@ -360,14 +364,21 @@ def prunable(batch_shape, fft_shape, crop, dtype, settings: Settings, arrays: Ar
     half of the points on the axes before the last, and stage buffers that take no
     more bytes than the full signal buffer they replace (so the engine's workspace
     bound still holds)."""
+    return _prunes(PrunedInverse, batch_shape, fft_shape, crop, dtype, settings, arrays)
+
+
+def _prunes(pruned, batch_shape, fft_shape, region, dtype, settings: Settings,
+            arrays: Arrays) -> bool:
+    """Whether the pruned transform class ``pruned`` serves a transform whose signal
+    part is ``region`` (see :func:`prunable`)."""
     if not (arrays.fftw and settings.backend == "pyfftw") or len(fft_shape) < 2:
         return False
-    if not all(isinstance(c, slice) and c.step in (None, 1) for c in crop):
+    if not all(isinstance(c, slice) and c.step in (None, 1) for c in region):
         return False
-    kept = [len(range(*c.indices(n))) for c, n in zip(crop, fft_shape)]
+    kept = [len(range(*c.indices(n))) for c, n in zip(region, fft_shape)]
     if prod(kept[:-1]) * 2 > prod(fft_shape[:-1]):
         return False
-    return PrunedInverse.stage_bytes(batch_shape, fft_shape, kept, dtype) <= signal_bytes(
+    return pruned.stage_bytes(batch_shape, fft_shape, kept, dtype) <= signal_bytes(
         prod(batch_shape), fft_shape, dtype)
 
 
@@ -380,9 +391,15 @@ def _aligned(nbytes: int) -> int:
     return -(-nbytes // STAGE_ALIGNMENT) * STAGE_ALIGNMENT
 
 
+def _carved_bytes(shapes, dtypes) -> int:
+    """Bytes :func:`_carve` lays ``shapes`` of ``dtypes`` out in."""
+    return sum(_aligned(prod(shape) * np.dtype(dtype).itemsize)
+               for shape, dtype in zip(shapes, dtypes))
+
+
 def _carve(buffer, shapes, dtypes) -> list:
     """Arrays of ``shapes`` and ``dtypes`` laid one after another in ``buffer`` (a
-    contiguous, aligned host array large enough: :meth:`PrunedInverse.stage_bytes`),
+    contiguous, aligned host array of at least :func:`_carved_bytes`),
     each on a :data:`STAGE_ALIGNMENT` boundary."""
     raw, start, views = buffer.reshape(-1).view("u1"), 0, []  # bytes
     for shape, dtype in zip(shapes, dtypes):
@@ -418,8 +435,7 @@ class PrunedInverse(InverseTransform):
         #: then the result.  They are carved out of the signal buffer, which the whole
         #: transform would fill: the transform takes the same bytes either way.
         shapes = self._stage_shapes(self.batch_shape, self.fft_shape, self.kept, self.real)
-        dtypes = [COMPLEX_OF[self.dtype]] * (len(shapes) - 1) + [self.dtype]
-        views = _carve(self.signal, shapes, dtypes)
+        views = _carve(self.signal, shapes, self._stage_dtypes(len(shapes), self.dtype))
         self.stages, self.result = views[:-1], views[-1]
         self._cuts = [(slice(None),) * (nb + i) + (self.crop[i],) for i in range(self.nspatial - 1)]
         self._scale = 1.0 / prod(self.fft_shape)
@@ -436,15 +452,17 @@ class PrunedInverse(InverseTransform):
             shapes.append(tuple(batch_shape) + tuple(spec))
         return shapes + [tuple(batch_shape) + tuple(kept[:-1]) + (fft_shape[-1],)]
 
+    @staticmethod
+    def _stage_dtypes(n: int, dtype) -> list:
+        """Complex stages, then the result in ``dtype``."""
+        return [COMPLEX_OF[np.dtype(dtype)]] * (n - 1) + [np.dtype(dtype)]
+
     @classmethod
     def stage_bytes(cls, batch_shape, fft_shape, kept, dtype) -> int:
         """Bytes of the stage buffers and the result buffer, each starting on a
         :data:`STAGE_ALIGNMENT` boundary (:func:`_carve`)."""
-        dtype = np.dtype(dtype)
-        shapes = cls._stage_shapes(batch_shape, fft_shape, kept, dtype.kind == "f")
-        sizes = ([prod(s) * COMPLEX_OF[dtype].itemsize for s in shapes[:-1]]
-                 + [prod(shapes[-1]) * dtype.itemsize])
-        return sum(_aligned(n) for n in sizes)
+        shapes = cls._stage_shapes(batch_shape, fft_shape, kept, np.dtype(dtype).kind == "f")
+        return _carved_bytes(shapes, cls._stage_dtypes(len(shapes), dtype))
 
     def _plan_fftw(self, effort=None):
         """One plan per axis: in place along each axis but the last, then the last axis
@@ -466,8 +484,7 @@ class PrunedInverse(InverseTransform):
         if tuple(crop) != self.crop:
             raise ValueError(f"PrunedInverse: built for crop {self.crop}, called with {crop}")
         self.calls += 1
-        if self._generation != runtime.generation() and self.settings.threads > 1:
-            self._plan_fftw(effort="FFTW_ESTIMATE")
+        self._replan_after_fork()
         arrays, src = self.arrays, self.spectrum
         for plan, stage, cut in zip(self._plans, self.stages, self._cuts):
             plan.execute()
@@ -488,15 +505,7 @@ def prunable_forward(batch_shape, fft_shape, placement, dtype, settings: Setting
                      arrays: Arrays) -> bool:
     """Whether a :class:`PrunedForward` serves this forward transform: as
     :func:`prunable`, for an operand placed at ``placement`` (plain slices)."""
-    if not (arrays.fftw and settings.backend == "pyfftw") or len(fft_shape) < 2:
-        return False
-    if not all(isinstance(c, slice) and c.step in (None, 1) for c in placement):
-        return False
-    kept = [len(range(*c.indices(n))) for c, n in zip(placement, fft_shape)]
-    if prod(kept[:-1]) * 2 > prod(fft_shape[:-1]):
-        return False
-    return PrunedForward.stage_bytes(batch_shape, fft_shape, kept, dtype) <= signal_bytes(
-        prod(batch_shape), fft_shape, dtype)
+    return _prunes(PrunedForward, batch_shape, fft_shape, placement, dtype, settings, arrays)
 
 
 class PrunedForward(ForwardTransform):
@@ -523,10 +532,10 @@ class PrunedForward(ForwardTransform):
         nb, d = len(self.batch_shape), self.nspatial
         self.kept = [len(range(*c.indices(n))) for c, n in zip(self.placement, self.fft_shape)]
         shapes = self._stage_shapes(self.batch_shape, self.fft_shape, self.kept, self.real)
-        dtypes = [self.dtype] + [COMPLEX_OF[self.dtype]] * (len(shapes) - 1)
         #: ``stages[0]``: the operand's lines, full along the last axis; ``stages[i]``:
         #: before the transform along axis ``d - 1 - i``.  The spectrum is the last.
-        self.stages = _carve(self.signal, shapes, dtypes) + [self.spectrum]
+        self.stages = (_carve(self.signal, shapes, self._stage_dtypes(len(shapes), self.dtype))
+                       + [self.spectrum])
         self._operand_slots = ((slice(None),) * (nb + d - 1) + (self.placement[-1],))
         self._targets = [self.stages[i + 1][(slice(None),) * (nb + d - 2 - i)
                                             + (self.placement[d - 2 - i],)]
@@ -550,14 +559,16 @@ class PrunedForward(ForwardTransform):
             shapes.append(tuple(batch_shape) + tuple(kept[:j]) + tuple(spec[j:]))
         return shapes
 
+    @staticmethod
+    def _stage_dtypes(n: int, dtype) -> list:
+        """The operand's lines in ``dtype``, then complex stages."""
+        return [np.dtype(dtype)] + [COMPLEX_OF[np.dtype(dtype)]] * (n - 1)
+
     @classmethod
     def stage_bytes(cls, batch_shape, fft_shape, kept, dtype) -> int:
         """Bytes of the carved stages, each on a :data:`STAGE_ALIGNMENT` boundary."""
-        dtype = np.dtype(dtype)
-        shapes = cls._stage_shapes(batch_shape, fft_shape, kept, dtype.kind == "f")
-        sizes = ([prod(shapes[0]) * dtype.itemsize]
-                 + [prod(s) * COMPLEX_OF[dtype].itemsize for s in shapes[1:]])
-        return sum(_aligned(n) for n in sizes)
+        shapes = cls._stage_shapes(batch_shape, fft_shape, kept, np.dtype(dtype).kind == "f")
+        return _carved_bytes(shapes, cls._stage_dtypes(len(shapes), dtype))
 
     def _plan_fftw(self, effort=None):
         """One plan per axis, from the last: out of place into the next stage's slots,
@@ -577,8 +588,7 @@ class PrunedForward(ForwardTransform):
             raise ValueError(f"PrunedForward: built for all {self.batch_shape[0]} rows at "
                              f"{self.placement}, called with {operand.shape[0]} at {placement}")
         self.calls += 1
-        if self._generation != runtime.generation() and self.settings.threads > 1:
-            self._plan_fftw(effort="FFTW_ESTIMATE")
+        self._replan_after_fork()
         arrays = self.arrays
         arrays.put(self.stages[0], self._operand_slots, operand)
         for slots in self._clear:

@@ -2,6 +2,7 @@
 
 import os
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -78,6 +79,15 @@ def random_padding(rng, nd, kinds=PADDING_KINDS, high=3):
     return [(int(a), int(b)) for a, b in rng.integers(0, high, size=(nd, 2))]
 
 
+def random_options(rng, nd, groups):
+    """Random layer options for the tiled paths' oracle sweeps: a padding (a mode,
+    an int or per-axis pairs), strides and dilations of 1-2, ``groups``, a flip."""
+    return dict(padding=["valid", "same", "full", 1, ((2, 0),) * nd][int(rng.integers(0, 5))],
+                stride=tuple(int(v) for v in rng.integers(1, 3, nd)),
+                dilation=tuple(int(v) for v in rng.integers(1, 3, nd)),
+                groups=groups, flip_kernel=bool(rng.integers(0, 2)))
+
+
 def random_array(rng, shape, dtype):
     """Standard normal data of ``dtype`` (complex: independent real and imaginary parts)."""
     dtype = np.dtype(dtype)
@@ -86,3 +96,25 @@ def random_array(rng, shape, dtype):
     else:
         a = rng.standard_normal(shape)
     return a.astype(dtype)
+
+
+def traced_step(x, w, **options):
+    """``(plan, peak)``: a plan and the peak traced bytes of its second training
+    step, counting every buffer the plan allocated since it was built (traced from
+    the start; the first step's peak is not used: FFTW planning and wisdom export
+    happen there), minus the step's inputs, outputs and kept ``x`` (all allowed
+    beyond the budget)."""
+    import fftconv
+    tracemalloc.start()
+    try:
+        p = fftconv.plan(x.shape, w.shape, dtype=x.dtype, **options)
+        dy = np.ones(p.out_shape, x.dtype)
+        p.vjp(x, w)[1](dy)      # the first step; its pullback and results are dropped
+        tracemalloc.reset_peak()
+        y, pullback = p.vjp(x, w)
+        g = pullback(dy)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    allowed = x.nbytes + w.nbytes + 2 * y.nbytes + g.dx.nbytes + g.dw.nbytes
+    return p, peak - allowed - p._engine.kept_bytes

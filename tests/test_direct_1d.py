@@ -8,13 +8,12 @@ one sample and short segments with a short last one, the engine's batch chunks
 under a budget, the gradients alone (a transposed layer), and the workspace bound
 against tracemalloc's peak.
 """
-import tracemalloc
 
 import numpy as np
 import pytest
 
 import fftconv
-from conftest import assert_close, random_array
+from conftest import assert_close, random_array, traced_step
 from fftconv.algorithms import direct, direct_1d
 from fftconv.checks import check_layer
 from oracle import (oracle_backward, oracle_forward, oracle_transposed_backward,
@@ -153,18 +152,8 @@ def test_the_workspace_bound_holds_a_step_and_stays_bounded_for_long_inputs(monk
     monkeypatch.setattr(direct_1d, "MIN_SEGMENT", 16)
     rng = np.random.default_rng(6)
     x, w = random_array(rng, (2, 8, 3001), "float64"), random_array(rng, (8, 8, 7), "float64")
-    p = fftconv.plan(x.shape, w.shape, dtype="float64", algorithm="direct", padding="same")
-    dy = np.ones(p.out_shape)
-    p.vjp(x, w)[1](dy)
-    tracemalloc.start()
-    try:
-        y, pullback = p.vjp(x, w)
-        g = pullback(dy)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    allowed = x.nbytes + w.nbytes + 2 * y.nbytes + g.dx.nbytes + g.dw.nbytes
-    assert peak - allowed - p._engine.kept_bytes <= p._engine.workspace_bytes
+    p, peak = traced_step(x, w, algorithm="direct", padding="same")
+    assert peak <= p._engine.workspace_bytes
     geom = p._engine.geom
     blocks = direct_1d.pass_bytes(geom, 2, 8)
     longer = check_layer("t", (2, 8, 30001), w.shape, stride=1, dilation=1, groups=1,

@@ -10,24 +10,15 @@ import fftconv
 from fftconv import registry
 from fftconv.algorithms import fft_tiles
 from fftconv.checks import check_layer
+from conftest import assert_close, random_options
 from oracle import oracle_backward, oracle_forward
-
-TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
-
-
-def _assert_exact(got, want, dtype):
-    assert np.abs(got - want).max() <= TOL[np.dtype(dtype)] * np.abs(want).max()
-
 
 def random_case(rng):
     """A small random layer and an output tile for it."""
     nd = int(rng.integers(1, 4))
     groups, cg, og = int(rng.choice([1, 2, 3])), int(rng.integers(1, 4)), int(rng.integers(1, 4))
     k = tuple(int(v) for v in rng.integers(1, 6, nd))
-    kw = dict(padding=["valid", "same", "full", 1, ((2, 0),) * nd][int(rng.integers(0, 5))],
-              stride=tuple(int(v) for v in rng.integers(1, 3, nd)),
-              dilation=tuple(int(v) for v in rng.integers(1, 3, nd)),
-              groups=groups, flip_kernel=bool(rng.integers(0, 2)))
+    kw = random_options(rng, nd, groups)
     size = tuple(int(v) for v in rng.integers(9, 20 if nd < 3 else 12, nd))
     x = rng.standard_normal((int(rng.integers(1, 3)), groups * cg) + size)
     w = rng.standard_normal((groups * og, cg) + k)
@@ -55,7 +46,7 @@ def test_all_three_products_match_the_oracle(seed, dtype):
     refs = [oracle_forward(x, w, b, **kw)] + list(oracle_backward(dy, x, w, **kw))
     for got, want in zip((y, dx, dw, db), refs):
         assert got.dtype == np.dtype(dtype)
-        _assert_exact(got, want, dtype)
+        assert_close(got, want, dtype)
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -80,7 +71,7 @@ def test_several_passes_and_the_transposed_layer(seed, slabs, monkeypatch):
     dx, dw, _ = p.backward(dy)
     refs = [oracle_forward(x, w, None, **kw)] + list(oracle_backward(dy, x, w, **kw))[:2]
     for got, want in zip((y, dx, dw), refs):
-        _assert_exact(got, want, np.float64)
+        assert_close(got, want, np.float64)
     layer = dict(kw, transposed=True, padding=0 if isinstance(kw["padding"], str)
                  else kw["padding"])
     try:
@@ -88,10 +79,10 @@ def test_several_passes_and_the_transposed_layer(seed, slabs, monkeypatch):
     except ValueError:
         return
     q = fftconv.plan(y.shape, w.shape, dtype=y.dtype, algorithm="fft_tiles", tile=tile, **layer)
-    _assert_exact(q.forward(y, w), ref.forward(y, w), np.float64)
+    assert_close(q.forward(y, w), ref.forward(y, w), np.float64)
     g = rng.standard_normal(ref.out_shape)
     for got, want in zip(q.backward(g)[:2], ref.backward(g)[:2]):
-        _assert_exact(got, want, np.float64)
+        assert_close(got, want, np.float64)
 
 
 def test_pieces_per_window_and_the_staging_size():
@@ -130,7 +121,7 @@ def test_scope_kernels_longer_than_every_window_price_infinite():
     x, w = np.ones((1, 2, 64)), np.ones((2, 2, 33))
     p = fftconv.plan(x.shape, w.shape, dtype=np.float64, algorithm="fft_tiles", padding="same")
     assert p.tile == (64,)
-    _assert_exact(p.forward(x, w), oracle_forward(x, w, None, padding="same"), np.float64)
+    assert_close(p.forward(x, w), oracle_forward(x, w, None, padding="same"), np.float64)
 
 
 def test_workspace_budget_takes_fewer_slabs_per_pass():
@@ -143,7 +134,7 @@ def test_workspace_budget_takes_fewer_slabs_per_pass():
     assert small._engine.workspace_bytes <= limit
     x = np.random.default_rng(2).standard_normal(shape_x).astype(np.float32)
     w = np.random.default_rng(3).standard_normal(shape_w).astype(np.float32)
-    _assert_exact(small.forward(x, w), oracle_forward(x, w, None), np.float32)
+    assert_close(small.forward(x, w), oracle_forward(x, w, None), np.float32)
 
 
 def test_errors_name_the_algorithm_and_the_rule():

@@ -6,6 +6,7 @@ import pytest
 import fftconv
 from fftconv.algorithms import fft as fft_path, overlap_add
 from fftconv.checks import check_layer
+from conftest import random_options
 from oracle import oracle_backward, oracle_forward
 
 
@@ -14,10 +15,7 @@ def random_case(rng):
     groups, cg, og, n_batch = int(rng.choice([1, 2])), int(rng.integers(1, 3)), \
         int(rng.integers(1, 3)), int(rng.integers(1, 3))
     k = tuple(int(v) for v in rng.integers(1, 4, nd))
-    kw = dict(padding=["valid", "same", "full", 1, ((2, 0),) * nd][int(rng.integers(0, 5))],
-              stride=tuple(int(v) for v in rng.integers(1, 3, nd)),
-              dilation=tuple(int(v) for v in rng.integers(1, 3, nd)),
-              groups=groups, flip_kernel=bool(rng.integers(0, 2)))
+    kw = random_options(rng, nd, groups)
     size = tuple(int(v) for v in rng.integers(9, 15, nd))
     complex_ = bool(rng.integers(0, 2))
     x = rng.standard_normal((n_batch, groups * cg) + size)

@@ -5,7 +5,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from fftconv import runtime
 from fftconv.backends import host
 from fftconv.algorithms import overlap_add
 from fftconv.planner import ENGINE_CACHE
+from conftest import traced_step
 from oracle import (oracle_backward, oracle_forward, oracle_transposed_backward,
                     oracle_transposed_forward)
 
@@ -271,27 +271,6 @@ def test_ordinary_values_are_not_copied_for_scaling():
 BUDGET_CASES = [((4, 8, 48, 48), (8, 8, 5, 5), dict(padding="same")),
                 ((4, 8, 48, 48), (8, 8, 3, 3), dict(stride=2)),
                 ((3, 2, 3000), (4, 2, 31), dict())]
-
-
-def traced_step(x, w, **options):
-    """``(plan, peak)``: a plan and the peak traced bytes of its second training
-    step, counting every buffer the plan allocated since it was built (traced from
-    the start; the first step's peak is not used: FFTW planning and wisdom export
-    happen there), minus the step's inputs, outputs and kept ``x`` (all allowed
-    beyond the budget)."""
-    tracemalloc.start()
-    try:
-        p = fftconv.plan(x.shape, w.shape, dtype=x.dtype, **options)
-        dy = np.ones(p.out_shape, x.dtype)
-        p.vjp(x, w)[1](dy)      # the first step; its pullback and results are dropped
-        tracemalloc.reset_peak()
-        y, pullback = p.vjp(x, w)
-        g = pullback(dy)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    allowed = x.nbytes + w.nbytes + 2 * y.nbytes + g.dx.nbytes + g.dw.nbytes
-    return p, peak - allowed - p._engine.kept_bytes
 
 
 @pytest.mark.parametrize("case", BUDGET_CASES)

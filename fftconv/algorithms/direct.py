@@ -152,11 +152,11 @@ def weight_grad(dy, xpad, geom: ConvGeometry, arrays: Arrays):
     shared-operand path computes ``dx`` too and drops it (one correlation's
     extra work); on one axis only the weight gradient's GEMMs run."""
     xc = _conj(xpad, arrays)
+    if not _flat(geom):
+        return _patch_weight_grad(dy, xc, geom, arrays)
     w = arrays.zeros(geom.w_shape, _dtype(arrays, dy, xpad))
     if direct_1d.applies(geom):
         return _line_backward(dy, xc, w, geom, arrays, need_dx=False)[1]
-    if not _flat(geom):
-        return _patch_weight_grad(dy, xc, geom, arrays)
     return _flat_backward(_ShiftedDy(dy, geom, arrays), xc, w, geom, arrays)[1]
 
 

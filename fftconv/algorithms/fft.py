@@ -298,6 +298,51 @@ class SpectralEngine:
     save_output = save_input
 
 
+class TiledEngine(SpectralEngine):
+    """What the engines that cut the output into tiles and run the tiles' windows
+    through one :class:`Passes` share (overlap-add, small FFT tiles): the FFT size
+    of a window, the kept spectrum, and the input gradient as a backward pass."""
+
+    geom: ConvGeometry
+    tile_geom: ConvGeometry
+    dtype: np.dtype
+    arrays: Arrays
+    #: Every tile runs in one pass, so a forward pass can keep their spectrum.
+    single_pass: bool
+
+    @property
+    def fft_shape(self) -> tuple:
+        """FFT size of one tile's window."""
+        return self.tile_geom.fft_shape
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes a forward pass keeps beyond the workspace: none in one pass (the kept
+        spectrum is one of the pass engine's buffers), else a copy of its input."""
+        return 0 if self.single_pass else math.prod(self.geom.x_shape) * self.dtype.itemsize
+
+    def new_kept(self, keep: bool):
+        """The buffer a forward pass keeps the windows' spectrum in, where it can."""
+        return (self.passes.new_kept_spectrum(self.geom.in_channels)
+                if keep and self.single_pass else None)
+
+    def forward_result(self, x, y, kept, keep: bool) -> tuple:
+        """``(y, saved)``: the kept spectrum where one pass held it, else ``x`` copied."""
+        if not keep:
+            return y, None
+        if kept is not None:
+            return y, Saved("spectrum", kept)
+        return y, Saved("signal", self.arrays.copy(x))
+
+    def input_grad(self, dy, k, keep=False, out=None) -> tuple:
+        dx, _ = self.backward(dy, None, k, need_dw=False, out=out)
+        return dx, Saved("signal", self.arrays.copy(dy)) if keep else None
+
+    def backward(self, dy, saved_x, k, need_dx=True, need_dw=True, out=None) -> tuple:
+        """The input and weight gradients: each tiled engine has its own."""
+        raise NotImplementedError
+
+
 class FFTEngine(SpectralEngine):
     """The FFT algorithm behind the engine protocol (``fftconv.protocol``): the
     batch in chunks of ``chunk`` samples, each run by :class:`Passes`.

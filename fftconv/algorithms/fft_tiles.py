@@ -40,10 +40,10 @@ from ..backends import Arrays
 from ..config import Settings
 from ..costs import Work
 from ..geometry import ConvGeometry, tile_geometry
-from ..protocol import Algorithm, Partition, Saved, Tiling
+from ..protocol import Algorithm, Partition, Tiling
 from ..transforms import spectrum_bytes
 from . import fft
-from .fft import Passes, SpectralEngine
+from .fft import Passes, TiledEngine
 from .fft import workspace_bytes as fft_workspace_bytes
 
 #: FFT window lengths per axis the cost model chooses among (NNPACK's 8 and 16,
@@ -106,7 +106,7 @@ def workspace_bytes(geom: ConvGeometry, dtype, tile: Sequence[int], slabs: int) 
     return fft_workspace_bytes(p, dtype, p.batch) + (windows + stage) * item + block
 
 
-class TileEngine(SpectralEngine):
+class TileEngine(TiledEngine):
     """Forward and backward passes of ``geom`` over a grid of small output tiles,
     ``slabs`` slabs of tiles per pass (the engine protocol of ``fftconv.protocol``).
 
@@ -126,24 +126,13 @@ class TileEngine(SpectralEngine):
         self.passes = Passes(p, self.dtype, settings, p.batch, arrays)
         self.lock = threading.Lock()
         self.chunk = geom.batch
-        #: Every tile runs in one pass, so a forward pass can keep their spectrum.
         self.single_pass = self.slabs >= self.grid[0]
         self._stages: dict = {}
 
     # -- sizes ---------------------------------------------------------------------------
     @property
-    def fft_shape(self) -> tuple:
-        """FFT size of one tile's window."""
-        return self.tile_geom.fft_shape
-
-    @property
     def workspace_bytes(self) -> int:
         return workspace_bytes(self.geom, self.dtype, self.tile, self.slabs)
-
-    @property
-    def kept_bytes(self) -> int:
-        """None in one pass (the kept spectrum is a pass buffer), else a copy of ``x``."""
-        return 0 if self.single_pass else math.prod(self.geom.x_shape) * self.dtype.itemsize
 
     # -- staging arrays ------------------------------------------------------------------
     def _stage(self, name: str, channels: int, lengths: Sequence[int]):
@@ -290,22 +279,12 @@ class TileEngine(SpectralEngine):
         g = self.geom
         stage = self._padded(x, "x")
         x_buf, y_buf = self._buffer(self.tile_geom.x_shape), self._buffer(self.tile_geom.y_shape)
-        kept = (self.passes.new_kept_spectrum(g.in_channels)
-                if keep and self.single_pass else None)
+        kept = self.new_kept(keep)
         for first in self.slab_groups():
             windows = self._windows(stage, first, x_buf)
             self.passes.forward_piece(windows, k, out=y_buf[:windows.shape[0], ...], x_keep=kept)
             self._scatter(y_buf, first)
-        y = self._output(out)
-        if not keep:
-            return y, None
-        if kept is not None:
-            return y, Saved("spectrum", kept)
-        return y, Saved("signal", self.arrays.copy(x))
-
-    def input_grad(self, dy, k, keep=False, out=None) -> tuple:
-        dx, _ = self.backward(dy, None, k, need_dw=False, out=out)
-        return dx, Saved("signal", self.arrays.copy(dy)) if keep else None
+        return self.forward_result(x, self._output(out), kept, keep)
 
     def backward(self, dy, saved_x, k, need_dx=True, need_dw=True, out=None) -> tuple:
         """The windows' input gradients overlap-added, the weight gradients summed."""

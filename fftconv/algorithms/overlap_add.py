@@ -43,10 +43,10 @@ from ..backends import Arrays
 from ..config import Settings
 from ..costs import Work
 from ..geometry import ConvGeometry, next_fast_length, tile_geometry, window_clip
-from ..protocol import Algorithm, Engine, Partition, Saved, Tiling
+from ..protocol import Algorithm, Engine, Partition, Tiling
 from ..transforms import spectrum_bytes
 from . import fft
-from .fft import FFTEngine, Passes, SpectralEngine
+from .fft import FFTEngine, Passes, TiledEngine
 from .fft import workspace_bytes as fft_workspace_bytes
 
 
@@ -105,7 +105,7 @@ def tiles_per_pass(geom: ConvGeometry, dtype, tile) -> int:
     return max(1, min(n_tiles, budget // max(one, 1)))
 
 
-class OverlapAddEngine(SpectralEngine):
+class OverlapAddEngine(TiledEngine):
     """Forward and backward passes of ``geom`` by overlap-add over output tiles
     (the engine protocol of ``fftconv.protocol``)."""
 
@@ -122,7 +122,6 @@ class OverlapAddEngine(SpectralEngine):
         self.lock = threading.Lock()
         self.chunk = geom.batch
         n_tiles = math.prod(-(-o // b) for o, b in zip(geom.out_size, self.tile))
-        #: All tiles run in one pass, so the forward pass can keep their spectrum.
         self.single_pass = self.per_pass >= n_tiles
         # the slices of every tile, worked out once: (into x, into the window) and
         # (into y, into the tile's y), by tile in the order of :meth:`tiles`
@@ -130,21 +129,9 @@ class OverlapAddEngine(SpectralEngine):
         self._output_at = [self._output_slices(starts) for starts in self.tiles()]
 
     @property
-    def fft_shape(self) -> tuple:
-        """FFT size of one tile."""
-        return self.tile_geom.fft_shape
-
-    @property
     def workspace_bytes(self) -> int:
         """The pass engine's buffers plus the input, output and gradient windows."""
         return workspace_bytes(self.geom, self.dtype, self.tile, self.per_pass)
-
-    @property
-    def kept_bytes(self) -> int:
-        """Bytes a forward pass keeps beyond :attr:`workspace_bytes`: none in one
-        pass (the kept spectrum is one of the pass engine's buffers), else a copy
-        of its input."""
-        return 0 if self.single_pass else math.prod(self.geom.x_shape) * self.dtype.itemsize
 
     def tiles(self):
         """Output start index per axis of every tile."""
@@ -212,21 +199,12 @@ class OverlapAddEngine(SpectralEngine):
     def forward(self, x, k, keep=False, out=None) -> tuple:
         y = self.arrays.empty(self.geom.y_shape, self.dtype) if out is None else out
         x_buf, y_buf = self._buffer(self.tile_geom.x_shape), self._buffer(self.tile_geom.y_shape)
-        kept = (self.passes.new_kept_spectrum(self.geom.in_channels)
-                if keep and self.single_pass else None)
+        kept = self.new_kept(keep)
         for group in self.tile_groups():
             windows = self._input_windows(x, group, x_buf)
             self.passes.forward_piece(windows, k, out=y_buf[:len(windows), ...], x_keep=kept)
             self._scatter(y_buf, group, y)
-        if not keep:
-            return y, None
-        if kept is not None:
-            return y, Saved("spectrum", kept)
-        return y, Saved("signal", self.arrays.copy(x))
-
-    def input_grad(self, dy, k, keep=False, out=None) -> tuple:
-        dx, _ = self.backward(dy, None, k, need_dw=False, out=out)
-        return dx, Saved("signal", self.arrays.copy(dy)) if keep else None
+        return self.forward_result(x, y, kept, keep)
 
     def backward(self, dy, saved_x, k, need_dx=True, need_dw=True, out=None) -> tuple:
         """Tiles' input gradients overlap-added, weight gradients summed."""
