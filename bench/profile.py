@@ -8,12 +8,14 @@ only, around the functions that do each kind of work in the FFT path:
 part          what is timed (exclusive of the parts nested inside)
 ============  ==============================================================
 transforms    the batched FFT executions (``pyfftw.FFTW.execute`` or ``scipy.fft``)
-placement     copying operands into the zeroed transform buffers
+placement     copying operands into the zeroed transform buffers (for the pruned
+              weight transform, its stage copies and zeroing)
 products      the per-frequency channel products (``contraction.*_product*``, the
               compiled and the elementwise products)
 transposes    the frequency-block and kernel-spectrum transposes (the compiled
               products' packing of the kernel spectrum)
-crops         cropping, scaling and flipping the inverse transforms' results
+crops         cropping, scaling and flipping the inverse transforms' results (for
+              the pruned weight-gradient inverse, its cuts between axes)
 resampling    spectrum tiling and folding (stride, dilation)
 other         the rest of the step: Python, argument checks, the weight cache, bias
 ============  ==============================================================
@@ -93,6 +95,8 @@ class _TimedPlan:
 _TIMED = (
     (transforms.ForwardTransform, "__call__", "placement"),
     (transforms.InverseTransform, "__call__", "crops"),
+    (transforms.PrunedForward, "__call__", "placement"),
+    (transforms.PrunedInverse, "__call__", "crops"),
     (fftpath.Passes, "weight_grad", "crops"),
     (contraction, "forward_product", "products"),
     (contraction, "backward_products", "products"),

@@ -33,6 +33,26 @@ def test_profile_parts_add_up_and_wrappers_are_removed():
     assert "transforms" in text and "step/floor" in text
 
 
+def test_profile_counts_the_pruned_transforms_copies_as_placement_and_crops():
+    """The pruned weight transform's stage copies are placement and the pruned inverse's
+    cuts are crops, with their FFT executions as transforms; nothing left to "other"."""
+    from bench.profile import PartTimer, instrumented
+    import fftconv
+    from fftconv import backends
+    grid, kept = (32, 30), (slice(0, 5), slice(0, 4))
+    with fftconv.using(backend="pyfftw", threads=1):
+        settings, host = fftconv.get_settings(), backends.host()
+        timer = PartTimer()
+        with instrumented(timer):
+            fwd = transforms.PrunedForward((6,), grid, np.float32, settings, host, kept)
+            inv = transforms.PrunedInverse((6,), grid, np.float32, settings, host, kept)
+            fwd(np.ones((6, 5, 4), np.float32), kept)
+            inv(kept)
+    seconds = timer.seconds
+    assert seconds["placement"] > 0 and seconds["crops"] > 0 and seconds["transforms"] > 0
+    assert all(seconds[p] == 0 for p in PARTS if p not in ("placement", "crops", "transforms"))
+
+
 def test_sweep_plot_shows_spread_and_busy_warning(tmp_path):
     pytest.importorskip("matplotlib")
     from bench.report import plot_sweep
