@@ -18,42 +18,33 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 #: Seconds per unit of work.  Fitted by ``python -m bench calibrate`` (non-negative
-#: least squares on the relative error of 41 float32 layers, 1-D to 3-D, timed
-#: with all three algorithms and, on large inputs, overlap-add with several
-#: tiles, 2-D strips included; 2 threads, on the 2-core AMD EPYC reference VM
-#: with pyFFTW 0.15 and OpenBLAS 0.3.31).  The fit folds per-element costs into
-#: the terms that explain them best (``signal_element`` and ``tile_copy`` came
-#: out 0), so read them as a model, not as hardware rates: the model picks the
-#: measured-fastest algorithm on 83% of the calibration layers, estimate/measured
-#: median 0.93, range 0.55-1.65 over 148 runs.
+#: least squares on the relative error of 56 float32 layers, 1-D to 3-D, timed
+#: with every transform algorithm and, on large inputs, several tiles; 2 threads,
+#: on the 2-core Intel Xeon (AVX-512) reference VM with pyFFTW 0.15 and OpenBLAS
+#: 0.3.31, load average below 0.2).  ``fft_tiles``' own units are fitted after
+#: the others (``bench.calibrate.FITTED_LAST``).  The fit folds costs into the
+#: terms that explain them best (``direct_offset``, ``elementwise_mac``,
+#: ``spectrum_mac`` and ``tile_element`` came out 0), so read them as a model, not
+#: as hardware rates: auto's pick is within 1.2x of the measured fastest on 50
+#: of the 56 layers (worst 1.52x), estimate/measured median 0.96 over 260 runs.
 RATES = {
-    "call": 0.000228,
-    "compiled_mac": 3.7e-11,
-    "direct_element": 2.8e-10,
-    "direct_offset": 2.38e-07,
-    "elementwise_mac": 1e-09,
-    "fft_call": 0.000204,
-    "fft_element_log": 4.38e-10,
-    "fft_large_element_log": 4.7e-10,
-    "gemm_flop": 7.55e-12,
-    "signal_element": 0.0,
-    "spectrum_element": 2.84e-09,
-    "spectrum_mac": 6.24e-11,
-    "tile_copy": 0.0,
-    # Elements written by fftconv.algorithms.fft_tiles' gathers and scatters
-    # (fft_tiles.moved_elements): provisional, not fitted by calibrate yet: those copies
-    # alone, timed (best of 7) on 5 float32 layers (2-D 48x48 k3, 32x32 k3, 128x128 k7,
-    # 3-D 24^3 k7; 8- to 32-point windows; 2 threads) on the shared 2-core VM at load
-    # average ~4, took 1.4-2.5 ns per element; the median.
-    "tile_element": 2.1e-09,
-    # The Winograd algorithm's units (fftconv.algorithms.winograd.work): fitted by NNLS on
-    # the relative error of 14 float32 training steps in its scope (1-D to 3-D, 3 to 256
-    # channels, 3 and 5 taps; best of 4-5 rounds of 3 steps, 2 threads, `call` at its rate
-    # above) on the 2-core reference VM at load averages 0.2-1.3; the model then priced
-    # those steps at 0.76-1.27 times their measured times.
-    "winograd_element": 1.43e-10,
-    "winograd_flop": 8.98e-12,
-    "winograd_grid": 1.83e-09,
+    "call": 0.000145,
+    "compiled_mac": 2.17e-10,
+    "direct_element": 2.51e-10,
+    "direct_offset": 0.0,
+    "elementwise_mac": 0.0,
+    "fft_call": 9.65e-05,
+    "fft_element_log": 2.73e-10,
+    "fft_large_element_log": 2.55e-10,
+    "gemm_flop": 7.32e-12,
+    "signal_element": 1.07e-09,
+    "spectrum_element": 4.13e-09,
+    "spectrum_mac": 0.0,
+    "tile_copy": 4.97e-06,
+    "tile_element": 0.0,
+    "winograd_element": 3.76e-10,
+    "winograd_flop": 6.44e-12,
+    "winograd_grid": 2.51e-09,
 }
 
 #: Units of work by name (the keys of :data:`RATES`).

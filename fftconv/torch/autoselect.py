@@ -38,18 +38,19 @@ from ..timing import WEIGHT_STEP, best_of
 from ..api import plan
 from ..config import Settings, get_settings, using
 
-#: Seconds per unit of :func:`native_work`.  Fitted by ``python -m bench.calibrate``
+#: Seconds per unit of :func:`native_work`.  Fitted by ``python -m bench calibrate``
 #: (non-negative least squares on the relative error of PyTorch 2.13's CPU
-#: convolution, float32 training steps on the calibration layers, 2 threads, on
-#: the 2-core reference VM; estimate/measured median 0.86, range 0.20-1.64 over
-#: the 41 layers: a coarse model, hence :data:`NATIVE_MARGIN` and
-#: ``convert(model, example_input)``).  Only float32 is fitted: float64 is assumed to cost
+#: convolution, float32 training steps on the 52 calibration layers it runs, 2
+#: threads, on the 2-core Intel Xeon reference VM; estimate/measured median 0.80,
+#: range 0.20-2.04: a coarse model, hence :data:`NATIVE_MARGIN` and
+#: ``convert(model, example_input)``).  On those layers the rule never took fftconv
+#: where PyTorch was faster.  Only float32 is fitted: float64 is assumed to cost
 #: twice as much and complex four times the real flops, as in ``fftconv.costs``.
 NATIVE_RATES = {
-    "native_call": 0.000538,
-    "native_element": 1.61e-10,
-    "native_flop": 1.78e-12,
-    "native_patch": 2.38e-10,
+    "native_call": 0.000192,
+    "native_element": 7.22e-10,
+    "native_flop": 2.47e-12,
+    "native_patch": 4.15e-11,
 }
 
 #: fftconv's algorithms that the cost model weighs against "native".
