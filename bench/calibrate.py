@@ -152,31 +152,12 @@ def price(name: str, units: dict, rates: dict) -> float:
     return sum(n * table[unit] for unit, n in units.items())
 
 
-#: Algorithms fitted after the others, on their own units only. ``fft_tiles`` runs
-#: hundreds of passes on long 1-D inputs, each priced at ``call`` and ``fft_call``;
-#: in one joint fit those rows push both rates to zero and so price every small
-#: layer at a fraction of its time.
-FITTED_LAST = ("fft_tiles",)
-
-
-def fit(rows, rates: dict, held=None):
-    """Rates (names of ``rates``) fitted to ``rows`` by NNLS on the relative error:
-    first on the rows of algorithms outside :data:`FITTED_LAST`, then the units only
-    those use, on their rows, with the first fit held. ``held`` (``{unit: rate}``)
-    fixes units instead of fitting them."""
-    held = dict(held or {})
-    first = [r for r in rows if r[0] not in FITTED_LAST]
-    last = [r for r in rows if r[0] in FITTED_LAST]
-    if first and last:
-        own = {u for r in last for u in r[1]} - {u for r in first for u in r[1]}
-        held = fit(first, {n: v for n, v in rates.items() if n not in own}, held)
-        return fit(last, rates, held)
-    names = sorted(n for n in rates if n not in held)
+def fit(rows, rates: dict):
+    """Rates (names of ``rates``) fitted to ``rows`` by NNLS on the relative error."""
+    names = sorted(rates)
     a = np.array([[units.get(n, 0.0) / t for n in names] for _, units, t, _ in rows])
-    b = np.array([1.0 - sum(units.get(n, 0.0) * v for n, v in held.items()) / t
-                  for _, units, t, _ in rows])
-    fitted, _ = nnls(a, b) if names else ([], None)
-    return {**dict(zip(names, fitted)), **held}
+    fitted, _ = nnls(a, np.ones(len(rows)))
+    return dict(zip(names, fitted))
 
 
 def _by_layer(rows, rates: dict) -> list:

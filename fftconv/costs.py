@@ -19,32 +19,31 @@ from numpy.typing import DTypeLike
 
 #: Seconds per unit of work.  Fitted by ``python -m bench calibrate`` (non-negative
 #: least squares on the relative error of 56 float32 layers, 1-D to 3-D, timed
-#: with every transform algorithm and, on large inputs, several tiles; 2 threads,
-#: on the 2-core Intel Xeon (AVX-512) reference VM with pyFFTW 0.15 and OpenBLAS
-#: 0.3.31, load average below 0.2).  ``fft_tiles``' own units are fitted after
-#: the others (``bench.calibrate.FITTED_LAST``).  The fit folds costs into the
-#: terms that explain them best (``direct_offset``, ``elementwise_mac``,
-#: ``spectrum_mac`` and ``tile_element`` came out 0), so read them as a model, not
-#: as hardware rates: auto's pick is within 1.2x of the measured fastest on 50
-#: of the 56 layers (worst 1.52x), estimate/measured median 0.96 over 260 runs.
+#: with every transform algorithm and, on large inputs, several overlap-add
+#: tiles; 2 threads, on the 2-core Intel Xeon (AVX-512) reference VM with pyFFTW
+#: 0.15 and OpenBLAS 0.3.31, load average about 1).  The fit folds costs into
+#: the terms that explain them best (``direct_offset`` came out 0), so read them
+#: as a model, not as hardware rates: auto's pick is within 1.2x of the measured
+#: fastest on 50 of the 56 layers (worst 1.52x), estimate/measured median 0.96,
+#: range 0.41-1.60 over 261 runs.
 RATES = {
-    "call": 0.000145,
-    "compiled_mac": 2.17e-10,
-    "direct_element": 2.51e-10,
+    "call": 0.000115,
+    "compiled_mac": 2.43e-10,
+    "direct_element": 2.58e-10,
     "direct_offset": 0.0,
-    "elementwise_mac": 0.0,
-    "fft_call": 9.65e-05,
-    "fft_element_log": 2.73e-10,
-    "fft_large_element_log": 2.55e-10,
-    "gemm_flop": 7.32e-12,
-    "signal_element": 1.07e-09,
-    "spectrum_element": 4.13e-09,
-    "spectrum_mac": 0.0,
-    "tile_copy": 4.97e-06,
-    "tile_element": 0.0,
-    "winograd_element": 3.76e-10,
-    "winograd_flop": 6.44e-12,
-    "winograd_grid": 2.51e-09,
+    "elementwise_mac": 1.03e-09,
+    "fft_call": 0.000194,
+    "fft_element_log": 3.18e-10,
+    "fft_large_element_log": 3.01e-10,
+    "gemm_flop": 7.54e-12,
+    "signal_element": 2.61e-10,
+    "spectrum_element": 1.91e-09,
+    "spectrum_mac": 1.18e-10,
+    "tile_copy": 4.57e-06,
+    "tile_element": 1.04e-09,
+    "winograd_element": 3.92e-10,
+    "winograd_flop": 8.66e-12,
+    "winograd_grid": 2.45e-09,
 }
 
 #: Units of work by name (the keys of :data:`RATES`).

@@ -94,25 +94,6 @@ def test_calibrate_fits_copies_of_the_rates_and_leaves_the_library_s_alone():
     assert costs.RATES == before
 
 
-def test_calibrate_fits_the_late_algorithms_own_units_with_the_shared_ones_held(monkeypatch):
-    """A ``FITTED_LAST`` algorithm's rows leave the shared rates as the other rows give
-    them, even when its ``call`` counts are 100x too high (a joint fit then moves
-    ``call``), and its own unit is fitted on top."""
-    from bench import calibrate
-    late = calibrate.FITTED_LAST[0]
-    shared = [{"call": 1.0, "a": 1.0}, {"call": 1.0, "a": 3.0}, {"call": 2.0, "a": 1.0}]
-    rows = [("fft", u, 4.0 * u["call"] + 2.0 * u["a"], None) for u in shared]
-    own = [{"call": 1.0, "a": 1.0, "t": 1.0}, {"call": 1.0, "a": 2.0, "t": 3.0}]
-    late_rows = [(late, u, 4.0 + 2.0 * u["a"] + 7.0 * u["t"], None) for u in own]
-    start = {"call": 0.0, "a": 0.0, "t": 0.0}
-    assert calibrate.fit(rows + late_rows, start) == pytest.approx(
-        {"call": 4.0, "a": 2.0, "t": 7.0})
-    miscounted = [(n, {**u, "call": 100.0}, t, g) for n, u, t, g in late_rows]
-    fitted = calibrate.fit(rows + miscounted, start)
-    assert (fitted["call"], fitted["a"]) == pytest.approx((4.0, 2.0))
-    monkeypatch.setattr(calibrate, "FITTED_LAST", ())
-    assert calibrate.fit(rows + miscounted, start)["call"] < 3.0
-
 def test_decide_prices_every_algorithm_at_the_partition_it_estimates():
     """The kernel sweep's and the decisions suite's model figures (the sweep crashed when
     overlap-add's work took a Tiling and was given the estimate's tile)."""

@@ -137,6 +137,19 @@ def test_workspace_budget_takes_fewer_slabs_per_pass():
     assert_close(small.forward(x, w), oracle_forward(x, w, None), np.float32)
 
 
+def test_a_partition_of_no_tile_count_prices_the_one_pass_the_plan_runs():
+    """``Tiling(tile, 0)`` (the bench's and calibrate's partition of a plan's tile) is
+    priced as the plan runs it, all slabs in one pass, not one slab per pass."""
+    from fftconv.protocol import Tiling
+    plan = fftconv.plan((2, 8, 8192), (8, 8, 17), dtype=np.float32, algorithm="fft_tiles")
+    tile, geom = tuple(plan.tile), plan.geometry
+    entry = registry.REGISTRY["fft_tiles"]
+    assert plan._engine.slabs == fft_tiles.grid(geom, tile)[0] > 1
+    priced = entry.work(geom, np.float32, Tiling(tile, 0))
+    assert priced == fft_tiles.work(geom, np.float32, tile, plan._engine.slabs)
+    assert priced["call"] < entry.work(geom, np.float32, Tiling(tile, fft_tiles.slab(geom, tile)))["call"]
+
+
 def test_errors_name_the_algorithm_and_the_rule():
     with pytest.raises(ValueError, match=r"fftconv\.plan: tile is for algorithm='overlap_add' "
                                          r"or 'fft_tiles', got algorithm='fft'"):

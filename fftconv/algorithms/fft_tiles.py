@@ -411,12 +411,16 @@ def fitting_tiling(func: str, geom: ConvGeometry, dtype, limit: Optional[int],
 
 
 def _tiling(geom: ConvGeometry, dtype, partition: Optional[Partition]) -> Tuple[Tuple[int, ...], int]:
-    """``(tile, slabs per pass)`` of a partition (the cost model's tile, one pass, for ``None``)."""
+    """``(tile, slabs per pass)`` of a partition: the cost model's tile for ``None``;
+    one pass (:func:`slabs_per_pass`) for ``None`` or ``per_pass`` 0, as overlap-add
+    reads 0 as its default."""
     if partition is None:
         tile = best_tile(geom, dtype)[0] or tuple(geom.out_size)
-        return tile, grid(geom, tile)[0]
+        return tile, slabs_per_pass(geom, tile)
     assert isinstance(partition, Tiling), partition
     tile = tuple(min(t, o) for t, o in zip(partition.tile, geom.out_size))
+    if not partition.per_pass:
+        return tile, slabs_per_pass(geom, tile)
     return tile, max(1, partition.per_pass // slab(geom, tile))
 
 

@@ -41,16 +41,16 @@ from ..config import Settings, get_settings, using
 #: Seconds per unit of :func:`native_work`.  Fitted by ``python -m bench calibrate``
 #: (non-negative least squares on the relative error of PyTorch 2.13's CPU
 #: convolution, float32 training steps on the 52 calibration layers it runs, 2
-#: threads, on the 2-core Intel Xeon reference VM; estimate/measured median 0.80,
-#: range 0.20-2.04: a coarse model, hence :data:`NATIVE_MARGIN` and
+#: threads, on the 2-core Intel Xeon reference VM; estimate/measured median 0.77,
+#: range 0.22-1.94: a coarse model, hence :data:`NATIVE_MARGIN` and
 #: ``convert(model, example_input)``).  On those layers the rule never took fftconv
 #: where PyTorch was faster.  Only float32 is fitted: float64 is assumed to cost
 #: twice as much and complex four times the real flops, as in ``fftconv.costs``.
 NATIVE_RATES = {
-    "native_call": 0.000192,
-    "native_element": 7.22e-10,
-    "native_flop": 2.47e-12,
-    "native_patch": 4.15e-11,
+    "native_call": 9.45e-05,
+    "native_element": 8.05e-10,
+    "native_flop": 2.52e-12,
+    "native_patch": 3.74e-11,
 }
 
 #: fftconv's algorithms that the cost model weighs against "native".
