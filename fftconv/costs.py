@@ -22,28 +22,28 @@ from numpy.typing import DTypeLike
 #: with every transform algorithm and, on large inputs, several overlap-add
 #: tiles; 2 threads, on the 2-core Intel Xeon (AVX-512) reference VM with pyFFTW
 #: 0.15 and OpenBLAS 0.3.31, load average about 1).  The fit folds costs into
-#: the terms that explain them best (``direct_offset`` came out 0), so read them
-#: as a model, not as hardware rates: auto's pick is within 1.2x of the measured
-#: fastest on 50 of the 56 layers (worst 1.52x), estimate/measured median 0.96,
-#: range 0.41-1.60 over 261 runs.
+#: the terms that explain them best (``direct_offset`` and ``signal_element``
+#: came out 0), so read them as a model, not as hardware rates: auto's pick is
+#: within 1.2x of the measured fastest on 51 of the 56 layers (worst 1.45x),
+#: estimate/measured median 0.96, range 0.49-1.58 over 261 runs.
 RATES = {
-    "call": 0.000115,
-    "compiled_mac": 2.43e-10,
-    "direct_element": 2.58e-10,
+    "call": 0.000138,
+    "compiled_mac": 2.2e-10,
+    "direct_element": 2.61e-10,
     "direct_offset": 0.0,
-    "elementwise_mac": 1.03e-09,
-    "fft_call": 0.000194,
-    "fft_element_log": 3.18e-10,
-    "fft_large_element_log": 3.01e-10,
-    "gemm_flop": 7.54e-12,
-    "signal_element": 2.61e-10,
-    "spectrum_element": 1.91e-09,
-    "spectrum_mac": 1.18e-10,
-    "tile_copy": 4.57e-06,
-    "tile_element": 1.04e-09,
-    "winograd_element": 3.92e-10,
-    "winograd_flop": 8.66e-12,
-    "winograd_grid": 2.45e-09,
+    "elementwise_mac": 1.45e-09,
+    "fft_call": 0.000156,
+    "fft_element_log": 3.27e-10,
+    "fft_large_element_log": 3.05e-10,
+    "gemm_flop": 7.58e-12,
+    "signal_element": 0.0,
+    "spectrum_element": 2.66e-09,
+    "spectrum_mac": 1.26e-10,
+    "tile_copy": 5.1e-07,
+    "tile_element": 9.54e-10,
+    "winograd_element": 4.24e-10,
+    "winograd_flop": 8.9e-12,
+    "winograd_grid": 2.3e-09,
 }
 
 #: Units of work by name (the keys of :data:`RATES`).

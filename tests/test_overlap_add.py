@@ -162,3 +162,16 @@ def test_a_single_tile_is_the_fft_path(padding, transposed):
         np.testing.assert_array_equal(got, want)
     geom = fft.geometry
     assert overlap_add.work(geom, np.float64, (100, 100)) == fft_path.work(geom, np.float64)
+
+
+def test_work_prices_the_elements_the_tile_copies_move():
+    """Each of 5 tiles (60 outputs, tiles of 12, windows of 16 for k5) moves its
+    window of ``x`` (2 x 3 x 16) in, its ``y`` tile (2 x 4 x 12) out, its ``dy`` tile
+    in, and adds into its ``dx`` window (read and written): 5 x (3 x 96 + 2 x 96);
+    float64 at twice the price."""
+    geom = fftconv.plan((2, 3, 64), (4, 3, 5), dtype=np.float32, algorithm="direct").geometry
+    one_pass = overlap_add.work(geom, np.float32, (12,), per_pass=5)
+    assert one_pass["tile_element"] == 5 * (3 * 96 + 2 * 96)
+    assert overlap_add.work(geom, np.float64, (12,), per_pass=5)["tile_element"] == 2 * 5 * 480
+    several = overlap_add.work(geom, np.float32, (12,), per_pass=2)
+    assert several["tile_element"] == 5 * (4 * 96 + 2 * 96)
