@@ -415,13 +415,14 @@ def _tiling(geom: ConvGeometry, dtype, partition: Optional[Partition]) -> Tuple[
     one pass (:func:`slabs_per_pass`) for ``None`` or ``per_pass`` 0, as overlap-add
     reads 0 as its default."""
     if partition is None:
-        tile = best_tile(geom, dtype)[0] or tuple(geom.out_size)
+        tile, per_pass = best_tile(geom, dtype)[0] or tuple(geom.out_size), 0
+    else:
+        assert isinstance(partition, Tiling), partition
+        tile = tuple(min(t, o) for t, o in zip(partition.tile, geom.out_size))
+        per_pass = partition.per_pass
+    if not per_pass:
         return tile, slabs_per_pass(geom, tile)
-    assert isinstance(partition, Tiling), partition
-    tile = tuple(min(t, o) for t, o in zip(partition.tile, geom.out_size))
-    if not partition.per_pass:
-        return tile, slabs_per_pass(geom, tile)
-    return tile, max(1, partition.per_pass // slab(geom, tile))
+    return tile, max(1, per_pass // slab(geom, tile))
 
 
 def _estimate(geom: ConvGeometry, dtype) -> Tuple[float, Optional[Tuple[int, ...]]]:

@@ -270,11 +270,11 @@ def work(geom: ConvGeometry, dtype, tile, per_pass: Optional[int] = None) -> Wor
     # each tile's slices copied by Python: window in, tile out; dy tile in, dx
     # window added; x's window in again when several passes keep no spectrum
     units["tile_copy"] = float(n_tiles * (4 if n_passes == 1 else 5))
-    units["tile_element"] = n_tiles * moved_elements(tg, n_passes > 1) * costs.precision(dtype)
+    units["tile_element"] = n_tiles * moved_per_tile(tg, n_passes > 1) * costs.precision(dtype)
     return costs.add(units, weights, scale=2 * costs.precision(dtype))
 
 
-def moved_elements(tg: ConvGeometry, again: bool) -> float:
+def moved_per_tile(tg: ConvGeometry, again: bool) -> float:
     """Elements one tile's copies write: its window of ``x`` in, its tile of ``y``
     out and of ``dy`` in, its window of ``dx`` added (read and written); with
     several passes (``again``) the window of ``x`` once more.  Priced as
