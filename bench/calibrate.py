@@ -46,6 +46,8 @@ LAYERS = (
        ((4, 16, 26, 26, 26), (16, 16, 3, 3, 3)), ((32, 64, 34, 34), (64, 64, 3, 3)),
        ((8, 32, 1028), (32, 32, 5)), ((16, 8, 50, 50), (8, 8, 3, 3)),
        ((2, 8, 200, 200), (8, 8, 25, 25)), ((16, 8, 48, 48), (8, 8, 3, 3))]
+    # large inputs where fft_tiles and overlap-add were once picked over the whole FFT
+    + [((2, 8, 256, 256), (8, 8, 7, 7)), ((1, 4, 40, 40, 40), (4, 4, 3, 3, 3))]
     # depthwise (elementwise products): Hyena-style causal long convolutions and
     # MobileNet-style 2-D blocks
     + [((b, h, n), (h, 1, n), {"padding": "causal", "flip_kernel": True, "groups": h})

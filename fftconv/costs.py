@@ -23,9 +23,11 @@ from numpy.typing import DTypeLike
 #: tiles; 2 threads, on the 2-core Intel Xeon (AVX-512) reference VM with pyFFTW
 #: 0.15 and OpenBLAS 0.3.31, load average about 1).  The fit folds costs into
 #: the terms that explain them best (``direct_offset`` and ``signal_element``
-#: came out 0), so read them as a model, not as hardware rates: auto's pick is
-#: within 1.2x of the measured fastest on 51 of the 56 layers (worst 1.45x),
-#: estimate/measured median 0.96, range 0.49-1.58 over 261 runs.
+#: came out 0), so read them as a model, not as hardware rates.  Checked again
+#: on 58 layers once pruned weight transforms were priced as such: auto's pick
+#: is within 1.2x of the measured fastest on 55 of them (worst 1.43x),
+#: estimate/measured median 0.92, range 0.37-1.87 over 275 runs; a refit on
+#: those rows picked worse (53 of 58), so these rates stay.
 RATES = {
     "call": 0.000138,
     "compiled_mac": 2.2e-10,
@@ -75,3 +77,17 @@ def transform_work(rows: int, grid: Sequence[int], real: bool) -> Work:
     size = math.prod(grid)
     units = rows * size * max(math.log2(size), 1.0) * (0.5 if real else 1.0)
     return {"fft_large_element_log" if size > LARGE_TRANSFORM else "fft_element_log": units}
+
+
+def pruned_transform_work(rows: int, grid: Sequence[int], kept: Sequence[int],
+                          real: bool) -> Work:
+    """Units of ``rows`` transforms over ``grid`` pruned to ``kept`` points per axis
+    (``fftconv.transforms.PrunedForward`` and ``PrunedInverse``): axis ``j``
+    transforms only the ``prod(kept[:j]) * prod(grid[j+1:])`` lines that hold data,
+    so the share of :func:`transform_work` is that line count times ``log2 grid[j]``,
+    summed over the axes, over the whole transform's ``prod(grid) * log2 prod(grid)``."""
+    logs = [math.log2(n) for n in grid]
+    whole = math.prod(grid) * sum(logs)
+    done = sum(math.prod(kept[:j]) * math.prod(grid[j:]) * logs[j] for j in range(len(grid)))
+    share = done / whole if whole else 1.0
+    return {k: v * share for k, v in transform_work(rows, grid, real).items()}

@@ -53,7 +53,7 @@ import os
 import sys
 import warnings
 from math import prod
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -371,15 +371,23 @@ def _prunes(pruned, batch_shape, fft_shape, region, dtype, settings: Settings,
             arrays: Arrays) -> bool:
     """Whether the pruned transform class ``pruned`` serves a transform whose signal
     part is ``region`` (see :func:`prunable`)."""
-    if not (arrays.fftw and settings.backend == "pyfftw") or len(fft_shape) < 2:
-        return False
-    if not all(isinstance(c, slice) and c.step in (None, 1) for c in region):
-        return False
+    return (arrays.fftw and settings.backend == "pyfftw"
+            and pruned_extent(pruned, batch_shape, fft_shape, region, dtype) is not None)
+
+
+def pruned_extent(pruned, batch_shape, fft_shape, region, dtype) -> Optional[List[int]]:
+    """The points per axis that the pruned transform class ``pruned`` keeps of a
+    transform whose signal part is ``region``, or None when its shape does not
+    qualify (see :func:`prunable`; the cost model asks this without buffers)."""
+    if len(fft_shape) < 2 or not all(isinstance(c, slice) and c.step in (None, 1)
+                                     for c in region):
+        return None
     kept = [len(range(*c.indices(n))) for c, n in zip(region, fft_shape)]
     if prod(kept[:-1]) * 2 > prod(fft_shape[:-1]):
-        return False
-    return pruned.stage_bytes(batch_shape, fft_shape, kept, dtype) <= signal_bytes(
+        return None
+    fits = pruned.stage_bytes(batch_shape, fft_shape, kept, dtype) <= signal_bytes(
         prod(batch_shape), fft_shape, dtype)
+    return kept if fits else None
 
 
 #: Byte boundary on which each stage buffer of a :class:`PrunedInverse` starts (the

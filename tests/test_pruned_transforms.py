@@ -91,3 +91,52 @@ def test_pruned_forward_equals_the_whole_transform(dtype, batch, grid, kept, rng
             got = np.array(t(operand, placement))
             tol = 1e-5 if np.dtype(dtype) in (np.float32, np.complex64) else 1e-12
             assert np.abs(got - want).max() <= tol * np.abs(want).max()
+
+
+def _lines_transformed(grid, kept):
+    """Oracle for the pruned work: follow which points hold data, axis by axis from
+    the last (the forward order), and count each axis's 1-D transforms of a line
+    that holds any, times ``n log2 n`` for that axis's length ``n``."""
+    filled = np.zeros(grid, bool)
+    filled[tuple(slice(0, k) for k in kept)] = True
+    work = 0.0
+    for axis in reversed(range(len(grid))):
+        lines = filled.any(axis=axis)
+        work += lines.sum() * grid[axis] * np.log2(grid[axis])
+        filled = np.broadcast_to(np.expand_dims(lines, axis), grid).copy()
+    return work
+
+
+@pytest.mark.parametrize("grid, kept", [((16, 12), (5, 4)), ((10, 9, 8), (3, 4, 2)),
+                                        ((32, 30), (32, 30)), ((12, 12, 12), (1, 1, 1))])
+def test_pruned_work_counts_the_lines_that_hold_data(grid, kept):
+    """``costs.pruned_transform_work`` is the whole transform's work scaled by the
+    share of 1-D line transforms a pruned transform runs (complex data: no halving)."""
+    from fftconv import costs
+    whole = sum(costs.transform_work(3, grid, real=False).values())
+    pruned = sum(costs.pruned_transform_work(3, grid, kept, real=False).values())
+    share = _lines_transformed(grid, kept) / _lines_transformed(grid, grid)
+    assert pruned == pytest.approx(whole * share, rel=1e-12)
+
+
+def test_the_cost_model_prices_weight_transforms_pruned_where_the_engine_prunes():
+    """The FFT path's weight transforms cost less in the model exactly when FFTW
+    plans run them pruned (a small kernel in a large grid, two or more axes)."""
+    from fftconv import costs
+    from fftconv.algorithms import fft
+    for x_shape, w_shape, prunes in [((2, 4, 64, 64), (4, 4, 5, 5), True),
+                                     ((2, 4, 256), (4, 4, 5), False),
+                                     ((2, 4, 12, 12), (4, 4, 9, 9), False)]:
+        geom = fftconv.plan(x_shape, w_shape, dtype=np.float32, algorithm="fft").geometry
+        rows, grid = geom.out_channels * geom.in_channels, geom.dilation_fft_shape
+        whole = 2 * sum(costs.transform_work(rows, grid, geom.real).values())
+        with fftconv.using(backend="pyfftw"):
+            engine_prunes = transforms.prunable_forward(
+                (geom.out_channels, geom.in_channels), grid, geom.w_placement, np.float32,
+                _settings(), backends.host())
+            fftw = sum(fft.weight_transform_work(geom, np.float32).values())
+        with fftconv.using(backend="scipy"):
+            scipy = sum(fft.weight_transform_work(geom, np.float32).values())
+        assert engine_prunes == prunes
+        assert scipy == pytest.approx(whole)
+        assert (fftw < 0.8 * whole) if prunes else fftw == pytest.approx(whole)

@@ -42,8 +42,8 @@ from ..costs import Work
 from ..geometry import ConvGeometry
 from ..protocol import Algorithm, Engine, GroupShares, Partition, Saved
 from ..transforms import (COMPLEX_OF, ForwardTransform, InverseTransform, PrunedForward,
-                          PrunedInverse, prunable, prunable_forward, signal_bytes,
-                          spectrum_bytes)
+                          PrunedInverse, prunable, prunable_forward, pruned_extent,
+                          signal_bytes, spectrum_bytes)
 
 def buffer_list(geom: ConvGeometry, chunk: int) -> list:
     """``(name, rows, grid, has_signal)`` for every buffer of an engine.
@@ -556,21 +556,34 @@ def work(geom: ConvGeometry, dtype, weight_transforms: bool = True,
     (``contraction.product_work``), and copying operands in and results out."""
     g, p = geom, costs.precision(dtype)
     x_rows, y_rows = g.batch * g.in_channels, g.batch * g.out_channels
-    w_rows = g.out_channels * (g.in_channels // g.groups)
     transforms = {k: v * (1 + input_transforms) for k, v in
                   costs.transform_work(x_rows, g.fft_shape, g.real).items()}
     transforms = costs.add(transforms, costs.transform_work(y_rows, g.stride_fft_shape, g.real),
                            scale=2)
-    if weight_transforms:
-        transforms = costs.add(transforms,
-                               costs.transform_work(w_rows, g.dilation_fft_shape, g.real), scale=2)
     products = contraction.product_work(g.batch, g.in_channels, g.out_channels, g.groups,
                                         g.spectrum_size, config.get_settings().compiled,
                                         itemsize=np.finfo(dtype).bits // 8)
     units = {"signal_element": (2 * x_rows + 2 * y_rows) * math.prod(g.fft_shape) * p,
              "call": 3.0, "fft_call": 3.0}
     units = costs.add(units, products, scale=p)
-    return costs.add(units, transforms, scale=p)
+    units = costs.add(units, transforms, scale=p)
+    return costs.add(units, weight_transform_work(g, dtype)) if weight_transforms else units
+
+
+def weight_transform_work(geom: ConvGeometry, dtype) -> Work:
+    """Units of one step's weight transforms, ``w`` forward and ``dw`` inverse, each
+    priced pruned where :class:`Passes` builds it pruned (FFTW plans: a small kernel
+    in a large grid costs a fraction of the whole transform)."""
+    g = geom
+    rows, grid = (g.out_channels, g.in_channels // g.groups), g.dilation_fft_shape
+    fftw = config.get_settings().backend == "pyfftw"
+    units: Work = {}
+    for pruned, region in ((PrunedForward, g.w_placement), (PrunedInverse, g.dw_crop)):
+        kept = pruned_extent(pruned, rows, grid, region, dtype) if fftw else None
+        units = costs.add(units, costs.transform_work(math.prod(rows), grid, g.real)
+                          if kept is None else
+                          costs.pruned_transform_work(math.prod(rows), grid, kept, g.real))
+    return {k: v * costs.precision(dtype) for k, v in units.items()}
 
 
 def partition(func: str, geom: ConvGeometry, dtype: np.dtype, limit: Optional[int],

@@ -348,10 +348,8 @@ def work(geom: ConvGeometry, dtype, tile: Sequence[int], slabs: Optional[int] = 
     p = pass_geometry(geom, tile, slabs)
     per_pass = fft.work(p, dtype, weight_transforms=False,
                         input_transforms=1 if n_passes == 1 else 2)
-    units = {k: v * n_passes for k, v in per_pass.items()}
-    w_rows = p.out_channels * (p.in_channels // p.groups)
-    units = costs.add(units, costs.transform_work(w_rows, p.dilation_fft_shape, p.real),
-                      scale=2 * costs.precision(dtype))
+    units = costs.add({k: v * n_passes for k, v in per_pass.items()},
+                      fft.weight_transform_work(p, dtype))
     units["tile_element"] = moved_elements(geom, tile, n_passes > 1) * costs.precision(dtype)
     units["tile_copy"] = float(n_passes * 3 * math.prod(parts(geom, tile)))
     return units

@@ -263,15 +263,13 @@ def work(geom: ConvGeometry, dtype, tile, per_pass: Optional[int] = None) -> Wor
     per_tile = fft.work(tg, dtype, weight_transforms=False,
                         input_transforms=1 if n_passes == 1 else 2)
     fixed = {k: per_tile.pop(k) for k in ("call", "fft_call")}
-    w_rows = tg.out_channels * (tg.in_channels // tg.groups)
-    weights = costs.transform_work(w_rows, tg.dilation_fft_shape, tg.real)
     units = costs.add({k: v * n_tiles for k, v in per_tile.items()},
                       {k: v * n_passes for k, v in fixed.items()})
     # each tile's slices copied by Python: window in, tile out; dy tile in, dx
     # window added; x's window in again when several passes keep no spectrum
     units["tile_copy"] = float(n_tiles * (4 if n_passes == 1 else 5))
     units["tile_element"] = n_tiles * moved_per_tile(tg, n_passes > 1) * costs.precision(dtype)
-    return costs.add(units, weights, scale=2 * costs.precision(dtype))
+    return costs.add(units, fft.weight_transform_work(tg, dtype))
 
 
 def moved_per_tile(tg: ConvGeometry, again: bool) -> float:
